@@ -1,0 +1,202 @@
+//! The HTTP shell: axum routes for health, metrics and the operator's admin calls (`POST
+//! /v1/dial`, hangup, live calls). Wire types live here at the edge; no call state is kept
+//! here: every request is a message to the signalling task.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::app::{AdminRequest, AppHandle};
+use crate::config::sha256_hex;
+use crate::controller::MediaPlan;
+
+/// How long an admin dial waits for the far end before answering the HTTP request.
+const DIAL_WAIT: Duration = Duration::from_secs(40);
+
+pub async fn serve(listener: TcpListener, handle: AppHandle) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/dial", post(dial))
+        .route("/v1/live-calls", get(live_calls))
+        .route("/v1/calls/{call_id}/hangup", post(hangup))
+        .route("/v1/calls/{call_id}/dtmf", post(dtmf))
+        .with_state(handle);
+    axum::serve(listener, app).await
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// Admin routes need the admin bearer token.
+fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        None => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token")),
+        Some(t) if sha256_hex(t) == handle.config.admin_token_sha256 => Ok(()),
+        Some(t)
+            if handle
+                .config
+                .agents
+                .iter()
+                .any(|a| a.token_sha256 == sha256_hex(t)) =>
+        {
+            Err(error(StatusCode::FORBIDDEN, "forbidden", "admin token required"))
+        }
+        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "bad token")),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(handle): State<AppHandle>) -> impl IntoResponse {
+    let c = &handle.counters;
+    let body = format!(
+        "# TYPE callgate_rtp_packets_in_total counter\ncallgate_rtp_packets_in_total {}\n\
+         # TYPE callgate_rtp_bytes_in_total counter\ncallgate_rtp_bytes_in_total {}\n\
+         # TYPE callgate_rtp_packets_out_total counter\ncallgate_rtp_packets_out_total {}\n\
+         # TYPE callgate_rtp_bytes_out_total counter\ncallgate_rtp_bytes_out_total {}\n\
+         # TYPE callgate_rtp_bad_packets_total counter\ncallgate_rtp_bad_packets_total {}\n\
+         # TYPE callgate_rtp_peer_lost gauge\ncallgate_rtp_peer_lost {}\n\
+         # TYPE callgate_rtp_peer_jitter gauge\ncallgate_rtp_peer_jitter {}\n",
+        c.packets_in.load(Relaxed),
+        c.bytes_in.load(Relaxed),
+        c.packets_out.load(Relaxed),
+        c.bytes_out.load(Relaxed),
+        c.bad_packets.load(Relaxed),
+        c.peer_lost.load(Relaxed),
+        c.peer_jitter.load(Relaxed),
+    );
+    ([("content-type", "text/plain; version=0.0.4")], body)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialBody {
+    to: Option<String>,
+    /// `echo` (default) or `announce:<path>`.
+    media: Option<String>,
+}
+
+async fn dial(State(handle): State<AppHandle>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = require_admin(&handle, &headers) {
+        return r;
+    }
+    let body: DialBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")),
+    };
+    let Some(to) = body.to.filter(|t| !t.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "to: required");
+    };
+    let plan = match body.media.as_deref() {
+        None | Some("echo") => MediaPlan::Echo,
+        Some(m) => match m.strip_prefix("announce:") {
+            Some(path) if !path.is_empty() => MediaPlan::Announce(path.into()),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "media: must be echo or announce:<path>",
+                )
+            }
+        },
+    };
+    let (reply, answer) = oneshot::channel();
+    if handle
+        .admin
+        .send(AdminRequest::Dial { to: to.trim().to_string(), plan, reply })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+    }
+    match tokio::time::timeout(DIAL_WAIT, answer).await {
+        Ok(Ok(Ok(call_id))) => Json(serde_json::json!({"call_id": call_id, "status": "active"})).into_response(),
+        Ok(Ok(Err(reason))) if reason.contains("dial plan") => {
+            error(StatusCode::FORBIDDEN, "dial_plan_denied", reason)
+        }
+        Ok(Ok(Err(reason))) => error(StatusCode::BAD_GATEWAY, "trunk_failed", reason),
+        _ => error(StatusCode::GATEWAY_TIMEOUT, "trunk_failed", "no answer in time"),
+    }
+}
+
+async fn hangup(State(handle): State<AppHandle>, headers: HeaderMap, Path(call_id): Path<String>) -> Response {
+    if let Err(r) = require_admin(&handle, &headers) {
+        return r;
+    }
+    let (reply, answer) = oneshot::channel();
+    if handle
+        .admin
+        .send(AdminRequest::Hangup { call: call_id.clone(), reply })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+    }
+    match answer.await {
+        Ok(true) => Json(serde_json::json!({"call_id": call_id, "status": "ending"})).into_response(),
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no live call {call_id}")),
+    }
+}
+
+async fn live_calls(State(handle): State<AppHandle>, headers: HeaderMap) -> Response {
+    if let Err(r) = require_admin(&handle, &headers) {
+        return r;
+    }
+    let (reply, answer) = oneshot::channel();
+    if handle.admin.send(AdminRequest::Calls { reply }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+    }
+    match answer.await {
+        Ok(calls) => Json(serde_json::json!({"calls": calls})).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DtmfBody {
+    digits: Option<String>,
+}
+
+async fn dtmf(State(handle): State<AppHandle>, headers: HeaderMap, Path(call_id): Path<String>, body: axum::body::Bytes) -> Response {
+    if let Err(r) = require_admin(&handle, &headers) {
+        return r;
+    }
+    let body: DtmfBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")),
+    };
+    let digits = body.digits.unwrap_or_default();
+    if digits.is_empty() || !digits.chars().all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "digits: 0-9, *, #, A-D required");
+    }
+    let (reply, answer) = oneshot::channel();
+    if handle.admin.send(AdminRequest::Dtmf { call: call_id.clone(), digits, reply }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+    }
+    match answer.await {
+        Ok(true) => Json(serde_json::json!({"call_id": call_id, "status": "sending"})).into_response(),
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no live call with media {call_id}")),
+    }
+}

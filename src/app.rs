@@ -1,0 +1,687 @@
+//! Wiring: binds the listeners, runs the one signalling task that owns the b2bua and the
+//! controller outright, spawns a media task per call, and carries commands between them over
+//! bounded channels. No call logic lives here, only moving data between the world and cores.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
+use crate::config::Config;
+use crate::controller::{Command, Controller, Event, MediaPlan};
+use crate::media::call::{CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY};
+use crate::media::ports::PortPool;
+use crate::media::stats::MediaCounters;
+use crate::sdp::LocalMedia;
+use crate::sip::message::{Message, ParseError, MAX_MESSAGE_SIZE};
+use crate::sip::transaction::{LocalAddress, TimerValues, TransactionLayer, Transmit, Transport};
+
+/// Inbound SIP from TCP connections to the signalling task. When full, connection readers
+/// wait (TCP back-pressure), which is the right thing for a stream.
+const TCP_INPUT_CAPACITY: usize = 1024;
+/// Per-connection outgoing queue; when full the message is dropped and logged (the peer is
+/// not reading; SIP retransmission or the transaction timeout takes over).
+const TCP_WRITE_CAPACITY: usize = 256;
+/// Media events (announcement finished, DTMF): media tasks `try_send` and never wait.
+const MEDIA_EVENT_CAPACITY: usize = 4096;
+/// Operator requests from the HTTP API.
+const ADMIN_CAPACITY: usize = 64;
+/// How long a clean shutdown waits for BYEs to be answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load {path}: {reason}")]
+    Asset { path: PathBuf, reason: String },
+}
+
+enum TcpInput {
+    Connected(SocketAddr, mpsc::Sender<Vec<u8>>),
+    Message(SocketAddr, Message),
+    Invalid(SocketAddr, ParseError),
+    Closed(SocketAddr),
+}
+
+/// Operator requests, answered on a oneshot.
+pub enum AdminRequest {
+    Dial {
+        to: String,
+        plan: MediaPlan,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Hangup {
+        call: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Calls {
+        reply: oneshot::Sender<Vec<LiveCall>>,
+    },
+    Dtmf {
+        call: String,
+        digits: String,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveCall {
+    pub call_id: String,
+    pub direction: &'static str,
+    pub from: String,
+    pub to: String,
+    pub status: &'static str,
+    /// Digits the far end sent.
+    pub dtmf: String,
+}
+
+/// What the HTTP shell needs to reach the running gateway.
+#[derive(Clone)]
+pub struct AppHandle {
+    pub admin: mpsc::Sender<AdminRequest>,
+    pub config: Arc<Config>,
+    pub counters: Arc<MediaCounters>,
+}
+
+struct MediaHandle {
+    commands: mpsc::Sender<MediaCommand>,
+    port: u16,
+}
+
+struct Signalling {
+    b2bua: B2bua,
+    controller: Controller,
+    udp: Arc<UdpSocket>,
+    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    tcp_input: mpsc::Sender<TcpInput>,
+    media: HashMap<String, MediaHandle>,
+    /// Sockets bound for a dialled call, waiting for its answer.
+    pending_sockets: HashMap<String, MediaSockets>,
+    ports: PortPool,
+    config: Arc<Config>,
+    media_events: mpsc::Sender<MediaEvent>,
+    counters: Arc<MediaCounters>,
+    audio_files: HashMap<PathBuf, Arc<Vec<i16>>>,
+    pending_admin: HashMap<String, oneshot::Sender<Result<String, String>>>,
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Start every listener and run until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let sip_addr = config.sip.listen;
+    let udp = UdpSocket::bind(sip_addr).await.map_err(|source| AppError::Bind {
+        what: "SIP UDP",
+        addr: sip_addr,
+        source,
+    })?;
+    let tcp = TcpListener::bind(sip_addr).await.map_err(|source| AppError::Bind {
+        what: "SIP TCP",
+        addr: sip_addr,
+        source,
+    })?;
+    let http = TcpListener::bind(config.http.listen).await.map_err(|source| AppError::Bind {
+        what: "HTTP",
+        addr: config.http.listen,
+        source,
+    })?;
+    let udp = Arc::new(udp);
+    let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
+    let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);
+    let (admin_tx, mut admin_rx) = mpsc::channel(ADMIN_CAPACITY);
+    let counters = Arc::new(MediaCounters::default());
+
+    tokio::spawn(accept_sip_tcp(tcp, tcp_tx.clone()));
+    let handle = AppHandle {
+        admin: admin_tx,
+        config: Arc::clone(&config),
+        counters: Arc::clone(&counters),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(http, handle).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let now = Instant::now();
+    let host = config
+        .sip
+        .public_host
+        .clone()
+        .unwrap_or_else(|| sip_addr.ip().to_string());
+    let layer = TransactionLayer::new(
+        LocalAddress {
+            host: host.clone(),
+            port: sip_addr.port(),
+        },
+        TimerValues::default(),
+        rand::random(),
+        config.sip.user_agent.clone(),
+    );
+    let settings = B2buaSettings {
+        contact_host: host,
+        contact_port: sip_addr.port(),
+        codecs: config.codec_preference(),
+        nonce_secret: rand::random(),
+    };
+    let mut b2bua = B2bua::new(layer, settings, &config.trunks, now);
+    b2bua.set_unix_time(unix_secs());
+    let mut sig = Signalling {
+        b2bua,
+        controller: Controller::new(&config.routes),
+        udp: Arc::clone(&udp),
+        tcp_writers: HashMap::new(),
+        tcp_input: tcp_tx,
+        media: HashMap::new(),
+        pending_sockets: HashMap::new(),
+        ports: PortPool::new(config.rtp.port_min, config.rtp.port_max),
+        config: Arc::clone(&config),
+        media_events: media_tx,
+        counters,
+        audio_files: HashMap::new(),
+        pending_admin: HashMap::new(),
+    };
+    sig.preload_audio()?;
+    tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
+
+    let mut udp_buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
+    let mut terminate = signal_stream()?;
+    let mut shutting_down: Option<Instant> = None;
+    loop {
+        let deadline = sig
+            .b2bua
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::select! {
+            received = udp.recv_from(&mut udp_buf) => match received {
+                Ok((n, source)) => {
+                    sig.b2bua.set_unix_time(unix_secs());
+                    sig.b2bua.handle_datagram(Instant::now(), source, &udp_buf[..n]);
+                }
+                Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
+            },
+            Some(input) = tcp_rx.recv() => sig.on_tcp(input),
+            Some(event) = media_rx.recv() => sig.on_media_event(event),
+            Some(request) = admin_rx.recv() => sig.on_admin(request),
+            _ = sleep => sig.b2bua.handle_timeout(Instant::now()),
+            _ = terminate.recv(), if shutting_down.is_none() => {
+                tracing::info!(calls = sig.b2bua.live_legs(), "shutting down: ending live calls");
+                shutting_down = Some(Instant::now());
+                let commands = sig.controller.handle(Event::Shutdown, Instant::now());
+                sig.execute(commands);
+                for leg in sig.b2bua.leg_ids() {
+                    sig.b2bua.hangup(Instant::now(), &leg);
+                }
+            }
+        }
+        sig.drain().await;
+        if let Some(started) = shutting_down {
+            if sig.b2bua.live_legs() == 0 || started.elapsed() > SHUTDOWN_GRACE {
+                break;
+            }
+        }
+    }
+    for (_, media) in sig.media.drain() {
+        let _ = media.commands.try_send(MediaCommand::Stop);
+    }
+    // Let media tasks send their RTCP BYE.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tracing::info!("callgate stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+fn signal_stream() -> anyhow::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = mpsc::channel(1);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+impl Signalling {
+    fn preload_audio(&mut self) -> Result<(), AppError> {
+        let files: Vec<PathBuf> = self
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| match r.route_action() {
+                crate::config::RouteAction::Announce { file } => Some(file),
+                crate::config::RouteAction::Echo => None,
+            })
+            .collect();
+        for file in files {
+            let samples = crate::media::wav::load_8k_mono(&file).map_err(|e| AppError::Asset {
+                path: file.clone(),
+                reason: e.to_string(),
+            })?;
+            self.audio_files.insert(file, Arc::new(samples));
+        }
+        Ok(())
+    }
+
+    fn audio(&mut self, path: &Path) -> Option<Arc<Vec<i16>>> {
+        if let Some(samples) = self.audio_files.get(path) {
+            return Some(Arc::clone(samples));
+        }
+        match crate::media::wav::load_8k_mono(path) {
+            Ok(samples) => {
+                let samples = Arc::new(samples);
+                self.audio_files.insert(path.to_path_buf(), Arc::clone(&samples));
+                Some(samples)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load audio");
+                None
+            }
+        }
+    }
+
+    /// Move everything the cores want done out to the world.
+    async fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self.b2bua.poll_transmit() {
+                progressed = true;
+                self.transmit(transmit).await;
+            }
+            while let Some(event) = self.b2bua.poll_event() {
+                progressed = true;
+                self.on_leg_event(event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, transmit: Transmit) {
+        tracing::trace!(to = %transmit.destination, bytes = transmit.bytes.len(), "SIP out");
+        match transmit.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.send_to(&transmit.bytes, transmit.destination).await {
+                    tracing::debug!(to = %transmit.destination, error = %e, "SIP UDP send failed");
+                }
+            }
+            Transport::Tcp => {
+                let writer = match self.tcp_writers.get(&transmit.destination) {
+                    Some(w) if !w.is_closed() => w.clone(),
+                    _ => {
+                        let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
+                        self.tcp_writers.insert(transmit.destination, tx.clone());
+                        tokio::spawn(connect_sip_tcp(transmit.destination, rx, self.tcp_input.clone()));
+                        tx
+                    }
+                };
+                if writer.try_send(transmit.bytes).is_err() {
+                    tracing::warn!(to = %transmit.destination, "SIP TCP queue full; message dropped");
+                }
+            }
+        }
+    }
+
+    fn on_tcp(&mut self, input: TcpInput) {
+        let now = Instant::now();
+        match input {
+            TcpInput::Connected(peer, writer) => {
+                self.tcp_writers.insert(peer, writer);
+            }
+            TcpInput::Message(peer, message) => {
+                self.b2bua.set_unix_time(unix_secs());
+                self.b2bua.handle_message(now, peer, Transport::Tcp, message);
+            }
+            TcpInput::Invalid(peer, error) => {
+                self.b2bua.handle_parse_error(now, peer, Transport::Tcp, error);
+            }
+            TcpInput::Closed(peer) => {
+                self.tcp_writers.remove(&peer);
+            }
+        }
+    }
+
+    fn on_leg_event(&mut self, event: LegEvent) {
+        let now = Instant::now();
+        let event = match event {
+            LegEvent::Incoming {
+                leg,
+                from_number,
+                to_user,
+                ..
+            } => Event::Incoming {
+                call: leg,
+                from: from_number,
+                to_user,
+            },
+            LegEvent::Answered { leg, audio } => {
+                if let Some(sockets) = self.pending_sockets.remove(&leg) {
+                    self.start_media(&leg, sockets, audio, Source::Silence);
+                }
+                if let Some(reply) = self.pending_admin.remove(&leg) {
+                    let _ = reply.send(Ok(leg.clone()));
+                }
+                Event::Answered { call: leg }
+            }
+            LegEvent::MediaChanged { leg, audio } => {
+                if let Some(media) = self.media.get(&leg) {
+                    let _ = media.commands.try_send(MediaCommand::Update(audio));
+                }
+                return;
+            }
+            LegEvent::Dtmf { leg, digit } => Event::Dtmf { call: leg, digit },
+            LegEvent::Ringing { leg } => {
+                tracing::debug!(call = %leg, "ringing");
+                return;
+            }
+            LegEvent::Ended { leg, cause } => {
+                if let Some(sockets) = self.pending_sockets.remove(&leg) {
+                    self.ports.release(sockets.port);
+                }
+                if let Some(reply) = self.pending_admin.remove(&leg) {
+                    let status = match cause {
+                        EndCause::Failed(s) => s,
+                        _ => 487,
+                    };
+                    let _ = reply.send(Err(format!("call failed with SIP {status}")));
+                }
+                Event::LegEnded {
+                    call: leg,
+                    remote: matches!(cause, EndCause::RemoteBye | EndCause::Cancelled),
+                    failed: matches!(cause, EndCause::Failed(_) | EndCause::Timeout),
+                }
+            }
+            LegEvent::TrunkHealth { trunk, up } => {
+                tracing::info!(%trunk, up, "trunk health");
+                return;
+            }
+        };
+        let commands = self.controller.handle(event, now);
+        self.execute(commands);
+    }
+
+    fn on_media_event(&mut self, event: MediaEvent) {
+        let event = match event {
+            MediaEvent::Finished { call } => Event::MediaFinished { call },
+            MediaEvent::RtpTimeout { call } => {
+                tracing::warn!(%call, "no RTP from the peer; ending the call");
+                Event::Hangup { call }
+            }
+            MediaEvent::Dtmf { call, digit } => Event::Dtmf { call, digit },
+        };
+        let commands = self.controller.handle(event, Instant::now());
+        self.execute(commands);
+    }
+
+    fn on_admin(&mut self, request: AdminRequest) {
+        match request {
+            AdminRequest::Dial { to, plan, reply } => {
+                let call = format!("c_{:010x}{:010x}", unix_secs(), rand::random::<u64>() & 0xff_ffff_ffff);
+                self.pending_admin.insert(call.clone(), reply);
+                let commands = self.controller.handle(
+                    Event::Dial {
+                        call,
+                        to,
+                        plan,
+                    },
+                    Instant::now(),
+                );
+                self.execute(commands);
+            }
+            AdminRequest::Hangup { call, reply } => {
+                let known = self.controller.call(&call).is_some();
+                let commands = self.controller.handle(Event::Hangup { call }, Instant::now());
+                self.execute(commands);
+                let _ = reply.send(known);
+            }
+            AdminRequest::Calls { reply } => {
+                let calls = self
+                    .controller
+                    .calls()
+                    .map(|c| LiveCall {
+                        call_id: c.id.clone(),
+                        direction: match c.direction {
+                            crate::controller::Direction::Inbound => "inbound",
+                            crate::controller::Direction::Outbound => "outbound",
+                        },
+                        from: c.from.clone(),
+                        to: c.to.clone(),
+                        status: match c.status {
+                            crate::controller::Status::Ringing => "ringing",
+                            crate::controller::Status::Dialing => "dialing",
+                            crate::controller::Status::Active => "active",
+                            crate::controller::Status::Ended => "ended",
+                        },
+                        dtmf: c.dtmf.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(calls);
+            }
+            AdminRequest::Dtmf { call, digits, reply } => {
+                let sent = self
+                    .media
+                    .get(&call)
+                    .is_some_and(|m| m.commands.try_send(MediaCommand::SendDtmf(digits)).is_ok());
+                let _ = reply.send(sent);
+            }
+        }
+    }
+
+    fn bind_media(&mut self) -> Option<MediaSockets> {
+        let ip = self.config.rtp.bind;
+        let candidates: Vec<u16> = self.ports.candidates().take(32).collect();
+        for port in candidates {
+            let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, port));
+            let rtcp = std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1));
+            if let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) {
+                if rtp.set_nonblocking(true).is_err() || rtcp.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if let (Ok(rtp), Ok(rtcp)) = (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp)) {
+                    self.ports.take(port);
+                    return Some(MediaSockets { rtp, rtcp, port });
+                }
+            }
+        }
+        tracing::error!(in_use = self.ports.in_use(), "no free RTP port pair");
+        None
+    }
+
+    fn local_media(&self, port: u16) -> LocalMedia {
+        LocalMedia {
+            address: self.config.rtp.public_ip.unwrap_or(self.config.rtp.bind),
+            port,
+            session_id: unix_secs(),
+            session_version: 1,
+            username: "callgate".into(),
+        }
+    }
+
+    fn source_for(&mut self, plan: &MediaPlan) -> Source {
+        match plan {
+            MediaPlan::Echo => Source::Echo,
+            MediaPlan::Announce(path) => match self.audio(path) {
+                Some(samples) => Source::Play(samples),
+                None => Source::Silence,
+            },
+        }
+    }
+
+    fn start_media(&mut self, call: &str, sockets: MediaSockets, audio: crate::sdp::AudioSession, source: Source) {
+        let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let port = sockets.port;
+        let media = CallMedia::new(
+            call.to_string(),
+            sockets,
+            audio,
+            source,
+            self.media_events.clone(),
+            Arc::clone(&self.counters),
+        );
+        tokio::spawn(media.run(rx));
+        self.media.insert(call.to_string(), MediaHandle { commands: tx, port });
+    }
+
+    fn execute(&mut self, commands: Vec<Command>) {
+        let now = Instant::now();
+        for command in commands {
+            match command {
+                Command::Answer { call, plan } => {
+                    let Some(sockets) = self.bind_media() else {
+                        self.b2bua.reject(now, &call, 503);
+                        continue;
+                    };
+                    let local = self.local_media(sockets.port);
+                    match self.b2bua.answer(now, &call, local) {
+                        Ok(audio) => {
+                            let source = self.source_for(&plan);
+                            self.start_media(&call, sockets, audio, source);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%call, error = %e, "cannot answer");
+                            self.ports.release(sockets.port);
+                            self.b2bua.reject(now, &call, 488);
+                        }
+                    }
+                }
+                Command::Reject { call, status } => self.b2bua.reject(now, &call, status),
+                Command::Dial { call, to } => {
+                    let Some(sockets) = self.bind_media() else {
+                        if let Some(reply) = self.pending_admin.remove(&call) {
+                            let _ = reply.send(Err("no free RTP port".into()));
+                        }
+                        let cmds = self.controller.handle(Event::LegEnded { call, remote: false, failed: true }, now);
+                        self.execute(cmds);
+                        continue;
+                    };
+                    let local = self.local_media(sockets.port);
+                    let port = sockets.port;
+                    self.pending_sockets.insert(call.clone(), sockets);
+                    if let Err(e) = self.b2bua.dial(now, &call, &to, "", local) {
+                        self.pending_sockets.remove(&call);
+                        self.ports.release(port);
+                        if let Some(reply) = self.pending_admin.remove(&call) {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                        let cmds = self.controller.handle(Event::LegEnded { call, remote: false, failed: true }, now);
+                        self.execute(cmds);
+                    }
+                }
+                Command::StartMedia { call, plan } => {
+                    let source = self.source_for(&plan);
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media.commands.try_send(MediaCommand::Source(source));
+                    }
+                }
+                Command::Hangup { call } => self.b2bua.hangup(now, &call),
+                Command::StopMedia { call } => {
+                    if let Some(media) = self.media.remove(&call) {
+                        let _ = media.commands.try_send(MediaCommand::Stop);
+                        self.ports.release(media.port);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn accept_sip_tcp(listener: TcpListener, input: mpsc::Sender<TcpInput>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
+                if input.send(TcpInput::Connected(peer, tx)).await.is_err() {
+                    return;
+                }
+                tokio::spawn(run_sip_tcp(stream, peer, rx, input.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIP TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connect_sip_tcp(peer: SocketAddr, outgoing: mpsc::Receiver<Vec<u8>>, input: mpsc::Sender<TcpInput>) {
+    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => run_sip_tcp(stream, peer, outgoing, input).await,
+        _ => {
+            tracing::warn!(%peer, "SIP TCP connect failed");
+            let _ = input.send(TcpInput::Closed(peer)).await;
+        }
+    }
+}
+
+/// One SIP TCP connection: frames messages by Content-Length (RFC 3261 §18.3) and writes
+/// what the signalling task queues.
+async fn run_sip_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Receiver<Vec<u8>>, input: mpsc::Sender<TcpInput>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let write_task = tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buffer: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 8192];
+    'read: loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+        loop {
+            match Message::parse_stream(&buffer) {
+                Ok((message, used)) => {
+                    buffer.drain(..used.min(buffer.len()));
+                    if input.send(TcpInput::Message(peer, message)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(ParseError::Incomplete) => {
+                    if buffer.len() > MAX_MESSAGE_SIZE {
+                        tracing::info!(%peer, "oversize SIP message on TCP; closing");
+                        break 'read;
+                    }
+                    break;
+                }
+                Err(error) => {
+                    // The stream cannot be re-framed after a bad message: answer and close.
+                    let _ = input.send(TcpInput::Invalid(peer, error)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    let _ = input.send(TcpInput::Closed(peer)).await;
+    write_task.abort();
+}

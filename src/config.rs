@@ -1,0 +1,665 @@
+//! Typed configuration: one serde tree read from TOML, and `validate()` that names the key at
+//! fault. Holds no logic beyond checking; every field is documented in `config/callgate.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::sip::uri::Uri;
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub webrtc: WebrtcConfig,
+    pub rtp: RtpConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub recording: RecordingConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<TrunkConfig>,
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentConfig>,
+    /// SHA-256 (hex) of the admin bearer token.
+    pub admin_token_sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP listen address (one port for both).
+    pub listen: SocketAddr,
+    /// Host written in Via/Contact; defaults to the listen IP.
+    #[serde(default)]
+    pub public_host: Option<String>,
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+}
+
+fn default_user_agent() -> String {
+    format!("callgate/{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebrtcConfig {
+    pub listen: SocketAddr,
+    /// Address put in ICE host candidates; defaults to the listen IP.
+    #[serde(default)]
+    pub public_ip: Option<IpAddr>,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        WebrtcConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
+            public_ip: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtpConfig {
+    /// IP the per-call RTP sockets bind to.
+    pub bind: IpAddr,
+    /// IP written in SDP c= lines; defaults to `bind`.
+    #[serde(default)]
+    pub public_ip: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Codec preference toward trunks, first preferred.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+}
+
+fn default_codecs() -> Vec<String> {
+    vec!["PCMU".into(), "PCMA".into(), "opus".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    #[serde(default = "default_hold_audio")]
+    pub hold_audio: PathBuf,
+}
+
+fn default_hold_audio() -> PathBuf {
+    PathBuf::from("config/hold.wav")
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            hold_audio: default_hold_audio(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    #[serde(default = "default_recording_mode")]
+    pub mode: String,
+    #[serde(default = "default_recording_channels")]
+    pub channels: String,
+    #[serde(default = "default_recording_rate")]
+    pub sample_rate: u32,
+    #[serde(default = "default_recording_dir")]
+    pub directory: PathBuf,
+}
+
+fn default_recording_mode() -> String {
+    "always".into()
+}
+fn default_recording_channels() -> String {
+    "stereo".into()
+}
+fn default_recording_rate() -> u32 {
+    8000
+}
+fn default_recording_dir() -> PathBuf {
+    PathBuf::from("recordings")
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            mode: default_recording_mode(),
+            channels: default_recording_channels(),
+            sample_rate: default_recording_rate(),
+            directory: default_recording_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+}
+
+fn default_database() -> PathBuf {
+    PathBuf::from("data/callgate.db")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            database: default_database(),
+        }
+    }
+}
+
+/// What a call to a request-URI user (a DID or a name) does.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Request-URI user part this route answers (`echo`, `announce`, a DID).
+    pub user: String,
+    pub action: RouteKind,
+    /// The WAV an `announce` route plays.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    Echo,
+    Announce,
+}
+
+/// A validated route action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Answer and send back what is received.
+    Echo,
+    /// Answer, play the file, hang up.
+    Announce { file: PathBuf },
+}
+
+impl RouteConfig {
+    pub fn echo(user: &str) -> RouteConfig {
+        RouteConfig {
+            user: user.into(),
+            action: RouteKind::Echo,
+            file: None,
+        }
+    }
+
+    pub fn announce(user: &str, file: &Path) -> RouteConfig {
+        RouteConfig {
+            user: user.into(),
+            action: RouteKind::Announce,
+            file: Some(file.to_path_buf()),
+        }
+    }
+
+    /// `validate()` guarantees an announce route has its file.
+    pub fn route_action(&self) -> RouteAction {
+        match (self.action, &self.file) {
+            (RouteKind::Announce, Some(file)) => RouteAction::Announce { file: file.clone() },
+            _ => RouteAction::Echo,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    /// Source addresses (IPs or CIDRs) allowed to send calls without credentials.
+    #[serde(default)]
+    pub inbound_from: Vec<String>,
+    /// Digest credentials an inbound peer may use instead of a listed source address.
+    #[serde(default)]
+    pub inbound_username: Option<String>,
+    #[serde(default)]
+    pub inbound_password: Option<String>,
+    /// Where outbound INVITEs go (`sip:host:port;transport=udp|tcp`).
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// REGISTER to the proxy and keep it refreshed.
+    #[serde(default)]
+    pub register: bool,
+    #[serde(default = "default_register_expires")]
+    pub register_expires: u32,
+    /// OPTIONS keepalive interval in seconds (0 turns it off).
+    #[serde(default = "default_options_interval")]
+    pub options_interval: u64,
+    /// Numbers and URIs this trunk may dial; `*` matches any run of characters.
+    #[serde(default)]
+    pub dial_plan: Vec<String>,
+    /// Codec preference for this trunk, overriding `rtp.codecs`.
+    #[serde(default)]
+    pub codecs: Option<Vec<String>>,
+}
+
+fn default_register_expires() -> u32 {
+    3600
+}
+fn default_options_interval() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 (hex) of the agent's bearer token.
+    pub token_sha256: String,
+    #[serde(default = "default_role")]
+    pub role: String,
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u32,
+    #[serde(default)]
+    pub dids: Vec<String>,
+}
+
+fn default_role() -> String {
+    "agent".into()
+}
+fn default_max_calls() -> u32 {
+    100
+}
+
+/// The demo secrets of the shipped config; refused off loopback.
+const DEMO_SECRETS: &[&str] = &[
+    "demo-token",
+    "demo2-token",
+    "super-token",
+    "admin-token",
+    "trunk-secret",
+];
+
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An inbound source filter: an IP network in CIDR form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr {
+            network: addr,
+            prefix,
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A `*` glob over a dialled number or URI, as the dial plan writes it.
+pub fn dial_plan_matches(pattern: &str, target: &str) -> bool {
+    fn glob(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| glob(rest, &t[i..])),
+            Some((c, rest)) => t
+                .split_first()
+                .is_some_and(|(tc, trest)| tc.eq_ignore_ascii_case(c) && glob(rest, trest)),
+        }
+    }
+    glob(pattern.as_bytes(), target.as_bytes())
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
+            return Err(invalid(
+                "rtp.port_min",
+                "must be non-zero and not above rtp.port_max",
+            ));
+        }
+        if u32::from(self.rtp.port_max) - u32::from(self.rtp.port_min) < 3 {
+            return Err(invalid(
+                "rtp.port_max",
+                "the range must hold at least two RTP/RTCP port pairs",
+            ));
+        }
+        if self.rtp.codecs.is_empty() {
+            return Err(invalid("rtp.codecs", "must name at least one codec"));
+        }
+        for (i, codec) in self.rtp.codecs.iter().enumerate() {
+            parse_codec(codec).ok_or_else(|| {
+                invalid(
+                    format!("rtp.codecs[{i}]"),
+                    format!("unknown codec {codec:?} (PCMU, PCMA, opus)"),
+                )
+            })?;
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(invalid(
+                "http.tls_key",
+                "tls_cert and tls_key must be given together",
+            ));
+        }
+        match self.recording.mode.as_str() {
+            "always" | "off" | "on_demand" => {}
+            _ => {
+                return Err(invalid(
+                    "recording.mode",
+                    "must be always, off or on_demand",
+                ))
+            }
+        }
+        match self.recording.channels.as_str() {
+            "stereo" | "mono" => {}
+            _ => return Err(invalid("recording.channels", "must be stereo or mono")),
+        }
+        if ![8000, 16000, 48000].contains(&self.recording.sample_rate) {
+            return Err(invalid(
+                "recording.sample_rate",
+                "must be 8000, 16000 or 48000",
+            ));
+        }
+        if !is_sha256_hex(&self.admin_token_sha256) {
+            return Err(invalid("admin_token_sha256", "must be 64 hex digits"));
+        }
+        let mut users = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.user.is_empty() {
+                return Err(invalid(format!("route[{i}].user"), "must not be empty"));
+            }
+            if route.action == RouteKind::Announce && route.file.is_none() {
+                return Err(invalid(format!("route[{i}].file"), "an announce route needs a file"));
+            }
+            if !users.insert(route.user.as_str()) {
+                return Err(invalid(
+                    format!("route[{i}].user"),
+                    format!("{:?} is routed twice", route.user),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, trunk) in self.trunks.iter().enumerate() {
+            let key = |field: &str| format!("trunk[{i}].{field}");
+            if trunk.name.is_empty() || !names.insert(trunk.name.as_str()) {
+                return Err(invalid(key("name"), "must be non-empty and unique"));
+            }
+            for (j, source) in trunk.inbound_from.iter().enumerate() {
+                if Cidr::parse(source).is_none() {
+                    return Err(invalid(
+                        format!("trunk[{i}].inbound_from[{j}]"),
+                        format!("{source:?} is not an IP address or CIDR"),
+                    ));
+                }
+            }
+            if trunk.inbound_username.is_some() != trunk.inbound_password.is_some() {
+                return Err(invalid(
+                    key("inbound_password"),
+                    "inbound_username and inbound_password go together",
+                ));
+            }
+            if let Some(proxy) = &trunk.outbound_proxy {
+                let uri = Uri::parse(proxy)
+                    .map_err(|e| invalid(key("outbound_proxy"), format!("not a SIP URI: {e}")))?;
+                if uri.host.parse::<IpAddr>().is_err() && uri.host != "localhost" {
+                    resolve_host(&uri.host, uri.port.unwrap_or(5060)).ok_or_else(|| {
+                        invalid(key("outbound_proxy"), "host does not resolve")
+                    })?;
+                }
+                if let Some(Some(t)) = uri.param("transport") {
+                    if !t.eq_ignore_ascii_case("udp") && !t.eq_ignore_ascii_case("tcp") {
+                        return Err(invalid(key("outbound_proxy"), "transport must be udp or tcp"));
+                    }
+                }
+            } else if trunk.register {
+                return Err(invalid(key("register"), "needs outbound_proxy"));
+            }
+            if trunk.username.is_some() != trunk.password.is_some() {
+                return Err(invalid(key("password"), "username and password go together"));
+            }
+            if let Some(codecs) = &trunk.codecs {
+                for (j, codec) in codecs.iter().enumerate() {
+                    parse_codec(codec).ok_or_else(|| {
+                        invalid(
+                            format!("trunk[{i}].codecs[{j}]"),
+                            format!("unknown codec {codec:?}"),
+                        )
+                    })?;
+                }
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let key = |field: &str| format!("agent[{i}].{field}");
+            if agent.id.is_empty() || !ids.insert(agent.id.as_str()) {
+                return Err(invalid(key("id"), "must be non-empty and unique"));
+            }
+            if !is_sha256_hex(&agent.token_sha256) {
+                return Err(invalid(key("token_sha256"), "must be 64 hex digits"));
+            }
+            if agent.role != "agent" && agent.role != "supervisor" {
+                return Err(invalid(key("role"), "must be agent or supervisor"));
+            }
+            if agent.max_calls == 0 || agent.max_calls > 1000 {
+                return Err(invalid(key("max_calls"), "must be 1..=1000"));
+            }
+            for (j, did) in agent.dids.iter().enumerate() {
+                if users.contains(did.as_str()) {
+                    return Err(invalid(
+                        format!("agent[{i}].dids[{j}]"),
+                        format!("{did:?} is also a route"),
+                    ));
+                }
+            }
+        }
+        self.refuse_demo_secrets_off_loopback()
+    }
+
+    /// The shipped demo secrets are public; a listener reachable from elsewhere must not
+    /// accept them.
+    fn refuse_demo_secrets_off_loopback(&self) -> Result<(), ConfigError> {
+        let exposed = [
+            ("sip.listen", self.sip.listen.ip()),
+            ("http.listen", self.http.listen.ip()),
+            ("webrtc.listen", self.webrtc.listen.ip()),
+            ("rtp.bind", self.rtp.bind),
+        ]
+        .into_iter()
+        .find(|(_, ip)| !ip.is_loopback());
+        let Some((listener, _)) = exposed else {
+            return Ok(());
+        };
+        let demo_hashes: Vec<String> = DEMO_SECRETS.iter().map(|s| sha256_hex(s)).collect();
+        let is_demo_hash = |h: &str| demo_hashes.iter().any(|d| d.eq_ignore_ascii_case(h));
+        let mut culprit = None;
+        if is_demo_hash(&self.admin_token_sha256) {
+            culprit = Some("admin_token_sha256".to_string());
+        }
+        for (i, agent) in self.agents.iter().enumerate() {
+            if culprit.is_none() && is_demo_hash(&agent.token_sha256) {
+                culprit = Some(format!("agent[{i}].token_sha256"));
+            }
+        }
+        for (i, trunk) in self.trunks.iter().enumerate() {
+            for (field, value) in [
+                ("password", &trunk.password),
+                ("inbound_password", &trunk.inbound_password),
+            ] {
+                if culprit.is_none() && value.as_deref().is_some_and(|v| DEMO_SECRETS.contains(&v))
+                {
+                    culprit = Some(format!("trunk[{i}].{field}"));
+                }
+            }
+        }
+        match culprit {
+            Some(key) => Err(invalid(
+                key,
+                format!("still has its demo value while {listener} is not on loopback"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    pub fn codec_preference(&self) -> Vec<crate::sdp::Codec> {
+        self.rtp.codecs.iter().filter_map(|c| parse_codec(c)).collect()
+    }
+}
+
+pub fn parse_codec(name: &str) -> Option<crate::sdp::Codec> {
+    use crate::sdp::Codec;
+    match name.to_ascii_lowercase().as_str() {
+        "pcmu" => Some(Codec::Pcmu),
+        "pcma" => Some(Codec::Pcma),
+        "opus" => Some(Codec::Opus),
+        _ => None,
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Resolves a trunk host once; SIP cores never do DNS themselves.
+pub fn resolve_host(host: &str, port: u16) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config/callgate.toml");
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        config.validate().expect("shipped config validates");
+        assert_eq!(config.sip.listen.to_string(), "127.0.0.1:5060");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin_token_sha256, sha256_hex("admin-token"));
+        assert!(config.agents.iter().any(|a| a.id == "demo"
+            && a.token_sha256 == sha256_hex("demo-token")
+            && a.dids == ["+15550000100"]));
+    }
+
+    #[test]
+    fn demo_secrets_refused_off_loopback() {
+        let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        config.http.listen = "0.0.0.0:8080".parse().expect("literal");
+        let err = config.validate().expect_err("demo secrets exposed");
+        assert!(err.to_string().contains("admin_token_sha256"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        config.trunks[0].inbound_from.push("300.1.1.1/8".into());
+        let err = config.validate().expect_err("bad CIDR");
+        assert!(err.to_string().starts_with("trunk[0].inbound_from[1]"), "{err}");
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let net = Cidr::parse("127.0.0.0/8").expect("valid");
+        assert!(net.contains("127.1.2.3".parse().expect("ip")));
+        assert!(net.contains("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!net.contains("10.0.0.1".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("valid")
+            .contains("8.8.8.8".parse().expect("ip")));
+        assert!(Cidr::parse("1.2.3.4/33").is_none());
+    }
+
+    #[test]
+    fn dial_plan_globs() {
+        assert!(dial_plan_matches("+1*", "+15551234567"));
+        assert!(!dial_plan_matches("+1*", "+445551234567"));
+        assert!(dial_plan_matches("sip:*@127.0.0.1", "sip:bob@127.0.0.1"));
+        assert!(dial_plan_matches("sip:*@127.0.0.1:*", "sip:bob@127.0.0.1:5080"));
+        assert!(!dial_plan_matches("sip:*@127.0.0.1", "sip:bob@10.0.0.1"));
+    }
+}

@@ -1,0 +1,12 @@
+//! callgate: a self-hosted SIP/WebRTC media gateway. See DESIGN in the README: cores (sip,
+//! sdp, b2bua, controller, media codecs) are sans-IO; shells (app, api, media tasks) own
+//! sockets, tasks and files.
+
+pub mod api;
+pub mod app;
+pub mod b2bua;
+pub mod config;
+pub mod controller;
+pub mod media;
+pub mod sdp;
+pub mod sip;

@@ -1,0 +1,405 @@
+//! One call's media toward its SIP peer: a task that owns the call's RTP and RTCP sockets and
+//! runs on its own 20 ms clock. It echoes, plays a file, sends and hears RFC 4733 DTMF,
+//! latches onto the peer's real source address (symmetric RTP), keeps our SSRC, sequence and
+//! timestamps continuous whatever it switches to, and reports RTCP. It never waits on the
+//! signalling task: commands arrive on a channel and events leave with `try_send`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::media::codec::{Encoder, FRAME_SAMPLES};
+use crate::media::dtmf::{DigitReceiver, DigitSender};
+use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
+use crate::media::rtp::{self, ReceptionStats, RtpStream};
+use crate::media::stats::MediaCounters;
+use crate::sdp::{AudioSession, Codec};
+
+/// Capacity of a call's command channel; commands are rare (updates, DTMF, stop).
+pub const COMMAND_CAPACITY: usize = 16;
+/// RTCP report interval (RFC 3550 §6.2 minimum for a two-party session).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// No RTP at all for this long after media started: the peer is gone.
+const RTP_SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the media plays toward the peer.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Send back what arrives.
+    Echo,
+    /// Play these 8 kHz samples once, then report `Finished`.
+    Play(Arc<Vec<i16>>),
+    /// Send nothing (the far end hears silence; timestamps keep running).
+    Silence,
+}
+
+#[derive(Debug)]
+pub enum MediaCommand {
+    /// Offer/answer changed the remote address, codec or direction.
+    Update(AudioSession),
+    Source(Source),
+    /// RFC 4733 digits toward the peer.
+    SendDtmf(String),
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A `Play` source ran out.
+    Finished { call: String },
+    Dtmf { call: String, digit: char },
+    /// No RTP for a long time.
+    RtpTimeout { call: String },
+}
+
+/// The call's sockets, bound by the shell from the port pool.
+pub struct MediaSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub port: u16,
+}
+
+pub struct CallMedia {
+    call: String,
+    sockets: MediaSockets,
+    audio: AudioSession,
+    source: Source,
+    play_pos: usize,
+    encoder: Option<Encoder>,
+    stream: RtpStream,
+    /// The peer's address as learned from its packets, preferred over SDP (NAT).
+    latched: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+    reception: Option<ReceptionStats>,
+    /// Offset mapping the peer's RTP timestamps into ours when echoing.
+    echo_offset: Option<u32>,
+    started: Instant,
+    last_rtp_in: Instant,
+    dtmf_out: Vec<char>,
+    dtmf_sender: Option<(DigitSender, u32)>,
+    dtmf_in: DigitReceiver,
+    events: mpsc::Sender<MediaEvent>,
+    counters: Arc<MediaCounters>,
+    last_sr: Option<(u32, Instant)>,
+    finished_sent: bool,
+}
+
+fn random_u32() -> u32 {
+    rand::random()
+}
+
+impl CallMedia {
+    pub fn new(call: String, sockets: MediaSockets, audio: AudioSession, source: Source, events: mpsc::Sender<MediaEvent>, counters: Arc<MediaCounters>) -> CallMedia {
+        let now = Instant::now();
+        let encoder = Encoder::new(audio.codec)
+            .map_err(|e| tracing::error!(%call, error = %e, "cannot create encoder"))
+            .ok();
+        CallMedia {
+            call,
+            sockets,
+            audio,
+            source,
+            play_pos: 0,
+            encoder,
+            stream: RtpStream::new(random_u32(), rand::random(), random_u32()),
+            latched: None,
+            latched_rtcp: None,
+            reception: None,
+            echo_offset: None,
+            started: now,
+            last_rtp_in: now,
+            dtmf_out: Vec::new(),
+            dtmf_sender: None,
+            dtmf_in: DigitReceiver::new(),
+            events,
+            counters,
+            last_sr: None,
+            finished_sent: false,
+        }
+    }
+
+    fn destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.audio.remote)
+    }
+
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        self.latched_rtcp.or(self.audio.remote_rtcp)
+    }
+
+    /// Run until stopped. The task owns everything it touches.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<MediaCommand>) {
+        let span = tracing::debug_span!("media", call = %self.call, port = self.sockets.port);
+        let _enter = span.enter();
+        let mut frame_clock = tokio::time::interval(Duration::from_millis(20));
+        frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut rtcp_clock = tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 2048];
+        let mut out = Vec::with_capacity(512);
+        let mut payload = Vec::with_capacity(512);
+        loop {
+            tokio::select! {
+                received = self.sockets.rtp.recv_from(&mut rtp_buf) => {
+                    if let Ok((n, from)) = received {
+                        self.on_rtp(&rtp_buf[..n.min(rtp_buf.len())], from, &mut out).await;
+                    }
+                }
+                received = self.sockets.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, from)) = received {
+                        self.on_rtcp(&rtcp_buf[..n.min(rtcp_buf.len())], from);
+                    }
+                }
+                _ = frame_clock.tick() => {
+                    self.on_frame(&mut out, &mut payload).await;
+                    if self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
+                        && self.started.elapsed() > RTP_SILENCE_TIMEOUT
+                        && self.audio.remote_direction.sends()
+                    {
+                        let _ = self.events.try_send(MediaEvent::RtpTimeout { call: self.call.clone() });
+                        self.last_rtp_in = Instant::now();
+                    }
+                }
+                _ = rtcp_clock.tick() => self.send_rtcp(&mut out, false).await,
+                command = commands.recv() => match command {
+                    Some(MediaCommand::Update(audio)) => self.update(audio),
+                    Some(MediaCommand::Source(source)) => {
+                        self.source = source;
+                        self.play_pos = 0;
+                        self.finished_sent = false;
+                    }
+                    Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
+                    Some(MediaCommand::Stop) | None => {
+                        self.send_rtcp(&mut out, true).await;
+                        break;
+                    }
+                },
+            }
+        }
+        tracing::debug!(
+            sent = self.stream.packets_sent(),
+            received = self.reception.as_ref().map(|r| r.received()).unwrap_or(0),
+            "media stopped"
+        );
+    }
+
+    fn update(&mut self, audio: AudioSession) {
+        if audio.codec != self.audio.codec {
+            self.encoder = Encoder::new(audio.codec).ok();
+        }
+        if audio.remote != self.audio.remote {
+            // A new address from offer/answer overrides what we latched onto.
+            self.latched = None;
+            self.latched_rtcp = None;
+        }
+        self.audio = audio;
+    }
+
+    /// Send one RTP packet toward the peer. A free function over the fields it needs, so the
+    /// future does not borrow the whole call (the Opus state is not `Sync`).
+    async fn send(socket: &UdpSocket, destination: Option<SocketAddr>, sends: bool, counters: &MediaCounters, bytes: &[u8]) {
+        if !sends {
+            return;
+        }
+        if let Some(dest) = destination {
+            if socket.send_to(bytes, dest).await.is_ok() {
+                counters.packet_out(bytes.len());
+            }
+        }
+    }
+
+    async fn send_out(&mut self, out: &[u8]) {
+        let destination = self.destination();
+        Self::send(&self.sockets.rtp, destination, self.audio.local_direction.sends(), &self.counters, out).await;
+    }
+
+    async fn on_rtp(&mut self, bytes: &[u8], from: SocketAddr, out: &mut Vec<u8>) {
+        if rtp::is_rtcp(bytes) {
+            self.on_rtcp(bytes, from);
+            return;
+        }
+        let Ok(packet) = rtp::parse(bytes) else {
+            self.counters.bad_packet();
+            return;
+        };
+        // Symmetric RTP: answer where the packets really come from (peers behind NAT).
+        if self.latched != Some(from) {
+            tracing::debug!(%from, "latched RTP source");
+            self.latched = Some(from);
+            self.latched_rtcp = Some(SocketAddr::new(from.ip(), from.port().wrapping_add(1)));
+        }
+        self.counters.packet_in(bytes.len());
+        let now = Instant::now();
+        self.last_rtp_in = now;
+        let header = &packet.header;
+        let arrival = (now.duration_since(self.started).as_micros() as u64 * u64::from(self.audio.clock_rate) / 1_000_000) as u32;
+        match self.reception.as_mut() {
+            Some(stats) if stats.ssrc() == header.ssrc => {
+                stats.update(header.sequence, header.timestamp, arrival);
+            }
+            _ => {
+                self.reception = Some(ReceptionStats::new(header.ssrc, header.sequence));
+                self.echo_offset = None;
+            }
+        }
+        if Some(header.payload_type) == self.audio.dtmf_pt {
+            if let Ok(event) = crate::media::dtmf::TelephoneEvent::parse(packet.payload) {
+                if let Some(digit) = self.dtmf_in.on_packet(header.timestamp, &event) {
+                    tracing::info!(%digit, "DTMF received");
+                    let _ = self.events.try_send(MediaEvent::Dtmf { call: self.call.clone(), digit });
+                }
+            }
+        }
+        if matches!(self.source, Source::Echo) {
+            let offset = *self
+                .echo_offset
+                .get_or_insert_with(|| self.stream.last_timestamp().wrapping_sub(header.timestamp));
+            let mut echoed = rtp::RtpHeader {
+                marker: header.marker,
+                payload_type: header.payload_type,
+                sequence: 0,
+                timestamp: 0,
+                ssrc: 0,
+                csrcs: Vec::new(),
+            };
+            let ours = self.stream.next_header(header.payload_type, 0, header.marker);
+            echoed.sequence = ours.sequence;
+            echoed.ssrc = ours.ssrc;
+            echoed.timestamp = header.timestamp.wrapping_add(offset);
+            rtp::write(&echoed, packet.payload, out);
+            self.stream.count_sent(packet.payload.len());
+            let bytes = std::mem::take(out);
+            self.send_out(&bytes).await;
+            *out = bytes;
+        }
+    }
+
+    fn on_rtcp(&mut self, bytes: &[u8], from: SocketAddr) {
+        self.latched_rtcp = Some(from);
+        match rtcp::parse_compound(bytes) {
+            Ok(packets) => {
+                for packet in packets {
+                    if let RtcpPacket::SenderReport { info, .. } = &packet {
+                        self.last_sr = Some((rtcp::ntp_middle(info.ntp_timestamp), Instant::now()));
+                    }
+                    if let RtcpPacket::SenderReport { reports, .. } | RtcpPacket::ReceiverReport { reports, .. } = &packet {
+                        for report in reports {
+                            tracing::trace!(lost = report.cumulative_lost, jitter = report.jitter, "RTCP report from peer");
+                            self.counters.peer_report(report.cumulative_lost, report.jitter);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::trace!(error = %e, "bad RTCP");
+                self.counters.bad_packet();
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
+        let ticks = self.encoder.as_ref().map(|e| e.frame_ticks()).unwrap_or(160);
+        // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
+        if self.dtmf_sender.is_none() {
+            if let Some(digit) = self.dtmf_out.pop() {
+                let pt_clock = if self.audio.codec == Codec::Opus { 48 } else { 8 };
+                if let Some(sender) = DigitSender::new(digit, ticks as u16, 100 * pt_clock as u32 * 10 / 10) {
+                    let start_ts = self.stream.last_timestamp();
+                    self.dtmf_sender = Some((sender, start_ts));
+                }
+            }
+        }
+        if let (Some((sender, start_ts)), Some(pt)) = (self.dtmf_sender.as_mut(), self.audio.dtmf_pt) {
+            match sender.next() {
+                Some((marker, event)) => {
+                    let start_ts = *start_ts;
+                    let header = self.stream.event_header(pt, start_ts, marker, event.end);
+                    payload.clear();
+                    event.write(payload);
+                    rtp::write(&header, payload, out);
+                    self.stream.count_sent(payload.len());
+                    let bytes = std::mem::take(out);
+                    self.send_out(&bytes).await;
+                    *out = bytes;
+                    return;
+                }
+                None => {
+                    self.dtmf_sender = None;
+                    self.stream.skip(0);
+                }
+            }
+        } else if self.dtmf_sender.is_some() {
+            self.dtmf_sender = None; // the peer negotiated no telephone-event
+        }
+        match &self.source {
+            Source::Echo => {}
+            Source::Silence => self.stream.skip(ticks),
+            Source::Play(samples) => {
+                let samples = Arc::clone(samples);
+                if self.play_pos >= samples.len() {
+                    self.stream.skip(ticks);
+                    if !self.finished_sent {
+                        self.finished_sent = true;
+                        let _ = self.events.try_send(MediaEvent::Finished { call: self.call.clone() });
+                    }
+                    return;
+                }
+                let end = (self.play_pos + FRAME_SAMPLES).min(samples.len());
+                let mut frame = [0i16; FRAME_SAMPLES];
+                frame[..end - self.play_pos].copy_from_slice(&samples[self.play_pos..end]);
+                let marker = self.play_pos == 0;
+                self.play_pos = end;
+                let Some(encoder) = self.encoder.as_mut() else {
+                    return;
+                };
+                if encoder.encode(&frame, payload).is_err() {
+                    self.counters.codec_error();
+                    return;
+                }
+                let header = self.stream.next_header(self.audio.pt, ticks, marker);
+                rtp::write(&header, payload, out);
+                self.stream.count_sent(payload.len());
+                let bytes = std::mem::take(out);
+                self.send_out(&bytes).await;
+                *out = bytes;
+            }
+        }
+    }
+
+    async fn send_rtcp(&mut self, out: &mut Vec<u8>, goodbye: bool) {
+        let Some(dest) = self.rtcp_destination() else {
+            return;
+        };
+        let mut reports = Vec::new();
+        if let Some(stats) = self.reception.as_mut() {
+            let (lsr, dlsr) = match self.last_sr {
+                Some((middle, at)) => (middle, (at.elapsed().as_secs_f64() * 65536.0) as u32),
+                None => (0, 0),
+            };
+            reports.push(stats.report_block(lsr, dlsr));
+        }
+        let cname = format!("callgate-{}", self.call);
+        out.clear();
+        if self.stream.packets_sent() > 0 {
+            let unix_micros = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            let info = SenderInfo {
+                ntp_timestamp: rtcp::ntp_timestamp(unix_micros),
+                rtp_timestamp: self.stream.last_timestamp(),
+                packet_count: self.stream.packets_sent(),
+                octet_count: self.stream.octets_sent(),
+            };
+            rtcp::write_sender_report(self.stream.ssrc(), &info, &reports, &cname, out);
+        } else {
+            rtcp::write_receiver_report(self.stream.ssrc(), &reports, &cname, out);
+        }
+        if goodbye {
+            rtcp::append_goodbye(self.stream.ssrc(), out);
+        }
+        let _ = self.sockets.rtcp.send_to(out, dest).await;
+    }
+}

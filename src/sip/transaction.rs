@@ -1,0 +1,1224 @@
+//! The SIP transaction layer (RFC 3261 §17, with RFC 6026's Accepted states): matching
+//! requests and responses to transactions, retransmissions over UDP, timers A–M as data, and
+//! stateless answers to unparsable requests. Sans-IO: the shell feeds datagrams/messages and
+//! the time, and drains `Transmit`s, `TransactionEvent`s and the next deadline. It never owns
+//! a socket, reads the clock or draws randomness of its own (ids come from a seeded
+//! generator), and knows nothing of dialogs, calls or SDP.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::message::{Headers, Message, Method, ParseError, Request, Response, Via};
+
+/// Which transport a message came over or must leave by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// Bytes the shell must send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub transport: Transport,
+    pub destination: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerTxId(pub u64);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTxId(pub u64);
+
+/// What the transaction user (the b2bua) is told.
+#[derive(Debug, Clone)]
+pub enum TransactionEvent {
+    /// A new request formed a server transaction; answer it with `respond`.
+    Request {
+        tx: ServerTxId,
+        request: Request,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// CANCEL matched a pending INVITE; the CANCEL got its 200 already, the INVITE still
+    /// needs its 487 from the transaction user.
+    Cancelled { invite: ServerTxId },
+    /// ACK for a 2xx we sent (it travels outside the INVITE transaction).
+    Ack {
+        request: Request,
+        source: SocketAddr,
+    },
+    /// A response to a request we sent (provisional or final). 2xx retransmissions for an
+    /// INVITE that was already answered are absorbed here and re-ACKed.
+    Response { tx: ClientTxId, response: Response },
+    /// Timer B or F fired: treat as 408.
+    Timeout { tx: ClientTxId },
+    /// A 2xx to an INVITE was never acknowledged (64*T1): the dialog must be torn down.
+    AckTimeout { tx: ServerTxId },
+}
+
+/// RFC 3261 timers, by their RFC names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// INVITE request retransmit (client, UDP).
+    A,
+    /// INVITE transaction timeout (client).
+    B,
+    /// Wait for response retransmits (client INVITE, Completed).
+    D,
+    /// Non-INVITE request retransmit (client, UDP).
+    E,
+    /// Non-INVITE transaction timeout (client).
+    F,
+    /// INVITE final response retransmit (server, UDP).
+    G,
+    /// Wait for ACK receipt (server INVITE, Completed).
+    H,
+    /// Wait for ACK retransmits (server INVITE, Confirmed).
+    I,
+    /// Wait for non-INVITE request retransmits (server).
+    J,
+    /// Wait for response retransmits (client non-INVITE).
+    K,
+    /// RFC 6026: server INVITE Accepted lifetime (absorbs INVITE retransmissions).
+    L,
+    /// RFC 6026: client INVITE Accepted lifetime (absorbs 2xx retransmissions).
+    M,
+    /// §13.3.1.4: the UAS retransmits its 2xx until the ACK arrives.
+    Retransmit2xx,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimerValues {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+impl Default for TimerValues {
+    fn default() -> Self {
+        TimerValues {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Deterministic id source seeded by the shell (branches, tags, Call-IDs).
+#[derive(Debug, Clone)]
+pub struct IdSource {
+    state: u64,
+}
+
+impl IdSource {
+    pub fn new(seed: u64) -> Self {
+        IdSource { state: seed }
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        // splitmix64: cheap, well-distributed, and reproducible in tests.
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn token(&mut self) -> String {
+        format!("{:016x}", self.next_u64())
+    }
+    pub fn branch(&mut self) -> String {
+        format!("z9hG4bK{}", self.token())
+    }
+}
+
+/// The transport address this layer writes into Via headers.
+#[derive(Debug, Clone)]
+pub struct LocalAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: String,
+    sent_by: String,
+    /// ACK folds into INVITE; CANCEL keeps its own transaction.
+    method: Method,
+}
+
+#[derive(Debug)]
+enum ServerState {
+    InviteProceeding,
+    InviteCompleted { interval: Duration },
+    InviteConfirmed,
+    InviteAccepted { interval: Duration },
+    Trying,
+    Proceeding,
+    Completed,
+}
+
+#[derive(Debug)]
+struct ServerTransaction {
+    key: ServerKey,
+    request: Request,
+    transport: Transport,
+    response_destination: SocketAddr,
+    state: ServerState,
+    last_response: Option<Vec<u8>>,
+    timers: Vec<(Timer, Instant)>,
+}
+
+#[derive(Debug)]
+enum ClientState {
+    Calling { interval: Duration },
+    InviteProceeding,
+    InviteCompleted,
+    InviteAccepted,
+    Trying { interval: Duration },
+    Proceeding { interval: Duration },
+    Completed,
+}
+
+#[derive(Debug)]
+struct ClientTransaction {
+    branch: String,
+    request: Request,
+    bytes: Vec<u8>,
+    transport: Transport,
+    destination: SocketAddr,
+    state: ClientState,
+    timers: Vec<(Timer, Instant)>,
+    /// CANCEL asked for before any provisional response: §9.1 says wait for one.
+    cancel_pending: bool,
+    ack: Option<Vec<u8>>,
+}
+
+/// An ACK we sent for a 2xx, kept so a retransmitted 2xx gets the same ACK again.
+#[derive(Debug)]
+struct SentAck {
+    bytes: Vec<u8>,
+    transport: Transport,
+    destination: SocketAddr,
+    until: Instant,
+}
+
+pub struct TransactionLayer {
+    local: LocalAddress,
+    timers: TimerValues,
+    ids: IdSource,
+    next_id: u64,
+    servers: HashMap<ServerTxId, ServerTransaction>,
+    server_index: HashMap<ServerKey, ServerTxId>,
+    /// (Call-ID, CSeq number) of INVITEs answered 2xx, for matching their ACKs.
+    accepted: HashMap<(String, u32), ServerTxId>,
+    clients: HashMap<ClientTxId, ClientTransaction>,
+    client_index: HashMap<(String, Method), ClientTxId>,
+    sent_acks: HashMap<(String, u32), SentAck>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TransactionEvent>,
+    user_agent: String,
+}
+
+/// Build a response to `request` as §8.2.6 says: Via, From, To, Call-ID and CSeq copied.
+pub fn response_to(request: &Request, status: u16, reason: Option<&str>) -> Response {
+    let mut headers = Headers::new();
+    for via in request.headers.all("Via") {
+        headers.push("Via", via);
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        if let Some(value) = request.headers.get(name) {
+            headers.push(name, value);
+        }
+    }
+    Response {
+        status,
+        reason: reason
+            .map(str::to_string)
+            .unwrap_or_else(|| Response::reason_for(status).to_string()),
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// Adds our tag to the To header of a response unless it has one.
+pub fn set_to_tag(response: &mut Response, tag: &str) {
+    if let Some(mut to) = response.headers.to() {
+        if to.tag().is_none() {
+            to.set_param("tag", Some(tag));
+            response.headers.set("To", to.to_string());
+        }
+    }
+}
+
+impl TransactionLayer {
+    pub fn new(local: LocalAddress, timers: TimerValues, seed: u64, user_agent: String) -> Self {
+        TransactionLayer {
+            local,
+            timers,
+            ids: IdSource::new(seed),
+            next_id: 1,
+            servers: HashMap::new(),
+            server_index: HashMap::new(),
+            accepted: HashMap::new(),
+            clients: HashMap::new(),
+            client_index: HashMap::new(),
+            sent_acks: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            user_agent,
+        }
+    }
+
+    pub fn ids(&mut self) -> &mut IdSource {
+        &mut self.ids
+    }
+
+    pub fn local(&self) -> &LocalAddress {
+        &self.local
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let servers = self.servers.values().flat_map(|t| t.timers.iter());
+        let clients = self.clients.values().flat_map(|t| t.timers.iter());
+        let acks = self.sent_acks.values().map(|a| a.until);
+        servers
+            .chain(clients)
+            .map(|(_, at)| *at)
+            .chain(acks)
+            .min()
+    }
+
+    pub fn live_transactions(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    fn allocate(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn send(&mut self, transport: Transport, destination: SocketAddr, bytes: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            transport,
+            destination,
+            bytes,
+        });
+    }
+
+    /// A UDP datagram arrived.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+            return; // RFC 5626 keepalive or padding
+        }
+        match Message::parse_datagram(bytes) {
+            Ok(message) => self.handle_message(now, source, Transport::Udp, message),
+            Err(error) => self.handle_parse_error(source, Transport::Udp, error),
+        }
+    }
+
+    /// An unparsable message: answer a request we can address, drop the rest (§16.3, §18.1.2).
+    pub fn handle_parse_error(&mut self, source: SocketAddr, transport: Transport, error: ParseError) {
+        let ParseError::Invalid { problem, request } = error else {
+            return;
+        };
+        let Some(mut request) = request.map(|r| *r) else {
+            tracing::debug!(%source, %problem, "dropping unparsable SIP message");
+            return;
+        };
+        if request.method == Method::Ack {
+            return; // never answer an ACK
+        }
+        let answerable = ["Via", "From", "To", "Call-ID", "CSeq"]
+            .iter()
+            .all(|h| request.headers.get(h).is_some())
+            && request.headers.top_via().is_some();
+        if !answerable {
+            tracing::debug!(%source, %problem, "dropping unanswerable SIP request");
+            return;
+        }
+        let destination = self.stamp_received(&mut request, source, transport);
+        tracing::info!(%source, %problem, method = %request.method, "malformed SIP request");
+        let mut response = response_to(&request, problem.status(), Some(&problem.to_string()));
+        response.headers.push("Server", self.user_agent.clone());
+        let bytes = Message::Response(response).to_bytes();
+        self.send(transport, destination, bytes);
+    }
+
+    /// A framed message (from UDP or a TCP stream).
+    pub fn handle_message(&mut self, now: Instant, source: SocketAddr, transport: Transport, message: Message) {
+        match message {
+            Message::Request(request) => self.handle_request(now, source, transport, request),
+            Message::Response(response) => self.handle_response(now, response),
+        }
+    }
+
+    /// RFC 3261 §18.2.1 and RFC 3581: note where the request really came from, and work
+    /// out where its responses must go.
+    fn stamp_received(&self, request: &mut Request, source: SocketAddr, transport: Transport) -> SocketAddr {
+        let Some(mut via) = request.headers.top_via() else {
+            return source;
+        };
+        let source_ip = source.ip().to_string();
+        if via.host != source_ip {
+            via.set_param("received", Some(&source_ip));
+        }
+        let wants_rport = via.rport().is_some();
+        if wants_rport {
+            via.set_param("rport", Some(&source.port().to_string()));
+            if via.received().is_none() {
+                via.set_param("received", Some(&source_ip));
+            }
+        }
+        let destination = if transport.is_reliable() || wants_rport {
+            source
+        } else {
+            SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+        };
+        request.headers.remove_first("Via");
+        request.headers.push_front("Via", via.to_string());
+        destination
+    }
+
+    fn server_key(request: &Request) -> Option<ServerKey> {
+        let via = request.headers.top_via()?;
+        let method = match &request.method {
+            Method::Ack => Method::Invite,
+            m => m.clone(),
+        };
+        let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(5060));
+        let branch = match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+            // RFC 2543 peers: fall back to the request's identifying fields (§17.2.3).
+            _ => {
+                let cseq = request.headers.cseq()?;
+                format!(
+                    "2543:{}:{}:{}:{}",
+                    request.headers.call_id()?,
+                    request.headers.from()?.tag().unwrap_or(""),
+                    cseq.seq,
+                    request.uri
+                )
+            }
+        };
+        Some(ServerKey {
+            branch,
+            sent_by,
+            method,
+        })
+    }
+
+    fn handle_request(&mut self, now: Instant, source: SocketAddr, transport: Transport, mut request: Request) {
+        let destination = self.stamp_received(&mut request, source, transport);
+        let Some(key) = Self::server_key(&request) else {
+            return;
+        };
+        if let Some(&id) = self.server_index.get(&key) {
+            self.retransmitted_request(now, id, &request);
+            return;
+        }
+        match request.method {
+            Method::Ack => {
+                // ACK outside a non-2xx INVITE transaction: it acknowledges a 2xx.
+                if let (Some(call_id), Some(cseq)) = (request.headers.call_id(), request.headers.cseq()) {
+                    if let Some(id) = self.accepted.remove(&(call_id.to_string(), cseq.seq)) {
+                        if let Some(tx) = self.servers.get_mut(&id) {
+                            tx.timers
+                                .retain(|(t, _)| !matches!(t, Timer::Retransmit2xx | Timer::H));
+                        }
+                    }
+                }
+                self.events.push_back(TransactionEvent::Ack { request, source });
+            }
+            Method::Cancel => self.handle_cancel(now, destination, transport, request, key),
+            _ => {
+                let id = ServerTxId(self.allocate());
+                let invite = request.method == Method::Invite;
+                let mut tx = ServerTransaction {
+                    key: key.clone(),
+                    request: request.clone(),
+                    transport,
+                    response_destination: destination,
+                    state: if invite {
+                        ServerState::InviteProceeding
+                    } else {
+                        ServerState::Trying
+                    },
+                    last_response: None,
+                    timers: Vec::new(),
+                };
+                if invite {
+                    // §17.2.1: answer 100 Trying at once so the client stops retransmitting.
+                    let mut trying = response_to(&request, 100, None);
+                    trying.headers.push("Server", self.user_agent.clone());
+                    let bytes = Message::Response(trying).to_bytes();
+                    tx.last_response = Some(bytes.clone());
+                    self.send(transport, destination, bytes);
+                }
+                self.servers.insert(id, tx);
+                self.server_index.insert(key, id);
+                self.events.push_back(TransactionEvent::Request {
+                    tx: id,
+                    request,
+                    source,
+                    transport,
+                });
+            }
+        }
+    }
+
+    fn retransmitted_request(&mut self, now: Instant, id: ServerTxId, request: &Request) {
+        let Some(tx) = self.servers.get_mut(&id) else {
+            return;
+        };
+        let is_ack = request.method == Method::Ack;
+        match (&tx.state, is_ack) {
+            (ServerState::InviteCompleted { .. }, true) => {
+                tx.state = ServerState::InviteConfirmed;
+                tx.timers.retain(|(t, _)| !matches!(t, Timer::G | Timer::H));
+                let wait = if tx.transport.is_reliable() {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
+                tx.timers.push((Timer::I, now + wait));
+            }
+            (_, true) => {}
+            (ServerState::InviteConfirmed, false) => {}
+            (_, false) => {
+                // A retransmitted request gets the latest response again (§17.2.1, §17.2.2).
+                if let Some(bytes) = tx.last_response.clone() {
+                    let (transport, destination) = (tx.transport, tx.response_destination);
+                    self.send(transport, destination, bytes);
+                }
+            }
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, destination: SocketAddr, transport: Transport, cancel: Request, key: ServerKey) {
+        let invite_key = ServerKey {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        let target = self.server_index.get(&invite_key).copied();
+        let status = match target.and_then(|id| self.servers.get(&id).map(|t| (id, t))) {
+            Some((id, tx)) if matches!(tx.state, ServerState::InviteProceeding) => {
+                self.events.push_back(TransactionEvent::Cancelled { invite: id });
+                200
+            }
+            Some(_) => 200, // already answered: the CANCEL has no effect (§9.2)
+            None => 481,
+        };
+        let id = ServerTxId(self.allocate());
+        let tx = ServerTransaction {
+            key: key.clone(),
+            request: cancel.clone(),
+            transport,
+            response_destination: destination,
+            state: ServerState::Trying,
+            last_response: None,
+            timers: Vec::new(),
+        };
+        self.servers.insert(id, tx);
+        self.server_index.insert(key, id);
+        let response = response_to(&cancel, status, None);
+        self.respond(now, id, response);
+    }
+
+    /// Send a response within a server transaction.
+    pub fn respond(&mut self, now: Instant, id: ServerTxId, mut response: Response) {
+        let t1 = self.timers.t1;
+        let Some(tx) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if response.headers.get("Server").is_none() {
+            response.headers.push("Server", self.user_agent.clone());
+        }
+        let status = response.status;
+        let reliable = tx.transport.is_reliable();
+        let bytes = Message::Response(response).to_bytes();
+        let mut terminate = false;
+        match tx.state {
+            ServerState::InviteProceeding => {
+                if status >= 300 {
+                    tx.state = ServerState::InviteCompleted { interval: t1 };
+                    if !reliable {
+                        tx.timers.push((Timer::G, now + t1));
+                    }
+                    tx.timers.push((Timer::H, now + t1 * 64));
+                } else if status >= 200 {
+                    tx.state = ServerState::InviteAccepted { interval: t1 };
+                    tx.timers.push((Timer::L, now + t1 * 64));
+                    // The 2xx is retransmitted until the ACK comes, over TCP too: the ACK
+                    // is end to end (§13.3.1.4); only its retransmission is skipped on TCP.
+                    if !reliable {
+                        tx.timers.push((Timer::Retransmit2xx, now + t1));
+                    }
+                    tx.timers.push((Timer::H, now + t1 * 64));
+                    if let (Some(call_id), Some(cseq)) = (tx.request.headers.call_id(), tx.request.headers.cseq()) {
+                        self.accepted.insert((call_id.to_string(), cseq.seq), id);
+                    }
+                }
+            }
+            ServerState::Trying | ServerState::Proceeding => {
+                if status >= 200 {
+                    tx.state = ServerState::Completed;
+                    if reliable {
+                        terminate = true;
+                    } else {
+                        tx.timers.push((Timer::J, now + t1 * 64));
+                    }
+                } else {
+                    tx.state = ServerState::Proceeding;
+                }
+            }
+            ServerState::InviteAccepted { .. } if (200..300).contains(&status) => {}
+            _ => {
+                tracing::debug!(status, "response after the transaction's final response dropped");
+                return;
+            }
+        }
+        tx.last_response = Some(bytes.clone());
+        let (transport, destination) = (tx.transport, tx.response_destination);
+        self.send(transport, destination, bytes);
+        if terminate {
+            self.remove_server(id);
+        }
+    }
+
+    /// The request of a server transaction (for building responses later).
+    pub fn server_request(&self, id: ServerTxId) -> Option<&Request> {
+        self.servers.get(&id).map(|t| &t.request)
+    }
+
+    fn remove_server(&mut self, id: ServerTxId) {
+        if let Some(tx) = self.servers.remove(&id) {
+            self.server_index.remove(&tx.key);
+            if let (Some(call_id), Some(cseq)) = (tx.request.headers.call_id(), tx.request.headers.cseq()) {
+                let key = (call_id.to_string(), cseq.seq);
+                if self.accepted.get(&key) == Some(&id) {
+                    self.accepted.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Start a client transaction: a Via with a fresh branch goes on top.
+    pub fn send_request(&mut self, now: Instant, mut request: Request, destination: SocketAddr, transport: Transport) -> ClientTxId {
+        let branch = self.ids.branch();
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            transport.as_str(),
+            self.local.host,
+            self.local.port,
+            branch
+        );
+        request.headers.push_front("Via", via);
+        if request.headers.get("Max-Forwards").is_none() {
+            request.headers.push("Max-Forwards", "70");
+        }
+        if request.headers.get("User-Agent").is_none() {
+            request.headers.push("User-Agent", self.user_agent.clone());
+        }
+        self.start_client(now, request, branch, destination, transport)
+    }
+
+    fn start_client(&mut self, now: Instant, request: Request, branch: String, destination: SocketAddr, transport: Transport) -> ClientTxId {
+        let t1 = self.timers.t1;
+        let id = ClientTxId(self.allocate());
+        let invite = request.method == Method::Invite;
+        let bytes = Message::Request(request.clone()).to_bytes();
+        let mut timers = Vec::new();
+        if !transport.is_reliable() {
+            timers.push((if invite { Timer::A } else { Timer::E }, now + t1));
+        }
+        timers.push((if invite { Timer::B } else { Timer::F }, now + t1 * 64));
+        let state = if invite {
+            ClientState::Calling { interval: t1 }
+        } else {
+            ClientState::Trying { interval: t1 }
+        };
+        self.client_index
+            .insert((branch.clone(), request.method.clone()), id);
+        self.clients.insert(
+            id,
+            ClientTransaction {
+                branch,
+                request,
+                bytes: bytes.clone(),
+                transport,
+                destination,
+                state,
+                timers,
+                cancel_pending: false,
+                ack: None,
+            },
+        );
+        self.send(transport, destination, bytes);
+        id
+    }
+
+    /// CANCEL a pending INVITE (§9.1). Before any provisional response it is deferred.
+    pub fn cancel(&mut self, now: Instant, invite: ClientTxId) {
+        let Some(tx) = self.clients.get_mut(&invite) else {
+            return;
+        };
+        match tx.state {
+            ClientState::Calling { .. } => tx.cancel_pending = true,
+            ClientState::InviteProceeding => self.send_cancel(now, invite),
+            _ => {}
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, invite: ClientTxId) {
+        let Some(tx) = self.clients.get(&invite) else {
+            return;
+        };
+        let original = &tx.request;
+        let mut headers = Headers::new();
+        if let Some(via) = original.headers.get("Via") {
+            headers.push("Via", via);
+        }
+        for name in ["Route", "From", "To", "Call-ID", "Max-Forwards"] {
+            for value in original.headers.all(name) {
+                headers.push(name, value);
+            }
+        }
+        let seq = original.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        headers.push("CSeq", format!("{seq} CANCEL"));
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: original.uri.clone(),
+            headers,
+            body: Vec::new(),
+        };
+        let (branch, destination, transport) = (tx.branch.clone(), tx.destination, tx.transport);
+        self.start_client(now, cancel, branch, destination, transport);
+    }
+
+    /// Send the ACK for a 2xx (a transaction of its own, §13.2.2.4) and keep it for
+    /// retransmitted 2xx responses.
+    pub fn send_ack(&mut self, now: Instant, mut ack: Request, destination: SocketAddr, transport: Transport) {
+        let branch = self.ids.branch();
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            transport.as_str(),
+            self.local.host,
+            self.local.port,
+            branch
+        );
+        ack.headers.push_front("Via", via);
+        if ack.headers.get("Max-Forwards").is_none() {
+            ack.headers.push("Max-Forwards", "70");
+        }
+        let key = match (ack.headers.call_id(), ack.headers.cseq()) {
+            (Some(c), Some(s)) => Some((c.to_string(), s.seq)),
+            _ => None,
+        };
+        let bytes = Message::Request(ack).to_bytes();
+        if let Some(key) = key {
+            self.sent_acks.insert(
+                key,
+                SentAck {
+                    bytes: bytes.clone(),
+                    transport,
+                    destination,
+                    until: now + self.timers.t1 * 64,
+                },
+            );
+        }
+        self.send(transport, destination, bytes);
+    }
+
+    /// Send a request outside any transaction (nothing retransmits it).
+    pub fn send_stateless(&mut self, request: Request, destination: SocketAddr, transport: Transport) {
+        let bytes = Message::Request(request).to_bytes();
+        self.send(transport, destination, bytes);
+    }
+
+    fn handle_response(&mut self, now: Instant, response: Response) {
+        let Some(via) = response.headers.top_via() else {
+            return;
+        };
+        let Some(cseq) = response.headers.cseq() else {
+            return;
+        };
+        let branch = via.branch().unwrap_or("").to_string();
+        let Some(&id) = self.client_index.get(&(branch, cseq.method.clone())) else {
+            // A 2xx retransmission after the INVITE transaction ended: ACK it again.
+            if (200..300).contains(&response.status) && cseq.method == Method::Invite {
+                if let Some(call_id) = response.headers.call_id() {
+                    if let Some(ack) = self.sent_acks.get(&(call_id.to_string(), cseq.seq)) {
+                        let (t, d, b) = (ack.transport, ack.destination, ack.bytes.clone());
+                        self.send(t, d, b);
+                    }
+                }
+            }
+            return;
+        };
+        self.client_response(now, id, response);
+    }
+
+    fn client_response(&mut self, now: Instant, id: ClientTxId, response: Response) {
+        let t2 = self.timers.t2;
+        let t4 = self.timers.t4;
+        let t1 = self.timers.t1;
+        let Some(tx) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let status = response.status;
+        let reliable = tx.transport.is_reliable();
+        let mut deliver = true;
+        let mut send_cancel = false;
+        let mut remove = false;
+        match tx.state {
+            ClientState::Calling { .. } | ClientState::InviteProceeding => {
+                tx.timers.retain(|(t, _)| *t != Timer::A);
+                if status < 200 {
+                    if matches!(tx.state, ClientState::Calling { .. }) && tx.cancel_pending {
+                        send_cancel = true;
+                        tx.cancel_pending = false;
+                    }
+                    tx.state = ClientState::InviteProceeding;
+                } else if status < 300 {
+                    tx.state = ClientState::InviteAccepted;
+                    tx.timers.clear();
+                    tx.timers.push((Timer::M, now + t1 * 64));
+                } else {
+                    let ack = ack_for_failure(&tx.request, &response);
+                    tx.ack = Some(ack.clone());
+                    tx.state = ClientState::InviteCompleted;
+                    tx.timers.clear();
+                    let wait = if reliable { Duration::ZERO } else { Duration::from_secs(32) };
+                    tx.timers.push((Timer::D, now + wait));
+                    let (t, d) = (tx.transport, tx.destination);
+                    self.transmits.push_back(Transmit {
+                        transport: t,
+                        destination: d,
+                        bytes: ack,
+                    });
+                }
+            }
+            ClientState::InviteCompleted => {
+                // Retransmitted final response: ACK again, tell no one.
+                deliver = false;
+                if let Some(ack) = tx.ack.clone() {
+                    let (t, d) = (tx.transport, tx.destination);
+                    self.transmits.push_back(Transmit {
+                        transport: t,
+                        destination: d,
+                        bytes: ack,
+                    });
+                }
+            }
+            ClientState::InviteAccepted => {
+                // 2xx retransmission or a 2xx from another fork: the TU ACKs (it sees it).
+                deliver = (200..300).contains(&status);
+                if deliver {
+                    if let Some(call_id) = response.headers.call_id() {
+                        if let Some(ack) = self.sent_acks.get(&(call_id.to_string(), response.headers.cseq().map(|c| c.seq).unwrap_or(0))) {
+                            let (t, d, b) = (ack.transport, ack.destination, ack.bytes.clone());
+                            self.transmits.push_back(Transmit {
+                                transport: t,
+                                destination: d,
+                                bytes: b,
+                            });
+                            deliver = false;
+                        }
+                    }
+                }
+            }
+            ClientState::Trying { .. } | ClientState::Proceeding { .. } => {
+                if status < 200 {
+                    tx.state = ClientState::Proceeding { interval: t2 };
+                } else {
+                    tx.state = ClientState::Completed;
+                    tx.timers.clear();
+                    if reliable {
+                        remove = true;
+                    } else {
+                        tx.timers.push((Timer::K, now + t4));
+                    }
+                }
+            }
+            ClientState::Completed => deliver = false,
+        }
+        if deliver {
+            self.events
+                .push_back(TransactionEvent::Response { tx: id, response });
+        }
+        if send_cancel {
+            self.send_cancel(now, id);
+        }
+        if remove {
+            self.remove_client(id);
+        }
+    }
+
+    fn remove_client(&mut self, id: ClientTxId) {
+        if let Some(tx) = self.clients.remove(&id) {
+            self.client_index.remove(&(tx.branch, tx.request.method));
+        }
+    }
+
+    /// The request a client transaction sent (with its Via).
+    pub fn client_request(&self, id: ClientTxId) -> Option<&Request> {
+        self.clients.get(&id).map(|t| &t.request)
+    }
+
+    /// Run every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due_servers: Vec<(ServerTxId, Timer)> = self
+            .servers
+            .iter()
+            .flat_map(|(id, tx)| {
+                tx.timers
+                    .iter()
+                    .filter(|(_, at)| *at <= now)
+                    .map(move |(t, _)| (*id, *t))
+            })
+            .collect();
+        for (id, timer) in due_servers {
+            self.fire_server(now, id, timer);
+        }
+        let due_clients: Vec<(ClientTxId, Timer)> = self
+            .clients
+            .iter()
+            .flat_map(|(id, tx)| {
+                tx.timers
+                    .iter()
+                    .filter(|(_, at)| *at <= now)
+                    .map(move |(t, _)| (*id, *t))
+            })
+            .collect();
+        for (id, timer) in due_clients {
+            self.fire_client(now, id, timer);
+        }
+        self.sent_acks.retain(|_, ack| ack.until > now);
+    }
+
+    fn fire_server(&mut self, now: Instant, id: ServerTxId, timer: Timer) {
+        let t2 = self.timers.t2;
+        let Some(tx) = self.servers.get_mut(&id) else {
+            return;
+        };
+        tx.timers.retain(|(t, _)| *t != timer);
+        match timer {
+            Timer::G | Timer::Retransmit2xx => {
+                let interval = match &mut tx.state {
+                    ServerState::InviteCompleted { interval } | ServerState::InviteAccepted { interval } => {
+                        *interval = (*interval * 2).min(t2);
+                        *interval
+                    }
+                    _ => return,
+                };
+                tx.timers.push((timer, now + interval));
+                if let Some(bytes) = tx.last_response.clone() {
+                    let (t, d) = (tx.transport, tx.response_destination);
+                    self.send(t, d, bytes);
+                }
+            }
+            Timer::H => {
+                // An ACK would have cancelled Timer H: for a 2xx that means the dialog
+                // never got confirmed.
+                if matches!(tx.state, ServerState::InviteAccepted { .. }) {
+                    self.events.push_back(TransactionEvent::AckTimeout { tx: id });
+                }
+                self.remove_server(id);
+            }
+            Timer::I | Timer::J => self.remove_server(id),
+            Timer::L => {
+                if !tx.timers.iter().any(|(t, _)| *t == Timer::H) {
+                    self.remove_server(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fire_client(&mut self, now: Instant, id: ClientTxId, timer: Timer) {
+        let t2 = self.timers.t2;
+        let Some(tx) = self.clients.get_mut(&id) else {
+            return;
+        };
+        tx.timers.retain(|(t, _)| *t != timer);
+        match timer {
+            Timer::A | Timer::E => {
+                let interval = match &mut tx.state {
+                    ClientState::Calling { interval } => {
+                        *interval *= 2;
+                        *interval
+                    }
+                    ClientState::Trying { interval } => {
+                        *interval = (*interval * 2).min(t2);
+                        *interval
+                    }
+                    ClientState::Proceeding { interval } => *interval,
+                    _ => return,
+                };
+                tx.timers.push((timer, now + interval));
+                let (t, d, b) = (tx.transport, tx.destination, tx.bytes.clone());
+                self.send(t, d, b);
+            }
+            Timer::B | Timer::F => {
+                self.events.push_back(TransactionEvent::Timeout { tx: id });
+                self.remove_client(id);
+            }
+            Timer::D | Timer::K | Timer::M => self.remove_client(id),
+            _ => {}
+        }
+    }
+}
+
+/// §17.1.1.3: the ACK for a non-2xx final response, inside the INVITE transaction.
+fn ack_for_failure(invite: &Request, response: &Response) -> Vec<u8> {
+    let mut headers = Headers::new();
+    if let Some(via) = invite.headers.get("Via") {
+        headers.push("Via", via);
+    }
+    for value in invite.headers.all("Route") {
+        headers.push("Route", value);
+    }
+    for name in ["From", "Call-ID"] {
+        if let Some(value) = invite.headers.get(name) {
+            headers.push(name, value);
+        }
+    }
+    if let Some(to) = response.headers.get("To") {
+        headers.push("To", to);
+    }
+    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+    headers.push("CSeq", format!("{seq} ACK"));
+    headers.push("Max-Forwards", "70");
+    Message::Request(Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        headers,
+        body: Vec::new(),
+    })
+    .to_bytes()
+}
+
+/// Sent-by of a Via, for logs.
+pub fn via_sent_by(via: &Via) -> String {
+    format!("{}:{}", via.host, via.port.unwrap_or(5060))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "127.0.0.1:5070";
+
+    fn layer() -> TransactionLayer {
+        TransactionLayer::new(
+            LocalAddress {
+                host: "127.0.0.1".into(),
+                port: 5060,
+            },
+            TimerValues::default(),
+            7,
+            "callgate-test".into(),
+        )
+    }
+
+    fn peer() -> SocketAddr {
+        PEER.parse().expect("literal address")
+    }
+
+    fn request_bytes(method: &str, branch: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:echo@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:echo@127.0.0.1>{extra}\r\nCall-ID: call-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn drain_transmits(layer: &mut TransactionLayer) -> Vec<String> {
+        std::iter::from_fn(|| layer.poll_transmit())
+            .map(|t| String::from_utf8_lossy(&t.bytes).to_string())
+            .collect()
+    }
+
+    fn new_server_tx(layer: &mut TransactionLayer, now: Instant, method: &str) -> (ServerTxId, Request) {
+        layer.handle_datagram(now, peer(), &request_bytes(method, "z9hG4bKabc", ""));
+        match layer.poll_event() {
+            Some(TransactionEvent::Request { tx, request, .. }) => (tx, request),
+            other => panic!("expected a new request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invite_server_sends_trying_and_absorbs_retransmissions() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let (tx, request) = new_server_tx(&mut l, t0, "INVITE");
+        let sent = drain_transmits(&mut l);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].starts_with("SIP/2.0 100"), "{}", sent[0]);
+        // rport filled in and received added only when the host differs.
+        assert!(sent[0].contains("rport=5070"), "{}", sent[0]);
+        l.handle_datagram(t0, peer(), &request_bytes("INVITE", "z9hG4bKabc", ""));
+        assert!(l.poll_event().is_none(), "a retransmission is not a new request");
+        assert_eq!(drain_transmits(&mut l).len(), 1, "the 100 is sent again");
+        let mut busy = response_to(&request, 486, None);
+        set_to_tag(&mut busy, "xyz");
+        l.respond(t0, tx, busy);
+        assert!(drain_transmits(&mut l)[0].starts_with("SIP/2.0 486"));
+        // Timer G: retransmits at T1, then 2*T1 ... until the ACK.
+        l.handle_timeout(t0 + Duration::from_millis(500));
+        assert_eq!(drain_transmits(&mut l).len(), 1);
+        l.handle_timeout(t0 + Duration::from_millis(1500));
+        assert_eq!(drain_transmits(&mut l).len(), 1);
+        l.handle_datagram(t0 + Duration::from_millis(1600), peer(), &request_bytes("ACK", "z9hG4bKabc", ";tag=xyz"));
+        assert!(l.poll_event().is_none(), "ACK for a non-2xx stays in the transaction");
+        l.handle_timeout(t0 + Duration::from_secs(4));
+        assert!(drain_transmits(&mut l).is_empty(), "no retransmission after the ACK");
+        l.handle_timeout(t0 + Duration::from_secs(7));
+        assert_eq!(l.live_transactions(), (0, 0), "Timer I ended it");
+    }
+
+    #[test]
+    fn invite_2xx_is_retransmitted_until_ack_and_times_out_without_one() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let (tx, request) = new_server_tx(&mut l, t0, "INVITE");
+        drain_transmits(&mut l);
+        let mut ok = response_to(&request, 200, None);
+        set_to_tag(&mut ok, "xyz");
+        l.respond(t0, tx, ok);
+        assert_eq!(drain_transmits(&mut l).len(), 1);
+        let mut at = t0;
+        let mut retransmits = 0;
+        while at < t0 + Duration::from_secs(40) {
+            at += Duration::from_millis(100);
+            l.handle_timeout(at);
+            retransmits += drain_transmits(&mut l).len();
+        }
+        assert!(retransmits >= 7, "2xx retransmitted {retransmits} times");
+        let events: Vec<_> = std::iter::from_fn(|| l.poll_event()).collect();
+        assert!(
+            events.iter().any(|e| matches!(e, TransactionEvent::AckTimeout { tx: t } if *t == tx)),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn ack_for_2xx_stops_retransmission_and_reaches_the_user() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let (tx, request) = new_server_tx(&mut l, t0, "INVITE");
+        drain_transmits(&mut l);
+        let mut ok = response_to(&request, 200, None);
+        set_to_tag(&mut ok, "xyz");
+        l.respond(t0, tx, ok);
+        drain_transmits(&mut l);
+        l.handle_datagram(t0 + Duration::from_millis(100), peer(), &request_bytes("ACK", "z9hG4bKother", ";tag=xyz"));
+        assert!(matches!(l.poll_event(), Some(TransactionEvent::Ack { .. })));
+        l.handle_timeout(t0 + Duration::from_secs(2));
+        assert!(drain_transmits(&mut l).is_empty());
+        l.handle_timeout(t0 + Duration::from_secs(40));
+        assert!(l.poll_event().is_none(), "no ACK timeout once acknowledged");
+        assert_eq!(l.live_transactions(), (0, 0));
+    }
+
+    #[test]
+    fn cancel_matches_the_pending_invite() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let (invite, _) = new_server_tx(&mut l, t0, "INVITE");
+        drain_transmits(&mut l);
+        l.handle_datagram(t0, peer(), &request_bytes("CANCEL", "z9hG4bKabc", ""));
+        assert!(matches!(l.poll_event(), Some(TransactionEvent::Cancelled { invite: i }) if i == invite));
+        assert!(drain_transmits(&mut l)[0].starts_with("SIP/2.0 200"));
+        l.handle_datagram(t0, peer(), &request_bytes("CANCEL", "z9hG4bKnothing", ""));
+        assert!(drain_transmits(&mut l)[0].starts_with("SIP/2.0 481"));
+    }
+
+    #[test]
+    fn client_invite_retransmits_with_timer_a_and_times_out_with_timer_b() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let request = match Message::parse_datagram(&request_bytes("INVITE", "z9hG4bKx", "")) {
+            Ok(Message::Request(mut r)) => {
+                r.headers.remove("Via");
+                r
+            }
+            other => panic!("{other:?}"),
+        };
+        let tx = l.send_request(t0, request, peer(), Transport::Udp);
+        assert_eq!(drain_transmits(&mut l).len(), 1);
+        let mut sends = Vec::new();
+        let mut at = t0;
+        while at <= t0 + Duration::from_secs(33) {
+            at += Duration::from_millis(50);
+            l.handle_timeout(at);
+            if !drain_transmits(&mut l).is_empty() {
+                sends.push(at.duration_since(t0).as_millis());
+            }
+        }
+        // T1 doubling: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s.
+        assert_eq!(sends.len(), 6, "{sends:?}");
+        assert!((500..=550).contains(&sends[0]) && (1500..=1550).contains(&sends[1]), "{sends:?}");
+        assert!(matches!(l.poll_event(), Some(TransactionEvent::Timeout { tx: t }) if t == tx));
+    }
+
+    #[test]
+    fn client_non_invite_final_response_is_delivered_once() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let request = match Message::parse_datagram(&request_bytes("OPTIONS", "z9hG4bKx", "")) {
+            Ok(Message::Request(mut r)) => {
+                r.headers.remove("Via");
+                r
+            }
+            other => panic!("{other:?}"),
+        };
+        let tx = l.send_request(t0, request, peer(), Transport::Udp);
+        let sent = l.client_request(tx).expect("client tx").clone();
+        drain_transmits(&mut l);
+        let response = response_to(&sent, 200, None);
+        let bytes = Message::Response(response).to_bytes();
+        l.handle_datagram(t0, peer(), &bytes);
+        l.handle_datagram(t0, peer(), &bytes);
+        let events: Vec<_> = std::iter::from_fn(|| l.poll_event()).collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        l.handle_timeout(t0 + Duration::from_secs(6));
+        assert_eq!(l.live_transactions(), (0, 0), "Timer K ended it");
+    }
+
+    #[test]
+    fn unanswerable_garbage_is_dropped_and_bad_requests_get_400() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        l.handle_datagram(t0, peer(), b"\x00\x01garbage\r\n\r\n");
+        assert!(drain_transmits(&mut l).is_empty());
+        let bad = String::from_utf8(request_bytes("OPTIONS", "z9hG4bKq", ""))
+            .expect("utf8")
+            .replace("CSeq: 1 OPTIONS", "CSeq: x OPTIONS");
+        l.handle_datagram(t0, peer(), bad.as_bytes());
+        let sent = drain_transmits(&mut l);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].starts_with("SIP/2.0 400"), "{}", sent[0]);
+    }
+}

@@ -1,0 +1,279 @@
+//! The SIP trunk leg end to end against real peers: sipp as caller and as trunk, raw UDP for
+//! protocol corner cases, tcpdump to capture the echoed audio.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn sipp_uac_args(gw: &Gateway, dir: &std::path::Path, scenario_file: &str, service: &str, local_port: u16, media_port: u16, calls: u32, limit: u32, rate: u32) -> Vec<String> {
+    vec![
+        format!("127.0.0.1:{}", gw.ports.sip),
+        "-sf".into(),
+        scenario(scenario_file),
+        "-s".into(),
+        service.into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        local_port.to_string(),
+        "-mi".into(),
+        "127.0.0.1".into(),
+        "-mp".into(),
+        media_port.to_string(),
+        "-m".into(),
+        calls.to_string(),
+        "-l".into(),
+        limit.to_string(),
+        "-r".into(),
+        rate.to_string(),
+        "-timeout".into(),
+        "120s".into(),
+        "-timeout_error".into(),
+        "-max_socket".into(),
+        "200".into(),
+        "-trace_stat".into(),
+        "-stf".into(),
+        dir.join("stats.csv").display().to_string(),
+        "-fd".into(),
+        "1".into(),
+        "-trace_err".into(),
+        "-error_file".into(),
+        dir.join("errors.log").display().to_string(),
+        "-nostdin".into(),
+    ]
+}
+
+/// 200 calls, 50 at once, to the echo route; each streams a tone and must hear it back.
+#[test]
+fn sipp_load_against_echo_hears_the_echo() {
+    let ports = Ports::block(1);
+    let gw = Gateway::start("echo_load", ports, &default_trunk(5999));
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 2.0, 440);
+    let media_port = 41000;
+    let capture = Capture::start(
+        dir.join("rtp.pcap"),
+        &format!("udp and dst port {media_port} and src portrange {}-{}", ports.rtp_min, ports.rtp_min + 199),
+    );
+    let args = sipp_uac_args(&gw, &dir, "uac_echo.xml", "echo", 41100, media_port, 200, 50, 25);
+    let out = run_sipp(&dir, &args, Duration::from_secs(150));
+    let packets = capture.stop();
+    let (ok, failed) = sipp_call_counts(&dir.join("stats.csv"));
+    assert_eq!(
+        (ok, failed),
+        (200, 0),
+        "sipp: {}\n{}\nerrors: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default()
+    );
+    assert!(out.status.success(), "sipp exit status {:?}", out.status);
+    // What came back to sipp's media port from the gateway: decode it and measure.
+    let mut samples = Vec::new();
+    let mut ssrcs = std::collections::HashSet::new();
+    for p in &packets {
+        if p.payload.len() > 12 && p.payload[1] & 0x7f == 0 {
+            ssrcs.insert(u32::from_be_bytes([p.payload[8], p.payload[9], p.payload[10], p.payload[11]]));
+            samples.extend(p.payload[12..].iter().map(|b| ulaw_to_linear(*b)));
+        }
+    }
+    // 200 calls × 2 s of tone × 50 packets/s; allow for capture start/stop edges.
+    assert!(packets.len() > 200 * 80, "only {} echoed packets captured", packets.len());
+    assert!(ssrcs.len() >= 190, "echo streams from {} SSRCs", ssrcs.len());
+    let level = rms(&samples);
+    assert!(level > 3000.0, "echo is silent: RMS {level}");
+    assert_eq!(dominant_frequency(&samples[..8000], 300, 600), 440, "echo carries the 440 Hz tone");
+    gw.wait_idle(Duration::from_secs(10));
+}
+
+fn trunk_scenario(dir: &std::path::Path, gateway_hangs_up: bool) -> String {
+    let text = std::fs::read_to_string(scenario("uas_trunk_auth.xml")).expect("scenario");
+    let marker = r#"<nop hide="true" test="gateway_hangs_up" next="waitbye"/>"#;
+    let text = if gateway_hangs_up {
+        text.replace(marker, r#"<nop hide="true" next="waitbye"/>"#)
+    } else {
+        text.replace(marker, "")
+    };
+    let path = dir.join(if gateway_hangs_up { "uas_gw_bye.xml" } else { "uas_trunk_bye.xml" });
+    std::fs::write(&path, text).expect("scenario written");
+    path.display().to_string()
+}
+
+fn sipp_uas_args(scenario: String, port: u16, media_port: u16, dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "-sf".into(),
+        scenario,
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-mi".into(),
+        "127.0.0.1".into(),
+        "-mp".into(),
+        media_port.to_string(),
+        "-m".into(),
+        "1".into(),
+        "-timeout".into(),
+        "60s".into(),
+        "-timeout_error".into(),
+        "-trace_stat".into(),
+        "-stf".into(),
+        dir.join("uas_stats.csv").display().to_string(),
+        "-nostdin".into(),
+    ]
+}
+
+fn dial(gw: &Gateway, to: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["dial", to, "--http", &format!("127.0.0.1:{}", gw.ports.http), "--token", ADMIN_TOKEN])
+        .output()
+        .expect("callgate dial runs")
+}
+
+/// `callgate dial` through a trunk that challenges with digest auth; the trunk hangs up.
+#[test]
+fn outbound_call_through_trunk_with_digest_trunk_hangs_up() {
+    let ports = Ports::block(2);
+    let trunk_port = 42060;
+    let gw = Gateway::start("outbound_trunk_bye", ports, &default_trunk(trunk_port));
+    let dir = gw.dir.clone();
+    let uas = spawn_sipp(&dir, &sipp_uas_args(trunk_scenario(&dir, false), trunk_port, 42100, &dir));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dial(&gw, "+15551234567");
+    assert!(out.status.success(), "dial: {}{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), gw.log_text());
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("dial prints JSON");
+    assert!(reply["call_id"].as_str().is_some_and(|c| c.starts_with("c_")));
+    let result = wait_child(uas, Duration::from_secs(30));
+    assert!(result.status.success(), "sipp trunk: {}\n{}", String::from_utf8_lossy(&result.stdout), gw.log_text());
+    assert_eq!(sipp_call_counts(&dir.join("uas_stats.csv")), (1, 0));
+    gw.wait_idle(Duration::from_secs(5));
+}
+
+/// Same, but the gateway ends the call (`callgate hangup`): BYE from our side.
+#[test]
+fn outbound_call_through_trunk_gateway_hangs_up() {
+    let ports = Ports::block(3);
+    let trunk_port = 42070;
+    let gw = Gateway::start("outbound_gw_bye", ports, &default_trunk(trunk_port));
+    let dir = gw.dir.clone();
+    let uas = spawn_sipp(&dir, &sipp_uas_args(trunk_scenario(&dir, true), trunk_port, 42110, &dir));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dial(&gw, "sip:bob@127.0.0.1");
+    assert!(out.status.success(), "dial: {}{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), gw.log_text());
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("dial prints JSON");
+    let call_id = reply["call_id"].as_str().expect("call_id").to_string();
+    assert_eq!(gw.live_calls(), 1);
+    let hangup = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["hangup", &call_id, "--http", &format!("127.0.0.1:{}", gw.ports.http)])
+        .output()
+        .expect("callgate hangup runs");
+    assert!(hangup.status.success(), "hangup: {}", String::from_utf8_lossy(&hangup.stderr));
+    let result = wait_child(uas, Duration::from_secs(30));
+    assert!(result.status.success(), "sipp trunk: {}\n{}", String::from_utf8_lossy(&result.stdout), gw.log_text());
+    assert_eq!(sipp_call_counts(&dir.join("uas_stats.csv")), (1, 0));
+    gw.wait_idle(Duration::from_secs(5));
+}
+
+/// The dial plan blocks what the operator did not allow, before any SIP is sent.
+#[test]
+fn dial_plan_denies_unlisted_numbers() {
+    let ports = Ports::block(4);
+    let gw = Gateway::start("dial_plan", ports, &default_trunk(42080));
+    let out = dial(&gw, "+445551234567");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") && err.contains("dial_plan_denied"), "{err}");
+    let (status, body) = gw
+        .http("POST", "/v1/dial", Some(ADMIN_TOKEN), Some(r#"{"to":""}"#))
+        .expect("http");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("to"), "{body}");
+    let (status, _) = gw
+        .http("POST", "/v1/dial", Some("demo-token"), Some(r#"{"to":"+15551234567"}"#))
+        .expect("http");
+    assert_eq!(status, 401, "agent tokens are not configured in this test config");
+    let (status, _) = gw.http("POST", "/v1/dial", None, Some(r#"{"to":"+15551234567"}"#)).expect("http");
+    assert_eq!(status, 401);
+}
+
+/// A caller that re-INVITEs with sendonly gets recvonly back, and UPDATE resumes.
+#[test]
+fn far_end_hold_with_reinvite_and_update() {
+    let ports = Ports::block(5);
+    let gw = Gateway::start("far_end_hold", ports, &default_trunk(42090));
+    let dir = gw.dir.clone();
+    let args = sipp_uac_args(&gw, &dir, "uac_hold.xml", "echo", 43100, 43000, 1, 1, 1);
+    let out = run_sipp(&dir, &args, Duration::from_secs(60));
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (1, 0),
+        "{}\n{}",
+        std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default(),
+        gw.log_text()
+    );
+    assert!(out.status.success());
+    gw.wait_idle(Duration::from_secs(5));
+}
+
+/// SIP over TCP on the same port.
+#[test]
+fn calls_over_tcp() {
+    let ports = Ports::block(6);
+    let gw = Gateway::start("tcp_calls", ports, &default_trunk(42095));
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 1.0, 440);
+    let mut args = sipp_uac_args(&gw, &dir, "uac_echo.xml", "echo", 43200, 43300, 5, 5, 5);
+    args.extend(["-t".to_string(), "t1".to_string()]);
+    let out = run_sipp(&dir, &args, Duration::from_secs(60));
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (5, 0),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default(),
+        gw.log_text()
+    );
+    gw.wait_idle(Duration::from_secs(5));
+}
+
+/// SIGTERM sends BYE to every live call before the gateway exits.
+#[test]
+fn sigterm_sends_bye_to_live_calls() {
+    let ports = Ports::block(7);
+    let mut gw = Gateway::start("sigterm", ports, &default_trunk(42097));
+    let dir = gw.dir.clone();
+    let args = sipp_uac_args(&gw, &dir, "uac_wait_bye.xml", "echo", 43400, 43500, 3, 3, 10);
+    let uac = spawn_sipp(&dir, &args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.live_calls() < 3 {
+        assert!(std::time::Instant::now() < deadline, "calls never came up: {}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = gw.terminate();
+    assert!(status.success(), "gateway exit {status:?}");
+    let out = wait_child(uac, Duration::from_secs(20));
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (3, 0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        gw.log_text()
+    );
+}
+
+/// The announcement route answers, plays and hangs up (sipp waits for our BYE).
+#[test]
+fn announcement_route_hangs_up_when_done() {
+    let ports = Ports::block(8);
+    let gw = Gateway::start("announce_sipp", ports, &default_trunk(42098));
+    let dir = gw.dir.clone();
+    let started = std::time::Instant::now();
+    let args = sipp_uac_args(&gw, &dir, "uac_wait_bye.xml", "announce", 43600, 43700, 1, 1, 1);
+    let out = run_sipp(&dir, &args, Duration::from_secs(40));
+    assert_eq!(sipp_call_counts(&dir.join("stats.csv")), (1, 0), "{}", String::from_utf8_lossy(&out.stdout));
+    let took = started.elapsed();
+    // config/announcement.wav lasts about 6 s.
+    assert!(took > Duration::from_secs(5) && took < Duration::from_secs(15), "{took:?}");
+}
