@@ -16,7 +16,7 @@ use crate::media::dtmf::{DigitReceiver, DigitSender};
 use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
 use crate::media::rtp::{self, ReceptionStats, RtpStream};
 use crate::media::stats::MediaCounters;
-use crate::sdp::{AudioSession, Codec};
+use crate::sdp::AudioSession;
 
 /// Capacity of a call's command channel; commands are rare (updates, DTMF, stop).
 pub const COMMAND_CAPACITY: usize = 16;
@@ -253,21 +253,19 @@ impl CallMedia {
             }
         }
         if matches!(self.source, Source::Echo) {
+            // Map the peer's timestamps into our stream: a new peer SSRC continues from where
+            // our stream is, so the far end never sees our timestamps jump.
+            let next = self.stream.next_timestamp();
             let offset = *self
                 .echo_offset
-                .get_or_insert_with(|| self.stream.last_timestamp().wrapping_sub(header.timestamp));
-            let mut echoed = rtp::RtpHeader {
-                marker: header.marker,
-                payload_type: header.payload_type,
-                sequence: 0,
-                timestamp: 0,
-                ssrc: 0,
-                csrcs: Vec::new(),
-            };
-            let ours = self.stream.next_header(header.payload_type, 0, header.marker);
-            echoed.sequence = ours.sequence;
-            echoed.ssrc = ours.ssrc;
-            echoed.timestamp = header.timestamp.wrapping_add(offset);
+                .get_or_insert_with(|| next.wrapping_sub(header.timestamp));
+            let ticks = self.encoder.as_ref().map(|e| e.frame_ticks()).unwrap_or(160);
+            let echoed = self.stream.header_at(
+                header.payload_type,
+                header.timestamp.wrapping_add(offset),
+                header.marker,
+                ticks,
+            );
             rtp::write(&echoed, packet.payload, out);
             self.stream.count_sent(packet.payload.len());
             let bytes = std::mem::take(out);
@@ -304,10 +302,9 @@ impl CallMedia {
         // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
         if self.dtmf_sender.is_none() {
             if let Some(digit) = self.dtmf_out.pop() {
-                let pt_clock = if self.audio.codec == Codec::Opus { 48 } else { 8 };
-                if let Some(sender) = DigitSender::new(digit, ticks as u16, 100 * pt_clock as u32 * 10 / 10) {
-                    let start_ts = self.stream.last_timestamp();
-                    self.dtmf_sender = Some((sender, start_ts));
+                // 100 ms digits: five frames, long enough for every IVR we know.
+                if let Some(sender) = DigitSender::new(digit, ticks as u16, ticks * 5) {
+                    self.dtmf_sender = Some((sender, self.stream.next_timestamp()));
                 }
             }
         }
@@ -323,12 +320,11 @@ impl CallMedia {
                     let bytes = std::mem::take(out);
                     self.send_out(&bytes).await;
                     *out = bytes;
+                    // The event's frames take media time like audio frames do.
+                    self.stream.skip(ticks);
                     return;
                 }
-                None => {
-                    self.dtmf_sender = None;
-                    self.stream.skip(0);
-                }
+                None => self.dtmf_sender = None,
             }
         } else if self.dtmf_sender.is_some() {
             self.dtmf_sender = None; // the peer negotiated no telephone-event
