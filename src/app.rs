@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
 use crate::config::Config;
 use crate::controller::{Command, Controller, Event, MediaPlan};
-use crate::media::call::{CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY};
+use crate::media::call::{
+    CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY,
+};
 use crate::media::ports::PortPool;
 use crate::media::stats::MediaCounters;
 use crate::sdp::LocalMedia;
@@ -49,8 +51,9 @@ pub enum AppError {
 
 enum TcpInput {
     Connected(SocketAddr, mpsc::Sender<Vec<u8>>),
-    Message(SocketAddr, Message),
-    Invalid(SocketAddr, ParseError),
+    // Boxed: a parsed message is large and most inputs are small.
+    Message(SocketAddr, Box<Message>),
+    Invalid(SocketAddr, Box<ParseError>),
     Closed(SocketAddr),
 }
 
@@ -127,21 +130,27 @@ fn unix_secs() -> u64 {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let sip_addr = config.sip.listen;
-    let udp = UdpSocket::bind(sip_addr).await.map_err(|source| AppError::Bind {
-        what: "SIP UDP",
-        addr: sip_addr,
-        source,
-    })?;
-    let tcp = TcpListener::bind(sip_addr).await.map_err(|source| AppError::Bind {
-        what: "SIP TCP",
-        addr: sip_addr,
-        source,
-    })?;
-    let http = TcpListener::bind(config.http.listen).await.map_err(|source| AppError::Bind {
-        what: "HTTP",
-        addr: config.http.listen,
-        source,
-    })?;
+    let udp = UdpSocket::bind(sip_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "SIP UDP",
+            addr: sip_addr,
+            source,
+        })?;
+    let tcp = TcpListener::bind(sip_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "SIP TCP",
+            addr: sip_addr,
+            source,
+        })?;
+    let http = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "HTTP",
+            addr: config.http.listen,
+            source,
+        })?;
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);
@@ -296,7 +305,8 @@ impl Signalling {
         match crate::media::wav::load_8k_mono(path) {
             Ok(samples) => {
                 let samples = Arc::new(samples);
-                self.audio_files.insert(path.to_path_buf(), Arc::clone(&samples));
+                self.audio_files
+                    .insert(path.to_path_buf(), Arc::clone(&samples));
                 Some(samples)
             }
             Err(e) => {
@@ -328,7 +338,11 @@ impl Signalling {
         tracing::trace!(to = %transmit.destination, bytes = transmit.bytes.len(), "SIP out");
         match transmit.transport {
             Transport::Udp => {
-                if let Err(e) = self.udp.send_to(&transmit.bytes, transmit.destination).await {
+                if let Err(e) = self
+                    .udp
+                    .send_to(&transmit.bytes, transmit.destination)
+                    .await
+                {
                     tracing::debug!(to = %transmit.destination, error = %e, "SIP UDP send failed");
                 }
             }
@@ -338,7 +352,11 @@ impl Signalling {
                     _ => {
                         let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
                         self.tcp_writers.insert(transmit.destination, tx.clone());
-                        tokio::spawn(connect_sip_tcp(transmit.destination, rx, self.tcp_input.clone()));
+                        tokio::spawn(connect_sip_tcp(
+                            transmit.destination,
+                            rx,
+                            self.tcp_input.clone(),
+                        ));
                         tx
                     }
                 };
@@ -357,10 +375,12 @@ impl Signalling {
             }
             TcpInput::Message(peer, message) => {
                 self.b2bua.set_unix_time(unix_secs());
-                self.b2bua.handle_message(now, peer, Transport::Tcp, message);
+                self.b2bua
+                    .handle_message(now, peer, Transport::Tcp, *message);
             }
             TcpInput::Invalid(peer, error) => {
-                self.b2bua.handle_parse_error(now, peer, Transport::Tcp, error);
+                self.b2bua
+                    .handle_parse_error(now, peer, Transport::Tcp, *error);
             }
             TcpInput::Closed(peer) => {
                 self.tcp_writers.remove(&peer);
@@ -443,21 +463,22 @@ impl Signalling {
     fn on_admin(&mut self, request: AdminRequest) {
         match request {
             AdminRequest::Dial { to, plan, reply } => {
-                let call = format!("c_{:010x}{:010x}", unix_secs(), rand::random::<u64>() & 0xff_ffff_ffff);
-                self.pending_admin.insert(call.clone(), reply);
-                let commands = self.controller.handle(
-                    Event::Dial {
-                        call,
-                        to,
-                        plan,
-                    },
-                    Instant::now(),
+                let call = format!(
+                    "c_{:010x}{:010x}",
+                    unix_secs(),
+                    rand::random::<u64>() & 0xff_ffff_ffff
                 );
+                self.pending_admin.insert(call.clone(), reply);
+                let commands = self
+                    .controller
+                    .handle(Event::Dial { call, to, plan }, Instant::now());
                 self.execute(commands);
             }
             AdminRequest::Hangup { call, reply } => {
                 let known = self.controller.call(&call).is_some();
-                let commands = self.controller.handle(Event::Hangup { call }, Instant::now());
+                let commands = self
+                    .controller
+                    .handle(Event::Hangup { call }, Instant::now());
                 self.execute(commands);
                 let _ = reply.send(known);
             }
@@ -484,7 +505,11 @@ impl Signalling {
                     .collect();
                 let _ = reply.send(calls);
             }
-            AdminRequest::Dtmf { call, digits, reply } => {
+            AdminRequest::Dtmf {
+                call,
+                digits,
+                reply,
+            } => {
                 let sent = self
                     .media
                     .get(&call)
@@ -534,7 +559,13 @@ impl Signalling {
         }
     }
 
-    fn start_media(&mut self, call: &str, sockets: MediaSockets, audio: crate::sdp::AudioSession, source: Source) {
+    fn start_media(
+        &mut self,
+        call: &str,
+        sockets: MediaSockets,
+        audio: crate::sdp::AudioSession,
+        source: Source,
+    ) {
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
         let port = sockets.port;
         let media = CallMedia::new(
@@ -546,7 +577,8 @@ impl Signalling {
             Arc::clone(&self.counters),
         );
         tokio::spawn(media.run(rx));
-        self.media.insert(call.to_string(), MediaHandle { commands: tx, port });
+        self.media
+            .insert(call.to_string(), MediaHandle { commands: tx, port });
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
@@ -577,7 +609,14 @@ impl Signalling {
                         if let Some(reply) = self.pending_admin.remove(&call) {
                             let _ = reply.send(Err("no free RTP port".into()));
                         }
-                        let cmds = self.controller.handle(Event::LegEnded { call, remote: false, failed: true }, now);
+                        let cmds = self.controller.handle(
+                            Event::LegEnded {
+                                call,
+                                remote: false,
+                                failed: true,
+                            },
+                            now,
+                        );
                         self.execute(cmds);
                         continue;
                     };
@@ -590,7 +629,14 @@ impl Signalling {
                         if let Some(reply) = self.pending_admin.remove(&call) {
                             let _ = reply.send(Err(e.to_string()));
                         }
-                        let cmds = self.controller.handle(Event::LegEnded { call, remote: false, failed: true }, now);
+                        let cmds = self.controller.handle(
+                            Event::LegEnded {
+                                call,
+                                remote: false,
+                                failed: true,
+                            },
+                            now,
+                        );
                         self.execute(cmds);
                     }
                 }
@@ -630,7 +676,11 @@ async fn accept_sip_tcp(listener: TcpListener, input: mpsc::Sender<TcpInput>) {
     }
 }
 
-async fn connect_sip_tcp(peer: SocketAddr, outgoing: mpsc::Receiver<Vec<u8>>, input: mpsc::Sender<TcpInput>) {
+async fn connect_sip_tcp(
+    peer: SocketAddr,
+    outgoing: mpsc::Receiver<Vec<u8>>,
+    input: mpsc::Sender<TcpInput>,
+) {
     match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await {
         Ok(Ok(stream)) => run_sip_tcp(stream, peer, outgoing, input).await,
         _ => {
@@ -642,10 +692,24 @@ async fn connect_sip_tcp(peer: SocketAddr, outgoing: mpsc::Receiver<Vec<u8>>, in
 
 /// One SIP TCP connection: frames messages by Content-Length (RFC 3261 §18.3) and writes
 /// what the signalling task queues.
-async fn run_sip_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Receiver<Vec<u8>>, input: mpsc::Sender<TcpInput>) {
+async fn run_sip_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    input: mpsc::Sender<TcpInput>,
+) {
     let (mut reader, mut writer) = stream.into_split();
+    // RFC 5626 §3.5.1: a double-CRLF "ping" between messages is answered with a CRLF "pong".
+    let (pong_tx, mut pongs) = mpsc::channel::<()>(4);
     let write_task = tokio::spawn(async move {
-        while let Some(bytes) = outgoing.recv().await {
+        loop {
+            let bytes: Vec<u8> = tokio::select! {
+                queued = outgoing.recv() => match queued {
+                    Some(bytes) => bytes,
+                    None => break,
+                },
+                Some(()) = pongs.recv() => b"\r\n".to_vec(),
+            };
             if writer.write_all(&bytes).await.is_err() {
                 break;
             }
@@ -659,10 +723,32 @@ async fn run_sip_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Re
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
         loop {
+            // Keepalive CRLFs between messages are dropped here so that a peer sending only
+            // keepalives never grows the buffer.
+            let blank = buffer
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            let ping = buffer[..blank].windows(4).any(|w| w == b"\r\n\r\n");
+            if blank == buffer.len() && !ping && blank < 4 {
+                // Half a ping may be in flight; it is at most three bytes.
+                break;
+            }
+            if ping {
+                let _ = pong_tx.try_send(());
+            }
+            buffer.drain(..blank);
+            if buffer.is_empty() {
+                break;
+            }
             match Message::parse_stream(&buffer) {
                 Ok((message, used)) => {
                     buffer.drain(..used.min(buffer.len()));
-                    if input.send(TcpInput::Message(peer, message)).await.is_err() {
+                    if input
+                        .send(TcpInput::Message(peer, Box::new(message)))
+                        .await
+                        .is_err()
+                    {
                         break 'read;
                     }
                 }
@@ -675,7 +761,7 @@ async fn run_sip_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Re
                 }
                 Err(error) => {
                     // The stream cannot be re-framed after a bad message: answer and close.
-                    let _ = input.send(TcpInput::Invalid(peer, error)).await;
+                    let _ = input.send(TcpInput::Invalid(peer, Box::new(error))).await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     break 'read;
                 }

@@ -96,11 +96,16 @@ pub enum DialError {
 #[derive(Debug)]
 enum LegState {
     /// Inbound INVITE received, not answered.
-    Offered { tx: ServerTxId, offer: SessionDescription },
+    Offered {
+        tx: ServerTxId,
+        offer: Box<SessionDescription>,
+    },
     /// We sent 2xx and wait for the ACK.
     Accepted,
     /// Outbound INVITE sent.
-    Calling { tx: ClientTxId },
+    Calling {
+        tx: ClientTxId,
+    },
     /// Outbound, CANCEL requested.
     Cancelling,
     Confirmed,
@@ -193,7 +198,12 @@ fn e164_or_user(uri: &Uri) -> String {
 }
 
 impl B2bua {
-    pub fn new(layer: TransactionLayer, settings: B2buaSettings, trunks: &[TrunkConfig], now: Instant) -> B2bua {
+    pub fn new(
+        layer: TransactionLayer,
+        settings: B2buaSettings,
+        trunks: &[TrunkConfig],
+        now: Instant,
+    ) -> B2bua {
         let trunks = trunks
             .iter()
             .map(|config| {
@@ -211,7 +221,11 @@ impl B2bua {
                 let keepalive = (config.options_interval > 0 && proxy.is_some())
                     .then(|| now + Duration::from_secs(1));
                 TrunkState {
-                    sources: config.inbound_from.iter().filter_map(|s| Cidr::parse(s)).collect(),
+                    sources: config
+                        .inbound_from
+                        .iter()
+                        .filter_map(|s| Cidr::parse(s))
+                        .collect(),
                     registration: if config.register && proxy.is_some() {
                         Registration::Due(now)
                     } else {
@@ -263,7 +277,10 @@ impl B2bua {
             };
             [t.next_keepalive, reg]
         });
-        trunk_deadlines.flatten().chain(self.layer.poll_timeout()).min()
+        trunk_deadlines
+            .flatten()
+            .chain(self.layer.poll_timeout())
+            .min()
     }
 
     pub fn live_legs(&self) -> usize {
@@ -279,12 +296,24 @@ impl B2bua {
         self.drain_layer(now);
     }
 
-    pub fn handle_message(&mut self, now: Instant, source: SocketAddr, transport: Transport, message: Message) {
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        message: Message,
+    ) {
         self.layer.handle_message(now, source, transport, message);
         self.drain_layer(now);
     }
 
-    pub fn handle_parse_error(&mut self, now: Instant, source: SocketAddr, transport: Transport, error: ParseError) {
+    pub fn handle_parse_error(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        error: ParseError,
+    ) {
         self.layer.handle_parse_error(source, transport, error);
         self.drain_layer(now);
     }
@@ -292,7 +321,10 @@ impl B2bua {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         for index in 0..self.trunks.len() {
-            if self.trunks[index].next_keepalive.is_some_and(|at| at <= now) {
+            if self.trunks[index]
+                .next_keepalive
+                .is_some_and(|at| at <= now)
+            {
                 self.send_keepalive(now, index);
             }
             let due = match self.trunks[index].registration {
@@ -341,7 +373,14 @@ impl B2bua {
         )
     }
 
-    fn reply(&mut self, now: Instant, tx: ServerTxId, request: &Request, status: u16, reason: Option<&str>) {
+    fn reply(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        request: &Request,
+        status: u16,
+        reason: Option<&str>,
+    ) {
         let mut response = response_to(request, status, reason);
         if status > 100 && request.headers.to().is_some_and(|t| t.tag().is_none()) {
             let tag = self.layer.ids().token();
@@ -353,7 +392,14 @@ impl B2bua {
         self.layer.respond(now, tx, response);
     }
 
-    fn on_request(&mut self, now: Instant, tx: ServerTxId, request: Request, source: SocketAddr, transport: Transport) {
+    fn on_request(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        request: Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
         let span = tracing::debug_span!("sip", call_id = request.headers.call_id().unwrap_or(""), method = %request.method);
         let _enter = span.enter();
         let in_dialog = request.headers.to().is_some_and(|t| t.tag().is_some());
@@ -381,7 +427,11 @@ impl B2bua {
 
     /// Which trunk may send this request: by source address first, then by digest
     /// credentials. `Err` carries the response already decided (401 challenge or 403).
-    fn authorize_inbound(&mut self, request: &Request, source: SocketAddr) -> Result<usize, Response> {
+    fn authorize_inbound(
+        &mut self,
+        request: &Request,
+        source: SocketAddr,
+    ) -> Result<usize, Response> {
         if let Some(index) = self
             .trunks
             .iter()
@@ -407,12 +457,20 @@ impl B2bua {
             .and_then(|h| Authorization::parse(h).ok())
         {
             let method = request.method.as_str();
-            match self.nonces.check(&auth.nonce, &realm, self.unix_secs, NONCE_MAX_AGE_SECS) {
+            match self
+                .nonces
+                .check(&auth.nonce, &realm, self.unix_secs, NONCE_MAX_AGE_SECS)
+            {
                 NonceState::Fresh => {
                     for &index in &with_credentials {
                         let t = &self.trunks[index].config;
                         if t.inbound_username.as_deref() == Some(auth.username.as_str())
-                            && digest::verify(&auth, method, t.inbound_password.as_deref().unwrap_or(""), &request.body)
+                            && digest::verify(
+                                &auth,
+                                method,
+                                t.inbound_password.as_deref().unwrap_or(""),
+                                &request.body,
+                            )
                         {
                             return Ok(index);
                         }
@@ -434,12 +492,21 @@ impl B2bua {
                 stale,
                 domain: None,
             };
-            response.headers.push("WWW-Authenticate", challenge.to_string());
+            response
+                .headers
+                .push("WWW-Authenticate", challenge.to_string());
         }
         Err(response)
     }
 
-    fn on_invite(&mut self, now: Instant, tx: ServerTxId, request: Request, source: SocketAddr, transport: Transport) {
+    fn on_invite(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        request: Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
         if request.headers.max_forwards() == Some(0) {
             self.reply(now, tx, &request, 483, None);
             return;
@@ -482,7 +549,10 @@ impl B2bua {
             self.reply(now, tx, &request, 488, Some("SDP Offer Required"));
             return;
         }
-        if !content_type.to_ascii_lowercase().starts_with("application/sdp") {
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/sdp")
+        {
             let mut response = response_to(&request, 415, None);
             response.headers.push("Accept", "application/sdp");
             let tag = self.layer.ids().token();
@@ -513,14 +583,24 @@ impl B2bua {
             self.reply(now, tx, &request, 488, None);
             return;
         }
-        let id = format!("c_{:010x}{}", self.unix_secs, &self.layer.ids().token()[..10]);
+        let id = format!(
+            "c_{:010x}{}",
+            self.unix_secs,
+            &self.layer.ids().token()[..10]
+        );
         let from = request.headers.from();
-        let from_number = from.as_ref().map(|f| e164_or_user(&f.uri)).unwrap_or_default();
+        let from_number = from
+            .as_ref()
+            .map(|f| e164_or_user(&f.uri))
+            .unwrap_or_default();
         let from_name = from.and_then(|f| f.display).filter(|d| !d.is_empty());
         let to_user = e164_or_user(&request.uri);
         let index = self.insert_leg(Leg {
             id: id.clone(),
-            state: LegState::Offered { tx, offer },
+            state: LegState::Offered {
+                tx,
+                offer: Box::new(offer),
+            },
             dialog: None,
             local: None,
             local_sdp: None,
@@ -548,7 +628,11 @@ impl B2bua {
         self.trunks
             .get(trunk)
             .and_then(|t| t.config.codecs.as_ref())
-            .map(|c| c.iter().filter_map(|n| crate::config::parse_codec(n)).collect())
+            .map(|c| {
+                c.iter()
+                    .filter_map(|n| crate::config::parse_codec(n))
+                    .collect()
+            })
             .unwrap_or_else(|| self.settings.codecs.clone())
     }
 
@@ -575,14 +659,16 @@ impl B2bua {
         };
         self.by_id.remove(&leg.id);
         if let Some(d) = &leg.dialog {
-            self.by_dialog.remove(&(d.call_id.clone(), d.local_tag.clone()));
+            self.by_dialog
+                .remove(&(d.call_id.clone(), d.local_tag.clone()));
         }
         self.by_server_tx.retain(|_, i| *i != index);
-        self.by_client_tx.retain(|_, p| {
-            !matches!(p, ClientPurpose::Invite(i) | ClientPurpose::Bye(i) if *i == index)
-        });
+        self.by_client_tx.retain(
+            |_, p| !matches!(p, ClientPurpose::Invite(i) | ClientPurpose::Bye(i) if *i == index),
+        );
         tracing::info!(call = %leg.id, ?cause, "call leg ended");
-        self.events.push_back(LegEvent::Ended { leg: leg.id, cause });
+        self.events
+            .push_back(LegEvent::Ended { leg: leg.id, cause });
     }
 
     /// Ring an inbound leg (180).
@@ -602,7 +688,9 @@ impl B2bua {
         let tag = self.local_tag_for(index);
         let mut response = response_to(&request, 180, None);
         set_to_tag(&mut response, &tag);
-        response.headers.push("Contact", self.contact(leg_transport(&self.legs[index])));
+        response
+            .headers
+            .push("Contact", self.contact(leg_transport(&self.legs[index])));
         self.layer.respond(now, tx, response);
     }
 
@@ -619,7 +707,11 @@ impl B2bua {
                     "<sip:callgate@{}:{}{}>",
                     self.settings.contact_host,
                     self.settings.contact_port,
-                    if leg.transport == Transport::Tcp { ";transport=tcp" } else { "" }
+                    if leg.transport == Transport::Tcp {
+                        ";transport=tcp"
+                    } else {
+                        ""
+                    }
                 );
                 leg.dialog = Dialog::as_uas(&request, &tag, contact, leg.source, leg.transport);
             }
@@ -628,7 +720,12 @@ impl B2bua {
     }
 
     /// Answer an inbound leg with our media at `local`; returns what offer/answer agreed.
-    pub fn answer(&mut self, now: Instant, id: &str, local: LocalMedia) -> Result<AudioSession, DialError> {
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        id: &str,
+        local: LocalMedia,
+    ) -> Result<AudioSession, DialError> {
         let index = self.leg_index(id).ok_or(DialError::UnknownLeg)?;
         let tag = self.local_tag_for(index);
         let contact = self.contact(leg_transport(&self.legs[index]));
@@ -747,7 +844,13 @@ impl B2bua {
         }
     }
 
-    fn on_in_dialog_request(&mut self, now: Instant, tx: ServerTxId, request: Request, source: SocketAddr) {
+    fn on_in_dialog_request(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        request: Request,
+        source: SocketAddr,
+    ) {
         let key = (
             request.headers.call_id().unwrap_or("").to_string(),
             request
@@ -757,7 +860,11 @@ impl B2bua {
                 .unwrap_or_default(),
         );
         let Some(&index) = self.by_dialog.get(&key) else {
-            let status = if request.method == Method::Options { 200 } else { 481 };
+            let status = if request.method == Method::Options {
+                200
+            } else {
+                481
+            };
             self.reply(now, tx, &request, status, None);
             return;
         };
@@ -827,7 +934,11 @@ impl B2bua {
             self.reply(now, tx, &request, 400, Some("Malformed SDP"));
             return;
         };
-        let want = if leg.held_by_us { Direction::SendOnly } else { Direction::SendRecv };
+        let want = if leg.held_by_us {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
         match sdp::reanswer(&offer, &current, &leg.codecs, local, want) {
             Ok((answer, audio)) => {
                 let mut response = response_to(&request, 200, None);
@@ -840,7 +951,8 @@ impl B2bua {
                 let id = leg.id.clone();
                 self.layer.respond(now, tx, response);
                 tracing::debug!(call = %id, direction = audio.remote_direction.as_str(), "media changed by peer");
-                self.events.push_back(LegEvent::MediaChanged { leg: id, audio });
+                self.events
+                    .push_back(LegEvent::MediaChanged { leg: id, audio });
             }
             Err(e) => {
                 tracing::info!(error = %e, "re-offer refused");
@@ -851,18 +963,33 @@ impl B2bua {
 
     /// Place an outbound call: the first trunk whose dial plan allows `target`, failing over
     /// to the next on 5xx or timeout.
-    pub fn dial(&mut self, now: Instant, id: &str, target: &str, from_number: &str, local: LocalMedia) -> Result<(), DialError> {
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        id: &str,
+        target: &str,
+        from_number: &str,
+        local: LocalMedia,
+    ) -> Result<(), DialError> {
         let trunks: Vec<usize> = self
             .trunks
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.proxy.is_some() && t.config.dial_plan.iter().any(|p| dial_plan_matches(p, target)))
+            .filter(|(_, t)| {
+                t.proxy.is_some()
+                    && t.config
+                        .dial_plan
+                        .iter()
+                        .any(|p| dial_plan_matches(p, target))
+            })
             .map(|(i, _)| i)
             .collect();
         if trunks.is_empty() {
             return Err(DialError::DialPlanDenied(target.to_string()));
         }
-        if !(target.starts_with('+') && target.len() > 1 && target[1..].bytes().all(|b| b.is_ascii_digit()))
+        if !(target.starts_with('+')
+            && target.len() > 1
+            && target[1..].bytes().all(|b| b.is_ascii_digit()))
             && Uri::parse(target).is_err()
         {
             return Err(DialError::BadTarget(target.to_string()));
@@ -926,20 +1053,38 @@ impl B2bua {
                 Err(_) => return false,
             }
         };
-        let call_id = format!("{}@{}", self.layer.ids().token(), self.settings.contact_host);
+        let call_id = format!(
+            "{}@{}",
+            self.layer.ids().token(),
+            self.settings.contact_host
+        );
         let tag = self.layer.ids().token();
-        let from_user = if attempt.from_number.is_empty() { "callgate" } else { attempt.from_number.as_str() };
+        let from_user = if attempt.from_number.is_empty() {
+            "callgate"
+        } else {
+            attempt.from_number.as_str()
+        };
         let mut headers = Headers::new();
         headers.push(
             "From",
-            format!("<sip:{}@{}>;tag={}", from_user, self.settings.contact_host, tag),
+            format!(
+                "<sip:{}@{}>;tag={}",
+                from_user, self.settings.contact_host, tag
+            ),
         );
         headers.push("To", format!("<{request_uri}>"));
         headers.push("Call-ID", call_id);
         headers.push("CSeq", "1 INVITE");
         headers.push("Contact", {
-            let t = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
-            format!("<sip:callgate@{}:{}{}>", self.settings.contact_host, self.settings.contact_port, t)
+            let t = if transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            format!(
+                "<sip:callgate@{}:{}{}>",
+                self.settings.contact_host, self.settings.contact_port, t
+            )
         });
         headers.push("Allow", ALLOW);
         headers.push("Content-Type", "application/sdp");
@@ -953,7 +1098,9 @@ impl B2bua {
         leg.transport = transport;
         leg.source = destination;
         tracing::info!(call = %leg.id, trunk = %self.trunks[trunk].config.name, target = %attempt.target, "outbound INVITE");
-        let tx = self.layer.send_request(now, request, destination, transport);
+        let tx = self
+            .layer
+            .send_request(now, request, destination, transport);
         if let Some(sent) = self.layer.client_request(tx).cloned() {
             leg.invite = Some(sent);
         }
@@ -986,7 +1133,13 @@ impl B2bua {
         }
     }
 
-    fn on_invite_response(&mut self, now: Instant, tx: ClientTxId, index: usize, response: Response) {
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        tx: ClientTxId,
+        index: usize,
+        response: Response,
+    ) {
         let status = response.status;
         let contact = self.contact(leg_transport(&self.legs[index]));
         let Some(leg) = self.legs[index].as_mut() else {
@@ -1003,7 +1156,9 @@ impl B2bua {
             let Some(invite) = leg.invite.clone() else {
                 return;
             };
-            let Some(mut dialog) = Dialog::as_uac(&invite, &response, contact, leg.source, leg.transport) else {
+            let Some(mut dialog) =
+                Dialog::as_uac(&invite, &response, contact, leg.source, leg.transport)
+            else {
                 return;
             };
             let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
@@ -1037,7 +1192,8 @@ impl B2bua {
                     }
                     self.hangup_index(now, index);
                     if !cancelled {
-                        self.by_client_tx.retain(|_, p| !matches!(p, ClientPurpose::Bye(i) if *i == index));
+                        self.by_client_tx
+                            .retain(|_, p| !matches!(p, ClientPurpose::Bye(i) if *i == index));
                         self.end_leg(index, EndCause::Failed(488));
                     }
                 }
@@ -1066,7 +1222,9 @@ impl B2bua {
             return false;
         };
         let trunk = &self.trunks[leg.trunk];
-        let (Some(username), Some(password)) = (trunk.config.username.clone(), trunk.config.password.clone()) else {
+        let (Some(username), Some(password)) =
+            (trunk.config.username.clone(), trunk.config.password.clone())
+        else {
             return false;
         };
         let Some(attempt) = leg.outbound.as_mut() else {
@@ -1076,14 +1234,19 @@ impl B2bua {
             return false;
         }
         attempt.auth_tries += 1;
-        let (Some(invite), Some((_, destination, transport))) = (leg.invite.clone(), trunk.proxy.clone()) else {
+        let (Some(invite), Some((_, destination, transport))) =
+            (leg.invite.clone(), trunk.proxy.clone())
+        else {
             return false;
         };
         let cnonce = self.layer.ids().token();
-        let Some(request) = authorized_retry(&invite, response, &username, &password, &cnonce) else {
+        let Some(request) = authorized_retry(&invite, response, &username, &password, &cnonce)
+        else {
             return false;
         };
-        let tx = self.layer.send_request(now, request, destination, transport);
+        let tx = self
+            .layer
+            .send_request(now, request, destination, transport);
         if let Some(sent) = self.layer.client_request(tx).cloned() {
             leg.invite = Some(sent);
         }
@@ -1102,7 +1265,14 @@ impl B2bua {
                     .as_ref()
                     .is_some_and(|l| matches!(l.state, LegState::Cancelling));
                 if cancelling || !self.try_next_trunk(now, index) {
-                    self.end_leg(index, if cancelling { EndCause::Cancelled } else { EndCause::Failed(408) });
+                    self.end_leg(
+                        index,
+                        if cancelling {
+                            EndCause::Cancelled
+                        } else {
+                            EndCause::Failed(408)
+                        },
+                    );
                 }
             }
             ClientPurpose::Bye(index) => self.end_leg(index, EndCause::Timeout),
@@ -1142,9 +1312,19 @@ impl B2bua {
         };
         let mut headers = Headers::new();
         let tag = self.layer.ids().token();
-        headers.push("From", format!("<sip:callgate@{}>;tag={}", self.settings.contact_host, tag));
+        headers.push(
+            "From",
+            format!("<sip:callgate@{}>;tag={}", self.settings.contact_host, tag),
+        );
         headers.push("To", format!("<{proxy}>"));
-        headers.push("Call-ID", format!("{}@{}", self.layer.ids().token(), self.settings.contact_host));
+        headers.push(
+            "Call-ID",
+            format!(
+                "{}@{}",
+                self.layer.ids().token(),
+                self.settings.contact_host
+            ),
+        );
         headers.push("CSeq", "1 OPTIONS");
         headers.push("Accept", "application/sdp");
         let request = Request {
@@ -1153,32 +1333,50 @@ impl B2bua {
             headers,
             body: Vec::new(),
         };
-        let tx = self.layer.send_request(now, request, destination, transport);
-        self.by_client_tx.insert(tx, ClientPurpose::Keepalive(index));
+        let tx = self
+            .layer
+            .send_request(now, request, destination, transport);
+        self.by_client_tx
+            .insert(tx, ClientPurpose::Keepalive(index));
     }
 
     fn register_request(&mut self, index: usize) -> Option<(Request, SocketAddr, Transport)> {
         let trunk = &self.trunks[index];
         let (proxy, destination, transport) = trunk.proxy.clone()?;
-        let user = trunk.config.username.clone().unwrap_or_else(|| "callgate".into());
+        let user = trunk
+            .config
+            .username
+            .clone()
+            .unwrap_or_else(|| "callgate".into());
         let expires = trunk.config.register_expires;
         let mut registrar = proxy.clone();
         registrar.user = None;
         registrar.params.clear();
         let aor = format!("<sip:{}@{}>", user, proxy.host);
-        let call_id = format!("reg-{}-{}@{}", trunk.config.name, index, self.settings.contact_host);
+        let call_id = format!(
+            "reg-{}-{}@{}",
+            trunk.config.name, index, self.settings.contact_host
+        );
         let mut headers = Headers::new();
         let tag = self.layer.ids().token();
         headers.push("From", format!("{aor};tag={tag}"));
         headers.push("To", aor);
         headers.push("Call-ID", call_id);
         // CSeq must grow within one registration Call-ID (RFC 3261 §10.2).
-        let seq = (self.unix_secs % 1_000_000_000) as u32 + self.layer.ids().next_u64() as u32 % 1000;
+        let seq =
+            (self.unix_secs % 1_000_000_000) as u32 + self.layer.ids().next_u64() as u32 % 1000;
         headers.push("CSeq", format!("{seq} REGISTER"));
-        let t = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+        let t = if transport == Transport::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
         headers.push(
             "Contact",
-            format!("<sip:{}@{}:{}{}>", user, self.settings.contact_host, self.settings.contact_port, t),
+            format!(
+                "<sip:{}@{}:{}{}>",
+                user, self.settings.contact_host, self.settings.contact_port, t
+            ),
         );
         headers.push("Expires", expires.to_string());
         Some((
@@ -1193,7 +1391,12 @@ impl B2bua {
         ))
     }
 
-    fn send_register(&mut self, now: Instant, index: usize, answer_to: Option<(&Request, &Response)>) {
+    fn send_register(
+        &mut self,
+        now: Instant,
+        index: usize,
+        answer_to: Option<(&Request, &Response)>,
+    ) {
         let auth_tries = match self.trunks[index].registration {
             Registration::Pending { auth_tries } if answer_to.is_some() => auth_tries + 1,
             _ => 0,
@@ -1203,7 +1406,8 @@ impl B2bua {
         };
         if let Some((previous, challenge)) = answer_to {
             let trunk = &self.trunks[index].config;
-            let (Some(username), Some(password)) = (trunk.username.clone(), trunk.password.clone()) else {
+            let (Some(username), Some(password)) = (trunk.username.clone(), trunk.password.clone())
+            else {
                 return;
             };
             let cnonce = self.layer.ids().token();
@@ -1215,7 +1419,9 @@ impl B2bua {
             }
         }
         self.trunks[index].registration = Registration::Pending { auth_tries };
-        let tx = self.layer.send_request(now, request, destination, transport);
+        let tx = self
+            .layer
+            .send_request(now, request, destination, transport);
         self.by_client_tx.insert(tx, ClientPurpose::Register(index));
     }
 
@@ -1228,8 +1434,17 @@ impl B2bua {
             let granted = response
                 .headers
                 .contact()
-                .and_then(|c| c.param("expires").flatten().and_then(|e| e.parse::<u64>().ok()))
-                .or_else(|| response.headers.get("Expires").and_then(|e| e.trim().parse().ok()))
+                .and_then(|c| {
+                    c.param("expires")
+                        .flatten()
+                        .and_then(|e| e.parse::<u64>().ok())
+                })
+                .or_else(|| {
+                    response
+                        .headers
+                        .get("Expires")
+                        .and_then(|e| e.trim().parse().ok())
+                })
                 .unwrap_or(u64::from(self.trunks[index].config.register_expires));
             // Refresh well before expiry (RFC 3261 §10.2.4), at least a little ahead.
             let refresh = (granted * 8 / 10).max(5);
@@ -1256,7 +1471,10 @@ impl B2bua {
 
     /// Whether the trunk named is marked up (for health reporting).
     pub fn trunk_up(&self, name: &str) -> Option<bool> {
-        self.trunks.iter().find(|t| t.config.name == name).map(|t| t.up)
+        self.trunks
+            .iter()
+            .find(|t| t.config.name == name)
+            .map(|t| t.up)
     }
 
     /// Send an RFC 2833/4733-independent DTMF fallback is not needed: media does RFC 4733.
@@ -1272,11 +1490,26 @@ fn leg_transport(leg: &Option<Leg>) -> Transport {
 }
 
 /// The same request again with credentials for the challenge in `response` and the next CSeq.
-fn authorized_retry(previous: &Request, response: &Response, username: &str, password: &str, cnonce: &str) -> Option<Request> {
+fn authorized_retry(
+    previous: &Request,
+    response: &Response,
+    username: &str,
+    password: &str,
+    cnonce: &str,
+) -> Option<Request> {
     let (header, challenge_value) = if response.status == 407 {
-        ("Proxy-Authorization", response.headers.all("Proxy-Authenticate").collect::<Vec<_>>())
+        (
+            "Proxy-Authorization",
+            response
+                .headers
+                .all("Proxy-Authenticate")
+                .collect::<Vec<_>>(),
+        )
     } else {
-        ("Authorization", response.headers.all("WWW-Authenticate").collect::<Vec<_>>())
+        (
+            "Authorization",
+            response.headers.all("WWW-Authenticate").collect::<Vec<_>>(),
+        )
     };
     // Prefer the strongest algorithm offered (RFC 7616 §3.7 / RFC 8760).
     let mut challenges: Vec<Challenge> = challenge_value
@@ -1293,7 +1526,9 @@ fn authorized_retry(previous: &Request, response: &Response, username: &str, pas
     request.headers.remove("Authorization");
     request.headers.remove("Proxy-Authorization");
     let seq = request.headers.cseq()?.seq.wrapping_add(1);
-    request.headers.set("CSeq", format!("{} {}", seq, request.method));
+    request
+        .headers
+        .set("CSeq", format!("{} {}", seq, request.method));
     let auth = digest::respond(
         challenge,
         request.method.as_str(),

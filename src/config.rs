@@ -352,7 +352,9 @@ impl Cidr {
         };
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -452,7 +454,10 @@ impl Config {
                 return Err(invalid(format!("route[{i}].user"), "must not be empty"));
             }
             if route.action == RouteKind::Announce && route.file.is_none() {
-                return Err(invalid(format!("route[{i}].file"), "an announce route needs a file"));
+                return Err(invalid(
+                    format!("route[{i}].file"),
+                    "an announce route needs a file",
+                ));
             }
             if !users.insert(route.user.as_str()) {
                 return Err(invalid(
@@ -485,20 +490,25 @@ impl Config {
                 let uri = Uri::parse(proxy)
                     .map_err(|e| invalid(key("outbound_proxy"), format!("not a SIP URI: {e}")))?;
                 if uri.host.parse::<IpAddr>().is_err() && uri.host != "localhost" {
-                    resolve_host(&uri.host, uri.port.unwrap_or(5060)).ok_or_else(|| {
-                        invalid(key("outbound_proxy"), "host does not resolve")
-                    })?;
+                    resolve_host(&uri.host, uri.port.unwrap_or(5060))
+                        .ok_or_else(|| invalid(key("outbound_proxy"), "host does not resolve"))?;
                 }
                 if let Some(Some(t)) = uri.param("transport") {
                     if !t.eq_ignore_ascii_case("udp") && !t.eq_ignore_ascii_case("tcp") {
-                        return Err(invalid(key("outbound_proxy"), "transport must be udp or tcp"));
+                        return Err(invalid(
+                            key("outbound_proxy"),
+                            "transport must be udp or tcp",
+                        ));
                     }
                 }
             } else if trunk.register {
                 return Err(invalid(key("register"), "needs outbound_proxy"));
             }
             if trunk.username.is_some() != trunk.password.is_some() {
-                return Err(invalid(key("password"), "username and password go together"));
+                return Err(invalid(
+                    key("password"),
+                    "username and password go together",
+                ));
             }
             if let Some(codecs) = &trunk.codecs {
                 for (j, codec) in codecs.iter().enumerate() {
@@ -584,7 +594,11 @@ impl Config {
     }
 
     pub fn codec_preference(&self) -> Vec<crate::sdp::Codec> {
-        self.rtp.codecs.iter().filter_map(|c| parse_codec(c)).collect()
+        self.rtp
+            .codecs
+            .iter()
+            .filter_map(|c| parse_codec(c))
+            .collect()
     }
 }
 
@@ -639,7 +653,10 @@ mod tests {
         let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
         config.trunks[0].inbound_from.push("300.1.1.1/8".into());
         let err = config.validate().expect_err("bad CIDR");
-        assert!(err.to_string().starts_with("trunk[0].inbound_from[1]"), "{err}");
+        assert!(
+            err.to_string().starts_with("trunk[0].inbound_from[1]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -659,7 +676,10 @@ mod tests {
         assert!(dial_plan_matches("+1*", "+15551234567"));
         assert!(!dial_plan_matches("+1*", "+445551234567"));
         assert!(dial_plan_matches("sip:*@127.0.0.1", "sip:bob@127.0.0.1"));
-        assert!(dial_plan_matches("sip:*@127.0.0.1:*", "sip:bob@127.0.0.1:5080"));
+        assert!(dial_plan_matches(
+            "sip:*@127.0.0.1:*",
+            "sip:bob@127.0.0.1:5080"
+        ));
         assert!(!dial_plan_matches("sip:*@127.0.0.1", "sip:bob@10.0.0.1"));
     }
 }

@@ -9,9 +9,13 @@ use std::time::Duration;
 use common::*;
 
 fn read_wav_mono(path: &std::path::Path) -> (u32, Vec<i16>) {
-    let mut reader = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader =
+        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = reader.spec();
-    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("sample")).collect();
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
     let mono = samples
         .chunks(usize::from(spec.channels))
         .map(|c| c[0])
@@ -36,7 +40,7 @@ fn baresip_hears_the_announcement() {
     require_tool("baresip");
     require_tool("sox");
     let ports = Ports::block(21);
-    let gw = Gateway::start("baresip_announce", ports, &default_trunk(42211));
+    let gw = Gateway::start("baresip_announce", ports, &default_trunk(25211));
     let dir = gw.dir.clone();
     let cfg = dir.join("baresip");
     std::fs::create_dir_all(&cfg).expect("cfg dir");
@@ -52,7 +56,7 @@ fn baresip_hears_the_announcement() {
     std::fs::write(
         cfg.join("config"),
         format!(
-            "sip_listen 127.0.0.1:46160\naudio_source aufile,{}\naudio_player aufile,{}\nmodule_path /usr/lib/baresip/modules\nmodule stdio.so\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n",
+            "sip_listen 127.0.0.1:29160\naudio_source aufile,{}\naudio_player aufile,{}\nmodule_path /usr/lib/baresip/modules\nmodule stdio.so\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n",
             quiet.display(),
             dir.join("played.wav").display()
         ),
@@ -74,7 +78,11 @@ fn baresip_hears_the_announcement() {
         .expect("baresip starts");
     let out = wait_child(child, Duration::from_secs(40));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(stdout.contains("Call established"), "baresip: {stdout}\n{}", gw.log_text());
+    assert!(
+        stdout.contains("Call established"),
+        "baresip: {stdout}\n{}",
+        gw.log_text()
+    );
     // "Call with ... terminated (duration: 6 secs)": the gateway hung up when the
     // announcement ended, well before baresip's own 14 s timeout or its 20 s source.
     let duration: u64 = stdout
@@ -83,12 +91,19 @@ fn baresip_hears_the_announcement() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|secs| secs.parse().ok())
         .unwrap_or_else(|| panic!("call never terminated: {stdout}"));
-    assert!((5..=8).contains(&duration), "call lasted {duration} s: {stdout}");
+    assert!(
+        (5..=8).contains(&duration),
+        "call lasted {duration} s: {stdout}"
+    );
     let dump = std::fs::read_dir(&dir)
         .expect("dir")
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
+        })
         .unwrap_or_else(|| panic!("baresip wrote no dump: {stdout}"));
     let (rate, heard) = read_wav_mono(&dump);
     let (orig_rate, original) = read_wav_mono(&repo_root().join("config/announcement.wav"));

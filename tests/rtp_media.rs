@@ -23,18 +23,33 @@ struct RawCall {
 fn header(text: &str, name: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
 
 impl RawCall {
     /// INVITE `user` with an SDP naming `sdp_port`, wait for the 200, ACK it.
-    fn invite(gateway: SocketAddr, local: &str, user: &str, sdp_port: u16, rtpmaps: (&str, &str)) -> RawCall {
+    fn invite(
+        gateway: SocketAddr,
+        local: &str,
+        user: &str,
+        sdp_port: u16,
+        rtpmaps: (&str, &str),
+    ) -> RawCall {
         let sip = UdpSocket::bind(local).expect("bind SIP");
-        sip.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        sip.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let uri = format!("sip:{user}@{gateway}");
         let body = sdp_offer(sdp_port, rtpmaps.0, rtpmaps.1, "sendrecv");
-        let request = raw_request("INVITE", &uri, local, "Content-Type: application/sdp\r\n", &body);
+        let request = raw_request(
+            "INVITE",
+            &uri,
+            local,
+            "Content-Type: application/sdp\r\n",
+            &body,
+        );
         let text = String::from_utf8(request.clone()).expect("utf8");
         sip.send_to(&request, gateway).expect("send INVITE");
         let mut buf = vec![0u8; 65536];
@@ -72,7 +87,9 @@ impl RawCall {
             "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{:x};rport\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             self.uri, self.local, rand_u64(), self.from, self.to, self.call_id
         );
-        self.sip.send_to(msg.as_bytes(), self.gateway).expect("send");
+        self.sip
+            .send_to(msg.as_bytes(), self.gateway)
+            .expect("send");
     }
 
     fn bye(&self) {
@@ -101,20 +118,37 @@ fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]
 #[test]
 fn echo_latches_to_the_real_source_and_keeps_its_stream_continuous() {
     let ports = Ports::block(31);
-    let gw = Gateway::start("rtp_latch", ports, &default_trunk(42311));
-    // The SDP names port 45000, but the packets come from 45010: a NAT rewrote it.
-    let call = RawCall::invite(gw.sip_addr(), "127.0.0.1:45100", "echo", 45000, ("0", "a=rtpmap:0 PCMU/8000\r\n"));
-    let rtp = UdpSocket::bind("127.0.0.1:45010").expect("bind RTP");
-    let rtcp = UdpSocket::bind("127.0.0.1:45011").expect("bind RTCP");
-    rtp.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    let tone: Vec<u8> = (0..160).map(|i| if i % 2 == 0 { 0x20 } else { 0xA0 }).collect();
+    let gw = Gateway::start("rtp_latch", ports, &default_trunk(25311));
+    // The SDP names port 28000, but the packets come from 28010: a NAT rewrote it.
+    let call = RawCall::invite(
+        gw.sip_addr(),
+        "127.0.0.1:28100",
+        "echo",
+        28000,
+        ("0", "a=rtpmap:0 PCMU/8000\r\n"),
+    );
+    let rtp = UdpSocket::bind("127.0.0.1:28010").expect("bind RTP");
+    let rtcp = UdpSocket::bind("127.0.0.1:28011").expect("bind RTCP");
+    rtp.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let tone: Vec<u8> = (0..160)
+        .map(|i| if i % 2 == 0 { 0x20 } else { 0xA0 })
+        .collect();
     let mut echoed = Vec::new();
     let mut buf = [0u8; 2048];
     for i in 0..100u16 {
         // Two bursts from two SSRCs (the peer restarts its stream): ours must not jump.
         let ssrc = if i < 50 { 0x1111 } else { 0x2222 };
-        let ts = if i < 50 { u32::from(i) * 160 } else { 900_000 + u32::from(i) * 160 };
-        rtp.send_to(&rtp_packet(0, 1000 + i, ts, ssrc, i == 0, &tone), call.remote_rtp).expect("send");
+        let ts = if i < 50 {
+            u32::from(i) * 160
+        } else {
+            900_000 + u32::from(i) * 160
+        };
+        rtp.send_to(
+            &rtp_packet(0, 1000 + i, ts, ssrc, i == 0, &tone),
+            call.remote_rtp,
+        )
+        .expect("send");
         if let Ok((n, from)) = rtp.recv_from(&mut buf) {
             assert_eq!(from, call.remote_rtp, "echo comes from the port in our SDP");
             echoed.push(buf[..n].to_vec());
@@ -122,7 +156,10 @@ fn echo_latches_to_the_real_source_and_keeps_its_stream_continuous() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(echoed.len() >= 95, "echoed {} of 100", echoed.len());
-    let ssrcs: std::collections::HashSet<_> = echoed.iter().map(|p| u32::from_be_bytes([p[8], p[9], p[10], p[11]])).collect();
+    let ssrcs: std::collections::HashSet<_> = echoed
+        .iter()
+        .map(|p| u32::from_be_bytes([p[8], p[9], p[10], p[11]]))
+        .collect();
     assert_eq!(ssrcs.len(), 1, "one SSRC toward the peer");
     for pair in echoed.windows(2) {
         let s0 = u16::from_be_bytes([pair[0][2], pair[0][3]]);
@@ -130,16 +167,24 @@ fn echo_latches_to_the_real_source_and_keeps_its_stream_continuous() {
         assert_eq!(s1, s0.wrapping_add(1), "sequence continuous");
         let t0 = u32::from_be_bytes([pair[0][4], pair[0][5], pair[0][6], pair[0][7]]);
         let t1 = u32::from_be_bytes([pair[1][4], pair[1][5], pair[1][6], pair[1][7]]);
-        assert!(t1.wrapping_sub(t0) <= 160 * 3, "timestamp jump {t0} -> {t1}");
+        assert!(
+            t1.wrapping_sub(t0) <= 160 * 3,
+            "timestamp jump {t0} -> {t1}"
+        );
     }
     assert_eq!(&echoed[10][12..], &tone[..], "payload echoed unchanged");
     // RTCP: a sender report reaches the latched RTCP port within the 5 s interval.
-    rtcp.set_read_timeout(Some(Duration::from_secs(7))).expect("timeout");
+    rtcp.set_read_timeout(Some(Duration::from_secs(7)))
+        .expect("timeout");
     let deadline = Instant::now() + Duration::from_secs(7);
     let mut got_sr = false;
     while Instant::now() < deadline && !got_sr {
         // Keep RTP flowing so the report has something to report.
-        rtp.send_to(&rtp_packet(0, 2000, 1_000_000, 0x2222, false, &tone), call.remote_rtp).ok();
+        rtp.send_to(
+            &rtp_packet(0, 2000, 1_000_000, 0x2222, false, &tone),
+            call.remote_rtp,
+        )
+        .ok();
         if let Ok((n, _)) = rtcp.recv_from(&mut buf) {
             got_sr = n >= 28 && buf[1] == 200;
         }
@@ -152,32 +197,66 @@ fn echo_latches_to_the_real_source_and_keeps_its_stream_continuous() {
 #[test]
 fn dtmf_both_ways_with_rfc4733() {
     let ports = Ports::block(32);
-    let gw = Gateway::start("rtp_dtmf", ports, &default_trunk(42321));
+    let gw = Gateway::start("rtp_dtmf", ports, &default_trunk(25321));
     let call = RawCall::invite(
         gw.sip_addr(),
-        "127.0.0.1:45200",
+        "127.0.0.1:28200",
         "announce",
-        45210,
-        ("0 101", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"),
+        28210,
+        (
+            "0 101",
+            "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+        ),
     );
-    let rtp = UdpSocket::bind("127.0.0.1:45210").expect("bind RTP");
-    rtp.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let rtp = UdpSocket::bind("127.0.0.1:28210").expect("bind RTP");
+    rtp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     // In: digit 7, start + updates + three end packets with the same timestamp.
-    for (i, (end, duration)) in [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)].iter().enumerate() {
-        let payload = [7u8, if *end { 0x80 | 10 } else { 10 }, (duration >> 8) as u8, *duration as u8];
-        rtp.send_to(&rtp_packet(101, 500 + i as u16, 8000, 0x3333, i == 0, &payload), call.remote_rtp).expect("send");
+    for (i, (end, duration)) in [
+        (false, 160u16),
+        (false, 320),
+        (false, 480),
+        (true, 640),
+        (true, 640),
+        (true, 640),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let payload = [
+            7u8,
+            if *end { 0x80 | 10 } else { 10 },
+            (duration >> 8) as u8,
+            *duration as u8,
+        ];
+        rtp.send_to(
+            &rtp_packet(101, 500 + i as u16, 8000, 0x3333, i == 0, &payload),
+            call.remote_rtp,
+        )
+        .expect("send");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (_, body) = gw.http("GET", "/v1/live-calls", Some(ADMIN_TOKEN), None).expect("live calls");
-    assert!(body.contains("\"dtmf\":\"7\""), "digit 7 received exactly once: {body}");
+    let (_, body) = gw
+        .http("GET", "/v1/live-calls", Some(ADMIN_TOKEN), None)
+        .expect("live calls");
+    assert!(
+        body.contains("\"dtmf\":\"7\""),
+        "digit 7 received exactly once: {body}"
+    );
     // Out: the admin API sends "19" toward the caller as telephone-events.
-    let call_id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["calls"][0]["call_id"]
+    let call_id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["calls"][0]
+        ["call_id"]
         .as_str()
         .expect("call id")
         .to_string();
     let (status, reply) = gw
-        .http("POST", &format!("/v1/calls/{call_id}/dtmf"), Some(ADMIN_TOKEN), Some(r#"{"digits":"19"}"#))
+        .http(
+            "POST",
+            &format!("/v1/calls/{call_id}/dtmf"),
+            Some(ADMIN_TOKEN),
+            Some(r#"{"digits":"19"}"#),
+        )
         .expect("dtmf");
     assert_eq!(status, 200, "{reply}");
     let mut events = Vec::new();
@@ -186,15 +265,33 @@ fn dtmf_both_ways_with_rfc4733() {
     while Instant::now() < deadline {
         if let Ok((n, _)) = rtp.recv_from(&mut buf) {
             if n >= 16 && buf[1] & 0x7f == 101 {
-                events.push((buf[12], buf[13] & 0x80 != 0, u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]])));
+                events.push((
+                    buf[12],
+                    buf[13] & 0x80 != 0,
+                    u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+                ));
             }
         }
     }
-    let digits: Vec<u8> = events.iter().filter(|e| e.1).map(|e| e.0).collect::<Vec<_>>();
-    assert!(digits.contains(&1) && digits.contains(&9), "events {events:?}");
+    let digits: Vec<u8> = events
+        .iter()
+        .filter(|e| e.1)
+        .map(|e| e.0)
+        .collect::<Vec<_>>();
+    assert!(
+        digits.contains(&1) && digits.contains(&9),
+        "events {events:?}"
+    );
     let ends_of_1: Vec<_> = events.iter().filter(|e| e.0 == 1 && e.1).collect();
-    assert_eq!(ends_of_1.len(), 3, "end packet sent three times: {events:?}");
-    assert!(ends_of_1.iter().all(|e| e.2 == ends_of_1[0].2), "one timestamp per event");
+    assert_eq!(
+        ends_of_1.len(),
+        3,
+        "end packet sent three times: {events:?}"
+    );
+    assert!(
+        ends_of_1.iter().all(|e| e.2 == ends_of_1[0].2),
+        "one timestamp per event"
+    );
     call.bye();
     gw.wait_idle(Duration::from_secs(5));
 }

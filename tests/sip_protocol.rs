@@ -25,7 +25,7 @@ fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn pcmu_offer() -> String {
-    sdp_offer(44000, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv")
+    sdp_offer(27000, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv")
 }
 
 const CARRIER_TRUNK: &str = r#"
@@ -39,58 +39,135 @@ options_interval = 0
 #[test]
 fn protocol_answers_over_udp() {
     let ports = Ports::block(11);
-    let gw = Gateway::start("sip_protocol", ports, &default_trunk(42111));
+    let gw = Gateway::start("sip_protocol", ports, &default_trunk(25111));
     let to = gw.sip_addr();
-    let local = "127.0.0.1:44101";
+    let local = "127.0.0.1:27101";
     let uri = |user: &str| format!("sip:{user}@127.0.0.1:{}", ports.sip);
 
-    let r = sip_exchange(local, to, &raw_request("OPTIONS", &uri("echo"), local, "", "")).expect("OPTIONS answered");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request("OPTIONS", &uri("echo"), local, "", ""),
+    )
+    .expect("OPTIONS answered");
     assert_eq!(status_of(&r), 200, "{r}");
-    assert!(header(&r, "Allow").is_some_and(|a| a.contains("INVITE") && a.contains("UPDATE")), "{r}");
+    assert!(
+        header(&r, "Allow").is_some_and(|a| a.contains("INVITE") && a.contains("UPDATE")),
+        "{r}"
+    );
 
-    let r = sip_exchange(local, to, &raw_request("SUBSCRIBE", &uri("echo"), local, "Event: presence\r\n", "")).expect("answered");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request("SUBSCRIBE", &uri("echo"), local, "Event: presence\r\n", ""),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 405, "{r}");
     assert!(header(&r, "Allow").is_some(), "405 carries Allow: {r}");
 
     let sdp_type = "Content-Type: application/sdp\r\n";
-    let r = sip_exchange(local, to, &raw_request("INVITE", &uri("echo"), local, &format!("{sdp_type}Require: 100rel\r\n"), &pcmu_offer())).expect("answered");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request(
+            "INVITE",
+            &uri("echo"),
+            local,
+            &format!("{sdp_type}Require: 100rel\r\n"),
+            &pcmu_offer(),
+        ),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 420, "{r}");
     assert_eq!(header(&r, "Unsupported"), Some("100rel"), "{r}");
 
-    let invite = String::from_utf8(raw_request("INVITE", &uri("echo"), local, sdp_type, &pcmu_offer())).expect("utf8");
-    let r = sip_exchange(local, to, invite.replace("Max-Forwards: 70", "Max-Forwards: 0").as_bytes()).expect("answered");
+    let invite = String::from_utf8(raw_request(
+        "INVITE",
+        &uri("echo"),
+        local,
+        sdp_type,
+        &pcmu_offer(),
+    ))
+    .expect("utf8");
+    let r = sip_exchange(
+        local,
+        to,
+        invite
+            .replace("Max-Forwards: 70", "Max-Forwards: 0")
+            .as_bytes(),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 483, "{r}");
 
-    let g729 = sdp_offer(44000, "18", "a=rtpmap:18 G729/8000\r\n", "sendrecv");
-    let r = sip_exchange(local, to, &raw_request("INVITE", &uri("echo"), local, sdp_type, &g729)).expect("answered");
+    let g729 = sdp_offer(27000, "18", "a=rtpmap:18 G729/8000\r\n", "sendrecv");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request("INVITE", &uri("echo"), local, sdp_type, &g729),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 488, "{r}");
 
-    let r = sip_exchange(local, to, &raw_request("INVITE", &uri("nobody"), local, sdp_type, &pcmu_offer())).expect("answered");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request("INVITE", &uri("nobody"), local, sdp_type, &pcmu_offer()),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 404, "{r}");
 
-    let r = sip_exchange(local, to, &raw_request("INVITE", "mailto:x@example.com", local, sdp_type, &pcmu_offer())).expect("answered");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request(
+            "INVITE",
+            "mailto:x@example.com",
+            local,
+            sdp_type,
+            &pcmu_offer(),
+        ),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 416, "{r}");
 
     let bye = String::from_utf8(raw_request("BYE", &uri("echo"), local, "", "")).expect("utf8");
-    let bye = bye.replacen("To: <", "To: <", 1).replace(&format!("To: <{}>", uri("echo")), &format!("To: <{}>;tag=nosuchdialog", uri("echo")));
+    let bye = bye.replace(
+        &format!("To: <{}>", uri("echo")),
+        &format!("To: <{}>;tag=nosuchdialog", uri("echo")),
+    );
     let r = sip_exchange(local, to, bye.as_bytes()).expect("answered");
     assert_eq!(status_of(&r), 481, "{r}");
 
-    let r = sip_exchange(local, to, &raw_request("INVITE", &uri("echo"), local, "Content-Type: text/plain\r\n", "hello")).expect("answered");
+    let r = sip_exchange(
+        local,
+        to,
+        &raw_request(
+            "INVITE",
+            &uri("echo"),
+            local,
+            "Content-Type: text/plain\r\n",
+            "hello",
+        ),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 415, "{r}");
 }
 
 #[test]
 fn only_configured_trunks_may_call() {
     let ports = Ports::block(12);
-    let gw = Gateway::start("trunk_security", ports, &format!("{}{}", default_trunk(42121), CARRIER_TRUNK));
+    let gw = Gateway::start(
+        "trunk_security",
+        ports,
+        &format!("{}{}", default_trunk(25121), CARRIER_TRUNK),
+    );
     let to = gw.sip_addr();
     let uri = format!("sip:echo@127.0.0.1:{}", ports.sip);
     let sdp_type = "Content-Type: application/sdp\r\n";
 
     // 127.0.0.2 is on loopback but not in the trunk's inbound_from: challenged (a trunk
     // has credentials), and a wrong password is refused with 403.
-    let local = "127.0.0.2:44201";
+    let local = "127.0.0.2:27201";
     let invite = raw_request("INVITE", &uri, local, sdp_type, &pcmu_offer());
     let r = sip_exchange(local, to, &invite).expect("answered");
     assert_eq!(status_of(&r), 401, "{r}");
@@ -99,18 +176,47 @@ fn only_configured_trunks_may_call() {
         .filter_map(|l| l.strip_prefix("WWW-Authenticate:"))
         .filter_map(|v| Challenge::parse(v.trim()).ok())
         .collect();
-    assert!(challenges.iter().any(|c| c.algorithm == digest::Algorithm::Sha256), "{r}");
-    assert!(challenges.iter().any(|c| c.algorithm == digest::Algorithm::Md5), "{r}");
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.algorithm == digest::Algorithm::Sha256),
+        "{r}"
+    );
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.algorithm == digest::Algorithm::Md5),
+        "{r}"
+    );
 
     for (password, expected) in [("wrong", 403), ("carrier-pass", 200)] {
         for challenge in &challenges {
-            let auth = digest::respond(challenge, "INVITE", &uri, "carrier", password, "abcdef", 1, b"");
-            let local = "127.0.0.2:44202";
-            let request = raw_request("INVITE", &uri, local, &format!("{sdp_type}Authorization: {auth}\r\n"), &pcmu_offer());
+            let auth = digest::respond(
+                challenge, "INVITE", &uri, "carrier", password, "abcdef", 1, b"",
+            );
+            let local = "127.0.0.2:27202";
+            let request = raw_request(
+                "INVITE",
+                &uri,
+                local,
+                &format!("{sdp_type}Authorization: {auth}\r\n"),
+                &pcmu_offer(),
+            );
             let r = sip_exchange(local, to, &request).expect("answered");
-            assert_eq!(status_of(&r), expected, "{:?} with {password}: {r}", challenge.algorithm);
+            assert_eq!(
+                status_of(&r),
+                expected,
+                "{:?} with {password}: {r}",
+                challenge.algorithm
+            );
             if expected == 200 {
-                hang_up_answered(local, to, &uri, std::str::from_utf8(&request).expect("utf8"), &r);
+                hang_up_answered(
+                    local,
+                    to,
+                    &uri,
+                    std::str::from_utf8(&request).expect("utf8"),
+                    &r,
+                );
             }
         }
     }
@@ -118,12 +224,20 @@ fn only_configured_trunks_may_call() {
 }
 
 /// ACK the 2xx and BYE the call, as the caller would.
-fn hang_up_answered(local: &str, to: std::net::SocketAddr, uri: &str, request: &str, response: &str) {
+fn hang_up_answered(
+    local: &str,
+    to: std::net::SocketAddr,
+    uri: &str,
+    request: &str,
+    response: &str,
+) {
     let from = header(request, "From").expect("From");
     let call_id = header(request, "Call-ID").expect("Call-ID");
     let to_header = header(response, "To").expect("To");
     let socket = UdpSocket::bind(local).expect("bind");
-    socket.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
     for (method, seq) in [("ACK", 1), ("BYE", 2)] {
         let msg = format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{:x};rport\r\nFrom: {from}\r\nTo: {to_header}\r\nCall-ID: {call_id}\r\nCSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
@@ -145,12 +259,26 @@ fn hang_up_answered(local: &str, to: std::net::SocketAddr, uri: &str, request: &
 #[test]
 fn source_not_in_any_trunk_gets_403_without_credentials_configured() {
     let ports = Ports::block(13);
-    let gw = Gateway::start("trunk_403", ports, &default_trunk(42131));
-    let local = "127.0.0.3:44301";
+    let gw = Gateway::start("trunk_403", ports, &default_trunk(25131));
+    let local = "127.0.0.3:27301";
     let uri = format!("sip:echo@127.0.0.1:{}", ports.sip);
-    let r = sip_exchange(local, gw.sip_addr(), &raw_request("INVITE", &uri, local, "Content-Type: application/sdp\r\n", &pcmu_offer())).expect("answered");
+    let r = sip_exchange(
+        local,
+        gw.sip_addr(),
+        &raw_request(
+            "INVITE",
+            &uri,
+            local,
+            "Content-Type: application/sdp\r\n",
+            &pcmu_offer(),
+        ),
+    )
+    .expect("answered");
     assert_eq!(status_of(&r), 403, "{r}");
-    assert!(gw.log_text().contains("127.0.0.3"), "refusal is logged with the source");
+    assert!(
+        gw.log_text().contains("127.0.0.3"),
+        "refusal is logged with the source"
+    );
 }
 
 /// Every torture fixture and a burst of garbage over UDP: answered or dropped, never a
@@ -158,13 +286,19 @@ fn source_not_in_any_trunk_gets_403_without_credentials_configured() {
 #[test]
 fn torture_and_garbage_do_not_wedge_the_stack() {
     let ports = Ports::block(14);
-    let gw = Gateway::start("torture_udp", ports, &default_trunk(42141));
-    let socket = UdpSocket::bind("127.0.0.1:44401").expect("bind");
-    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let gw = Gateway::start("torture_udp", ports, &default_trunk(25141));
+    let socket = UdpSocket::bind("127.0.0.1:27401").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let mut sent = 0;
     for kind in ["valid", "invalid"] {
         let dir = repo_root().join("tests").join("torture").join(kind);
-        let mut files: Vec<_> = std::fs::read_dir(&dir).expect("fixtures").flatten().map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("fixtures")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         files.sort();
         for file in files {
             let bytes = std::fs::read(&file).expect("fixture");
@@ -180,10 +314,14 @@ fn torture_and_garbage_do_not_wedge_the_stack() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let len = (seed % 1400) as usize;
-        let mut junk: Vec<u8> = (0..len).map(|j| (seed.rotate_left(j as u32 % 64) & 0xff) as u8).collect();
+        let mut junk: Vec<u8> = (0..len)
+            .map(|j| (seed.rotate_left(j as u32 % 64) & 0xff) as u8)
+            .collect();
         if i % 3 == 0 {
             // Plausible start lines with broken rest reach deeper into the parser.
-            let mut start = b"INVITE sip:echo@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:44401\r\n".to_vec();
+            let mut start =
+                b"INVITE sip:echo@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:27401\r\n"
+                    .to_vec();
             start.append(&mut junk);
             junk = start;
         }
@@ -191,30 +329,51 @@ fn torture_and_garbage_do_not_wedge_the_stack() {
     }
     assert!(sent > 40, "fixtures found: {sent}");
     std::thread::sleep(Duration::from_millis(500));
-    let local = "127.0.0.1:44402";
-    let r = sip_exchange(local, gw.sip_addr(), &raw_request("OPTIONS", &format!("sip:echo@127.0.0.1:{}", ports.sip), local, "", ""))
-        .expect("still answering OPTIONS after the torture");
+    let local = "127.0.0.1:27402";
+    let r = sip_exchange(
+        local,
+        gw.sip_addr(),
+        &raw_request(
+            "OPTIONS",
+            &format!("sip:echo@127.0.0.1:{}", ports.sip),
+            local,
+            "",
+            "",
+        ),
+    )
+    .expect("still answering OPTIONS after the torture");
     assert_eq!(status_of(&r), 200);
 }
 
 #[test]
 fn malformed_request_gets_400_naming_the_problem() {
     let ports = Ports::block(15);
-    let gw = Gateway::start("malformed_400", ports, &default_trunk(42151));
-    let local = "127.0.0.1:44501";
-    let request = String::from_utf8(raw_request("OPTIONS", &format!("sip:echo@127.0.0.1:{}", ports.sip), local, "", "")).expect("utf8");
+    let gw = Gateway::start("malformed_400", ports, &default_trunk(25151));
+    let local = "127.0.0.1:27501";
+    let request = String::from_utf8(raw_request(
+        "OPTIONS",
+        &format!("sip:echo@127.0.0.1:{}", ports.sip),
+        local,
+        "",
+        "",
+    ))
+    .expect("utf8");
     let request = request.replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS");
     let r = sip_exchange(local, gw.sip_addr(), request.as_bytes()).expect("answered");
     assert_eq!(status_of(&r), 400, "{r}");
     let reason = r.lines().next().unwrap_or("");
-    assert!(reason.to_ascii_lowercase().contains("cseq"), "reason names the header: {reason}");
+    assert!(
+        reason.to_ascii_lowercase().contains("cseq"),
+        "reason names the header: {reason}"
+    );
 }
 
 #[test]
 fn check_config_names_the_bad_key() {
     let dir = scratch("check_config");
     let bad = dir.join("bad.toml");
-    let text = std::fs::read_to_string(repo_root().join("config/callgate.toml")).expect("shipped config");
+    let text =
+        std::fs::read_to_string(repo_root().join("config/callgate.toml")).expect("shipped config");
     std::fs::write(&bad, text.replace("port_min = 20000", "port_min = 30000")).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["check-config"])
@@ -222,16 +381,63 @@ fn check_config_names_the_bad_key() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rtp.port_min"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rtp.port_min"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let good = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["check-config", "config/callgate.toml"])
         .current_dir(repo_root())
         .output()
         .expect("runs");
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_callgate")).arg("--help").output().expect("runs");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("--help")
+        .output()
+        .expect("runs");
     let help = String::from_utf8_lossy(&help.stdout);
     for word in ["serve", "check-config", "dial", "hangup"] {
         assert!(help.contains(word), "--help lists {word}: {help}");
+    }
+}
+
+/// RFC 5626 keepalives on a SIP TCP connection: a double-CRLF ping gets a CRLF pong, a flood of
+/// CRLFs is dropped rather than buffered, and a request after them is still answered.
+#[test]
+fn tcp_keepalives_are_answered_and_never_buffered() {
+    use std::io::{Read, Write};
+    let ports = Ports::block(16);
+    let gw = Gateway::start("tcp_keepalive", ports, &default_trunk(25161));
+    let mut stream = std::net::TcpStream::connect(gw.sip_addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(b"\r\n\r\n").expect("ping");
+    let mut pong = [0u8; 2];
+    stream.read_exact(&mut pong).expect("pong");
+    assert_eq!(&pong, b"\r\n");
+    // Far more CRLF than the largest message the gateway accepts.
+    let flood = b"\r\n".repeat(200_000);
+    stream.write_all(&flood).expect("flood");
+    let local = stream.local_addr().expect("local").to_string();
+    let uri = format!("sip:echo@127.0.0.1:{}", ports.sip);
+    let options = String::from_utf8(raw_request("OPTIONS", &uri, &local, "", ""))
+        .expect("utf8")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    stream.write_all(options.as_bytes()).expect("OPTIONS");
+    // Pongs for the flood may come first; the answer follows them.
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("SIP/2.0 200") {
+        let n = stream
+            .read(&mut chunk)
+            .unwrap_or_else(|e| panic!("no answer after keepalives ({e}): {}", gw.log_text()));
+        assert!(n > 0, "connection closed: {}", gw.log_text());
+        seen.extend_from_slice(&chunk[..n]);
     }
 }

@@ -34,22 +34,56 @@ pub async fn serve(listener: TcpListener, handle: AppHandle) -> std::io::Result<
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
+    ApiError {
         status,
-        Json(serde_json::json!({"code": code, "message": message.into()})),
-    )
-        .into_response()
+        code: code.to_string(),
+        message: message.into(),
+    }
+    .into_response()
+}
+
+/// An API failure before it becomes a response: small to pass around, rendered as
+/// `{"code","message"}` with its status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: &str) -> ApiError {
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
 }
 
 /// Admin routes need the admin bearer token.
-fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), Response> {
+fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match token {
-        None => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token")),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token",
+        )),
         Some(t) if sha256_hex(t) == handle.config.admin_token_sha256 => Ok(()),
         Some(t)
             if handle
@@ -58,10 +92,31 @@ fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), Response
                 .iter()
                 .any(|a| a.token_sha256 == sha256_hex(t)) =>
         {
-            Err(error(StatusCode::FORBIDDEN, "forbidden", "admin token required"))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "admin token required",
+            ))
         }
-        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "bad token")),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "bad token",
+        )),
     }
+}
+
+/// Hands a request to the signalling task; fails only while the gateway stops.
+async fn submit(handle: &AppHandle, request: AdminRequest) -> Result<(), ApiError> {
+    handle.admin.send(request).await.map_err(|_| stopping())
+}
+
+fn stopping() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "gateway stopping",
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -97,9 +152,13 @@ struct DialBody {
     media: Option<String>,
 }
 
-async fn dial(State(handle): State<AppHandle>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(r) = require_admin(&handle, &headers) {
-        return r;
+async fn dial(
+    State(handle): State<AppHandle>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = require_admin(&handle, &headers) {
+        return e.into_response();
     }
     let body: DialBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -122,54 +181,77 @@ async fn dial(State(handle): State<AppHandle>, headers: HeaderMap, body: axum::b
         },
     };
     let (reply, answer) = oneshot::channel();
-    if handle
-        .admin
-        .send(AdminRequest::Dial { to: to.trim().to_string(), plan, reply })
-        .await
-        .is_err()
+    if let Err(e) = submit(
+        &handle,
+        AdminRequest::Dial {
+            to: to.trim().to_string(),
+            plan,
+            reply,
+        },
+    )
+    .await
     {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+        return e.into_response();
     }
     match tokio::time::timeout(DIAL_WAIT, answer).await {
-        Ok(Ok(Ok(call_id))) => Json(serde_json::json!({"call_id": call_id, "status": "active"})).into_response(),
+        Ok(Ok(Ok(call_id))) => {
+            Json(serde_json::json!({"call_id": call_id, "status": "active"})).into_response()
+        }
         Ok(Ok(Err(reason))) if reason.contains("dial plan") => {
             error(StatusCode::FORBIDDEN, "dial_plan_denied", reason)
         }
         Ok(Ok(Err(reason))) => error(StatusCode::BAD_GATEWAY, "trunk_failed", reason),
-        _ => error(StatusCode::GATEWAY_TIMEOUT, "trunk_failed", "no answer in time"),
+        _ => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "trunk_failed",
+            "no answer in time",
+        ),
     }
 }
 
-async fn hangup(State(handle): State<AppHandle>, headers: HeaderMap, Path(call_id): Path<String>) -> Response {
-    if let Err(r) = require_admin(&handle, &headers) {
-        return r;
+async fn hangup(
+    State(handle): State<AppHandle>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Response {
+    if let Err(e) = require_admin(&handle, &headers) {
+        return e.into_response();
     }
     let (reply, answer) = oneshot::channel();
-    if handle
-        .admin
-        .send(AdminRequest::Hangup { call: call_id.clone(), reply })
-        .await
-        .is_err()
+    if let Err(e) = submit(
+        &handle,
+        AdminRequest::Hangup {
+            call: call_id.clone(),
+            reply,
+        },
+    )
+    .await
     {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+        return e.into_response();
     }
     match answer.await {
-        Ok(true) => Json(serde_json::json!({"call_id": call_id, "status": "ending"})).into_response(),
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no live call {call_id}")),
+        Ok(true) => {
+            Json(serde_json::json!({"call_id": call_id, "status": "ending"})).into_response()
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no live call {call_id}"),
+        ),
     }
 }
 
 async fn live_calls(State(handle): State<AppHandle>, headers: HeaderMap) -> Response {
-    if let Err(r) = require_admin(&handle, &headers) {
-        return r;
+    if let Err(e) = require_admin(&handle, &headers) {
+        return e.into_response();
     }
     let (reply, answer) = oneshot::channel();
-    if handle.admin.send(AdminRequest::Calls { reply }).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+    if let Err(e) = submit(&handle, AdminRequest::Calls { reply }).await {
+        return e.into_response();
     }
     match answer.await {
         Ok(calls) => Json(serde_json::json!({"calls": calls})).into_response(),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping"),
+        Err(_) => stopping().into_response(),
     }
 }
 
@@ -179,24 +261,52 @@ struct DtmfBody {
     digits: Option<String>,
 }
 
-async fn dtmf(State(handle): State<AppHandle>, headers: HeaderMap, Path(call_id): Path<String>, body: axum::body::Bytes) -> Response {
-    if let Err(r) = require_admin(&handle, &headers) {
-        return r;
+async fn dtmf(
+    State(handle): State<AppHandle>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = require_admin(&handle, &headers) {
+        return e.into_response();
     }
     let body: DtmfBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")),
     };
     let digits = body.digits.unwrap_or_default();
-    if digits.is_empty() || !digits.chars().all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')) {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "digits: 0-9, *, #, A-D required");
+    if digits.is_empty()
+        || !digits
+            .chars()
+            .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "digits: 0-9, *, #, A-D required",
+        );
     }
     let (reply, answer) = oneshot::channel();
-    if handle.admin.send(AdminRequest::Dtmf { call: call_id.clone(), digits, reply }).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "gateway stopping");
+    if let Err(e) = submit(
+        &handle,
+        AdminRequest::Dtmf {
+            call: call_id.clone(),
+            digits,
+            reply,
+        },
+    )
+    .await
+    {
+        return e.into_response();
     }
     match answer.await {
-        Ok(true) => Json(serde_json::json!({"call_id": call_id, "status": "sending"})).into_response(),
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no live call with media {call_id}")),
+        Ok(true) => {
+            Json(serde_json::json!({"call_id": call_id, "status": "sending"})).into_response()
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no live call with media {call_id}"),
+        ),
     }
 }

@@ -77,7 +77,11 @@ pub enum Event {
     /// An outbound call was answered by the far end.
     Answered { call: CallId },
     /// The SIP leg is gone (BYE, cancel, failure), `remote` when the far end ended it.
-    LegEnded { call: CallId, remote: bool, failed: bool },
+    LegEnded {
+        call: CallId,
+        remote: bool,
+        failed: bool,
+    },
     /// The media finished what it was asked to do (an announcement ran out).
     MediaFinished { call: CallId },
     /// An operator's test dial (admin API): an outbound call with this media once answered.
@@ -138,7 +142,11 @@ impl Controller {
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         match event {
-            Event::Incoming { call, from, to_user } => {
+            Event::Incoming {
+                call,
+                from,
+                to_user,
+            } => {
                 let Some(plan) = self.routes.get(&to_user).cloned() else {
                     return vec![Command::Reject { call, status: 404 }];
                 };
@@ -206,7 +214,9 @@ impl Controller {
             Event::Shutdown => {
                 let mut ids: Vec<CallId> = self.calls.keys().cloned().collect();
                 ids.sort();
-                ids.into_iter().map(|call| Command::Hangup { call }).collect()
+                ids.into_iter()
+                    .map(|call| Command::Hangup { call })
+                    .collect()
             }
         }
     }

@@ -49,10 +49,17 @@ pub enum MediaCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
     /// A `Play` source ran out.
-    Finished { call: String },
-    Dtmf { call: String, digit: char },
+    Finished {
+        call: String,
+    },
+    Dtmf {
+        call: String,
+        digit: char,
+    },
     /// No RTP for a long time.
-    RtpTimeout { call: String },
+    RtpTimeout {
+        call: String,
+    },
 }
 
 /// The call's sockets, bound by the shell from the port pool.
@@ -92,7 +99,14 @@ fn random_u32() -> u32 {
 }
 
 impl CallMedia {
-    pub fn new(call: String, sockets: MediaSockets, audio: AudioSession, source: Source, events: mpsc::Sender<MediaEvent>, counters: Arc<MediaCounters>) -> CallMedia {
+    pub fn new(
+        call: String,
+        sockets: MediaSockets,
+        audio: AudioSession,
+        source: Source,
+        events: mpsc::Sender<MediaEvent>,
+        counters: Arc<MediaCounters>,
+    ) -> CallMedia {
         let now = Instant::now();
         let encoder = Encoder::new(audio.codec)
             .map_err(|e| tracing::error!(%call, error = %e, "cannot create encoder"))
@@ -135,7 +149,8 @@ impl CallMedia {
         let _enter = span.enter();
         let mut frame_clock = tokio::time::interval(Duration::from_millis(20));
         frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut rtcp_clock = tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
+        let mut rtcp_clock =
+            tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
         let mut out = Vec::with_capacity(512);
@@ -199,7 +214,13 @@ impl CallMedia {
 
     /// Send one RTP packet toward the peer. A free function over the fields it needs, so the
     /// future does not borrow the whole call (the Opus state is not `Sync`).
-    async fn send(socket: &UdpSocket, destination: Option<SocketAddr>, sends: bool, counters: &MediaCounters, bytes: &[u8]) {
+    async fn send(
+        socket: &UdpSocket,
+        destination: Option<SocketAddr>,
+        sends: bool,
+        counters: &MediaCounters,
+        bytes: &[u8],
+    ) {
         if !sends {
             return;
         }
@@ -212,7 +233,14 @@ impl CallMedia {
 
     async fn send_out(&mut self, out: &[u8]) {
         let destination = self.destination();
-        Self::send(&self.sockets.rtp, destination, self.audio.local_direction.sends(), &self.counters, out).await;
+        Self::send(
+            &self.sockets.rtp,
+            destination,
+            self.audio.local_direction.sends(),
+            &self.counters,
+            out,
+        )
+        .await;
     }
 
     async fn on_rtp(&mut self, bytes: &[u8], from: SocketAddr, out: &mut Vec<u8>) {
@@ -234,7 +262,9 @@ impl CallMedia {
         let now = Instant::now();
         self.last_rtp_in = now;
         let header = &packet.header;
-        let arrival = (now.duration_since(self.started).as_micros() as u64 * u64::from(self.audio.clock_rate) / 1_000_000) as u32;
+        let arrival = (now.duration_since(self.started).as_micros() as u64
+            * u64::from(self.audio.clock_rate)
+            / 1_000_000) as u32;
         match self.reception.as_mut() {
             Some(stats) if stats.ssrc() == header.ssrc => {
                 stats.update(header.sequence, header.timestamp, arrival);
@@ -248,7 +278,10 @@ impl CallMedia {
             if let Ok(event) = crate::media::dtmf::TelephoneEvent::parse(packet.payload) {
                 if let Some(digit) = self.dtmf_in.on_packet(header.timestamp, &event) {
                     tracing::info!(%digit, "DTMF received");
-                    let _ = self.events.try_send(MediaEvent::Dtmf { call: self.call.clone(), digit });
+                    let _ = self.events.try_send(MediaEvent::Dtmf {
+                        call: self.call.clone(),
+                        digit,
+                    });
                 }
             }
         }
@@ -259,7 +292,11 @@ impl CallMedia {
             let offset = *self
                 .echo_offset
                 .get_or_insert_with(|| next.wrapping_sub(header.timestamp));
-            let ticks = self.encoder.as_ref().map(|e| e.frame_ticks()).unwrap_or(160);
+            let ticks = self
+                .encoder
+                .as_ref()
+                .map(|e| e.frame_ticks())
+                .unwrap_or(160);
             let echoed = self.stream.header_at(
                 header.payload_type,
                 header.timestamp.wrapping_add(offset),
@@ -282,10 +319,17 @@ impl CallMedia {
                     if let RtcpPacket::SenderReport { info, .. } = &packet {
                         self.last_sr = Some((rtcp::ntp_middle(info.ntp_timestamp), Instant::now()));
                     }
-                    if let RtcpPacket::SenderReport { reports, .. } | RtcpPacket::ReceiverReport { reports, .. } = &packet {
+                    if let RtcpPacket::SenderReport { reports, .. }
+                    | RtcpPacket::ReceiverReport { reports, .. } = &packet
+                    {
                         for report in reports {
-                            tracing::trace!(lost = report.cumulative_lost, jitter = report.jitter, "RTCP report from peer");
-                            self.counters.peer_report(report.cumulative_lost, report.jitter);
+                            tracing::trace!(
+                                lost = report.cumulative_lost,
+                                jitter = report.jitter,
+                                "RTCP report from peer"
+                            );
+                            self.counters
+                                .peer_report(report.cumulative_lost, report.jitter);
                         }
                     }
                 }
@@ -298,7 +342,11 @@ impl CallMedia {
     }
 
     async fn on_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
-        let ticks = self.encoder.as_ref().map(|e| e.frame_ticks()).unwrap_or(160);
+        let ticks = self
+            .encoder
+            .as_ref()
+            .map(|e| e.frame_ticks())
+            .unwrap_or(160);
         // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
         if self.dtmf_sender.is_none() {
             if let Some(digit) = self.dtmf_out.pop() {
@@ -308,7 +356,9 @@ impl CallMedia {
                 }
             }
         }
-        if let (Some((sender, start_ts)), Some(pt)) = (self.dtmf_sender.as_mut(), self.audio.dtmf_pt) {
+        if let (Some((sender, start_ts)), Some(pt)) =
+            (self.dtmf_sender.as_mut(), self.audio.dtmf_pt)
+        {
             match sender.next() {
                 Some((marker, event)) => {
                     let start_ts = *start_ts;
@@ -338,7 +388,9 @@ impl CallMedia {
                     self.stream.skip(ticks);
                     if !self.finished_sent {
                         self.finished_sent = true;
-                        let _ = self.events.try_send(MediaEvent::Finished { call: self.call.clone() });
+                        let _ = self.events.try_send(MediaEvent::Finished {
+                            call: self.call.clone(),
+                        });
                     }
                     return;
                 }

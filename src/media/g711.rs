@@ -1,9 +1,13 @@
-//! ITU-T G.711 mu-law and A-law, sample by sample and over slices. Decoding goes through
-//! 256-entry tables built at compile time. Pure arithmetic: no I/O, no packets.
+//! ITU-T G.711 mu-law (PCMU) and A-law (PCMA), sample by sample and over slices.
+//!
+//! Owns only the sample <-> octet companding. It must not know about RTP, packetisation,
+//! frame sizes or resampling (that is `codec`'s job), and does no I/O. Decoding goes through
+//! 256-entry tables built at compile time, so the hot path is one load per sample.
 
 const BIAS: i32 = 0x84;
 const CLIP: i32 = 32635;
 
+/// mu-law code for a 16-bit linear sample (the Sun/ITU reference algorithm on the top 14 bits).
 pub fn ulaw_encode(sample: i16) -> u8 {
     let mut s = i32::from(sample);
     let sign = if s < 0 {
@@ -33,11 +37,14 @@ const fn ulaw_decode_const(byte: u8) -> i16 {
     }
 }
 
+/// A-law code for a 16-bit linear sample (the Sun/ITU reference algorithm on the top 13 bits).
 pub fn alaw_encode(sample: i16) -> u8 {
     let mut s = i32::from(sample);
     let mask = if s >= 0 {
         0xD5
     } else {
+        // One's complement rather than negation keeps -32768 in range and matches the
+        // reference encoder's rounding of negative values.
         s = -s - 1;
         0x55
     };
@@ -94,18 +101,22 @@ pub fn alaw_decode(byte: u8) -> i16 {
     ALAW_TABLE[usize::from(byte)]
 }
 
+/// Appends the decoded samples to `dst` (which is not cleared, so frames can be gathered).
 pub fn decode_ulaw_into(src: &[u8], dst: &mut Vec<i16>) {
     dst.extend(src.iter().map(|b| ULAW_TABLE[usize::from(*b)]));
 }
 
+/// Appends the decoded samples to `dst`.
 pub fn decode_alaw_into(src: &[u8], dst: &mut Vec<i16>) {
     dst.extend(src.iter().map(|b| ALAW_TABLE[usize::from(*b)]));
 }
 
+/// Appends one code per sample to `dst`.
 pub fn encode_ulaw_into(src: &[i16], dst: &mut Vec<u8>) {
     dst.extend(src.iter().map(|s| ulaw_encode(*s)));
 }
 
+/// Appends one code per sample to `dst`.
 pub fn encode_alaw_into(src: &[i16], dst: &mut Vec<u8>) {
     dst.extend(src.iter().map(|s| alaw_encode(*s)));
 }
@@ -118,12 +129,41 @@ mod tests {
     fn known_values() {
         assert_eq!(ulaw_decode(0xFF), 0);
         assert_eq!(ulaw_decode(0x7F), 0);
-        assert_eq!(ulaw_encode(0), 0xFF);
         assert_eq!(ulaw_decode(0x00), -32124);
         assert_eq!(ulaw_decode(0x80), 32124);
+        assert_eq!(ulaw_encode(i16::MAX), 0x80);
+        assert_eq!(ulaw_encode(i16::MIN), 0x00);
         assert_eq!(alaw_decode(0xD5), 8);
         assert_eq!(alaw_decode(0x55), -8);
+        assert_eq!(alaw_decode(0xAA), 32256);
+        assert_eq!(alaw_decode(0x2A), -32256);
+        assert_eq!(alaw_encode(i16::MAX), 0xAA);
+        assert_eq!(alaw_encode(i16::MIN), 0x2A);
+    }
+
+    #[test]
+    fn silence_bytes() {
+        assert_eq!(ulaw_encode(0), 0xFF);
         assert_eq!(alaw_encode(0), 0xD5);
+        // Tiny noise either side of zero stays on the two codes nearest silence.
+        for s in -4..=4 {
+            assert!(matches!(ulaw_encode(s), 0xFF | 0x7F | 0xFE | 0x7E), "{s}");
+            assert!(matches!(alaw_encode(s), 0xD5 | 0x55), "{s}");
+        }
+        let mut pcm = Vec::new();
+        decode_ulaw_into(&[0xFF; 160], &mut pcm);
+        assert!(pcm.iter().all(|s| *s == 0));
+        decode_alaw_into(&[0xD5; 160], &mut pcm);
+        assert_eq!(pcm.len(), 320);
+        assert!(pcm[160..].iter().all(|s| *s == 8));
+    }
+
+    #[test]
+    fn tables_match_the_arithmetic() {
+        for byte in 0..=255u8 {
+            assert_eq!(ulaw_decode(byte), ulaw_decode_const(byte));
+            assert_eq!(alaw_decode(byte), alaw_decode_const(byte));
+        }
     }
 
     #[test]
@@ -132,20 +172,46 @@ mod tests {
             let u = ulaw_decode(byte);
             assert_eq!(ulaw_decode(ulaw_encode(u)), u, "ulaw {byte:#x}");
             let a = alaw_decode(byte);
-            assert_eq!(alaw_decode(alaw_encode(a)), a, "alaw {byte:#x}");
+            assert_eq!(alaw_encode(a), byte, "alaw {byte:#x}");
+        }
+        // mu-law has two zeros (0xFF and 0x7F); every other code is its own inverse.
+        for byte in (0..=255u8).filter(|b| *b != 0x7F) {
+            assert_eq!(ulaw_encode(ulaw_decode(byte)), byte, "ulaw {byte:#x}");
         }
     }
 
     #[test]
-    fn quantisation_error_is_bounded() {
-        for s in (-32768i32..=32767).step_by(7) {
-            let s = s as i16;
+    fn quantisation_error_is_half_a_step() {
+        for s in i16::MIN..=i16::MAX {
+            let m = i32::from(s).abs();
             let err_u = (i32::from(ulaw_decode(ulaw_encode(s))) - i32::from(s)).abs();
             let err_a = (i32::from(alaw_decode(alaw_encode(s))) - i32::from(s)).abs();
-            let bound = (i32::from(s).abs() / 16).max(16) + 8;
-            assert!(err_u <= bound.max(1100) || err_u <= bound, "ulaw {s}: {err_u}");
-            assert!(err_a <= bound.max(1100), "alaw {s}: {err_a}");
-            assert!(err_u <= 1100 && err_a <= 1100);
+            // Reconstruction sits mid-step; steps double per segment, so the error is at
+            // most 1/32 of the (biased) magnitude, except past the clipping point.
+            if m <= 32635 {
+                assert!(err_u <= (m + 0x84) / 32 + 1, "ulaw {s}: {err_u}");
+            } else {
+                assert!(err_u <= 32768 - 32124, "ulaw {s}: {err_u}");
+            }
+            assert!(err_a <= (m / 32).max(8) + 1, "alaw {s}: {err_a}");
         }
+    }
+
+    #[test]
+    fn slices_match_samples() {
+        let pcm: Vec<i16> = (0..400)
+            .map(|i| ((i * 811) % 65536 - 32768) as i16)
+            .collect();
+        let (mut u, mut a) = (Vec::new(), Vec::new());
+        encode_ulaw_into(&pcm, &mut u);
+        encode_alaw_into(&pcm, &mut a);
+        assert_eq!(u.len(), pcm.len());
+        assert!(pcm.iter().zip(&u).all(|(s, c)| ulaw_encode(*s) == *c));
+        assert!(pcm.iter().zip(&a).all(|(s, c)| alaw_encode(*s) == *c));
+        let mut back = Vec::new();
+        decode_ulaw_into(&u, &mut back);
+        assert!(u.iter().zip(&back).all(|(c, s)| ulaw_decode(*c) == *s));
+        encode_ulaw_into(&[], &mut u);
+        assert_eq!(u.len(), 400);
     }
 }

@@ -25,11 +25,11 @@ impl PortPool {
     /// Candidate RTP ports in round-robin order, so a port just freed is not reused at once
     /// (late packets of the old call would land in the new one).
     pub fn candidates(&self) -> impl Iterator<Item = u16> + '_ {
-        let span = ((self.max.saturating_sub(self.min) + 1) / 2).max(1);
+        let span = (self.max.saturating_sub(self.min) + 1).div_ceil(2).max(1);
         (0..span)
             .map(move |i| {
-                let offset = (u32::from(self.next - self.min) + 2 * u32::from(i))
-                    % (2 * u32::from(span));
+                let offset =
+                    (u32::from(self.next - self.min) + 2 * u32::from(i)) % (2 * u32::from(span));
                 self.min + offset as u16
             })
             .filter(move |p| *p < self.max && !self.in_use.contains(p))
@@ -37,7 +37,11 @@ impl PortPool {
 
     pub fn take(&mut self, port: u16) {
         self.in_use.insert(port);
-        self.next = if port + 2 >= self.max { self.min } else { port + 2 };
+        self.next = if port + 2 >= self.max {
+            self.min
+        } else {
+            port + 2
+        };
     }
 
     pub fn release(&mut self, port: u16) {

@@ -36,7 +36,13 @@ fn strip_tag(mut name: NameAddr) -> NameAddr {
 
 impl Dialog {
     /// The dialog a UAS forms when it answers `request` (§12.1.1).
-    pub fn as_uas(request: &Request, local_tag: &str, contact: String, source: SocketAddr, transport: Transport) -> Option<Dialog> {
+    pub fn as_uas(
+        request: &Request,
+        local_tag: &str,
+        contact: String,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Option<Dialog> {
         let from = request.headers.from()?;
         let to = request.headers.to()?;
         let remote_target = request.headers.contact()?.uri;
@@ -49,7 +55,11 @@ impl Dialog {
             local_seq: 0,
             remote_seq: request.headers.cseq().map(|c| c.seq),
             remote_target,
-            route_set: request.headers.all("Record-Route").map(str::to_string).collect(),
+            route_set: request
+                .headers
+                .all("Record-Route")
+                .map(str::to_string)
+                .collect(),
             peer: source,
             transport,
             contact,
@@ -57,7 +67,13 @@ impl Dialog {
     }
 
     /// The dialog a UAC forms from a 2xx (or a tagged 1xx) to its INVITE (§12.1.2).
-    pub fn as_uac(invite: &Request, response: &Response, contact: String, destination: SocketAddr, transport: Transport) -> Option<Dialog> {
+    pub fn as_uac(
+        invite: &Request,
+        response: &Response,
+        contact: String,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> Option<Dialog> {
         let from = invite.headers.from()?;
         let to = response.headers.to()?;
         let remote_target = response
@@ -179,6 +195,10 @@ pub fn uri_socket_addr(uri: &Uri) -> Option<SocketAddr> {
     } else {
         uri.host.parse().ok()?
     };
-    let default_port = if matches!(uri.scheme, super::uri::Scheme::Sips) { 5061 } else { 5060 };
+    let default_port = if matches!(uri.scheme, super::uri::Scheme::Sips) {
+        5061
+    } else {
+        5060
+    };
     Some(SocketAddr::new(ip, uri.port.unwrap_or(default_port)))
 }

@@ -1,11 +1,11 @@
-//! SIP message parsing and printing (RFC 3261 §7, §18.3, §20, §25; RFC 4475 torture rules).
-//! Pure: bytes in, typed messages out, and back. Never panics on input, tells "incomplete"
-//! (a TCP stream needs more bytes) from "invalid", and for invalid requests that framed well
-//! keeps what it parsed so the caller can answer with the precise problem.
+//! SIP message parsing and printing (RFC 3261 §7, §18.3, §20, §25; RFC 4475 and RFC 5118
+//! torture rules). Pure: bytes in, typed messages out, and back; no I/O. Never panics on input,
+//! tells "incomplete" (a TCP stream needs more bytes) from "invalid", and for an invalid request
+//! that framed well keeps what it parsed so the caller can answer with the precise problem.
 
 use std::fmt;
 
-use super::uri::{Uri, UriError};
+use super::uri::{parse_hostport, write_host, Uri, UriError};
 
 /// Framed messages larger than this are refused (a UDP datagram cannot be larger anyway).
 pub const MAX_MESSAGE_SIZE: usize = 65_535;
@@ -29,8 +29,13 @@ pub enum Method {
     Extension(String),
 }
 
+/// RFC 3261 §25.1 `token` characters.
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
 impl Method {
@@ -54,7 +59,7 @@ impl Method {
         }
     }
 
-    /// Method names are case-sensitive (§7.1); anything not a token is not a method.
+    /// Method names are case-sensitive (§7.1): "invite" is an extension method, not INVITE.
     pub fn from_token(s: &str) -> Option<Method> {
         if s.is_empty() || !s.chars().all(is_token_char) {
             return None;
@@ -91,32 +96,104 @@ pub struct Header {
     pub value: String,
 }
 
-/// Header names in their canonical spelling; compact forms (§7.3.3) map to their full names.
-const CANONICAL: &[(&str, &str)] = &[
-    ("i", "Call-ID"),
-    ("m", "Contact"),
-    ("e", "Content-Encoding"),
-    ("l", "Content-Length"),
-    ("c", "Content-Type"),
-    ("f", "From"),
-    ("s", "Subject"),
-    ("k", "Supported"),
-    ("t", "To"),
-    ("v", "Via"),
-    ("o", "Event"),
-    ("u", "Allow-Events"),
-    ("r", "Refer-To"),
+/// Compact forms (RFC 3261 §7.3.3, RFC 3515, RFC 3892, RFC 4028, RFC 3841, RFC 4474, RFC 6665).
+const COMPACT: &[(&str, &str)] = &[
+    ("a", "Accept-Contact"),
     ("b", "Referred-By"),
+    ("c", "Content-Type"),
+    ("d", "Request-Disposition"),
+    ("e", "Content-Encoding"),
+    ("f", "From"),
+    ("i", "Call-ID"),
+    ("j", "Reject-Contact"),
+    ("k", "Supported"),
+    ("l", "Content-Length"),
+    ("m", "Contact"),
+    ("n", "Identity-Info"),
+    ("o", "Event"),
+    ("r", "Refer-To"),
+    ("s", "Subject"),
+    ("t", "To"),
+    ("u", "Allow-Events"),
+    ("v", "Via"),
     ("x", "Session-Expires"),
-    ("call-id", "Call-ID"),
-    ("cseq", "CSeq"),
-    ("www-authenticate", "WWW-Authenticate"),
-    ("rseq", "RSeq"),
-    ("rack", "RAck"),
-    ("mime-version", "MIME-Version"),
+    ("y", "Identity"),
 ];
 
-/// Headers whose comma-separated values are separate entries (§7.3.1).
+/// Header names we print in their registered spelling; any other name is kept as written.
+const KNOWN: &[&str] = &[
+    "Accept",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "History-Info",
+    "Identity",
+    "Identity-Info",
+    "In-Reply-To",
+    "Max-Forwards",
+    "MIME-Version",
+    "Min-Expires",
+    "Min-SE",
+    "Organization",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Path",
+    "Priority",
+    "Privacy",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "RAck",
+    "Reason",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reject-Contact",
+    "Replaces",
+    "Reply-To",
+    "Request-Disposition",
+    "Require",
+    "Retry-After",
+    "Route",
+    "RSeq",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+];
+
+/// Headers whose comma-separated values are separate entries (§7.3.1). Others, such as
+/// WWW-Authenticate or Date, have commas inside a single value.
 const LIST_HEADERS: &[&str] = &[
     "Via",
     "Route",
@@ -132,23 +209,17 @@ const LIST_HEADERS: &[&str] = &[
     "Accept-Language",
 ];
 
+/// The registered spelling of a header name, compact forms expanded; unknown names as written.
 pub fn canonical_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    if let Some((_, full)) = CANONICAL.iter().find(|(k, _)| *k == lower) {
-        return (*full).to_string();
+    if name.len() == 1 {
+        if let Some((_, full)) = COMPACT.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)) {
+            return (*full).to_string();
+        }
     }
-    // Title-Case each dash-separated word: "content-type" -> "Content-Type".
-    lower
-        .split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(first) => first.to_ascii_uppercase().to_string() + c.as_str(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("-")
+    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+        Some(known) => (*known).to_string(),
+        None => name.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,15 +236,18 @@ impl Headers {
         Headers(Vec::new())
     }
 
-    fn matches(header: &Header, name: &str) -> bool {
-        header.name.eq_ignore_ascii_case(name)
+    fn position(&self, canonical: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(canonical))
     }
 
+    /// First value of `name` (any case, compact form accepted).
     pub fn get(&self, name: &str) -> Option<&str> {
         let name = canonical_name(name);
         self.0
             .iter()
-            .find(|h| Self::matches(h, &name))
+            .find(|h| h.name.eq_ignore_ascii_case(&name))
             .map(|h| h.value.as_str())
     }
 
@@ -181,7 +255,7 @@ impl Headers {
         let name = canonical_name(name);
         self.0
             .iter()
-            .filter(move |h| Self::matches(h, &name))
+            .filter(move |h| h.name.eq_ignore_ascii_case(&name))
             .map(|h| h.value.as_str())
     }
 
@@ -192,6 +266,7 @@ impl Headers {
         });
     }
 
+    /// Inserts before every other header (a proxy prepending its Via, §16.6 step 8).
     pub fn push_front(&mut self, name: &str, value: impl Into<String>) {
         self.0.insert(
             0,
@@ -202,18 +277,21 @@ impl Headers {
         );
     }
 
+    /// Replaces every `name` header by one with `value`, where the first one was.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let name = canonical_name(name);
         let value = value.into();
-        match self.0.iter().position(|h| Self::matches(h, &name)) {
+        match self.position(&name) {
             Some(first) => {
-                self.0[first].value = value;
                 let mut index = 0;
                 self.0.retain(|h| {
-                    let keep = index <= first || !Self::matches(h, &name);
+                    let keep = index == first || !h.name.eq_ignore_ascii_case(&name);
                     index += 1;
                     keep
                 });
+                if let Some(h) = self.0.get_mut(first) {
+                    h.value = value;
+                }
             }
             None => self.0.push(Header { name, value }),
         }
@@ -221,12 +299,11 @@ impl Headers {
 
     pub fn remove(&mut self, name: &str) {
         let name = canonical_name(name);
-        self.0.retain(|h| !Self::matches(h, &name));
+        self.0.retain(|h| !h.name.eq_ignore_ascii_case(&name));
     }
 
     pub fn remove_first(&mut self, name: &str) -> Option<String> {
-        let name = canonical_name(name);
-        let index = self.0.iter().position(|h| Self::matches(h, &name))?;
+        let index = self.position(&canonical_name(name))?;
         Some(self.0.remove(index).value)
     }
 
@@ -258,6 +335,7 @@ impl Headers {
         NameAddr::parse(self.get("To")?).ok()
     }
 
+    /// First Contact; `None` for the REGISTER wildcard "*" as for an absent or broken one.
     pub fn contact(&self) -> Option<NameAddr> {
         let value = self.get("Contact")?;
         if value.trim() == "*" {
@@ -275,15 +353,19 @@ impl Headers {
     }
 
     pub fn max_forwards(&self) -> Option<u32> {
-        self.get("Max-Forwards")?.trim().parse().ok()
+        parse_digits(self.get("Max-Forwards")?.trim())
     }
 
     pub fn record_routes(&self) -> Vec<NameAddr> {
-        self.all("Record-Route").filter_map(|v| NameAddr::parse(v).ok()).collect()
+        self.all("Record-Route")
+            .filter_map(|v| NameAddr::parse(v).ok())
+            .collect()
     }
 
     pub fn routes(&self) -> Vec<NameAddr> {
-        self.all("Route").filter_map(|v| NameAddr::parse(v).ok()).collect()
+        self.all("Route")
+            .filter_map(|v| NameAddr::parse(v).ok())
+            .collect()
     }
 
     pub fn content_type(&self) -> Option<&str> {
@@ -291,9 +373,11 @@ impl Headers {
     }
 
     pub fn content_length(&self) -> Option<usize> {
-        self.get("Content-Length")?.trim().parse().ok()
+        parse_digits(self.get("Content-Length")?.trim())
     }
 
+    /// Whether `token` is among the comma-separated values of every `name` header, ignoring case
+    /// (option tags, methods in Allow).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name)
             .flat_map(|v| v.split(','))
@@ -301,35 +385,38 @@ impl Headers {
     }
 }
 
-/// `name=value` parameters after a `;`, respecting quoted values.
-fn parse_header_params(s: &str) -> Result<Vec<(String, Option<String>)>, ()> {
-    let mut params = Vec::new();
-    for part in split_outside_quotes(s, ';') {
-        let part = part.trim();
-        if part.is_empty() {
-            return Err(());
-        }
-        let (name, value) = match part.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim().to_string())),
-            None => (part, None),
-        };
-        if name.is_empty() || !name.chars().all(is_token_char) {
-            return Err(());
-        }
-        if let Some(v) = &value {
-            if v.is_empty() {
-                return Err(());
-            }
-            if v.starts_with('"') && (v.len() < 2 || !v.ends_with('"')) {
-                return Err(());
-            }
-        }
-        params.push((name.to_string(), value));
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
-    Ok(params)
 }
 
-/// Splits on `sep` outside quoted strings and angle brackets.
+/// `1*DIGIT` into an integer; `None` for anything else, including overflow.
+fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A `"quoted string"` at the start of `s`: its unescaped contents and what follows it.
+fn take_quoted(s: &str) -> Option<(String, &str)> {
+    let inner = s.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?.1),
+            '"' => return Some((out, inner.get(i + 1..).unwrap_or(""))),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Splits on `sep` outside quoted strings (with backslash escapes) and `<...>`.
 fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut start = 0;
@@ -343,29 +430,82 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
         }
         match c {
             '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
+            '"' if !in_angle => in_quotes = !in_quotes,
             '<' if !in_quotes => in_angle = true,
             '>' if !in_quotes => in_angle = false,
             c if c == sep && !in_quotes && !in_angle => {
-                parts.push(&s[start..i]);
+                parts.push(s.get(start..i).unwrap_or(""));
                 start = i + c.len_utf8();
             }
             _ => {}
         }
     }
-    parts.push(&s[start..]);
+    parts.push(s.get(start..).unwrap_or(""));
     parts
 }
 
+/// `*( SEMI generic-param )` after the leading ';' has been removed. Values are a token, a host
+/// (possibly a bracketed IPv6 reference) or a quoted string; LWS around '=' is allowed.
+fn parse_header_params(s: &str) -> Option<Vec<(String, Option<String>)>> {
+    let mut params = Vec::new();
+    for part in split_outside_quotes(s, ';') {
+        let part = part.trim();
+        let (name, value) = match part.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (part, None),
+        };
+        if name.is_empty() || !name.chars().all(is_token_char) {
+            return None;
+        }
+        if let Some(v) = value {
+            let ok = if v.starts_with('"') {
+                take_quoted(v).is_some_and(|(_, rest)| rest.is_empty())
+            } else {
+                !v.is_empty() && v.chars().all(|c| is_token_char(c) || "[]:".contains(c))
+            };
+            if !ok {
+                return None;
+            }
+        }
+        params.push((name.to_string(), value.map(str::to_string)));
+    }
+    Some(params)
+}
+
+fn find_param<'a>(params: &'a [(String, Option<String>)], name: &str) -> Option<Option<&'a str>> {
+    params
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_deref())
+}
+
+fn set_param(params: &mut Vec<(String, Option<String>)>, name: &str, value: Option<&str>) {
+    match params
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    {
+        Some(p) => p.1 = value.map(str::to_string),
+        None => params.push((name.to_string(), value.map(str::to_string))),
+    }
+}
+
+fn write_params(f: &mut fmt::Formatter<'_>, params: &[(String, Option<String>)]) -> fmt::Result {
+    for (n, v) in params {
+        match v {
+            Some(v) => write!(f, ";{n}={v}")?,
+            None => write!(f, ";{n}")?,
+        }
+    }
+    Ok(())
+}
+
+/// `CSeq = 1*DIGIT LWS Method`, the number below 2**31 (§8.1.1.5).
 fn parse_cseq(value: &str) -> Result<CSeq, Problem> {
     let mut parts = value.split_whitespace();
-    let seq = parts.next().ok_or(Problem::MalformedCSeq)?;
-    let method = parts.next().ok_or(Problem::MalformedCSeq)?;
-    if parts.next().is_some() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+    let (Some(seq), Some(method), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Problem::MalformedCSeq);
-    }
-    // RFC 3261 §8.1.1.5: the sequence number is below 2**31.
-    let seq: u32 = seq.parse().map_err(|_| Problem::MalformedCSeq)?;
+    };
+    let seq: u32 = parse_digits(seq).ok_or(Problem::MalformedCSeq)?;
     if seq >= 1 << 31 {
         return Err(Problem::MalformedCSeq);
     }
@@ -382,13 +522,21 @@ pub struct NameAddr {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AddressError {
+    #[error("empty address")]
+    Empty,
     #[error("unterminated quoted display name")]
-    Unterminated,
+    UnterminatedQuote,
+    #[error("display name is neither tokens nor a quoted string")]
+    BadDisplayName,
+    #[error("missing '<' after the display name")]
+    MissingLeftAngle,
     #[error("missing '>'")]
-    Unclosed,
+    MissingRightAngle,
+    #[error("a URI with ',', ';' or '?' must be enclosed in <>")]
+    NeedsAngleBrackets,
     #[error("bad URI: {0}")]
     Uri(#[from] UriError),
-    #[error("bad parameters")]
+    #[error("bad header parameters")]
     Params,
 }
 
@@ -401,58 +549,64 @@ impl NameAddr {
         }
     }
 
+    /// `(name-addr / addr-spec) *(SEMI param)` as in From, To, Contact, Route (§20.10, §25.1).
     pub fn parse(s: &str) -> Result<NameAddr, AddressError> {
         let s = s.trim();
-        let (display, rest) = if let Some(quoted) = s.strip_prefix('"') {
-            let mut out = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            out.push(n);
-                        }
-                    }
-                    '"' => {
-                        end = Some(i);
-                        break;
-                    }
-                    c => out.push(c),
-                }
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        let (display, rest) = if s.starts_with('"') {
+            let (display, after) = take_quoted(s).ok_or(AddressError::UnterminatedQuote)?;
+            let after = after.trim_start();
+            if !after.starts_with('<') {
+                return Err(AddressError::MissingLeftAngle);
             }
-            let end = end.ok_or(AddressError::Unterminated)?;
-            let rest = quoted[end + 1..].trim_start();
-            if !rest.starts_with('<') {
-                return Err(AddressError::Unclosed);
-            }
-            (Some(out), rest)
+            (Some(display), after)
         } else if let Some(lt) = s.find('<') {
-            let name = s[..lt].trim();
-            if name.contains('"') || name.contains('>') {
-                return Err(AddressError::Unterminated);
+            let name = s.get(..lt).unwrap_or("").trim();
+            // display-name = *(token LWS): a ',' or '"' here is an error (RFC 4475 "baddn").
+            // Non-ASCII letters are let through: some UAs send unquoted UTF-8 names, and they
+            // cannot be mistaken for delimiters.
+            if !name
+                .split_whitespace()
+                .all(|word| word.chars().all(|c| is_token_char(c) || !c.is_ascii()))
+            {
+                return Err(AddressError::BadDisplayName);
             }
-            ((!name.is_empty()).then(|| name.to_string()), &s[lt..])
+            let display = (!name.is_empty()).then(|| name.to_string());
+            (display, s.get(lt..).unwrap_or(""))
         } else {
-            // addr-spec: parameters after the URI belong to the header (§20.10).
+            // addr-spec: parameters after the URI belong to the header, not the URI (§20.10),
+            // so a URI carrying its own ';', '?' or ',' had to be written inside <>.
             let (uri, params) = match s.split_once(';') {
-                Some((u, p)) => (u, parse_header_params(p).map_err(|_| AddressError::Params)?),
+                Some((u, p)) => (
+                    u.trim_end(),
+                    parse_header_params(p).ok_or(AddressError::Params)?,
+                ),
                 None => (s, Vec::new()),
             };
+            if uri.contains(['?', ',']) {
+                return Err(AddressError::NeedsAngleBrackets);
+            }
             return Ok(NameAddr {
                 display: None,
                 uri: Uri::parse(uri)?,
                 params,
             });
         };
-        let inner = rest.strip_prefix('<').ok_or(AddressError::Unclosed)?;
-        let (uri, after) = inner.split_once('>').ok_or(AddressError::Unclosed)?;
-        let after = after.trim();
+        let inner = rest
+            .strip_prefix('<')
+            .ok_or(AddressError::MissingLeftAngle)?;
+        // No LWS inside the brackets (RFC 4475 "badaspec"): Uri::parse refuses it.
+        let (uri, after) = inner
+            .split_once('>')
+            .ok_or(AddressError::MissingRightAngle)?;
+        let after = after.trim_start();
         let params = if after.is_empty() {
             Vec::new()
         } else {
             let p = after.strip_prefix(';').ok_or(AddressError::Params)?;
-            parse_header_params(p).map_err(|_| AddressError::Params)?
+            parse_header_params(p).ok_or(AddressError::Params)?
         };
         Ok(NameAddr {
             display,
@@ -466,82 +620,81 @@ impl NameAddr {
     }
 
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+        find_param(&self.params, name)
     }
 
     pub fn set_param(&mut self, name: &str, value: Option<&str>) {
-        match self.params.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some(p) => p.1 = value.map(str::to_string),
-            None => self.params.push((name.to_string(), value.map(str::to_string))),
-        }
+        set_param(&mut self.params, name, value);
     }
 }
 
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(d) = &self.display {
-            write!(f, "\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\""))?;
+        if let Some(display) = &self.display {
+            f.write_str("\"")?;
+            for c in display.chars() {
+                match c {
+                    // quoted-pair cannot carry CR or LF; anything else that qdtext cannot
+                    // hold is escaped.
+                    '\r' | '\n' => f.write_str(" ")?,
+                    '"' | '\\' => write!(f, "\\{c}")?,
+                    c if c.is_ascii_control() && c != '\t' => write!(f, "\\{c}")?,
+                    c => write!(f, "{c}")?,
+                }
+            }
+            f.write_str("\" ")?;
         }
         write!(f, "<{}>", self.uri)?;
-        for (n, v) in &self.params {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
-            }
-        }
-        Ok(())
+        write_params(f, &self.params)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
+    /// Upper-cased: UDP, TCP, TLS, SCTP, WS, WSS, ...
     pub transport: String,
+    /// IPv6 without brackets.
     pub host: String,
     pub port: Option<u16>,
     pub params: Vec<(String, Option<String>)>,
 }
 
 impl Via {
+    /// One via-parm: `SIP / 2.0 / transport LWS sent-by *(SEMI via-params)`, LWS allowed around
+    /// the slashes (RFC 4475 "wsinv").
     pub fn parse(s: &str) -> Result<Via, Problem> {
-        let s = s.trim();
-        // sent-protocol: "SIP / 2.0 / UDP" with optional LWS around the slashes.
-        let mut rest = s;
-        let mut protocol = Vec::new();
-        for _ in 0..3 {
+        let mut rest = s.trim();
+        let mut protocol: [&str; 3] = [""; 3];
+        for (i, slot) in protocol.iter_mut().enumerate() {
             rest = rest.trim_start();
             let end = rest
                 .find(|c: char| c == '/' || c.is_whitespace())
                 .unwrap_or(rest.len());
-            protocol.push(&rest[..end]);
-            rest = rest[end..].trim_start();
-            if protocol.len() < 3 {
+            *slot = rest.get(..end).unwrap_or("");
+            rest = rest.get(end..).unwrap_or("").trim_start();
+            if i < 2 {
                 rest = rest.strip_prefix('/').ok_or(Problem::MalformedVia)?;
             }
         }
-        if !protocol[0].eq_ignore_ascii_case("SIP")
-            || protocol[1] != "2.0"
-            || protocol[2].is_empty()
-            || !protocol[2].chars().all(is_token_char)
+        let [name, version, transport] = protocol;
+        if !name.eq_ignore_ascii_case("SIP")
+            || version != "2.0"
+            || transport.is_empty()
+            || !transport.chars().all(is_token_char)
         {
             return Err(Problem::MalformedVia);
         }
         let (sent_by, params) = match rest.split_once(';') {
-            Some((h, p)) => (h.trim(), parse_header_params(p).map_err(|_| Problem::MalformedVia)?),
-            None => (rest.trim(), Vec::new()),
+            Some((h, p)) => (h, parse_header_params(p).ok_or(Problem::MalformedVia)?),
+            None => (rest, Vec::new()),
         };
         // A Via may end with a comment (RFC 3261 §25.1 allows comments in Via).
         let sent_by = sent_by.split('(').next().unwrap_or("").trim();
-        let probe = Uri::parse(&format!("sip:{sent_by}")).map_err(|_| Problem::MalformedVia)?;
-        if probe.user.is_some() || !probe.params.is_empty() {
-            return Err(Problem::MalformedVia);
-        }
+        let (host, port) = parse_hostport(sent_by).map_err(|_| Problem::MalformedVia)?;
         Ok(Via {
-            transport: protocol[2].to_ascii_uppercase(),
-            host: probe.host,
-            port: probe.port,
+            transport: transport.to_ascii_uppercase(),
+            host,
+            port,
             params,
         })
     }
@@ -554,43 +707,25 @@ impl Via {
         self.param("received").flatten()
     }
 
+    /// `Some(None)` for a bare `;rport` (RFC 3581 request), `Some(Some(port))` once filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
         self.param("rport").map(|v| v.and_then(|p| p.parse().ok()))
     }
 
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+        find_param(&self.params, name)
     }
 
     pub fn set_param(&mut self, name: &str, value: Option<&str>) {
-        match self.params.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some(p) => p.1 = value.map(str::to_string),
-            None => self.params.push((name.to_string(), value.map(str::to_string))),
-        }
+        set_param(&mut self.params, name, value);
     }
 }
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SIP/2.0/{} ", self.transport)?;
-        if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
-        } else {
-            f.write_str(&self.host)?;
-        }
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        for (n, v) in &self.params {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
-            }
-        }
-        Ok(())
+        write_host(f, &self.host, self.port)?;
+        write_params(f, &self.params)
     }
 }
 
@@ -620,6 +755,8 @@ pub enum Message {
 pub enum ParseError {
     #[error("incomplete message")]
     Incomplete,
+    /// `request` is the request as parsed when its start line and header block framed, so the
+    /// caller can answer `problem.status()`; `None` for responses and unframeable input.
     #[error("{problem}")]
     Invalid {
         problem: Problem,
@@ -642,32 +779,39 @@ pub enum Problem {
     BadStatusCode,
     #[error("Malformed Request-URI")]
     MalformedRequestUri,
+    /// NUL, control or non-ASCII bytes where the grammar has none; names where.
+    #[error("Invalid Bytes In {0}")]
+    InvalidBytes(&'static str),
     #[error("Malformed Header Line")]
     MalformedHeaderLine,
     #[error("Missing {0}")]
     MissingHeader(&'static str),
+    /// A header that must appear once appears more often (RFC 4475 "multi01").
+    #[error("Multiple {0}")]
+    MultipleHeader(&'static str),
+    #[error("Malformed Call-ID")]
+    MalformedCallId,
     #[error("Malformed CSeq")]
     MalformedCSeq,
     #[error("CSeq Method Mismatch")]
     CSeqMethodMismatch,
     #[error("Malformed Via")]
     MalformedVia,
+    /// From, To, Contact, Route or Record-Route that is not a name-addr / addr-spec.
     #[error("Malformed {0}")]
     MalformedAddress(&'static str),
     #[error("Malformed Max-Forwards")]
     MalformedMaxForwards,
     #[error("Bad Content-Length")]
     BadContentLength,
-    #[error("Conflicting Content-Length")]
-    ConflictingContentLength,
+    #[error("Multiple Content-Length")]
+    MultipleContentLength,
     #[error("Body Shorter Than Content-Length")]
     BodyTooShort,
-    #[error("Missing Content-Length On Stream")]
+    #[error("Missing Content-Length")]
     MissingContentLength,
     #[error("Message Too Large")]
     TooLarge,
-    #[error("Invalid Bytes In Headers")]
-    InvalidBytes,
 }
 
 impl Problem {
@@ -687,75 +831,89 @@ fn invalid(problem: Problem) -> ParseError {
     }
 }
 
-/// Where the header block ends: (end of headers, start of body).
+/// Where the header block ends: (end of headers, start of body). Bare LF is accepted as well as
+/// CRLF, so the empty line is "\n\n" or "\n\r\n".
 fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some((i, i + 2));
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i, i + 3));
-            }
+    let mut from = 0;
+    while let Some(offset) = buf.get(from..)?.iter().position(|b| *b == b'\n') {
+        let i = from + offset;
+        match (buf.get(i + 1), buf.get(i + 2)) {
+            (Some(b'\n'), _) => return Some((i, i + 2)),
+            (Some(b'\r'), Some(b'\n')) => return Some((i, i + 3)),
+            _ => from = i + 1,
         }
-        i += 1;
     }
     None
 }
 
+/// CRLFs before a start line are ignored (§7.5); on streams they are keepalives (RFC 5626).
 fn skip_leading_crlf(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+    buf.iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
 }
 
 impl Message {
+    /// A whole UDP datagram. Without Content-Length the body is the rest; with one larger than
+    /// what is there the message is invalid, and bytes past it are ignored (§18.3).
     pub fn parse_datagram(buf: &[u8]) -> Result<Message, ParseError> {
         if buf.len() > MAX_MESSAGE_SIZE {
             return Err(invalid(Problem::TooLarge));
         }
-        let skip = skip_leading_crlf(buf);
-        let buf = &buf[skip..];
-        if buf.is_empty() {
+        let rest = buf.get(skip_leading_crlf(buf)..).unwrap_or(&[]);
+        if rest.is_empty() {
             return Err(invalid(Problem::Empty));
         }
-        let (head_end, body_start) = header_end(buf).unwrap_or((buf.len(), buf.len()));
-        let (start, headers) = parse_head(&buf[..head_end])?;
-        let available = &buf[body_start.min(buf.len())..];
+        let (head_end, body_start) = header_end(rest).unwrap_or((rest.len(), rest.len()));
+        let (start, headers) = parse_head(rest.get(..head_end).unwrap_or(rest))?;
+        let available = rest.get(body_start..).unwrap_or(&[]);
         let body = match content_length(&headers) {
-            Ok(Some(n)) if n > available.len() => Err(Problem::BodyTooShort),
-            Ok(Some(n)) => Ok(available[..n].to_vec()),
+            Ok(Some(n)) => available
+                .get(..n)
+                .map(<[u8]>::to_vec)
+                .ok_or(Problem::BodyTooShort),
             Ok(None) => Ok(available.to_vec()),
             Err(p) => Err(p),
         };
         build(start, headers, body)
     }
 
+    /// A TCP stream buffer: the first message and the bytes it used, leading CRLF keepalives
+    /// included. Content-Length is mandatory on streams (§18.3).
     pub fn parse_stream(buf: &[u8]) -> Result<(Message, usize), ParseError> {
         let skip = skip_leading_crlf(buf);
-        let rest = &buf[skip..];
+        let rest = buf.get(skip..).unwrap_or(&[]);
         let Some((head_end, body_start)) = header_end(rest) else {
             if rest.len() > MAX_MESSAGE_SIZE {
                 return Err(invalid(Problem::TooLarge));
             }
+            // A start line that can never become valid need not wait for the rest.
+            if let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+                parse_start_line(strip_cr(rest.get(..nl).unwrap_or(&[])))?;
+            }
             return Err(ParseError::Incomplete);
         };
-        let (start, headers) = parse_head(&rest[..head_end])?;
+        if body_start > MAX_MESSAGE_SIZE {
+            return Err(invalid(Problem::TooLarge));
+        }
+        let (start, headers) = parse_head(rest.get(..head_end).unwrap_or(rest))?;
         let length = match content_length(&headers) {
             Ok(Some(n)) => n,
-            Ok(None) => return build(start, headers, Err(Problem::MissingContentLength)).map(|m| (m, 0)),
-            Err(p) => return build(start, headers, Err(p)).map(|m| (m, 0)),
+            Ok(None) => return Err(build_failure(start, headers, Problem::MissingContentLength)),
+            Err(p) => return Err(build_failure(start, headers, p)),
         };
-        if body_start.saturating_add(length) > MAX_MESSAGE_SIZE {
-            return build(start, headers, Err(Problem::TooLarge)).map(|m| (m, 0));
+        let end = body_start.saturating_add(length);
+        if end > MAX_MESSAGE_SIZE {
+            return Err(build_failure(start, headers, Problem::TooLarge));
         }
-        let end = body_start + length;
-        if rest.len() < end {
+        let Some(body) = rest.get(body_start..end) else {
             return Err(ParseError::Incomplete);
-        }
-        let message = build(start, headers, Ok(rest[body_start..end].to_vec()))?;
+        };
+        let message = build(start, headers, Ok(body.to_vec()))?;
         Ok((message, skip + end))
     }
 
+    /// Always writes a correct Content-Length, replacing any.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             Message::Request(r) => r.to_bytes(),
@@ -765,192 +923,290 @@ impl Message {
 }
 
 enum StartLine {
-    Request(Method, Result<Uri, Problem>),
+    Request {
+        method: Method,
+        uri: Result<Uri, Problem>,
+        /// What is wrong with the Request-Line itself (version, spacing), found before the
+        /// headers are read but reported with them so the request can still be answered.
+        line: Result<(), Problem>,
+    },
     Response(u16, String),
 }
 
-fn parse_head(head: &[u8]) -> Result<(StartLine, Headers), ParseError> {
-    if head.contains(&0) {
-        return Err(invalid(Problem::InvalidBytes));
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim_lws(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
     }
-    let text = String::from_utf8_lossy(head);
-    let mut lines: Vec<String> = Vec::new();
-    for raw in text.split('\n') {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.starts_with([' ', '\t']) && !lines.is_empty() {
-            // Folding (§7.3.1): a continuation line joins the previous with one space.
-            if let Some(last) = lines.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim_start());
-            }
-        } else {
-            lines.push(line.to_string());
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// SIP-Version is "SIP/2.0", case-insensitively; another well-formed version is a 505.
+fn check_version(v: &str) -> Result<(), Problem> {
+    if v.eq_ignore_ascii_case("SIP/2.0") {
+        return Ok(());
+    }
+    let numbers = v
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .and_then(|_| v.get(4..))
+        .and_then(|n| n.split_once('.'));
+    match numbers {
+        Some((major, minor))
+            if parse_digits::<u64>(major).is_some() && parse_digits::<u64>(minor).is_some() =>
+        {
+            Err(Problem::UnsupportedVersion)
+        }
+        _ => Err(Problem::BadStartLine),
+    }
+}
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        return parse_status_line(line);
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version CRLF: printable ASCII only.
+    if !line.iter().all(|b| (0x21..0x7f).contains(b) || *b == b' ') {
+        return Err(invalid(Problem::InvalidBytes("Start Line")));
+    }
+    let text = String::from_utf8_lossy(line);
+    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+    let (Some(method), Some(version)) = (words.first(), words.last()) else {
+        return Err(invalid(Problem::BadStartLine));
+    };
+    if words.len() < 3 {
+        return Err(invalid(Problem::BadStartLine));
+    }
+    let method = Method::from_token(method).ok_or_else(|| invalid(Problem::BadMethod))?;
+    let version = check_version(version);
+    if version == Err(Problem::BadStartLine) {
+        return Err(invalid(Problem::BadStartLine));
+    }
+    // Exactly single spaces: doubled, leading or trailing SP is malformed (RFC 4475 "lwsstart",
+    // "trws"), but the line still says which request it is, so it can be answered 400.
+    let spacing = if text.split(' ').count() == words.len() {
+        Ok(())
+    } else {
+        Err(Problem::BadStartLine)
+    };
+    // More than three words means LWS inside the URI (RFC 4475 "lwsruri").
+    let uri = match words.as_slice() {
+        [_, uri, _] => match Uri::parse(uri) {
+            // Headers are not allowed in a Request-URI (§19.1.1 table; RFC 4475 "escruri").
+            Ok(uri) if !uri.headers.is_empty() => Err(Problem::MalformedRequestUri),
+            Ok(uri) => Ok(uri),
+            Err(_) => Err(Problem::MalformedRequestUri),
+        },
+        _ => Err(Problem::MalformedRequestUri),
+    };
+    Ok(StartLine::Request {
+        method,
+        uri,
+        line: version.and(spacing),
+    })
+}
+
+/// Status-Line = SIP-Version SP Status-Code SP Reason-Phrase; the reason may be UTF-8 and empty.
+fn parse_status_line(line: &[u8]) -> Result<StartLine, ParseError> {
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let version = parts.next().unwrap_or(&[]);
+    let code = parts.next().unwrap_or(&[]);
+    let reason = parts.next().unwrap_or(&[]);
+    let version =
+        std::str::from_utf8(version).map_err(|_| invalid(Problem::InvalidBytes("Start Line")))?;
+    check_version(version).map_err(invalid)?;
+    let status = std::str::from_utf8(code)
+        .ok()
+        .filter(|c| c.len() == 3)
+        .and_then(parse_digits::<u16>)
+        .filter(|s| (100..=699).contains(s))
+        .ok_or_else(|| invalid(Problem::BadStatusCode))?;
+    if reason.iter().any(|b| b.is_ascii_control() && *b != b'\t') {
+        return Err(invalid(Problem::InvalidBytes("Start Line")));
+    }
+    Ok(StartLine::Response(
+        status,
+        String::from_utf8_lossy(reason).into_owned(),
+    ))
+}
+
+/// NUL is legal in a header value only as a quoted-pair inside a quoted string (RFC 4475
+/// "intmeth"); anywhere else it is an attack on C-string handling downstream.
+fn stray_nul(value: &[u8]) -> bool {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for &b in value {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            0 => return true,
+            _ => {}
         }
     }
-    let mut iter = lines.into_iter();
-    let first = iter.next().unwrap_or_default();
-    let start = parse_start_line(&first)?;
-    let mut headers = Headers::new();
-    for line in iter {
+    false
+}
+
+fn parse_header_line(line: &[u8]) -> Result<(String, String), Problem> {
+    let colon = line
+        .iter()
+        .position(|b| *b == b':')
+        .ok_or(Problem::MalformedHeaderLine)?;
+    let name = trim_lws(line.get(..colon).unwrap_or(&[]));
+    if name.is_empty() || !name.iter().all(|b| is_token_byte(*b)) {
+        return Err(Problem::MalformedHeaderLine);
+    }
+    // A CR not followed by LF ends nothing; it is kept as the whitespace it stands for.
+    let value: Vec<u8> = line
+        .get(colon + 1..)
+        .unwrap_or(&[])
+        .iter()
+        .map(|b| if *b == b'\r' { b' ' } else { *b })
+        .collect();
+    let value = trim_lws(&value);
+    if stray_nul(value) {
+        return Err(Problem::InvalidBytes("Header Field"));
+    }
+    Ok((
+        canonical_name(&String::from_utf8_lossy(name)),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+fn parse_head(head: &[u8]) -> Result<(StartLine, Headers), ParseError> {
+    let mut lines = head.split(|b| *b == b'\n').map(strip_cr);
+    let start = parse_start_line(lines.next().unwrap_or(&[]))?;
+    let mut unfolded: Vec<Vec<u8>> = Vec::new();
+    for line in lines {
         if line.is_empty() {
             continue;
         }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(with_request(&start, &headers, Problem::MalformedHeaderLine));
-        };
-        let name = name.trim_end();
-        if name.is_empty() || !name.chars().all(is_token_char) {
-            return Err(with_request(&start, &headers, Problem::MalformedHeaderLine));
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
+            // Folding (§7.3.1): the continuation joins the previous line with one space.
+            let Some(previous) = unfolded.last_mut() else {
+                return Err(with_request(
+                    start,
+                    Headers::new(),
+                    Problem::MalformedHeaderLine,
+                ));
+            };
+            previous.push(b' ');
+            previous.extend_from_slice(trim_lws(line));
+        } else {
+            unfolded.push(line.to_vec());
         }
-        let canonical = canonical_name(name);
-        let value = value.trim();
-        if LIST_HEADERS.contains(&canonical.as_str()) {
-            for part in split_outside_quotes(value, ',') {
+    }
+    let mut headers = Headers::new();
+    for line in unfolded {
+        let (name, value) = match parse_header_line(&line) {
+            Ok(header) => header,
+            Err(problem) => return Err(with_request(start, headers, problem)),
+        };
+        if LIST_HEADERS.contains(&name.as_str()) {
+            for part in split_outside_quotes(&value, ',') {
                 let part = part.trim();
                 if !part.is_empty() {
-                    headers.push(&canonical, part);
+                    headers.push(&name, part);
                 }
             }
         } else {
-            headers.push(&canonical, value);
+            headers.push(&name, value);
         }
     }
     Ok((start, headers))
 }
 
-fn with_request(start: &StartLine, headers: &Headers, problem: Problem) -> ParseError {
-    let request = match start {
-        StartLine::Request(method, Ok(uri)) => Some(Box::new(Request {
-            method: method.clone(),
-            uri: uri.clone(),
-            headers: headers.clone(),
-            body: Vec::new(),
-        })),
-        _ => None,
-    };
-    ParseError::Invalid { problem, request }
+/// A Request-URI we could not parse still lets the request be answered: its responses never
+/// carry the Request-URI, so a placeholder stands in for it.
+fn placeholder_uri() -> Uri {
+    Uri::sip(None, "invalid", None)
 }
 
-fn parse_version(v: &str) -> Result<(), Problem> {
-    if v.eq_ignore_ascii_case("SIP/2.0") {
-        return Ok(());
+fn with_request(start: StartLine, headers: Headers, problem: Problem) -> ParseError {
+    match start {
+        StartLine::Request { method, uri, .. } => ParseError::Invalid {
+            problem,
+            request: Some(Box::new(Request {
+                method,
+                uri: uri.unwrap_or_else(|_| placeholder_uri()),
+                headers,
+                body: Vec::new(),
+            })),
+        },
+        StartLine::Response(..) => invalid(problem),
     }
-    let looks_like_version = v.len() > 4
-        && v[..4].eq_ignore_ascii_case("SIP/")
-        && v[4..].chars().all(|c| c.is_ascii_digit() || c == '.');
-    Err(if looks_like_version {
-        Problem::UnsupportedVersion
-    } else {
-        Problem::BadStartLine
-    })
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
-    if line.len() > 4 && line[..4].eq_ignore_ascii_case("SIP/") && line.is_char_boundary(4) {
-        let mut parts = line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
-        parse_version(version).map_err(invalid)?;
-        let code = parts.next().unwrap_or("");
-        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid(Problem::BadStatusCode));
-        }
-        let status: u16 = code.parse().map_err(|_| invalid(Problem::BadStatusCode))?;
-        if !(100..=699).contains(&status) {
-            return Err(invalid(Problem::BadStatusCode));
-        }
-        return Ok(StartLine::Response(status, parts.next().unwrap_or("").to_string()));
+fn build_failure(start: StartLine, headers: Headers, problem: Problem) -> ParseError {
+    match start {
+        StartLine::Request {
+            line: Err(line), ..
+        } => with_request(start, headers, line),
+        _ => with_request(start, headers, problem),
     }
-    // Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces (§7.1).
-    let parts: Vec<&str> = line.split(' ').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-        return Err(invalid(Problem::BadStartLine));
-    }
-    let method = Method::from_token(parts[0]).ok_or_else(|| invalid(Problem::BadMethod))?;
-    parse_version(parts[2]).map_err(invalid)?;
-    let uri = Uri::parse(parts[1]).map_err(|_| Problem::MalformedRequestUri);
-    Ok(StartLine::Request(method, uri))
 }
 
+/// The Content-Length of the message, if any: digits only, and several must agree (RFC 4475
+/// "ncl", "mcl01"). Saturates rather than overflows, so a huge value is merely "too large".
 fn content_length(headers: &Headers) -> Result<Option<usize>, Problem> {
     let mut found: Option<usize> = None;
     for value in headers.all("Content-Length") {
         let v = value.trim();
-        if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Problem::BadContentLength);
         }
-        let n: usize = v.parse().map_err(|_| Problem::BadContentLength)?;
+        let n = v.bytes().fold(0usize, |n, b| {
+            n.saturating_mul(10).saturating_add(usize::from(b - b'0'))
+        });
         match found {
-            Some(previous) if previous != n => return Err(Problem::ConflictingContentLength),
+            Some(previous) if previous != n => return Err(Problem::MultipleContentLength),
             _ => found = Some(n),
         }
     }
     Ok(found)
 }
 
-fn build(start: StartLine, headers: Headers, body: Result<Vec<u8>, Problem>) -> Result<Message, ParseError> {
+fn build(
+    start: StartLine,
+    headers: Headers,
+    body: Result<Vec<u8>, Problem>,
+) -> Result<Message, ParseError> {
     match start {
-        StartLine::Request(method, uri) => {
-            let uri_ok = uri.clone();
-            let fail = |problem: Problem, body: Vec<u8>| {
-                let request = uri_ok.clone().ok().map(|uri| {
-                    Box::new(Request {
-                        method: method.clone(),
-                        uri,
-                        headers: headers.clone(),
-                        body,
-                    })
-                });
-                ParseError::Invalid { problem, request }
-            };
-            let body = match body {
-                Ok(b) => b,
-                Err(p) => return Err(fail(p, Vec::new())),
-            };
-            if let Err(p) = validate_common(&headers) {
-                return Err(fail(p, body));
-            }
-            let cseq = parse_cseq(headers.get("CSeq").unwrap_or("")).map_err(|p| fail(p, body.clone()))?;
-            if cseq.method != method {
-                return Err(fail(Problem::CSeqMethodMismatch, body));
-            }
-            if let Some(mf) = headers.get("Max-Forwards") {
-                let mf = mf.trim();
-                if mf.is_empty() || !mf.bytes().all(|b| b.is_ascii_digit()) || mf.parse::<u32>().map_or(true, |v| v > 255) {
-                    return Err(fail(Problem::MalformedMaxForwards, body));
-                }
-            }
-            for contact in headers.all("Contact") {
-                if contact.trim() != "*" && NameAddr::parse(contact).is_err() {
-                    return Err(fail(Problem::MalformedAddress("Contact"), body));
-                }
-            }
-            let uri = match uri {
-                Ok(uri) => uri,
-                Err(p) => {
-                    // No URI to rebuild a request with; answerable only through our
-                    // headers, so keep them with a placeholder target.
-                    return Err(ParseError::Invalid {
-                        problem: p,
-                        request: Some(Box::new(Request {
-                            method,
-                            uri: Uri::sip(None, "invalid", None),
-                            headers,
-                            body,
-                        })),
-                    });
-                }
-            };
-            Ok(Message::Request(Request {
+        StartLine::Request { method, uri, line } => {
+            let problem = line
+                .err()
+                .or(body.as_ref().err().copied())
+                .or(uri.as_ref().err().copied())
+                .or_else(|| validate_request(&method, &headers).err());
+            let request = Request {
                 method,
-                uri,
+                uri: uri.unwrap_or_else(|_| placeholder_uri()),
                 headers,
-                body,
-            }))
+                body: body.unwrap_or_default(),
+            };
+            match problem {
+                Some(problem) => Err(ParseError::Invalid {
+                    problem,
+                    request: Some(Box::new(request)),
+                }),
+                None => Ok(Message::Request(request)),
+            }
         }
         StartLine::Response(status, reason) => {
             let body = body.map_err(invalid)?;
             validate_common(&headers).map_err(invalid)?;
-            parse_cseq(headers.get("CSeq").unwrap_or("")).map_err(invalid)?;
             Ok(Message::Response(Response {
                 status,
                 reason,
@@ -961,53 +1217,93 @@ fn build(start: StartLine, headers: Headers, body: Result<Vec<u8>, Problem>) -> 
     }
 }
 
+/// Headers every request and response carries exactly once, parsed (§8.1.1).
 fn validate_common(headers: &Headers) -> Result<(), Problem> {
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        if headers.get(name).map_or(true, |v| v.trim().is_empty()) {
-            return Err(Problem::MissingHeader(match name {
-                "Via" => "Via",
-                "From" => "From",
-                "To" => "To",
-                "Call-ID" => "Call-ID",
-                _ => "CSeq",
-            }));
+    for name in ["To", "From", "Call-ID", "CSeq", "Via"] {
+        if headers.get(name).is_none() {
+            return Err(Problem::MissingHeader(name));
         }
     }
+    for name in ["To", "From", "Call-ID", "CSeq", "Max-Forwards"] {
+        if headers.all(name).count() > 1 {
+            return Err(Problem::MultipleHeader(name));
+        }
+    }
+    let call_id = headers.get("Call-ID").unwrap_or("");
+    if call_id.is_empty() || call_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Problem::MalformedCallId);
+    }
+    parse_cseq(headers.get("CSeq").unwrap_or(""))?;
     for via in headers.all("Via") {
         Via::parse(via)?;
     }
-    NameAddr::parse(headers.get("From").unwrap_or("")).map_err(|_| Problem::MalformedAddress("From"))?;
-    NameAddr::parse(headers.get("To").unwrap_or("")).map_err(|_| Problem::MalformedAddress("To"))?;
-    if headers.all("From").count() > 1 {
-        return Err(Problem::MalformedAddress("From"));
+    for name in ["From", "To"] {
+        NameAddr::parse(headers.get(name).unwrap_or(""))
+            .map_err(|_| Problem::MalformedAddress(name))?;
     }
-    if headers.all("To").count() > 1 {
-        return Err(Problem::MalformedAddress("To"));
-    }
-    if headers.all("Call-ID").count() > 1 {
-        return Err(Problem::MissingHeader("Call-ID"));
-    }
-    content_length(headers)?;
     Ok(())
 }
 
+fn validate_request(method: &Method, headers: &Headers) -> Result<(), Problem> {
+    validate_common(headers)?;
+    let cseq = parse_cseq(headers.get("CSeq").unwrap_or(""))?;
+    if cseq.method != *method {
+        return Err(Problem::CSeqMethodMismatch);
+    }
+    if let Some(mf) = headers.get("Max-Forwards") {
+        // §20.22 gives the range 0-255.
+        if parse_digits::<u32>(mf.trim()).is_none_or(|v| v > 255) {
+            return Err(Problem::MalformedMaxForwards);
+        }
+    }
+    for contact in headers.all("Contact") {
+        if contact.trim() != "*" && NameAddr::parse(contact).is_err() {
+            return Err(Problem::MalformedAddress("Contact"));
+        }
+    }
+    for name in ["Route", "Record-Route"] {
+        if headers.all(name).any(|r| NameAddr::parse(r).is_err()) {
+            return Err(Problem::MalformedAddress(name));
+        }
+    }
+    Ok(())
+}
+
+/// CR and LF inside a field would end it early and let the rest pose as another header.
+fn push_field(out: &mut Vec<u8>, text: &str) {
+    out.extend(
+        text.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+}
+
 fn write_headers(headers: &Headers, body: &[u8], out: &mut Vec<u8>) {
-    for h in headers.iter() {
+    let mut wrote_length = false;
+    for h in headers {
         if h.name.eq_ignore_ascii_case("Content-Length") {
+            if !wrote_length {
+                out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                wrote_length = true;
+            }
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
+        push_field(out, &h.name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.as_bytes());
+        push_field(out, &h.value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    if !wrote_length {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }
 
 impl Request {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("{} {} SIP/2.0\r\n", self.method, self.uri).into_bytes();
+        let mut out = Vec::with_capacity(512 + self.body.len());
+        push_field(&mut out, &format!("{} {} SIP/2.0", self.method, self.uri));
+        out.extend_from_slice(b"\r\n");
         write_headers(&self.headers, &self.body, &mut out);
         out
     }
@@ -1015,11 +1311,17 @@ impl Request {
 
 impl Response {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("SIP/2.0 {} {}\r\n", self.status, self.reason).into_bytes();
+        let mut out = Vec::with_capacity(512 + self.body.len());
+        push_field(
+            &mut out,
+            &format!("SIP/2.0 {} {}", self.status, self.reason),
+        );
+        out.extend_from_slice(b"\r\n");
         write_headers(&self.headers, &self.body, &mut out);
         out
     }
 
+    /// Default reason phrases (RFC 3261 §21 and extensions).
     pub fn reason_for(status: u16) -> &'static str {
         match status {
             100 => "Trying",
@@ -1027,34 +1329,66 @@ impl Response {
             181 => "Call Is Being Forwarded",
             182 => "Queued",
             183 => "Session Progress",
+            199 => "Early Dialog Terminated",
             200 => "OK",
             202 => "Accepted",
+            204 => "No Notification",
+            300 => "Multiple Choices",
+            301 => "Moved Permanently",
+            302 => "Moved Temporarily",
+            305 => "Use Proxy",
+            380 => "Alternative Service",
             400 => "Bad Request",
             401 => "Unauthorized",
+            402 => "Payment Required",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            406 => "Not Acceptable",
             407 => "Proxy Authentication Required",
             408 => "Request Timeout",
+            410 => "Gone",
+            412 => "Conditional Request Failed",
+            413 => "Request Entity Too Large",
+            414 => "Request-URI Too Long",
             415 => "Unsupported Media Type",
             416 => "Unsupported URI Scheme",
             420 => "Bad Extension",
+            421 => "Extension Required",
+            422 => "Session Interval Too Small",
+            423 => "Interval Too Brief",
             480 => "Temporarily Unavailable",
             481 => "Call/Transaction Does Not Exist",
+            482 => "Loop Detected",
             483 => "Too Many Hops",
+            484 => "Address Incomplete",
+            485 => "Ambiguous",
             486 => "Busy Here",
             487 => "Request Terminated",
             488 => "Not Acceptable Here",
+            489 => "Bad Event",
             491 => "Request Pending",
+            493 => "Undecipherable",
             500 => "Server Internal Error",
             501 => "Not Implemented",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Server Time-out",
             505 => "Version Not Supported",
             513 => "Message Too Large",
+            580 => "Precondition Failure",
             600 => "Busy Everywhere",
             603 => "Decline",
-            _ => "Unknown",
+            604 => "Does Not Exist Anywhere",
+            606 => "Not Acceptable",
+            _ => match status / 100 {
+                1 => "Session Progress",
+                2 => "OK",
+                3 => "Redirected",
+                4 => "Request Failure",
+                5 => "Server Failure",
+                _ => "Global Failure",
+            },
         }
     }
 }
@@ -1063,45 +1397,225 @@ impl Response {
 mod tests {
     use super::*;
 
-    const INVITE: &str = "INVITE sip:bob@biloxi.com SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\nMax-Forwards: 70\r\nTo: Bob <sip:bob@biloxi.com>\r\nFrom: Alice <sip:alice@atlanta.com>;tag=1928301774\r\nCall-ID: a84b4c76e66710@pc33.atlanta.com\r\nCSeq: 314159 INVITE\r\nContact: <sip:alice@pc33.atlanta.com>\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\r\n";
+    const INVITE: &str = "INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\n\
+        Max-Forwards: 70\r\n\
+        To: Bob <sip:bob@biloxi.com>\r\n\
+        From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+        Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n\
+        CSeq: 314159 INVITE\r\n\
+        Contact: <sip:alice@pc33.atlanta.com>\r\n\
+        Content-Type: application/sdp\r\n\
+        Content-Length: 4\r\n\
+        \r\n\
+        v=0\r\n";
+
+    fn request(text: &str) -> Request {
+        match Message::parse_datagram(text.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("request expected, got {other:?}"),
+        }
+    }
+
+    fn problem(text: &[u8]) -> Problem {
+        match Message::parse_datagram(text) {
+            Err(ParseError::Invalid { problem, .. }) => problem,
+            other => panic!("invalid expected, got {other:?}"),
+        }
+    }
 
     #[test]
     fn parses_a_basic_invite() {
-        let Message::Request(r) = Message::parse_datagram(INVITE.as_bytes()).expect("valid") else {
-            panic!("request expected");
-        };
+        let r = request(INVITE);
         assert_eq!(r.method, Method::Invite);
         assert_eq!(r.uri.host, "biloxi.com");
         assert_eq!(r.body, b"v=0\r");
-        assert_eq!(r.headers.cseq(), Some(CSeq { seq: 314159, method: Method::Invite }));
-        assert_eq!(r.headers.from().and_then(|f| f.tag().map(str::to_string)).as_deref(), Some("1928301774"));
-        assert_eq!(r.headers.to().and_then(|t| t.display), Some("Bob".to_string()));
-        assert_eq!(r.headers.top_via().and_then(|v| v.branch().map(str::to_string)).as_deref(), Some("z9hG4bK776asdhds"));
-        let again = Message::parse_datagram(&Message::Request(r.clone()).to_bytes()).expect("round trip");
-        assert_eq!(again, Message::Request(r));
+        assert_eq!(
+            r.headers.cseq(),
+            Some(CSeq {
+                seq: 314159,
+                method: Method::Invite
+            })
+        );
+        assert_eq!(
+            r.headers.from().as_ref().and_then(NameAddr::tag),
+            Some("1928301774")
+        );
+        assert_eq!(
+            r.headers.to().and_then(|t| t.display).as_deref(),
+            Some("Bob")
+        );
+        assert_eq!(
+            r.headers.top_via().as_ref().and_then(Via::branch),
+            Some("z9hG4bK776asdhds")
+        );
+        assert_eq!(r.headers.max_forwards(), Some(70));
+        assert_eq!(r.headers.content_type(), Some("application/sdp"));
+        assert_eq!(r.headers.content_length(), Some(4));
+        let again = Message::parse_datagram(&Message::Request(r.clone()).to_bytes());
+        assert_eq!(again, Ok(Message::Request(r)));
     }
 
     #[test]
     fn compact_forms_folding_and_lists() {
-        let text = "OPTIONS sip:x@y SIP/2.0\r\nv: SIP/2.0/UDP a.b;branch=z9hG4bK1, SIP/2.0/TCP [::1]:5070;branch=z9hG4bK2\r\nf: \"A, B\" <sip:a@b>;tag=1\r\nt: sip:x@y\r\ni: abc\r\nCSeq: 1\r\n OPTIONS\r\nm: \"x,y\" <sip:c@d>, <sip:e@f>\r\nl: 0\r\n\r\n";
-        let Message::Request(r) = Message::parse_datagram(text.as_bytes()).expect("valid") else {
-            panic!("request expected");
-        };
-        assert_eq!(r.headers.vias().len(), 2);
-        assert_eq!(r.headers.vias()[1].host, "::1");
-        assert_eq!(r.headers.vias()[1].port, Some(5070));
-        assert_eq!(r.headers.all("Contact").count(), 2);
-        assert_eq!(r.headers.from().and_then(|f| f.display).as_deref(), Some("A, B"));
+        let text = "OPTIONS sip:x@y SIP/2.0\r\n\
+            v: SIP/2.0/UDP a.b;branch=z9hG4bK1, SIP/2.0/TCP [::1]:5070;branch=z9hG4bK2\r\n\
+            f: \"A, B\" <sip:a@b>;tag=1\r\n\
+            t: sip:x@y\r\n\
+            i: abc\r\n\
+            CSeq: 1\r\n \t OPTIONS\r\n\
+            m: \"x,y\" <sip:c,d@e>, <sip:e@f>\r\n\
+            k: 100rel, \r\n timer\r\n\
+            WWW-Authenticate: Digest realm=\"a\", nonce=\"b\"\r\n\
+            l: 0\r\n\r\n";
+        let r = request(text);
+        let vias = r.headers.vias();
+        assert_eq!(vias.len(), 2);
+        assert_eq!((vias[1].host.as_str(), vias[1].port), ("::1", Some(5070)));
+        assert_eq!(vias[1].transport, "TCP");
+        assert_eq!(
+            r.headers.all("Contact").collect::<Vec<_>>(),
+            ["\"x,y\" <sip:c,d@e>", "<sip:e@f>"]
+        );
+        assert_eq!(
+            r.headers.from().and_then(|f| f.display).as_deref(),
+            Some("A, B")
+        );
         assert_eq!(r.headers.call_id(), Some("abc"));
         assert_eq!(r.headers.get("i"), Some("abc"));
-        assert_eq!(r.headers.cseq().map(|c| c.seq), Some(1));
+        assert_eq!(r.headers.get("CALL-id"), Some("abc"));
+        assert_eq!(r.headers.get("CSeq"), Some("1 OPTIONS"));
+        assert_eq!(
+            r.headers.all("Supported").collect::<Vec<_>>(),
+            ["100rel", "timer"]
+        );
+        assert!(r.headers.has_token("k", "TIMER"));
+        assert_eq!(r.headers.all("WWW-Authenticate").count(), 1);
+        let names: Vec<&str> = r.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Via",
+                "Via",
+                "From",
+                "To",
+                "Call-ID",
+                "CSeq",
+                "Contact",
+                "Contact",
+                "Supported",
+                "Supported",
+                "WWW-Authenticate",
+                "Content-Length"
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_lf_and_unknown_names_kept_as_written() {
+        let text = INVITE
+            .replace("\r\n", "\n")
+            .replace("Content-Type", "X-Custom-thing: 1\nContent-Type");
+        let r = request(&text);
+        assert_eq!(r.body, b"v=0\n");
+        assert!(r.headers.iter().any(|h| h.name == "X-Custom-thing"));
+        assert_eq!(r.headers.get("x-custom-THING"), Some("1"));
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let plain = NameAddr::parse("sip:alice@a.com;tag=9;lr").expect("addr-spec");
+        assert_eq!(plain.uri.params, vec![]);
+        assert_eq!(plain.tag(), Some("9"));
+        assert_eq!(plain.param("LR"), Some(None));
+        let quoted = NameAddr::parse(r#""J Rosenberg \\\"" <sip:j@example.com> ; tag = 98"#)
+            .expect("quoted");
+        assert_eq!(quoted.display.as_deref(), Some(r#"J Rosenberg \""#));
+        assert_eq!(quoted.tag(), Some("98"));
+        assert_eq!(
+            quoted.to_string(),
+            r#""J Rosenberg \\\"" <sip:j@example.com>;tag=98"#
+        );
+        let tight = NameAddr::parse("caller<sip:caller@example.com>;tag=323").expect("lwsdisp");
+        assert_eq!(tight.display.as_deref(), Some("caller"));
+        let utf8 = NameAddr::parse("Jürgen Groß <sip:j@example.com>").expect("unquoted UTF-8");
+        assert_eq!(utf8.display.as_deref(), Some("Jürgen Groß"));
+        let v6 = NameAddr::parse("<sip:[2001:db8::1]:5060;transport=tcp>").expect("v6");
+        assert_eq!(v6.uri.host, "2001:db8::1");
+        assert_eq!(v6.to_string(), "<sip:[2001:db8::1]:5060;transport=tcp>");
+        let mut built = NameAddr::new(Uri::sip(Some("a"), "b", None));
+        built.set_param("tag", Some("x"));
+        built.set_param("TAG", Some("y"));
+        built.display = Some("Nul\0 \"q\"".into());
+        assert_eq!(built.to_string(), "\"Nul\\\0 \\\"q\\\"\" <sip:a@b>;tag=y");
+        assert_eq!(NameAddr::parse(&built.to_string()), Ok(built));
+        for (bad, why) in [
+            ("", AddressError::Empty),
+            (
+                "\"Mr. J. User <sip:j.user@example.com>",
+                AddressError::UnterminatedQuote,
+            ),
+            (
+                "Bell, Alexander <sip:a.g.bell@example.com>",
+                AddressError::BadDisplayName,
+            ),
+            ("\"x\" sip:a@b", AddressError::MissingLeftAngle),
+            ("<sip:a@b", AddressError::MissingRightAngle),
+            (
+                "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+                AddressError::NeedsAngleBrackets,
+            ),
+            (
+                "< sip:t.watson@example.org >",
+                AddressError::Uri(UriError::Whitespace),
+            ),
+            ("<sip:a@b>;;", AddressError::Params),
+            ("<sip:a@b> junk", AddressError::Params),
+        ] {
+            assert_eq!(NameAddr::parse(bad), Err(why), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn via_forms() {
+        let via = Via::parse(
+            "SIP  /   2.0 /udp 192.0.2.2:5060 ;rport;branch=z9hG4bK1;received=[2001:db8::9:255]",
+        )
+        .expect("via");
+        assert_eq!(via.transport, "UDP");
+        assert_eq!((via.host.as_str(), via.port), ("192.0.2.2", Some(5060)));
+        assert_eq!(via.rport(), Some(None));
+        assert_eq!(via.received(), Some("[2001:db8::9:255]"));
+        let mut v6 = Via::parse("SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKx").expect("v6");
+        v6.set_param("rport", Some("5070"));
+        assert_eq!(v6.rport(), Some(Some(5070)));
+        assert_eq!(
+            v6.to_string(),
+            "SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKx;rport=5070"
+        );
+        assert_eq!(Via::parse(&v6.to_string()), Ok(v6));
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/2.0 UDP host",
+            "SIP/3.0/UDP host",
+            "SIP/2.0/UDP host:0",
+            "SIP/2.0/UDP host;;",
+            "SIP/2.0/UDP user@host",
+            "SIP/2.0/UDP 192.0.2.15;;",
+        ] {
+            assert_eq!(Via::parse(bad), Err(Problem::MalformedVia), "{bad:?}");
+        }
     }
 
     #[test]
     fn stream_framing() {
         let bytes = INVITE.as_bytes();
         for cut in 0..bytes.len() - 1 {
-            assert_eq!(Message::parse_stream(&bytes[..cut]).err(), Some(ParseError::Incomplete), "prefix {cut}");
+            assert_eq!(
+                Message::parse_stream(&bytes[..cut]).err(),
+                Some(ParseError::Incomplete),
+                "prefix {cut}"
+            );
         }
         let mut two = b"\r\n\r\n".to_vec();
         two.extend_from_slice(bytes);
@@ -1114,49 +1628,239 @@ mod tests {
         let no_length = INVITE.replace("Content-Length: 4\r\n", "");
         assert!(matches!(
             Message::parse_stream(no_length.as_bytes()),
-            Err(ParseError::Invalid { problem: Problem::MissingContentLength, request: Some(_) })
+            Err(ParseError::Invalid {
+                problem: Problem::MissingContentLength,
+                request: Some(_)
+            })
         ));
+        let huge = INVITE.replace(
+            "Content-Length: 4",
+            "Content-Length: 99999999999999999999999",
+        );
+        assert!(matches!(
+            Message::parse_stream(huge.as_bytes()),
+            Err(ParseError::Invalid {
+                problem: Problem::TooLarge,
+                request: Some(_)
+            })
+        ));
+        assert_eq!(problem(huge.as_bytes()), Problem::BodyTooShort);
+        assert_eq!(
+            Message::parse_stream(b"GARBAGE\r\n").err(),
+            Some(invalid(Problem::BadStartLine))
+        );
+        assert_eq!(
+            Message::parse_stream(b"\r\n\r\n").err(),
+            Some(ParseError::Incomplete)
+        );
     }
 
     #[test]
     fn precise_problems() {
         let cases = [
-            (INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 ACK"), Problem::CSeqMethodMismatch),
-            (INVITE.replace("CSeq: 314159", "CSeq: 99999999999"), Problem::MalformedCSeq),
-            (INVITE.replace("Max-Forwards: 70", "Max-Forwards: abc"), Problem::MalformedMaxForwards),
-            (INVITE.replace("Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n", ""), Problem::MissingHeader("Call-ID")),
-            (INVITE.replace("Content-Length: 4", "Content-Length: 400"), Problem::BodyTooShort),
-            (INVITE.replace("Content-Length: 4", "Content-Length: -4"), Problem::BadContentLength),
-            (INVITE.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia"), Problem::UnsupportedVersion),
-            (INVITE.replace("To: Bob <", "To: \"Bob <"), Problem::MalformedAddress("To")),
-            (INVITE.replace("INVITE sip:bob@biloxi.com", "INVITE  sip:bob@biloxi.com"), Problem::BadStartLine),
-            (INVITE.replace("sip:bob@biloxi.com SIP", "<sip:bob@biloxi.com> SIP"), Problem::MalformedRequestUri),
-            (INVITE.replace("Max-Forwards: 70", "Max-Forwards 70"), Problem::MalformedHeaderLine),
+            (
+                INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 ACK"),
+                Problem::CSeqMethodMismatch,
+            ),
+            (
+                INVITE.replace("CSeq: 314159", "CSeq: 99999999999"),
+                Problem::MalformedCSeq,
+            ),
+            (
+                INVITE.replace("CSeq: 314159", "CSeq: 2147483648"),
+                Problem::MalformedCSeq,
+            ),
+            (
+                INVITE.replace("Max-Forwards: 70", "Max-Forwards: abc"),
+                Problem::MalformedMaxForwards,
+            ),
+            (
+                INVITE.replace("Max-Forwards: 70", "Max-Forwards: 256"),
+                Problem::MalformedMaxForwards,
+            ),
+            (
+                INVITE.replace("Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n", ""),
+                Problem::MissingHeader("Call-ID"),
+            ),
+            (
+                INVITE.replace("Call-ID: a84b4c76e66710@pc33.atlanta.com", "Call-ID: a b"),
+                Problem::MalformedCallId,
+            ),
+            (
+                INVITE.replace("Call-ID: a84b", "i: x\r\nCall-ID: a84b"),
+                Problem::MultipleHeader("Call-ID"),
+            ),
+            (
+                INVITE.replace("Content-Length: 4", "Content-Length: 400"),
+                Problem::BodyTooShort,
+            ),
+            (
+                INVITE.replace("Content-Length: 4", "Content-Length: -4"),
+                Problem::BadContentLength,
+            ),
+            (
+                INVITE.replace("Content-Length: 4", "Content-Length: 4\r\nl: 5"),
+                Problem::MultipleContentLength,
+            ),
+            (
+                INVITE.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia"),
+                Problem::UnsupportedVersion,
+            ),
+            (
+                INVITE.replace("SIP/2.0\r\nVia", "HTTP/1.1\r\nVia"),
+                Problem::BadStartLine,
+            ),
+            (
+                INVITE.replace("To: Bob <", "To: \"Bob <"),
+                Problem::MalformedAddress("To"),
+            ),
+            (
+                INVITE.replace(
+                    "Contact: <sip:alice@pc33.atlanta.com>",
+                    "Contact: <sip:alice@pc33.atlanta.com",
+                ),
+                Problem::MalformedAddress("Contact"),
+            ),
+            (
+                INVITE.replace(
+                    "Via: SIP/2.0/UDP",
+                    "Via: SIP/2.0/UDP host, junk\r\nVia: SIP/2.0/UDP",
+                ),
+                Problem::MalformedVia,
+            ),
+            (
+                INVITE.replace("INVITE sip:bob@biloxi.com", "INVITE  sip:bob@biloxi.com"),
+                Problem::BadStartLine,
+            ),
+            (
+                INVITE.replace("SIP/2.0\r\nVia", "SIP/2.0 \r\nVia"),
+                Problem::BadStartLine,
+            ),
+            (
+                INVITE.replace("sip:bob@biloxi.com SIP", "<sip:bob@biloxi.com> SIP"),
+                Problem::MalformedRequestUri,
+            ),
+            (
+                INVITE.replace("sip:bob@biloxi.com SIP", "sip:bob@biloxi.com; lr SIP"),
+                Problem::MalformedRequestUri,
+            ),
+            (
+                INVITE.replace("sip:bob@biloxi.com SIP", "sip:bob@biloxi.com?Subject=x SIP"),
+                Problem::MalformedRequestUri,
+            ),
+            (
+                INVITE.replace("INVITE sip", "INV\"ITE sip"),
+                Problem::BadMethod,
+            ),
+            (
+                INVITE.replace("Max-Forwards: 70", "Max-Forwards 70"),
+                Problem::MalformedHeaderLine,
+            ),
+            (
+                INVITE.replace("SIP/2.0\r\nVia", "SIP/2.0\r\n Via"),
+                Problem::MalformedHeaderLine,
+            ),
+            (
+                INVITE.replace("Max-Forwards: 70", "Max-Forwards: 7\x000"),
+                Problem::InvalidBytes("Header Field"),
+            ),
+            (
+                INVITE.replace("INVITE sip:bob", "INVITE sip:b\0ob"),
+                Problem::InvalidBytes("Start Line"),
+            ),
         ];
         for (text, expected) in cases {
-            match Message::parse_datagram(text.as_bytes()) {
-                Err(ParseError::Invalid { problem, .. }) => assert_eq!(problem, expected, "{text}"),
-                other => panic!("{expected:?} expected, got {other:?}"),
-            }
+            assert_eq!(problem(text.as_bytes()), expected, "{text}");
         }
+        assert_eq!(problem(&vec![b'a'; 70_000]), Problem::TooLarge);
+        assert_eq!(problem(b""), Problem::Empty);
+        assert_eq!(problem(b"\r\n\r\n"), Problem::Empty);
+        assert_eq!(
+            problem(b"\x00\x01\x02"),
+            Problem::InvalidBytes("Start Line")
+        );
+        assert_eq!(
+            problem(b"SIP/2.0 4294967301 x\r\n\r\n"),
+            Problem::BadStatusCode
+        );
+        assert_eq!(problem(b"SIP/2.0 099 x\r\n\r\n"), Problem::BadStatusCode);
         assert_eq!(Problem::UnsupportedVersion.status(), 505);
-        assert!(matches!(Message::parse_datagram(&vec![b'a'; 70_000]), Err(ParseError::Invalid { problem: Problem::TooLarge, .. })));
-        assert!(Message::parse_datagram(b"").is_err());
-        assert!(Message::parse_datagram(b"\x00\x01\x02").is_err());
+        assert_eq!(Problem::TooLarge.status(), 513);
+        assert_eq!(
+            Problem::MissingHeader("Call-ID").to_string(),
+            "Missing Call-ID"
+        );
+        assert_eq!(
+            Problem::MalformedAddress("From").to_string(),
+            "Malformed From"
+        );
+    }
+
+    #[test]
+    fn invalid_requests_keep_what_was_parsed() {
+        let text = INVITE.replace("CSeq: 314159 INVITE", "CSeq: one INVITE");
+        let Err(ParseError::Invalid {
+            problem,
+            request: Some(r),
+        }) = Message::parse_datagram(text.as_bytes())
+        else {
+            panic!("invalid request expected");
+        };
+        assert_eq!(problem, Problem::MalformedCSeq);
+        assert_eq!(r.headers.call_id(), Some("a84b4c76e66710@pc33.atlanta.com"));
+        assert_eq!(r.body, b"v=0\r");
+        let response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n";
+        assert!(matches!(
+            Message::parse_datagram(response.as_bytes()),
+            Err(ParseError::Invalid { request: None, .. })
+        ));
+    }
+
+    #[test]
+    fn responses_and_printing() {
+        let text = "SIP/2.0 100 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let Ok(Message::Response(r)) = Message::parse_datagram(text.as_bytes()) else {
+            panic!("response expected");
+        };
+        assert_eq!((r.status, r.reason.as_str()), (100, ""));
+        assert_eq!(r.to_bytes(), text.as_bytes());
+        let mut r = r;
+        r.status = 180;
+        r.reason = Response::reason_for(180).to_string();
+        r.headers.push("Content-Length", "77");
+        r.headers.set("content-length", "99");
+        r.body = b"abc".to_vec();
+        let printed = String::from_utf8(r.to_bytes()).expect("utf8");
+        assert!(printed.starts_with("SIP/2.0 180 Ringing\r\n"));
+        assert!(printed.ends_with("CSeq: 1 INVITE\r\nContent-Length: 3\r\n\r\nabc"));
+        assert_eq!(Response::reason_for(499), "Request Failure");
     }
 
     #[test]
     fn header_editing() {
         let mut h = Headers::new();
         h.push("via", "a");
+        h.push("Call-ID", "x");
         h.push("Via", "b");
         h.push_front("v", "c");
-        assert_eq!(h.all("Via").collect::<Vec<_>>(), vec!["c", "a", "b"]);
+        assert_eq!(h.all("Via").collect::<Vec<_>>(), ["c", "a", "b"]);
         h.set("VIA", "d");
-        assert_eq!(h.all("Via").collect::<Vec<_>>(), vec!["d"]);
+        assert_eq!(h.all("Via").collect::<Vec<_>>(), ["d"]);
+        assert_eq!(h.iter().next().map(|x| x.value.as_str()), Some("d"));
         h.push("Require", "100rel, timer");
         assert!(h.has_token("require", "TIMER"));
+        assert!(!h.has_token("require", "path"));
         assert_eq!(h.remove_first("via").as_deref(), Some("d"));
         assert!(h.get("Via").is_none());
+        h.remove("i");
+        assert_eq!(h.len(), 1);
+        assert!(!h.is_empty());
+        assert_eq!(
+            Method::from_token("invite"),
+            Some(Method::Extension("invite".into()))
+        );
+        assert_eq!(Method::from_token("INVITE"), Some(Method::Invite));
+        assert_eq!(Method::from_token("IN VITE"), None);
+        assert_eq!(Method::Extension("FOO".into()).to_string(), "FOO");
     }
 }

@@ -302,11 +302,7 @@ impl TransactionLayer {
         let servers = self.servers.values().flat_map(|t| t.timers.iter());
         let clients = self.clients.values().flat_map(|t| t.timers.iter());
         let acks = self.sent_acks.values().map(|a| a.until);
-        servers
-            .chain(clients)
-            .map(|(_, at)| *at)
-            .chain(acks)
-            .min()
+        servers.chain(clients).map(|(_, at)| *at).chain(acks).min()
     }
 
     pub fn live_transactions(&self) -> (usize, usize) {
@@ -329,7 +325,10 @@ impl TransactionLayer {
 
     /// A UDP datagram arrived.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
-        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+        if bytes
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
             return; // RFC 5626 keepalive or padding
         }
         match Message::parse_datagram(bytes) {
@@ -339,7 +338,12 @@ impl TransactionLayer {
     }
 
     /// An unparsable message: answer a request we can address, drop the rest (§16.3, §18.1.2).
-    pub fn handle_parse_error(&mut self, source: SocketAddr, transport: Transport, error: ParseError) {
+    pub fn handle_parse_error(
+        &mut self,
+        source: SocketAddr,
+        transport: Transport,
+        error: ParseError,
+    ) {
         let ParseError::Invalid { problem, request } = error else {
             return;
         };
@@ -367,7 +371,13 @@ impl TransactionLayer {
     }
 
     /// A framed message (from UDP or a TCP stream).
-    pub fn handle_message(&mut self, now: Instant, source: SocketAddr, transport: Transport, message: Message) {
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        message: Message,
+    ) {
         match message {
             Message::Request(request) => self.handle_request(now, source, transport, request),
             Message::Response(response) => self.handle_response(now, response),
@@ -376,7 +386,12 @@ impl TransactionLayer {
 
     /// RFC 3261 §18.2.1 and RFC 3581: note where the request really came from, and work
     /// out where its responses must go.
-    fn stamp_received(&self, request: &mut Request, source: SocketAddr, transport: Transport) -> SocketAddr {
+    fn stamp_received(
+        &self,
+        request: &mut Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> SocketAddr {
         let Some(mut via) = request.headers.top_via() else {
             return source;
         };
@@ -429,7 +444,13 @@ impl TransactionLayer {
         })
     }
 
-    fn handle_request(&mut self, now: Instant, source: SocketAddr, transport: Transport, mut request: Request) {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        mut request: Request,
+    ) {
         let destination = self.stamp_received(&mut request, source, transport);
         let Some(key) = Self::server_key(&request) else {
             return;
@@ -441,7 +462,9 @@ impl TransactionLayer {
         match request.method {
             Method::Ack => {
                 // ACK outside a non-2xx INVITE transaction: it acknowledges a 2xx.
-                if let (Some(call_id), Some(cseq)) = (request.headers.call_id(), request.headers.cseq()) {
+                if let (Some(call_id), Some(cseq)) =
+                    (request.headers.call_id(), request.headers.cseq())
+                {
                     if let Some(id) = self.accepted.remove(&(call_id.to_string(), cseq.seq)) {
                         if let Some(tx) = self.servers.get_mut(&id) {
                             tx.timers
@@ -449,7 +472,8 @@ impl TransactionLayer {
                         }
                     }
                 }
-                self.events.push_back(TransactionEvent::Ack { request, source });
+                self.events
+                    .push_back(TransactionEvent::Ack { request, source });
             }
             Method::Cancel => self.handle_cancel(now, destination, transport, request, key),
             _ => {
@@ -516,7 +540,14 @@ impl TransactionLayer {
         }
     }
 
-    fn handle_cancel(&mut self, now: Instant, destination: SocketAddr, transport: Transport, cancel: Request, key: ServerKey) {
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        transport: Transport,
+        cancel: Request,
+        key: ServerKey,
+    ) {
         let invite_key = ServerKey {
             method: Method::Invite,
             ..key.clone()
@@ -524,7 +555,8 @@ impl TransactionLayer {
         let target = self.server_index.get(&invite_key).copied();
         let status = match target.and_then(|id| self.servers.get(&id).map(|t| (id, t))) {
             Some((id, tx)) if matches!(tx.state, ServerState::InviteProceeding) => {
-                self.events.push_back(TransactionEvent::Cancelled { invite: id });
+                self.events
+                    .push_back(TransactionEvent::Cancelled { invite: id });
                 200
             }
             Some(_) => 200, // already answered: the CANCEL has no effect (§9.2)
@@ -576,7 +608,9 @@ impl TransactionLayer {
                         tx.timers.push((Timer::Retransmit2xx, now + t1));
                     }
                     tx.timers.push((Timer::H, now + t1 * 64));
-                    if let (Some(call_id), Some(cseq)) = (tx.request.headers.call_id(), tx.request.headers.cseq()) {
+                    if let (Some(call_id), Some(cseq)) =
+                        (tx.request.headers.call_id(), tx.request.headers.cseq())
+                    {
                         self.accepted.insert((call_id.to_string(), cseq.seq), id);
                     }
                 }
@@ -595,7 +629,10 @@ impl TransactionLayer {
             }
             ServerState::InviteAccepted { .. } if (200..300).contains(&status) => {}
             _ => {
-                tracing::debug!(status, "response after the transaction's final response dropped");
+                tracing::debug!(
+                    status,
+                    "response after the transaction's final response dropped"
+                );
                 return;
             }
         }
@@ -615,7 +652,9 @@ impl TransactionLayer {
     fn remove_server(&mut self, id: ServerTxId) {
         if let Some(tx) = self.servers.remove(&id) {
             self.server_index.remove(&tx.key);
-            if let (Some(call_id), Some(cseq)) = (tx.request.headers.call_id(), tx.request.headers.cseq()) {
+            if let (Some(call_id), Some(cseq)) =
+                (tx.request.headers.call_id(), tx.request.headers.cseq())
+            {
                 let key = (call_id.to_string(), cseq.seq);
                 if self.accepted.get(&key) == Some(&id) {
                     self.accepted.remove(&key);
@@ -625,7 +664,13 @@ impl TransactionLayer {
     }
 
     /// Start a client transaction: a Via with a fresh branch goes on top.
-    pub fn send_request(&mut self, now: Instant, mut request: Request, destination: SocketAddr, transport: Transport) -> ClientTxId {
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        mut request: Request,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> ClientTxId {
         let branch = self.ids.branch();
         let via = format!(
             "SIP/2.0/{} {}:{};branch={};rport",
@@ -644,7 +689,14 @@ impl TransactionLayer {
         self.start_client(now, request, branch, destination, transport)
     }
 
-    fn start_client(&mut self, now: Instant, request: Request, branch: String, destination: SocketAddr, transport: Transport) -> ClientTxId {
+    fn start_client(
+        &mut self,
+        now: Instant,
+        request: Request,
+        branch: String,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> ClientTxId {
         let t1 = self.timers.t1;
         let id = ClientTxId(self.allocate());
         let invite = request.method == Method::Invite;
@@ -719,7 +771,13 @@ impl TransactionLayer {
 
     /// Send the ACK for a 2xx (a transaction of its own, §13.2.2.4) and keep it for
     /// retransmitted 2xx responses.
-    pub fn send_ack(&mut self, now: Instant, mut ack: Request, destination: SocketAddr, transport: Transport) {
+    pub fn send_ack(
+        &mut self,
+        now: Instant,
+        mut ack: Request,
+        destination: SocketAddr,
+        transport: Transport,
+    ) {
         let branch = self.ids.branch();
         let via = format!(
             "SIP/2.0/{} {}:{};branch={};rport",
@@ -752,7 +810,12 @@ impl TransactionLayer {
     }
 
     /// Send a request outside any transaction (nothing retransmits it).
-    pub fn send_stateless(&mut self, request: Request, destination: SocketAddr, transport: Transport) {
+    pub fn send_stateless(
+        &mut self,
+        request: Request,
+        destination: SocketAddr,
+        transport: Transport,
+    ) {
         let bytes = Message::Request(request).to_bytes();
         self.send(transport, destination, bytes);
     }
@@ -810,7 +873,11 @@ impl TransactionLayer {
                     tx.ack = Some(ack.clone());
                     tx.state = ClientState::InviteCompleted;
                     tx.timers.clear();
-                    let wait = if reliable { Duration::ZERO } else { Duration::from_secs(32) };
+                    let wait = if reliable {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(32)
+                    };
                     tx.timers.push((Timer::D, now + wait));
                     let (t, d) = (tx.transport, tx.destination);
                     self.transmits.push_back(Transmit {
@@ -837,7 +904,10 @@ impl TransactionLayer {
                 deliver = (200..300).contains(&status);
                 if deliver {
                     if let Some(call_id) = response.headers.call_id() {
-                        if let Some(ack) = self.sent_acks.get(&(call_id.to_string(), response.headers.cseq().map(|c| c.seq).unwrap_or(0))) {
+                        if let Some(ack) = self.sent_acks.get(&(
+                            call_id.to_string(),
+                            response.headers.cseq().map(|c| c.seq).unwrap_or(0),
+                        )) {
                             let (t, d, b) = (ack.transport, ack.destination, ack.bytes.clone());
                             self.transmits.push_back(Transmit {
                                 transport: t,
@@ -927,7 +997,8 @@ impl TransactionLayer {
         match timer {
             Timer::G | Timer::Retransmit2xx => {
                 let interval = match &mut tx.state {
-                    ServerState::InviteCompleted { interval } | ServerState::InviteAccepted { interval } => {
+                    ServerState::InviteCompleted { interval }
+                    | ServerState::InviteAccepted { interval } => {
                         *interval = (*interval * 2).min(t2);
                         *interval
                     }
@@ -943,15 +1014,14 @@ impl TransactionLayer {
                 // An ACK would have cancelled Timer H: for a 2xx that means the dialog
                 // never got confirmed.
                 if matches!(tx.state, ServerState::InviteAccepted { .. }) {
-                    self.events.push_back(TransactionEvent::AckTimeout { tx: id });
+                    self.events
+                        .push_back(TransactionEvent::AckTimeout { tx: id });
                 }
                 self.remove_server(id);
             }
             Timer::I | Timer::J => self.remove_server(id),
-            Timer::L => {
-                if !tx.timers.iter().any(|(t, _)| *t == Timer::H) {
-                    self.remove_server(id);
-                }
+            Timer::L if !tx.timers.iter().any(|(t, _)| *t == Timer::H) => {
+                self.remove_server(id);
             }
             _ => {}
         }
@@ -1060,7 +1130,11 @@ mod tests {
             .collect()
     }
 
-    fn new_server_tx(layer: &mut TransactionLayer, now: Instant, method: &str) -> (ServerTxId, Request) {
+    fn new_server_tx(
+        layer: &mut TransactionLayer,
+        now: Instant,
+        method: &str,
+    ) -> (ServerTxId, Request) {
         layer.handle_datagram(now, peer(), &request_bytes(method, "z9hG4bKabc", ""));
         match layer.poll_event() {
             Some(TransactionEvent::Request { tx, request, .. }) => (tx, request),
@@ -1079,7 +1153,10 @@ mod tests {
         // rport filled in and received added only when the host differs.
         assert!(sent[0].contains("rport=5070"), "{}", sent[0]);
         l.handle_datagram(t0, peer(), &request_bytes("INVITE", "z9hG4bKabc", ""));
-        assert!(l.poll_event().is_none(), "a retransmission is not a new request");
+        assert!(
+            l.poll_event().is_none(),
+            "a retransmission is not a new request"
+        );
         assert_eq!(drain_transmits(&mut l).len(), 1, "the 100 is sent again");
         let mut busy = response_to(&request, 486, None);
         set_to_tag(&mut busy, "xyz");
@@ -1090,10 +1167,20 @@ mod tests {
         assert_eq!(drain_transmits(&mut l).len(), 1);
         l.handle_timeout(t0 + Duration::from_millis(1500));
         assert_eq!(drain_transmits(&mut l).len(), 1);
-        l.handle_datagram(t0 + Duration::from_millis(1600), peer(), &request_bytes("ACK", "z9hG4bKabc", ";tag=xyz"));
-        assert!(l.poll_event().is_none(), "ACK for a non-2xx stays in the transaction");
+        l.handle_datagram(
+            t0 + Duration::from_millis(1600),
+            peer(),
+            &request_bytes("ACK", "z9hG4bKabc", ";tag=xyz"),
+        );
+        assert!(
+            l.poll_event().is_none(),
+            "ACK for a non-2xx stays in the transaction"
+        );
         l.handle_timeout(t0 + Duration::from_secs(4));
-        assert!(drain_transmits(&mut l).is_empty(), "no retransmission after the ACK");
+        assert!(
+            drain_transmits(&mut l).is_empty(),
+            "no retransmission after the ACK"
+        );
         l.handle_timeout(t0 + Duration::from_secs(7));
         assert_eq!(l.live_transactions(), (0, 0), "Timer I ended it");
     }
@@ -1118,7 +1205,9 @@ mod tests {
         assert!(retransmits >= 7, "2xx retransmitted {retransmits} times");
         let events: Vec<_> = std::iter::from_fn(|| l.poll_event()).collect();
         assert!(
-            events.iter().any(|e| matches!(e, TransactionEvent::AckTimeout { tx: t } if *t == tx)),
+            events
+                .iter()
+                .any(|e| matches!(e, TransactionEvent::AckTimeout { tx: t } if *t == tx)),
             "{events:?}"
         );
     }
@@ -1133,7 +1222,11 @@ mod tests {
         set_to_tag(&mut ok, "xyz");
         l.respond(t0, tx, ok);
         drain_transmits(&mut l);
-        l.handle_datagram(t0 + Duration::from_millis(100), peer(), &request_bytes("ACK", "z9hG4bKother", ";tag=xyz"));
+        l.handle_datagram(
+            t0 + Duration::from_millis(100),
+            peer(),
+            &request_bytes("ACK", "z9hG4bKother", ";tag=xyz"),
+        );
         assert!(matches!(l.poll_event(), Some(TransactionEvent::Ack { .. })));
         l.handle_timeout(t0 + Duration::from_secs(2));
         assert!(drain_transmits(&mut l).is_empty());
@@ -1149,7 +1242,9 @@ mod tests {
         let (invite, _) = new_server_tx(&mut l, t0, "INVITE");
         drain_transmits(&mut l);
         l.handle_datagram(t0, peer(), &request_bytes("CANCEL", "z9hG4bKabc", ""));
-        assert!(matches!(l.poll_event(), Some(TransactionEvent::Cancelled { invite: i }) if i == invite));
+        assert!(
+            matches!(l.poll_event(), Some(TransactionEvent::Cancelled { invite: i }) if i == invite)
+        );
         assert!(drain_transmits(&mut l)[0].starts_with("SIP/2.0 200"));
         l.handle_datagram(t0, peer(), &request_bytes("CANCEL", "z9hG4bKnothing", ""));
         assert!(drain_transmits(&mut l)[0].starts_with("SIP/2.0 481"));
@@ -1179,7 +1274,10 @@ mod tests {
         }
         // T1 doubling: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s.
         assert_eq!(sends.len(), 6, "{sends:?}");
-        assert!((500..=550).contains(&sends[0]) && (1500..=1550).contains(&sends[1]), "{sends:?}");
+        assert!(
+            (500..=550).contains(&sends[0]) && (1500..=1550).contains(&sends[1]),
+            "{sends:?}"
+        );
         assert!(matches!(l.poll_event(), Some(TransactionEvent::Timeout { tx: t }) if t == tx));
     }
 

@@ -1,15 +1,28 @@
-//! SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966), and any other absolute URI kept
-//! opaque so a request naming one can be answered 416. Pure parsing and printing.
+//! SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966; RFC 5118 for IPv6 references), and
+//! any other absolute URI kept opaque so a request naming one can be answered 416.
+//! Pure parsing and printing: no I/O, no name resolution, never panics on input.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
     Sip,
     Sips,
     Tel,
-    /// Any other absoluteURI scheme, kept opaque.
+    /// Any other absoluteURI scheme (lower-cased), kept opaque.
     Other(String),
+}
+
+impl Scheme {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Scheme::Sip => "sip",
+            Scheme::Sips => "sips",
+            Scheme::Tel => "tel",
+            Scheme::Other(s) => s,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +34,7 @@ pub struct Uri {
     /// IPv6 without brackets; empty for tel: and other schemes.
     pub host: String,
     pub port: Option<u16>,
+    /// Names kept as written; looked up case-insensitively.
     pub params: Vec<(String, Option<String>)>,
     pub headers: Vec<(String, String)>,
     /// For `Scheme::Other`: everything after "scheme:".
@@ -29,34 +43,53 @@ pub struct Uri {
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum UriError {
+    #[error("empty URI")]
+    Empty,
     #[error("no scheme")]
     NoScheme,
     #[error("bad scheme")]
     BadScheme,
+    #[error("whitespace or control character in URI")]
+    Whitespace,
+    #[error("character not allowed in URI")]
+    BadCharacter,
+    #[error("bad %-escape")]
+    BadEscape,
+    #[error("bad user part")]
+    BadUser,
+    #[error("bad password")]
+    BadPassword,
     #[error("no host")]
     NoHost,
     #[error("bad host")]
     BadHost,
+    #[error("unterminated IPv6 reference")]
+    UnterminatedIpv6,
+    #[error("bad IPv6 address")]
+    BadIpv6,
     #[error("bad port")]
     BadPort,
-    #[error("bad user part")]
-    BadUser,
-    #[error("bad parameter")]
+    #[error("bad URI parameter")]
     BadParameter,
-    #[error("bad character in URI")]
-    BadCharacter,
+    #[error("bad URI header")]
+    BadHeader,
+    #[error("bad telephone number")]
+    BadNumber,
+    #[error("empty opaque part")]
+    EmptyOpaque,
 }
 
-/// RFC 3261 `unreserved` plus what user/param/header parts also allow unescaped.
+/// RFC 3261 `unreserved`.
 fn is_unreserved(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-_.!~*'()".contains(c)
 }
 
+/// Every `%` starts a well-formed `%HEX HEX`.
 fn valid_escapes(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
             match (b.get(i + 1), b.get(i + 2)) {
                 (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
                 _ => return false,
@@ -68,56 +101,165 @@ fn valid_escapes(s: &str) -> bool {
     true
 }
 
+/// `unreserved / escaped / extra`, the shape of every sip-URI component but the host.
 fn valid_part(s: &str, extra: &str) -> bool {
-    valid_escapes(s) && s.chars().all(|c| is_unreserved(c) || c == '%' || extra.contains(c))
+    s.chars()
+        .all(|c| is_unreserved(c) || c == '%' || extra.contains(c))
 }
 
+fn check_part(s: &str, extra: &str, err: UriError) -> Result<(), UriError> {
+    if !valid_part(s, extra) {
+        return Err(err);
+    }
+    if !valid_escapes(s) {
+        return Err(UriError::BadEscape);
+    }
+    Ok(())
+}
+
+const USER_UNRESERVED: &str = "&=+$,;?/";
+const PASSWORD_EXTRA: &str = "&=+$,";
+const PARAM_UNRESERVED: &str = "[]/:&+$";
+const HNV_UNRESERVED: &str = "[]/?:+$";
+
+/// Decodes `%XX` escapes; bytes that are not UTF-8 after decoding become U+FFFD.
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(Ok(v)) = s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
-                out.push(v);
-                i += 3;
-                continue;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = (b.get(i + 1).copied(), b.get(i + 2).copied());
+            if let (Some(h), Some(l)) = hex {
+                if let (Some(h), Some(l)) = (hex_value(h), hex_value(l)) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
             }
         }
-        out.push(b[i]);
+        out.push(c);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, UriError> {
     let mut params = Vec::new();
     for part in s.split(';') {
-        if part.is_empty() {
-            return Err(UriError::BadParameter);
-        }
         let (name, value) = match part.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (part, None),
         };
-        if name.is_empty() || !valid_part(name, "[]/:&+$") {
+        if name.is_empty() || value == Some("") {
             return Err(UriError::BadParameter);
         }
+        check_part(name, PARAM_UNRESERVED, UriError::BadParameter)?;
         if let Some(v) = value {
-            if !valid_part(v, "[]/:&+$") {
-                return Err(UriError::BadParameter);
-            }
+            check_part(v, PARAM_UNRESERVED, UriError::BadParameter)?;
         }
         params.push((name.to_string(), value.map(str::to_string)));
     }
     Ok(params)
 }
 
+fn parse_headers(s: &str) -> Result<Vec<(String, String)>, UriError> {
+    let mut headers = Vec::new();
+    for pair in s.split('&') {
+        let (name, value) = pair.split_once('=').ok_or(UriError::BadHeader)?;
+        if name.is_empty() {
+            return Err(UriError::BadHeader);
+        }
+        check_part(name, HNV_UNRESERVED, UriError::BadHeader)?;
+        check_part(value, HNV_UNRESERVED, UriError::BadHeader)?;
+        headers.push((name.to_string(), value.to_string()));
+    }
+    Ok(headers)
+}
+
+/// hostname / IPv4address (RFC 3261 §25.1), leniently: labels of alphanumerics and '-'.
 fn valid_hostname(h: &str) -> bool {
+    let h = h.strip_suffix('.').unwrap_or(h);
     !h.is_empty()
-        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        && !h.starts_with('-')
-        && !h.starts_with('.')
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// RFC 5118 §4.10: RFC 3261's ABNF admits "2001:db8:::192.0.2.1", and an implementation must
+/// tolerate both that and the correct two-colon form.
+fn valid_ipv6(addr: &str) -> bool {
+    if addr.parse::<Ipv6Addr>().is_ok() {
+        return true;
+    }
+    match addr.find(":::") {
+        Some(i) if addr.matches(":::").count() == 1 && !addr.contains("::::") => {
+            let fixed = format!(
+                "{}{}",
+                addr.get(..i).unwrap_or(""),
+                addr.get(i + 1..).unwrap_or("")
+            );
+            let ends_in_ipv4 = addr
+                .rsplit(':')
+                .next()
+                .is_some_and(|last| last.contains('.'));
+            ends_in_ipv4 && fixed.parse::<Ipv6Addr>().is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// `host [":" port]` where host may be an IPv6 reference in brackets; shared with Via sent-by.
+pub(crate) fn parse_hostport(hostport: &str) -> Result<(String, Option<u16>), UriError> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or(UriError::UnterminatedIpv6)?;
+        if !valid_ipv6(addr) {
+            return Err(UriError::BadIpv6);
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(UriError::BadPort)?),
+        };
+        (addr, port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(UriError::NoHost);
+    }
+    if !hostport.starts_with('[') && !valid_hostname(host) {
+        return Err(UriError::BadHost);
+    }
+    let port = match port {
+        Some(p) => Some(parse_port(p)?),
+        None => None,
+    };
+    Ok((host.to_string(), port))
+}
+
+fn parse_port(p: &str) -> Result<u16, UriError> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UriError::BadPort);
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(UriError::BadPort),
+        Ok(n) => Ok(n),
+    }
 }
 
 impl Uri {
@@ -134,51 +276,40 @@ impl Uri {
         }
     }
 
+    /// Parses exactly one URI: surrounding whitespace is the caller's to strip, because where
+    /// SIP allows a URI (Request-Line, inside `<>`) LWS around it is itself an error.
     pub fn parse(s: &str) -> Result<Uri, UriError> {
-        let s = s.trim();
-        if s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"') {
-            return Err(UriError::BadCharacter);
+        if s.is_empty() {
+            return Err(UriError::Empty);
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(UriError::Whitespace);
         }
         let (scheme, rest) = s.split_once(':').ok_or(UriError::NoScheme)?;
-        if scheme.is_empty()
-            || !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        if scheme.is_empty() {
+            return Err(UriError::NoScheme);
+        }
+        if !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         {
             return Err(UriError::BadScheme);
         }
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "sip" => Scheme::Sip,
-            "sips" => Scheme::Sips,
-            "tel" => Scheme::Tel,
-            other => Scheme::Other(other.to_string()),
-        };
-        match scheme {
-            Scheme::Sip | Scheme::Sips => Self::parse_sip(scheme, rest),
-            Scheme::Tel => {
-                let (number, params) = match rest.split_once(';') {
-                    Some((n, p)) => (n, parse_params(p)?),
-                    None => (rest, Vec::new()),
-                };
-                if number.is_empty() || !valid_part(number, "+-.()") {
-                    return Err(UriError::BadUser);
-                }
-                Ok(Uri {
-                    scheme: Scheme::Tel,
-                    user: Some(number.to_string()),
-                    password: None,
-                    host: String::new(),
-                    port: None,
-                    params,
-                    headers: Vec::new(),
-                    opaque: None,
-                })
-            }
-            Scheme::Other(_) => {
+        match scheme.to_ascii_lowercase().as_str() {
+            "sip" => Self::parse_sip(Scheme::Sip, rest),
+            "sips" => Self::parse_sip(Scheme::Sips, rest),
+            "tel" => Self::parse_tel(rest),
+            other => {
                 if rest.is_empty() {
+                    return Err(UriError::EmptyOpaque);
+                }
+                // '<', '>' and '"' delimit URIs in header fields, so no absoluteURI holds them.
+                if rest.contains(['<', '>', '"']) {
                     return Err(UriError::BadCharacter);
                 }
                 Ok(Uri {
-                    scheme,
+                    scheme: Scheme::Other(other.to_string()),
                     user: None,
                     password: None,
                     host: String::new(),
@@ -191,25 +322,38 @@ impl Uri {
         }
     }
 
-    fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri, UriError> {
-        let (rest, headers) = match rest.split_once('?') {
-            Some((r, h)) => {
-                let mut headers = Vec::new();
-                for pair in h.split('&') {
-                    let (n, v) = pair.split_once('=').ok_or(UriError::BadParameter)?;
-                    if n.is_empty() || !valid_part(n, "[]/?:+$") || !valid_part(v, "[]/?:+$") {
-                        return Err(UriError::BadParameter);
-                    }
-                    headers.push((n.to_string(), v.to_string()));
-                }
-                (r, headers)
-            }
+    fn parse_tel(rest: &str) -> Result<Uri, UriError> {
+        let (number, params) = match rest.split_once(';') {
+            Some((n, p)) => (n, parse_params(p)?),
             None => (rest, Vec::new()),
         };
-        // '@' cannot appear unescaped in the user part, so the first one ends it; the user
-        // part may hold ';' (RFC 4475 "semiuri").
+        if number.is_empty()
+            || !number
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || "+-.()*#%".contains(c))
+        {
+            return Err(UriError::BadNumber);
+        }
+        if !valid_escapes(number) {
+            return Err(UriError::BadEscape);
+        }
+        Ok(Uri {
+            scheme: Scheme::Tel,
+            user: Some(number.to_string()),
+            password: None,
+            host: String::new(),
+            port: None,
+            params,
+            headers: Vec::new(),
+            opaque: None,
+        })
+    }
+
+    fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri, UriError> {
+        // '@' is allowed unescaped nowhere but as the end of userinfo, while the user part may
+        // hold ';' and '?' (RFC 4475 "semiuri", "intmeth"): so split there before anything else.
         let (userinfo, hostpart) = match rest.find('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            Some(i) => (rest.get(..i), rest.get(i + 1..).unwrap_or("")),
             None => (None, rest),
         };
         let (user, password) = match userinfo {
@@ -218,54 +362,26 @@ impl Uri {
                     Some((u, p)) => (u, Some(p)),
                     None => (info, None),
                 };
-                if u.is_empty() || !valid_part(u, "&=+$,;?/") {
+                if u.is_empty() {
                     return Err(UriError::BadUser);
                 }
+                check_part(u, USER_UNRESERVED, UriError::BadUser)?;
                 if let Some(p) = p {
-                    if !valid_part(p, "&=+$,") {
-                        return Err(UriError::BadUser);
-                    }
+                    check_part(p, PASSWORD_EXTRA, UriError::BadPassword)?;
                 }
                 (Some(u.to_string()), p.map(str::to_string))
             }
             None => (None, None),
         };
+        let (hostpart, headers) = match hostpart.split_once('?') {
+            Some((h, q)) => (h, parse_headers(q)?),
+            None => (hostpart, Vec::new()),
+        };
         let (hostport, params) = match hostpart.split_once(';') {
             Some((h, p)) => (h, parse_params(p)?),
             None => (hostpart, Vec::new()),
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (addr, after) = v6.split_once(']').ok_or(UriError::BadHost)?;
-            if addr.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(UriError::BadHost);
-            }
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or(UriError::BadPort)?),
-            };
-            (addr.to_string(), port)
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (hostport.to_string(), None),
-            }
-        };
-        if host.is_empty() {
-            return Err(UriError::NoHost);
-        }
-        if !host.contains(':') && !valid_hostname(&host) {
-            return Err(UriError::BadHost);
-        }
-        let port = match port {
-            Some(p) => {
-                let n: u16 = p.parse().map_err(|_| UriError::BadPort)?;
-                if n == 0 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(UriError::BadPort);
-                }
-                Some(n)
-            }
-            None => None,
-        };
+        let (host, port) = parse_hostport(hostport)?;
         Ok(Uri {
             scheme,
             user,
@@ -278,6 +394,7 @@ impl Uri {
         })
     }
 
+    /// Parameter by name, case-insensitively: `Some(None)` for a flag such as `;lr`.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         self.params
             .iter()
@@ -290,23 +407,40 @@ impl Uri {
     }
 }
 
+fn write_params(f: &mut fmt::Formatter<'_>, params: &[(String, Option<String>)]) -> fmt::Result {
+    for (n, v) in params {
+        match v {
+            Some(v) => write!(f, ";{n}={v}")?,
+            None => write!(f, ";{n}")?,
+        }
+    }
+    Ok(())
+}
+
+/// Brackets an IPv6 host so its colons are not read as a port separator.
+pub(crate) fn write_host(f: &mut fmt::Formatter<'_>, host: &str, port: Option<u16>) -> fmt::Result {
+    if host.contains(':') {
+        write!(f, "[{host}]")?;
+    } else {
+        f.write_str(host)?;
+    }
+    if let Some(port) = port {
+        write!(f, ":{port}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scheme {
-            Scheme::Sip => f.write_str("sip:")?,
-            Scheme::Sips => f.write_str("sips:")?,
+            Scheme::Sip | Scheme::Sips => {}
             Scheme::Tel => {
                 write!(f, "tel:{}", self.user.as_deref().unwrap_or(""))?;
-                for (n, v) in &self.params {
-                    match v {
-                        Some(v) => write!(f, ";{n}={v}")?,
-                        None => write!(f, ";{n}")?,
-                    }
-                }
-                return Ok(());
+                return write_params(f, &self.params);
             }
             Scheme::Other(s) => return write!(f, "{s}:{}", self.opaque.as_deref().unwrap_or("")),
         }
+        write!(f, "{}:", self.scheme.as_str())?;
         if let Some(user) = &self.user {
             f.write_str(user)?;
             if let Some(p) = &self.password {
@@ -314,20 +448,8 @@ impl fmt::Display for Uri {
             }
             f.write_str("@")?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
-        } else {
-            f.write_str(&self.host)?;
-        }
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
-        }
-        for (n, v) in &self.params {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
-            }
-        }
+        write_host(f, &self.host, self.port)?;
+        write_params(f, &self.params)?;
         for (i, (n, v)) in self.headers.iter().enumerate() {
             write!(f, "{}{n}={v}", if i == 0 { '?' } else { '&' })?;
         }
@@ -346,8 +468,12 @@ impl std::str::FromStr for Uri {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Uri {
+        Uri::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
     #[test]
-    fn parses_and_prints_sip_uris() {
+    fn sip_uris_round_trip() {
         for text in [
             "sip:alice@atlanta.com",
             "sip:alice:secret@atlanta.com;transport=tcp",
@@ -357,50 +483,130 @@ mod tests {
             "sip:alice;day=tuesday@atlanta.com",
             "sip:[2001:db8::10]:5070;lr",
             "sip:127.0.0.1",
+            "sip:user@example.com?Route=%3Csip:example.com%3E",
+            "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31",
         ] {
-            let uri = Uri::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!(uri.to_string(), text);
+            assert_eq!(parse(text).to_string(), text);
+            assert_eq!(parse(&parse(text).to_string()), parse(text));
         }
-        let uri = Uri::parse("sip:user;par=u%40example.net@example.com").expect("semiuri");
+    }
+
+    #[test]
+    fn user_part_may_hold_semicolons_and_question_marks() {
+        let uri = parse("sip:user;par=u%40example.net@example.com");
         assert_eq!(uri.user.as_deref(), Some("user;par=u%40example.net"));
         assert_eq!(uri.host, "example.com");
-        let v6 = Uri::parse("sip:[2001:db8::10]:5070").expect("v6");
+        assert!(uri.params.is_empty());
+        let crazy = "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
+        let uri = parse(crazy);
+        assert_eq!(
+            uri.user.as_deref(),
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
+        assert_eq!(
+            uri.password.as_deref(),
+            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        );
+        assert_eq!(uri.to_string(), crazy);
+    }
+
+    #[test]
+    fn ipv6_references() {
+        let v6 = parse("sip:[2001:db8::10]:5070");
         assert_eq!((v6.host.as_str(), v6.port), ("2001:db8::10", Some(5070)));
-        assert_eq!(Uri::parse("sip:%61lice@a.com").expect("esc").user_unescaped().as_deref(), Some("alice"));
-        assert_eq!(Uri::parse("sip:a@b;Transport=TCP").expect("p").param("transport"), Some(Some("TCP")));
+        // RFC 5118 §4.3: the last group belongs to the address, not a port.
+        let ambiguous = parse("sip:[2001:db8::10:5070]");
+        assert_eq!(
+            (ambiguous.host.as_str(), ambiguous.port),
+            ("2001:db8::10:5070", None)
+        );
+        assert_eq!(ambiguous.to_string(), "sip:[2001:db8::10:5070]");
+        let mapped = parse("sip:ted@[::ffff:192.0.2.2]");
+        assert_eq!(mapped.host, "::ffff:192.0.2.2");
+        // RFC 5118 §4.10: tolerate RFC 3261's three-colon ABNF bug, keep it as written.
+        assert_eq!(
+            parse("sip:user@[2001:db8:::192.0.2.1]").host,
+            "2001:db8:::192.0.2.1"
+        );
+        assert_eq!(Uri::parse("sip:2001:db8::10"), Err(UriError::BadPort));
+        assert_eq!(
+            Uri::parse("sip:[2001:db8::10"),
+            Err(UriError::UnterminatedIpv6)
+        );
+        assert_eq!(Uri::parse("sip:[2001:db8:::10]"), Err(UriError::BadIpv6));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            parse("sip:%61lice@a.com").user_unescaped().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            parse("sip:null-%00-null@a.com").user_unescaped().as_deref(),
+            Some("null-\0-null")
+        );
+        assert_eq!(
+            parse("sip:a@b;Transport=TCP").param("transport"),
+            Some(Some("TCP"))
+        );
+        assert_eq!(parse("sip:a@b;lr").param("LR"), Some(None));
+        assert_eq!(parse("sip:a@b").param("lr"), None);
+        assert_eq!(parse("SIP:a@b").scheme, Scheme::Sip);
+        let built = Uri::sip(Some("bob"), "2001:db8::1", Some(5060));
+        assert_eq!(built.to_string(), "sip:bob@[2001:db8::1]:5060");
+        assert_eq!("sip:bob@[2001:db8::1]:5060".parse::<Uri>(), Ok(built));
     }
 
     #[test]
     fn tel_and_other_schemes() {
-        let tel = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").expect("tel");
+        let tel = parse("tel:+1-201-555-0123;phone-context=example.com");
         assert_eq!(tel.scheme, Scheme::Tel);
         assert_eq!(tel.user.as_deref(), Some("+1-201-555-0123"));
-        assert_eq!(tel.to_string(), "tel:+1-201-555-0123;phone-context=example.com");
-        let other = Uri::parse("http://example.com/x").expect("absolute URI");
+        assert_eq!(
+            tel.to_string(),
+            "tel:+1-201-555-0123;phone-context=example.com"
+        );
+        let other = parse("http://example.com/x");
         assert_eq!(other.scheme, Scheme::Other("http".into()));
         assert_eq!(other.to_string(), "http://example.com/x");
+        let odd = parse("nobodyKnowsThisScheme:totallyopaquecontent");
+        assert_eq!(odd.scheme, Scheme::Other("nobodyknowsthisscheme".into()));
+        assert_eq!(parse(&odd.to_string()), odd);
     }
 
     #[test]
     fn rejects_malformed_uris() {
-        for bad in [
-            "",
-            "alice@atlanta.com",
-            "sip:",
-            "sip:alice@",
-            "sip:alice@host:99999",
-            "sip:alice@host:0",
-            "sip:alice@host:abc",
-            "sip:al ice@host",
-            "<sip:alice@host>",
-            "sip:alice@[::1",
-            "sip:alice@[zz::1]",
-            "sip:alice@ho_st",
-            "sip:alice%2@host",
-            "sip:alice@host;;lr",
-            "1sip:alice@host",
+        for (bad, why) in [
+            ("", UriError::Empty),
+            ("alice@atlanta.com", UriError::NoScheme),
+            (":alice", UriError::NoScheme),
+            ("1sip:alice@host", UriError::BadScheme),
+            ("sip:", UriError::NoHost),
+            ("sip:alice@", UriError::NoHost),
+            ("sip:alice@host:99999", UriError::BadPort),
+            ("sip:alice@host:0", UriError::BadPort),
+            ("sip:alice@host:", UriError::BadPort),
+            ("sip:alice@host:abc", UriError::BadPort),
+            ("sip:al ice@host", UriError::Whitespace),
+            (" sip:alice@host", UriError::Whitespace),
+            ("sip:alice@host\0", UriError::Whitespace),
+            ("sip:alice@[zz::1]", UriError::BadIpv6),
+            ("sip:alice@ho_st", UriError::BadHost),
+            ("sip:alice@-host", UriError::BadHost),
+            ("sip:alice%2@host", UriError::BadEscape),
+            ("sip:al<ice@host", UriError::BadUser),
+            ("sip:alice:pa@ss@host", UriError::BadHost),
+            ("sip:alice@host;;lr", UriError::BadParameter),
+            ("sip:alice@host;lr=", UriError::BadParameter),
+            ("sip:alice@host?x", UriError::BadHeader),
+            ("sip:alice@host?=y", UriError::BadHeader),
+            ("tel:", UriError::BadNumber),
+            ("tel:+1 555", UriError::Whitespace),
+            ("http:", UriError::EmptyOpaque),
+            ("http:<x>", UriError::BadCharacter),
         ] {
-            assert!(Uri::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert_eq!(Uri::parse(bad), Err(why), "{bad:?}");
         }
     }
 }

@@ -20,12 +20,14 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Blocks of ports per test so tests in one binary can run in parallel.
+    /// Blocks of ports per test so tests in one binary can run in parallel. Every fixed port of
+    /// the tests (these, and the peers' 25000-29999) lies below the kernel's ephemeral range
+    /// (32768 and up), so a socket some process opened on port 0 never takes one of them.
     pub fn block(n: u16) -> Ports {
         Ports {
-            sip: 15060 + n * 10,
-            http: 18080 + n * 10,
-            rtp_min: 30000 + n * 200,
+            sip: 11000 + n * 10,
+            http: 12000 + n * 10,
+            rtp_min: 14000 + n * 200,
         }
     }
 }
@@ -162,7 +164,13 @@ file = "{root}/config/announcement.wav"
     }
 
     /// One HTTP/1.1 request to the gateway; (status, body).
-    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.ports.http))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let body = body.unwrap_or("");
@@ -205,7 +213,10 @@ file = "{root}/config/announcement.wav"
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("calls still live after {within:?}; log:\n{}", self.log_text());
+        panic!(
+            "calls still live after {within:?}; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
@@ -242,7 +253,14 @@ pub fn make_ulaw_tone(path: &Path, seconds: f32, freq: u32) {
     let status = Command::new("sox")
         .args(["-n", "-r", "8000", "-c", "1", "-e", "u-law", "-t", "ul"])
         .arg(path)
-        .args(["synth", &seconds.to_string(), "sine", &freq.to_string(), "vol", "0.5"])
+        .args([
+            "synth",
+            &seconds.to_string(),
+            "sine",
+            &freq.to_string(),
+            "vol",
+            "0.5",
+        ])
         .status()
         .expect("sox runs");
     assert!(status.success(), "sox made the tone");
@@ -305,7 +323,7 @@ pub fn sipp_call_counts(stat_csv: &Path) -> (u64, u64) {
     let text = std::fs::read_to_string(stat_csv).expect("sipp stat file");
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().expect("stat header").split(';').collect();
-    let last: Vec<&str> = lines.last().expect("stat row").split(';').collect();
+    let last: Vec<&str> = lines.next_back().expect("stat row").split(';').collect();
     let col = |name: &str| {
         header
             .iter()
@@ -492,7 +510,13 @@ pub fn sip_exchange(from: &str, to: SocketAddr, message: &[u8]) -> Option<String
 
 /// A SIP request with the usual mandatory headers, for raw exchanges. `{port}` in
 /// `extra_headers` or `body` is not substituted: callers format it themselves.
-pub fn raw_request(method: &str, uri: &str, local: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+pub fn raw_request(
+    method: &str,
+    uri: &str,
+    local: &str,
+    extra_headers: &str,
+    body: &str,
+) -> Vec<u8> {
     let branch = format!("z9hG4bK{:x}", rand_u64());
     let tag = format!("{:x}", rand_u64());
     let call_id = format!("{:x}@test", rand_u64());
