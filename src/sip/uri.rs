@@ -484,7 +484,7 @@ mod tests {
             "sip:[2001:db8::10]:5070;lr",
             "sip:127.0.0.1",
             "sip:user@example.com?Route=%3Csip:example.com%3E",
-            "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31",
+            "sip:ag%65nt7@edge.example.org;%74x;r%6fle=s%61les%25%32%30",
         ] {
             assert_eq!(parse(text).to_string(), text);
             assert_eq!(parse(&parse(text).to_string()), parse(text));
@@ -497,15 +497,13 @@ mod tests {
         assert_eq!(uri.user.as_deref(), Some("user;par=u%40example.net"));
         assert_eq!(uri.host, "example.com");
         assert!(uri.params.is_empty());
-        let crazy = "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
+        let crazy =
+            "sip:desk~7(north)&ops'+q$/odd?,/;;*:&pin=4,key!*s$cr~t_(it's.fine)@example.com";
         let uri = parse(crazy);
-        assert_eq!(
-            uri.user.as_deref(),
-            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
-        );
+        assert_eq!(uri.user.as_deref(), Some("desk~7(north)&ops'+q$/odd?,/;;*"));
         assert_eq!(
             uri.password.as_deref(),
-            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+            Some("&pin=4,key!*s$cr~t_(it's.fine)")
         );
         assert_eq!(uri.to_string(), crazy);
     }
@@ -543,8 +541,8 @@ mod tests {
             Some("alice")
         );
         assert_eq!(
-            parse("sip:null-%00-null@a.com").user_unescaped().as_deref(),
-            Some("null-\0-null")
+            parse("sip:nul%00byte@a.com").user_unescaped().as_deref(),
+            Some("nul\0byte")
         );
         assert_eq!(
             parse("sip:a@b;Transport=TCP").param("transport"),
@@ -570,8 +568,8 @@ mod tests {
         let other = parse("http://example.com/x");
         assert_eq!(other.scheme, Scheme::Other("http".into()));
         assert_eq!(other.to_string(), "http://example.com/x");
-        let odd = parse("nobodyKnowsThisScheme:totallyopaquecontent");
-        assert_eq!(odd.scheme, Scheme::Other("nobodyknowsthisscheme".into()));
+        let odd = parse("callgateProbe:opaque-Part-42");
+        assert_eq!(odd.scheme, Scheme::Other("callgateprobe".into()));
         assert_eq!(parse(&odd.to_string()), odd);
     }
 
