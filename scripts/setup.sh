@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages callgate's build and tests need, when they are missing:
-#   cmake (builds the bundled libopus), sip-tester (sipp), baresip-core, sox, tcpdump.
+# Installs what callgate's build and tests need, when it is missing:
+#   cmake (builds the bundled libopus and aws-lc), sip-tester (sipp), baresip-core, sox,
+#   tcpdump, chromium (the dialer page's end-to-end tests), nodejs/npm and playwright-core
+#   (drives Chromium; never downloads a browser of its own).
 # Safe to run repeatedly; does nothing when everything is there. Needs root (or sudo) only
 # when something is missing.
 set -euo pipefail
@@ -11,10 +13,18 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v sox     >/dev/null 2>&1 || need+=(sox)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node    >/dev/null 2>&1 || need+=(nodejs)
+command -v npm     >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+browser_tests="$(dirname "$0")/../tests/browser"
+if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+  echo "installing playwright-core for the browser tests"
+  (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -14,7 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
 use crate::config::Config;
-use crate::controller::{Command, Controller, Event, MediaPlan};
+use crate::controller::{
+    AgentId, AgentRequest, Call, Command, ConnId, Controller, Event, MediaPlan, Notice,
+    RequestError,
+};
+use crate::media::bridge::AgentLink;
 use crate::media::call::{
     CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY,
 };
@@ -23,6 +27,9 @@ use crate::media::stats::MediaCounters;
 use crate::sdp::LocalMedia;
 use crate::sip::message::{Message, ParseError, MAX_MESSAGE_SIZE};
 use crate::sip::transaction::{LocalAddress, TimerValues, TransactionLayer, Transmit, Transport};
+use crate::webrtc::{
+    PeerCodec, Route, WebrtcCounters, WebrtcEvent, WebrtcHost, WebrtcInput, AGENT_AUDIO_CAPACITY,
+};
 
 /// Inbound SIP from TCP connections to the signalling task. When full, connection readers
 /// wait (TCP back-pressure), which is the right thing for a stream.
@@ -34,6 +41,14 @@ const TCP_WRITE_CAPACITY: usize = 256;
 const MEDIA_EVENT_CAPACITY: usize = 4096;
 /// Operator requests from the HTTP API.
 const ADMIN_CAPACITY: usize = 64;
+/// Agent connections' requests to the signalling task; a full queue makes the WebSocket task
+/// wait (back-pressure on that one agent).
+const AGENT_INPUT_CAPACITY: usize = 1024;
+/// Notices queued toward one agent's WebSocket; when full the agent is too slow to follow its
+/// calls and the connection is closed (it gets a fresh snapshot when it reconnects).
+pub const AGENT_OUTBOUND_CAPACITY: usize = 256;
+/// Peer connection events toward the signalling task.
+const WEBRTC_EVENT_CAPACITY: usize = 256;
 /// How long a clean shutdown waits for BYEs to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -89,12 +104,108 @@ pub struct LiveCall {
     pub dtmf: String,
 }
 
+/// From an agent's WebSocket to the signalling task.
+#[derive(Debug)]
+pub enum AgentInput {
+    /// Authenticated; the reply is the agent's snapshot. A connection already open for this
+    /// agent is closed (4409) and this one inherits its calls.
+    Connect {
+        agent: AgentId,
+        conn: ConnId,
+        codec: Arc<PeerCodec>,
+        outbound: mpsc::Sender<AgentOutbound>,
+        reply: oneshot::Sender<Vec<Call>>,
+    },
+    Disconnect {
+        agent: AgentId,
+        conn: ConnId,
+    },
+    Request {
+        agent: AgentId,
+        request: AgentCall,
+        reply: oneshot::Sender<Result<String, AgentError>>,
+    },
+    Snapshot {
+        agent: AgentId,
+        reply: oneshot::Sender<Vec<Call>>,
+    },
+}
+
+/// An agent's call request before the signalling task gives a new call its id.
+#[derive(Debug, Clone)]
+pub enum AgentCall {
+    Answer { call: String },
+    Decline { call: String },
+    Hangup { call: String },
+    Dial { to: String },
+    Dtmf { call: String, digits: String },
+}
+
+/// An agent request's failure, with the agent protocol's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<RequestError> for AgentError {
+    fn from(e: RequestError) -> AgentError {
+        AgentError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// From the signalling task to one agent's WebSocket.
+#[derive(Debug, Clone)]
+pub enum AgentOutbound {
+    Notice(Notice),
+    /// Close the WebSocket with this code.
+    Close(u16),
+}
+
+/// Maps the monotonic clock of the cores to wall-clock time for the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    pub fn at(&self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.instant) {
+            Some(after) => self.system + after,
+            None => self.system - self.instant.duration_since(t),
+        }
+    }
+}
+
 /// What the HTTP shell needs to reach the running gateway.
 #[derive(Clone)]
 pub struct AppHandle {
     pub admin: mpsc::Sender<AdminRequest>,
+    pub agents: mpsc::Sender<AgentInput>,
+    pub webrtc: mpsc::Sender<WebrtcInput>,
     pub config: Arc<Config>,
     pub counters: Arc<MediaCounters>,
+    pub webrtc_counters: Arc<WebrtcCounters>,
+    pub clock: WallClock,
+    pub next_conn: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One agent's open WebSocket as the signalling task knows it.
+struct AgentConnection {
+    agent: AgentId,
+    codec: Arc<PeerCodec>,
+    outbound: mpsc::Sender<AgentOutbound>,
 }
 
 struct MediaHandle {
@@ -117,6 +228,17 @@ struct Signalling {
     counters: Arc<MediaCounters>,
     audio_files: HashMap<PathBuf, Arc<Vec<i16>>>,
     pending_admin: HashMap<String, oneshot::Sender<Result<String, String>>>,
+    webrtc: mpsc::Sender<WebrtcInput>,
+    connections: HashMap<ConnId, AgentConnection>,
+}
+
+/// A new call id: time-ordered, unique enough for one gateway.
+fn new_call_id() -> String {
+    format!(
+        "c_{:010x}{:010x}",
+        unix_secs(),
+        rand::random::<u64>() & 0xff_ffff_ffff
+    )
 }
 
 fn unix_secs() -> u64 {
@@ -151,6 +273,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             addr: config.http.listen,
             source,
         })?;
+    let webrtc_socket = UdpSocket::bind(config.webrtc.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "WebRTC UDP",
+            addr: config.webrtc.listen,
+            source,
+        })?;
+    let webrtc_counters = Arc::new(WebrtcCounters::default());
+    let (webrtc_events_tx, mut webrtc_events) = mpsc::channel(WEBRTC_EVENT_CAPACITY);
+    let (webrtc_tx, webrtc_rx) = mpsc::channel(crate::webrtc::INPUT_CAPACITY);
+    let host = WebrtcHost::new(
+        webrtc_socket,
+        config.webrtc.public_ip,
+        webrtc_events_tx,
+        Arc::clone(&webrtc_counters),
+    )?;
+    tokio::spawn(host.run(webrtc_rx));
+    let (agents_tx, mut agents_rx) = mpsc::channel(AGENT_INPUT_CAPACITY);
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);
@@ -160,8 +300,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(accept_sip_tcp(tcp, tcp_tx.clone()));
     let handle = AppHandle {
         admin: admin_tx,
+        agents: agents_tx,
+        webrtc: webrtc_tx.clone(),
         config: Arc::clone(&config),
         counters: Arc::clone(&counters),
+        webrtc_counters,
+        clock: WallClock::now(),
+        next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
     tokio::spawn(async move {
         if let Err(e) = crate::api::serve(http, handle).await {
@@ -194,7 +339,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     b2bua.set_unix_time(unix_secs());
     let mut sig = Signalling {
         b2bua,
-        controller: Controller::new(&config.routes),
+        controller: Controller::new(&config.routes, &config.agents),
         udp: Arc::clone(&udp),
         tcp_writers: HashMap::new(),
         tcp_input: tcp_tx,
@@ -206,6 +351,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         counters,
         audio_files: HashMap::new(),
         pending_admin: HashMap::new(),
+        webrtc: webrtc_tx,
+        connections: HashMap::new(),
     };
     sig.preload_audio()?;
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
@@ -230,6 +377,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(input) = tcp_rx.recv() => sig.on_tcp(input),
             Some(event) = media_rx.recv() => sig.on_media_event(event),
             Some(request) = admin_rx.recv() => sig.on_admin(request),
+            Some(input) = agents_rx.recv() => sig.on_agent(input),
+            Some(event) = webrtc_events.recv() => match event {
+                WebrtcEvent::Connected { peer } => tracing::debug!(peer, "agent media up"),
+                WebrtcEvent::Disconnected { peer } => tracing::debug!(peer, "agent media down"),
+            },
             _ = sleep => sig.b2bua.handle_timeout(Instant::now()),
             _ = terminate.recv(), if shutting_down.is_none() => {
                 tracing::info!(calls = sig.b2bua.live_legs(), "shutting down: ending live calls");
@@ -394,11 +546,13 @@ impl Signalling {
             LegEvent::Incoming {
                 leg,
                 from_number,
+                from_name,
                 to_user,
                 ..
             } => Event::Incoming {
                 call: leg,
                 from: from_number,
+                from_name,
                 to_user,
             },
             LegEvent::Answered { leg, audio } => {
@@ -463,11 +617,7 @@ impl Signalling {
     fn on_admin(&mut self, request: AdminRequest) {
         match request {
             AdminRequest::Dial { to, plan, reply } => {
-                let call = format!(
-                    "c_{:010x}{:010x}",
-                    unix_secs(),
-                    rand::random::<u64>() & 0xff_ffff_ffff
-                );
+                let call = new_call_id();
                 self.pending_admin.insert(call.clone(), reply);
                 let commands = self
                     .controller
@@ -488,18 +638,10 @@ impl Signalling {
                     .calls()
                     .map(|c| LiveCall {
                         call_id: c.id.clone(),
-                        direction: match c.direction {
-                            crate::controller::Direction::Inbound => "inbound",
-                            crate::controller::Direction::Outbound => "outbound",
-                        },
+                        direction: c.direction.as_str(),
                         from: c.from.clone(),
                         to: c.to.clone(),
-                        status: match c.status {
-                            crate::controller::Status::Ringing => "ringing",
-                            crate::controller::Status::Dialing => "dialing",
-                            crate::controller::Status::Active => "active",
-                            crate::controller::Status::Ended => "ended",
-                        },
+                        status: c.status.as_str(),
                         dtmf: c.dtmf.clone(),
                     })
                     .collect();
@@ -552,6 +694,8 @@ impl Signalling {
     fn source_for(&mut self, plan: &MediaPlan) -> Source {
         match plan {
             MediaPlan::Echo => Source::Echo,
+            // The bridge replaces the source once the agent's media is attached.
+            MediaPlan::Agent(_) => Source::Silence,
             MediaPlan::Announce(path) => match self.audio(path) {
                 Some(samples) => Source::Play(samples),
                 None => Source::Silence,
@@ -579,6 +723,176 @@ impl Signalling {
         tokio::spawn(media.run(rx));
         self.media
             .insert(call.to_string(), MediaHandle { commands: tx, port });
+    }
+
+    fn connection_of(&self, agent: &str) -> Option<ConnId> {
+        self.connections
+            .iter()
+            .find(|(_, c)| c.agent == agent)
+            .map(|(id, _)| *id)
+    }
+
+    /// Connect a call's media and the agent's peer connection, both ways.
+    fn bridge(&mut self, call: &str, agent: &str) {
+        let Some(conn) = self.connection_of(agent) else {
+            return;
+        };
+        let Some(codec) = self.connections.get(&conn).map(|c| Arc::clone(&c.codec)) else {
+            return;
+        };
+        let Some(media) = self.media.get(call) else {
+            tracing::warn!(%call, "bridge without media");
+            return;
+        };
+        let (to_call, from_agent) = mpsc::channel(AGENT_AUDIO_CAPACITY);
+        let link = AgentLink {
+            peer: conn,
+            codec,
+            webrtc: self.webrtc.clone(),
+            from_agent,
+        };
+        if media.commands.try_send(MediaCommand::Bridge(link)).is_err() {
+            tracing::warn!(%call, "media task not taking commands; bridge lost");
+        }
+        let route = Route {
+            call: call.to_string(),
+            to_call,
+        };
+        if self
+            .webrtc
+            .try_send(WebrtcInput::Route {
+                peer: conn,
+                route: Some(route),
+            })
+            .is_err()
+        {
+            tracing::warn!(%call, "WebRTC task queue full; route lost");
+        }
+    }
+
+    fn notify(&mut self, agent: &str, notice: Notice) {
+        let Some(conn) = self.connection_of(agent) else {
+            return;
+        };
+        let full = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.outbound.try_send(AgentOutbound::Notice(notice)).is_err());
+        if full {
+            tracing::warn!(%agent, "agent not reading its notices; closing its connection");
+            if let Some(c) = self.connections.get(&conn) {
+                let _ = c.outbound.try_send(AgentOutbound::Close(1008));
+            }
+        }
+    }
+
+    fn on_agent(&mut self, input: AgentInput) {
+        let now = Instant::now();
+        match input {
+            AgentInput::Connect {
+                agent,
+                conn,
+                codec,
+                outbound,
+                reply,
+            } => {
+                tracing::info!(%agent, conn, "agent connected");
+                let commands = self.controller.handle(
+                    Event::AgentConnected {
+                        agent: agent.clone(),
+                        conn,
+                    },
+                    now,
+                );
+                self.execute(commands);
+                self.connections.insert(
+                    conn,
+                    AgentConnection {
+                        agent: agent.clone(),
+                        codec,
+                        outbound,
+                    },
+                );
+                // Calls inherited from a replaced connection keep their media on this one.
+                if let Some(active) = self.controller.active_call(&agent).map(|c| c.id.clone()) {
+                    self.bridge(&active, &agent);
+                }
+                let _ = reply.send(self.controller.snapshot(&agent));
+            }
+            AgentInput::Disconnect { agent, conn } => {
+                tracing::info!(%agent, conn, "agent disconnected");
+                let _ = self.webrtc.try_send(WebrtcInput::Close { peer: conn });
+                let current = self.connections.remove(&conn).is_some();
+                if current {
+                    let commands = self
+                        .controller
+                        .handle(Event::AgentDisconnected { agent, conn }, now);
+                    self.execute(commands);
+                }
+            }
+            AgentInput::Snapshot { agent, reply } => {
+                let _ = reply.send(self.controller.snapshot(&agent));
+            }
+            AgentInput::Request {
+                agent,
+                request,
+                reply,
+            } => {
+                let result = self.agent_request(&agent, request, now);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn agent_request(
+        &mut self,
+        agent: &str,
+        request: AgentCall,
+        now: Instant,
+    ) -> Result<String, AgentError> {
+        let request = match request {
+            AgentCall::Answer { call } => AgentRequest::Answer { call },
+            AgentCall::Decline { call } => AgentRequest::Decline { call },
+            AgentCall::Hangup { call } => AgentRequest::Hangup { call },
+            AgentCall::Dtmf { call, digits } => AgentRequest::Dtmf { call, digits },
+            AgentCall::Dial { to } => {
+                let to = to.trim().to_string();
+                if let Err(e) = self.b2bua.trunks_for(&to) {
+                    let code = match e {
+                        crate::b2bua::DialError::DialPlanDenied(_) => "dial_plan_denied",
+                        _ => "bad_request",
+                    };
+                    return Err(AgentError {
+                        code,
+                        message: e.to_string(),
+                    });
+                }
+                AgentRequest::Dial {
+                    call: new_call_id(),
+                    to,
+                }
+            }
+        };
+        let (result, commands) = self.controller.request(agent, request, now);
+        if let Ok(call) = &result {
+            if let Some(did) = self
+                .config
+                .agents
+                .iter()
+                .find(|a| a.id == agent)
+                .and_then(|a| a.dids.first())
+            {
+                if self
+                    .controller
+                    .call(call)
+                    .is_some_and(|c| c.from.is_empty())
+                {
+                    self.controller.set_caller(call, did);
+                }
+            }
+        }
+        self.execute(commands);
+        result.map_err(AgentError::from)
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
@@ -623,7 +937,12 @@ impl Signalling {
                     let local = self.local_media(sockets.port);
                     let port = sockets.port;
                     self.pending_sockets.insert(call.clone(), sockets);
-                    if let Err(e) = self.b2bua.dial(now, &call, &to, "", local) {
+                    let from = self
+                        .controller
+                        .call(&call)
+                        .map(|c| c.from.clone())
+                        .unwrap_or_default();
+                    if let Err(e) = self.b2bua.dial(now, &call, &to, &from, local) {
                         self.pending_sockets.remove(&call);
                         self.ports.release(port);
                         if let Some(reply) = self.pending_admin.remove(&call) {
@@ -647,6 +966,30 @@ impl Signalling {
                     }
                 }
                 Command::Hangup { call } => self.b2bua.hangup(now, &call),
+                Command::Ring { call } => self.b2bua.ring(now, &call),
+                Command::Bridge { call, agent } => self.bridge(&call, &agent),
+                Command::Unbridge { call, agent } => {
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media.commands.try_send(MediaCommand::Unbridge);
+                    }
+                    if let Some(conn) = self.connection_of(&agent) {
+                        let _ = self.webrtc.try_send(WebrtcInput::Route {
+                            peer: conn,
+                            route: None,
+                        });
+                    }
+                }
+                Command::SendDtmf { call, digits } => {
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media.commands.try_send(MediaCommand::SendDtmf(digits));
+                    }
+                }
+                Command::Notify { agent, notice } => self.notify(&agent, notice),
+                Command::CloseConnection { conn, code, .. } => {
+                    if let Some(c) = self.connections.remove(&conn) {
+                        let _ = c.outbound.try_send(AgentOutbound::Close(code));
+                    }
+                }
                 Command::StopMedia { call } => {
                     if let Some(media) = self.media.remove(&call) {
                         let _ = media.commands.try_send(MediaCommand::Stop);

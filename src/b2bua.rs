@@ -961,16 +961,9 @@ impl B2bua {
         }
     }
 
-    /// Place an outbound call: the first trunk whose dial plan allows `target`, failing over
-    /// to the next on 5xx or timeout.
-    pub fn dial(
-        &mut self,
-        now: Instant,
-        id: &str,
-        target: &str,
-        from_number: &str,
-        local: LocalMedia,
-    ) -> Result<(), DialError> {
+    /// The trunks whose dial plan allows `target`, in configured order; an error when none
+    /// does or the target is neither an E.164 number nor a SIP URI.
+    pub fn trunks_for(&self, target: &str) -> Result<Vec<usize>, DialError> {
         let trunks: Vec<usize> = self
             .trunks
             .iter()
@@ -994,6 +987,20 @@ impl B2bua {
         {
             return Err(DialError::BadTarget(target.to_string()));
         }
+        Ok(trunks)
+    }
+
+    /// Place an outbound call: the first trunk whose dial plan allows `target`, failing over
+    /// to the next on 5xx or timeout.
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        id: &str,
+        target: &str,
+        from_number: &str,
+        local: LocalMedia,
+    ) -> Result<(), DialError> {
+        let trunks = self.trunks_for(target)?;
         // Healthy trunks first, configured order within each group.
         let mut ordered = trunks.clone();
         ordered.sort_by_key(|&i| !self.trunks[i].up);

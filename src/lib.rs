@@ -10,3 +10,4 @@ pub mod controller;
 pub mod media;
 pub mod sdp;
 pub mod sip;
+pub mod webrtc;

@@ -72,22 +72,15 @@ fn sipp_load_against_echo_hears_the_echo() {
     let gw = Gateway::start("echo_load", ports, &default_trunk(5999));
     let dir = gw.dir.clone();
     make_ulaw_tone(&dir.join("tone.ul"), 2.0, 440);
-    let media_port = 41000;
-    let capture = Capture::start(
-        dir.join("rtp.pcap"),
-        &format!(
-            "udp and dst port {media_port} and src portrange {}-{}",
-            ports.rtp_min,
-            ports.rtp_min + 199
-        ),
-    );
+    let media_port = 24000;
+    let capture = capture_rtp_to(&gw, media_port);
     let args = sipp_uac_args(
         &gw,
         &dir,
         Uac {
             scenario: "uac_echo.xml",
             service: "echo",
-            local_port: 41100,
+            local_port: 24100,
             media_port,
             calls: 200,
             limit: 50,

@@ -2,6 +2,10 @@
 //! /v1/dial`, hangup, live calls). Wire types live here at the edge; no call state is kept
 //! here: every request is a message to the signalling task.
 
+mod agent;
+mod web;
+pub mod wire;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -23,6 +27,10 @@ const DIAL_WAIT: Duration = Duration::from_secs(40);
 
 pub async fn serve(listener: TcpListener, handle: AppHandle) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/style.css", get(web::style))
+        .route("/v1/agent/ws", get(agent::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/dial", post(dial))

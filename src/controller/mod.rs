@@ -2,13 +2,19 @@
 //! call's status and what it is for (a route such as echo or an announcement, or an operator's
 //! test dial). Knows nothing of SIP, WebRTC or JSON: the b2bua and the media shell translate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::config::{RouteAction, RouteConfig};
+use crate::config::{AgentConfig, RouteAction, RouteConfig};
 
 pub type CallId = String;
+pub type AgentId = String;
+/// One agent WebSocket connection; a reconnect gets a new one.
+pub type ConnId = u64;
+
+/// Ended calls an agent still sees in its snapshot.
+const RECENT_ENDED: usize = 50;
 
 /// What a call's media does toward its SIP leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +23,8 @@ pub enum MediaPlan {
     Echo,
     /// Play a file, then the call ends.
     Announce(PathBuf),
+    /// Bridged to this agent's browser while the call is active.
+    Agent(AgentId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +33,36 @@ pub enum Direction {
     Outbound,
 }
 
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ringing,
+    Waiting,
     Dialing,
     Active,
+    OnHold,
     Ended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ringing => "ringing",
+            Status::Waiting => "waiting",
+            Status::Dialing => "dialing",
+            Status::Active => "active",
+            Status::OnHold => "on_hold",
+            Status::Ended => "ended",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +70,10 @@ pub enum EndReason {
     CallerHangup,
     AgentHangup,
     Declined,
+    Replaced,
+    AgentDisconnected,
     Failed,
+    Transferred,
 }
 
 impl EndReason {
@@ -47,31 +82,56 @@ impl EndReason {
             EndReason::CallerHangup => "caller_hangup",
             EndReason::AgentHangup => "agent_hangup",
             EndReason::Declined => "declined",
+            EndReason::Replaced => "replaced",
+            EndReason::AgentDisconnected => "agent_disconnected",
             EndReason::Failed => "failed",
+            EndReason::Transferred => "transferred",
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     pub id: CallId,
     pub direction: Direction,
     pub from: String,
+    /// The caller's display name from SIP, when it gave one.
+    pub from_name: Option<String>,
     pub to: String,
     pub status: Status,
     pub plan: MediaPlan,
+    /// The agent whose call this is.
+    pub agent: Option<AgentId>,
     pub created_at: Instant,
     pub answered_at: Option<Instant>,
+    pub queued_at: Option<Instant>,
+    pub ended_at: Option<Instant>,
+    pub end_reason: Option<EndReason>,
     /// DTMF digits received from the far end, in order.
     pub dtmf: String,
 }
 
-/// Inputs, from the SIP side, the media side and operators.
+impl Call {
+    /// The prospect's number: the caller on inbound calls, the callee on outbound ones.
+    pub fn prospect(&self) -> &str {
+        match self.direction {
+            Direction::Inbound => &self.from,
+            Direction::Outbound => &self.to,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.status != Status::Ended
+    }
+}
+
+/// Inputs, from the SIP side, the media side, agents and operators.
 #[derive(Debug, Clone)]
 pub enum Event {
     Incoming {
         call: CallId,
         from: String,
+        from_name: Option<String>,
         to_user: String,
     },
     /// An outbound call was answered by the far end.
@@ -94,28 +154,146 @@ pub enum Event {
     Hangup { call: CallId },
     /// The far end pressed a key (RFC 4733 or SIP INFO).
     Dtmf { call: CallId, digit: char },
+    /// An agent's WebSocket authenticated.
+    AgentConnected { agent: AgentId, conn: ConnId },
+    /// An agent's WebSocket closed (any reason): all its calls end.
+    AgentDisconnected { agent: AgentId, conn: ConnId },
     /// Shut down: end every call.
     Shutdown,
+}
+
+/// An agent's request (agent protocol, `call.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentRequest {
+    Answer {
+        call: CallId,
+    },
+    Decline {
+        call: CallId,
+    },
+    Hangup {
+        call: CallId,
+    },
+    /// `call` is the id the shell chose for the new call.
+    Dial {
+        call: CallId,
+        to: String,
+    },
+    Dtmf {
+        call: CallId,
+        digits: String,
+    },
+}
+
+/// Why an agent request failed; `code()` is the agent protocol's error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no such call for this agent")]
+    NotFound,
+    #[error("the call is {0}")]
+    InvalidState(&'static str),
+    #[error("the agent already has {0} calls, its limit")]
+    LimitReached(u32),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the agent is not connected")]
+    NotConnected,
+}
+
+impl RequestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::NotFound => "not_found",
+            RequestError::InvalidState(_) => "invalid_state",
+            RequestError::LimitReached(_) => "limit_reached",
+            RequestError::BadRequest(_) => "bad_request",
+            RequestError::NotConnected => "unauthorized",
+        }
+    }
+}
+
+/// What an agent hears about its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    // Boxed: a call is large and commands travel by value.
+    Incoming(Box<Call>),
+    Updated(Box<Call>),
+    Ended(Box<Call>),
 }
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Answer { call: CallId, plan: MediaPlan },
-    Reject { call: CallId, status: u16 },
-    Dial { call: CallId, to: String },
-    StartMedia { call: CallId, plan: MediaPlan },
-    Hangup { call: CallId },
-    StopMedia { call: CallId },
+    Answer {
+        call: CallId,
+        plan: MediaPlan,
+    },
+    /// 180 Ringing toward the caller.
+    Ring {
+        call: CallId,
+    },
+    Reject {
+        call: CallId,
+        status: u16,
+    },
+    Dial {
+        call: CallId,
+        to: String,
+    },
+    StartMedia {
+        call: CallId,
+        plan: MediaPlan,
+    },
+    Hangup {
+        call: CallId,
+    },
+    StopMedia {
+        call: CallId,
+    },
+    /// Connect the call's media to the agent's peer connection (both ways).
+    Bridge {
+        call: CallId,
+        agent: AgentId,
+    },
+    /// Take the call's media off the agent's peer connection.
+    Unbridge {
+        call: CallId,
+        agent: AgentId,
+    },
+    SendDtmf {
+        call: CallId,
+        digits: String,
+    },
+    Notify {
+        agent: AgentId,
+        notice: Notice,
+    },
+    /// Close a superseded agent connection with this WebSocket close code.
+    CloseConnection {
+        agent: AgentId,
+        conn: ConnId,
+        code: u16,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Agent {
+    max_calls: u32,
+    connection: Option<ConnId>,
+    /// Ended calls, newest last, for snapshots.
+    recent: VecDeque<Call>,
 }
 
 pub struct Controller {
     routes: HashMap<String, MediaPlan>,
+    agents: HashMap<AgentId, Agent>,
+    /// DID → agent.
+    dids: HashMap<String, AgentId>,
     calls: HashMap<CallId, Call>,
 }
 
 impl Controller {
-    pub fn new(routes: &[RouteConfig]) -> Controller {
+    pub fn new(routes: &[RouteConfig], agents: &[AgentConfig]) -> Controller {
         let routes = routes
             .iter()
             .map(|r| {
@@ -126,8 +304,27 @@ impl Controller {
                 (r.user.clone(), plan)
             })
             .collect();
+        let dids = agents
+            .iter()
+            .flat_map(|a| a.dids.iter().map(move |d| (d.clone(), a.id.clone())))
+            .collect();
+        let agents = agents
+            .iter()
+            .map(|a| {
+                (
+                    a.id.clone(),
+                    Agent {
+                        max_calls: a.max_calls,
+                        connection: None,
+                        recent: VecDeque::new(),
+                    },
+                )
+            })
+            .collect();
         Controller {
             routes,
+            agents,
+            dids,
             calls: HashMap::new(),
         }
     }
@@ -140,64 +337,80 @@ impl Controller {
         self.calls.values()
     }
 
+    /// The agent's live calls (oldest first) and its recently ended ones.
+    pub fn snapshot(&self, agent: &str) -> Vec<Call> {
+        let mut live: Vec<Call> = self
+            .calls
+            .values()
+            .filter(|c| c.agent.as_deref() == Some(agent))
+            .cloned()
+            .collect();
+        live.sort_by_key(|c| c.created_at);
+        if let Some(a) = self.agents.get(agent) {
+            live.extend(a.recent.iter().cloned());
+        }
+        live
+    }
+
+    pub fn is_connected(&self, agent: &str) -> bool {
+        self.agents
+            .get(agent)
+            .is_some_and(|a| a.connection.is_some())
+    }
+
+    /// The agent's call that is bridged to its browser.
+    pub fn active_call(&self, agent: &str) -> Option<&Call> {
+        self.calls
+            .values()
+            .find(|c| c.agent.as_deref() == Some(agent) && c.status == Status::Active)
+    }
+
+    fn live_calls_of(&self, agent: &str) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.agent.as_deref() == Some(agent) && c.is_live())
+            .count()
+    }
+
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         match event {
             Event::Incoming {
                 call,
                 from,
+                from_name,
                 to_user,
-            } => {
-                let Some(plan) = self.routes.get(&to_user).cloned() else {
-                    return vec![Command::Reject { call, status: 404 }];
-                };
-                self.calls.insert(
-                    call.clone(),
-                    Call {
-                        id: call.clone(),
-                        direction: Direction::Inbound,
-                        from,
-                        to: to_user,
-                        status: Status::Active,
-                        plan: plan.clone(),
-                        created_at: now,
-                        answered_at: Some(now),
-                        dtmf: String::new(),
-                    },
-                );
-                vec![Command::Answer { call, plan }]
-            }
+            } => self.incoming(call, from, from_name, to_user, now),
             Event::Dial { call, to, plan } => {
                 self.calls.insert(
                     call.clone(),
-                    Call {
-                        id: call.clone(),
-                        direction: Direction::Outbound,
-                        from: String::new(),
-                        to: to.clone(),
-                        status: Status::Dialing,
+                    new_call(
+                        &call,
+                        Direction::Outbound,
+                        String::new(),
+                        None,
+                        &to,
                         plan,
-                        created_at: now,
-                        answered_at: None,
-                        dtmf: String::new(),
-                    },
+                        None,
+                        now,
+                    ),
                 );
                 vec![Command::Dial { call, to }]
             }
-            Event::Answered { call } => match self.calls.get_mut(&call) {
-                Some(c) if c.status == Status::Dialing => {
-                    c.status = Status::Active;
-                    c.answered_at = Some(now);
-                    vec![Command::StartMedia {
-                        call,
-                        plan: c.plan.clone(),
-                    }]
-                }
-                _ => vec![Command::Hangup { call }],
-            },
-            Event::LegEnded { call, .. } => match self.calls.remove(&call) {
-                Some(_) => vec![Command::StopMedia { call }],
-                None => Vec::new(),
-            },
+            Event::Answered { call } => self.answered(call, now),
+            Event::LegEnded {
+                call,
+                remote,
+                failed,
+            } => {
+                let reason = if failed {
+                    EndReason::Failed
+                } else if remote {
+                    EndReason::CallerHangup
+                } else {
+                    EndReason::AgentHangup
+                };
+                self.end(&call, reason, now)
+            }
             Event::MediaFinished { call } | Event::Hangup { call } => {
                 if self.calls.contains_key(&call) {
                     vec![Command::Hangup { call }]
@@ -211,6 +424,41 @@ impl Controller {
                 }
                 Vec::new()
             }
+            Event::AgentConnected { agent, conn } => {
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    return Vec::new();
+                };
+                // A second connection replaces the first and inherits its calls.
+                match a.connection.replace(conn) {
+                    Some(old) if old != conn => vec![Command::CloseConnection {
+                        agent,
+                        conn: old,
+                        code: 4409,
+                    }],
+                    _ => Vec::new(),
+                }
+            }
+            Event::AgentDisconnected { agent, conn } => {
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    return Vec::new();
+                };
+                if a.connection != Some(conn) {
+                    return Vec::new(); // a replaced connection: its calls moved on
+                }
+                a.connection = None;
+                let mut ids: Vec<CallId> = self
+                    .calls
+                    .values()
+                    .filter(|c| c.agent.as_deref() == Some(agent.as_str()))
+                    .map(|c| c.id.clone())
+                    .collect();
+                ids.sort();
+                let mut commands = Vec::new();
+                for id in ids {
+                    commands.extend(self.agent_gone(&id, now));
+                }
+                commands
+            }
             Event::Shutdown => {
                 let mut ids: Vec<CallId> = self.calls.keys().cloned().collect();
                 ids.sort();
@@ -220,6 +468,356 @@ impl Controller {
             }
         }
     }
+
+    fn incoming(
+        &mut self,
+        call: CallId,
+        from: String,
+        from_name: Option<String>,
+        to_user: String,
+        now: Instant,
+    ) -> Vec<Command> {
+        if let Some(plan) = self.routes.get(&to_user).cloned() {
+            let mut c = new_call(
+                &call,
+                Direction::Inbound,
+                from,
+                from_name,
+                &to_user,
+                plan.clone(),
+                None,
+                now,
+            );
+            c.status = Status::Active;
+            c.answered_at = Some(now);
+            self.calls.insert(call.clone(), c);
+            return vec![Command::Answer { call, plan }];
+        }
+        let Some(agent) = self.dids.get(&to_user).cloned() else {
+            return vec![Command::Reject { call, status: 404 }];
+        };
+        let Some(a) = self.agents.get(&agent) else {
+            return vec![Command::Reject { call, status: 404 }];
+        };
+        if a.connection.is_none() {
+            // Nobody to ring: the caller may try again later.
+            return vec![Command::Reject { call, status: 480 }];
+        }
+        if self.live_calls_of(&agent) >= a.max_calls as usize {
+            return vec![Command::Reject { call, status: 486 }];
+        }
+        let busy = self
+            .calls
+            .values()
+            .any(|c| c.agent.as_deref() == Some(agent.as_str()) && c.is_live());
+        if busy {
+            return vec![Command::Reject { call, status: 486 }];
+        }
+        let c = new_call(
+            &call,
+            Direction::Inbound,
+            from,
+            from_name,
+            &to_user,
+            MediaPlan::Agent(agent.clone()),
+            Some(agent.clone()),
+            now,
+        );
+        self.calls.insert(call.clone(), c.clone());
+        vec![
+            Command::Ring { call },
+            Command::Notify {
+                agent,
+                notice: Notice::Incoming(Box::new(c)),
+            },
+        ]
+    }
+
+    fn answered(&mut self, call: CallId, now: Instant) -> Vec<Command> {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return vec![Command::Hangup { call }];
+        };
+        if c.status != Status::Dialing {
+            return vec![Command::Hangup { call }];
+        }
+        c.status = Status::Active;
+        c.answered_at = Some(now);
+        match (c.plan.clone(), c.agent.clone()) {
+            (MediaPlan::Agent(_), Some(agent)) => {
+                let snapshot = c.clone();
+                vec![
+                    Command::Bridge {
+                        call,
+                        agent: agent.clone(),
+                    },
+                    Command::Notify {
+                        agent,
+                        notice: Notice::Updated(Box::new(snapshot)),
+                    },
+                ]
+            }
+            (plan, _) => vec![Command::StartMedia { call, plan }],
+        }
+    }
+
+    /// The call is over, whoever ended it: stop its media and tell its agent.
+    fn end(&mut self, call: &str, reason: EndReason, now: Instant) -> Vec<Command> {
+        let Some(mut c) = self.calls.remove(call) else {
+            return Vec::new();
+        };
+        let mut commands = Vec::new();
+        if let (Some(agent), Status::Active) = (&c.agent, c.status) {
+            commands.push(Command::Unbridge {
+                call: c.id.clone(),
+                agent: agent.clone(),
+            });
+        }
+        commands.push(Command::StopMedia { call: c.id.clone() });
+        // An unanswered call the agent ended was declined, not hung up.
+        let reason = match (reason, c.status) {
+            (EndReason::AgentHangup, Status::Ringing | Status::Waiting) => EndReason::Declined,
+            (reason, _) => c.end_reason.unwrap_or(reason),
+        };
+        c.status = Status::Ended;
+        c.ended_at = Some(now);
+        c.end_reason = Some(reason);
+        if let Some(agent) = c.agent.clone() {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.recent.push_back(c.clone());
+                while a.recent.len() > RECENT_ENDED {
+                    a.recent.pop_front();
+                }
+            }
+            commands.push(Command::Notify {
+                agent,
+                notice: Notice::Ended(Box::new(c)),
+            });
+        }
+        commands
+    }
+
+    /// The agent's connection closed: end this call of theirs now.
+    fn agent_gone(&mut self, call: &str, now: Instant) -> Vec<Command> {
+        let Some(c) = self.calls.get_mut(call) else {
+            return Vec::new();
+        };
+        c.end_reason = Some(EndReason::AgentDisconnected);
+        let status = c.status;
+        let id = c.id.clone();
+        match status {
+            // Never answered: rejected; the b2bua reports the leg ended.
+            Status::Ringing | Status::Waiting => {
+                let mut commands = vec![Command::Reject {
+                    call: id.clone(),
+                    status: 480,
+                }];
+                commands.extend(self.end(&id, EndReason::AgentDisconnected, now));
+                commands
+            }
+            _ => vec![Command::Hangup { call: id }],
+        }
+    }
+
+    /// An agent's request; `Ok` carries the call it concerns.
+    pub fn request(
+        &mut self,
+        agent: &str,
+        request: AgentRequest,
+        now: Instant,
+    ) -> (Result<CallId, RequestError>, Vec<Command>) {
+        if !self.is_connected(agent) {
+            return (Err(RequestError::NotConnected), Vec::new());
+        }
+        match request {
+            AgentRequest::Answer { call } => {
+                let Some(c) = self.own_call(agent, &call) else {
+                    return (Err(RequestError::NotFound), Vec::new());
+                };
+                if c.status != Status::Ringing {
+                    return (
+                        Err(RequestError::InvalidState(c.status.as_str())),
+                        Vec::new(),
+                    );
+                }
+                c.status = Status::Active;
+                c.answered_at = Some(now);
+                let snapshot = c.clone();
+                let agent = agent.to_string();
+                (
+                    Ok(call.clone()),
+                    vec![
+                        Command::Answer {
+                            call: call.clone(),
+                            plan: MediaPlan::Agent(agent.clone()),
+                        },
+                        Command::Bridge {
+                            call,
+                            agent: agent.clone(),
+                        },
+                        Command::Notify {
+                            agent,
+                            notice: Notice::Updated(Box::new(snapshot)),
+                        },
+                    ],
+                )
+            }
+            AgentRequest::Decline { call } => {
+                let Some(c) = self.own_call(agent, &call) else {
+                    return (Err(RequestError::NotFound), Vec::new());
+                };
+                if !matches!(c.status, Status::Ringing | Status::Waiting) {
+                    return (
+                        Err(RequestError::InvalidState(c.status.as_str())),
+                        Vec::new(),
+                    );
+                }
+                c.end_reason = Some(EndReason::Declined);
+                let mut commands = vec![Command::Reject {
+                    call: call.clone(),
+                    status: 486,
+                }];
+                commands.extend(self.end(&call, EndReason::Declined, now));
+                (Ok(call), commands)
+            }
+            AgentRequest::Hangup { call } => {
+                let Some(c) = self.own_call(agent, &call) else {
+                    return (Err(RequestError::NotFound), Vec::new());
+                };
+                match c.status {
+                    Status::Ringing | Status::Waiting => {
+                        c.end_reason = Some(EndReason::Declined);
+                        let mut commands = vec![Command::Reject {
+                            call: call.clone(),
+                            status: 486,
+                        }];
+                        commands.extend(self.end(&call, EndReason::Declined, now));
+                        (Ok(call), commands)
+                    }
+                    _ => {
+                        c.end_reason = Some(EndReason::AgentHangup);
+                        (Ok(call.clone()), vec![Command::Hangup { call }])
+                    }
+                }
+            }
+            AgentRequest::Dial { call, to } => {
+                let to = to.trim().to_string();
+                if to.is_empty() {
+                    return (
+                        Err(RequestError::BadRequest(
+                            "to: a number or SIP URI is required".into(),
+                        )),
+                        Vec::new(),
+                    );
+                }
+                let max = self.agents.get(agent).map_or(0, |a| a.max_calls);
+                if self.live_calls_of(agent) >= max as usize {
+                    return (Err(RequestError::LimitReached(max)), Vec::new());
+                }
+                if let Some(active) = self.active_call(agent) {
+                    // One active call per agent until calls can be held (call waiting).
+                    return (
+                        Err(RequestError::InvalidState(
+                            if active.status == Status::Active {
+                                "busy with another call"
+                            } else {
+                                "busy"
+                            },
+                        )),
+                        Vec::new(),
+                    );
+                }
+                let c = new_call(
+                    &call,
+                    Direction::Outbound,
+                    String::new(),
+                    None,
+                    &to,
+                    MediaPlan::Agent(agent.to_string()),
+                    Some(agent.to_string()),
+                    now,
+                );
+                self.calls.insert(call.clone(), c.clone());
+                (
+                    Ok(call.clone()),
+                    vec![
+                        Command::Dial { call, to },
+                        Command::Notify {
+                            agent: agent.to_string(),
+                            notice: Notice::Updated(Box::new(c)),
+                        },
+                    ],
+                )
+            }
+            AgentRequest::Dtmf { call, digits } => {
+                if digits.is_empty()
+                    || !digits
+                        .chars()
+                        .all(|d| matches!(d, '0'..='9' | '*' | '#' | 'A'..='D'))
+                {
+                    return (
+                        Err(RequestError::BadRequest("digits: 0-9, *, # or A-D".into())),
+                        Vec::new(),
+                    );
+                }
+                let Some(c) = self.own_call(agent, &call) else {
+                    return (Err(RequestError::NotFound), Vec::new());
+                };
+                if c.status != Status::Active {
+                    return (
+                        Err(RequestError::InvalidState(c.status.as_str())),
+                        Vec::new(),
+                    );
+                }
+                (Ok(call.clone()), vec![Command::SendDtmf { call, digits }])
+            }
+        }
+    }
+
+    /// Record the number callgate presents on an agent's outbound call.
+    pub fn set_caller(&mut self, call: &str, from: &str) {
+        if let Some(c) = self.calls.get_mut(call) {
+            c.from = from.to_string();
+        }
+    }
+
+    fn own_call(&mut self, agent: &str, call: &str) -> Option<&mut Call> {
+        self.calls
+            .get_mut(call)
+            .filter(|c| c.agent.as_deref() == Some(agent))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_call(
+    id: &str,
+    direction: Direction,
+    from: String,
+    from_name: Option<String>,
+    to: &str,
+    plan: MediaPlan,
+    agent: Option<AgentId>,
+    now: Instant,
+) -> Call {
+    Call {
+        id: id.to_string(),
+        direction,
+        from,
+        from_name,
+        to: to.to_string(),
+        status: if direction == Direction::Inbound {
+            Status::Ringing
+        } else {
+            Status::Dialing
+        },
+        plan,
+        agent,
+        created_at: now,
+        answered_at: None,
+        queued_at: None,
+        ended_at: None,
+        end_reason: None,
+        dtmf: String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -227,10 +825,13 @@ mod tests {
     use super::*;
 
     fn controller() -> Controller {
-        Controller::new(&[
-            RouteConfig::echo("echo"),
-            RouteConfig::announce("announce", std::path::Path::new("a.wav")),
-        ])
+        Controller::new(
+            &[
+                RouteConfig::echo("echo"),
+                RouteConfig::announce("announce", std::path::Path::new("a.wav")),
+            ],
+            &[],
+        )
     }
 
     #[test]
@@ -241,6 +842,7 @@ mod tests {
             Event::Incoming {
                 call: "c1".into(),
                 from: "+1555".into(),
+                from_name: None,
                 to_user: "echo".into(),
             },
             now,
@@ -256,6 +858,7 @@ mod tests {
             Event::Incoming {
                 call: "c2".into(),
                 from: "+1555".into(),
+                from_name: None,
                 to_user: "nobody".into(),
             },
             now,
@@ -278,6 +881,7 @@ mod tests {
             Event::Incoming {
                 call: "c1".into(),
                 from: "x".into(),
+                from_name: None,
                 to_user: "announce".into(),
             },
             now,
@@ -345,6 +949,7 @@ mod tests {
                 Event::Incoming {
                     call: format!("c{i}"),
                     from: "x".into(),
+                    from_name: None,
                     to_user: "echo".into(),
                 },
                 now,

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::media::bridge::{AgentLink, Bridge, FromAgent};
 use crate::media::codec::{Encoder, FRAME_SAMPLES};
 use crate::media::dtmf::{DigitReceiver, DigitSender};
 use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
 use crate::media::rtp::{self, ReceptionStats, RtpStream};
 use crate::media::stats::MediaCounters;
 use crate::sdp::AudioSession;
+use crate::webrtc::AgentPacket;
 
 /// Capacity of a call's command channel; commands are rare (updates, DTMF, stop).
 pub const COMMAND_CAPACITY: usize = 16;
@@ -43,6 +45,10 @@ pub enum MediaCommand {
     Source(Source),
     /// RFC 4733 digits toward the peer.
     SendDtmf(String),
+    /// Bridge to an agent's browser: its audio replaces the source, both ways.
+    Bridge(AgentLink),
+    /// Leave the agent; the source (silence unless set again) plays.
+    Unbridge,
     Stop,
 }
 
@@ -92,6 +98,10 @@ pub struct CallMedia {
     counters: Arc<MediaCounters>,
     last_sr: Option<(u32, Instant)>,
     finished_sent: bool,
+    bridge: Option<Bridge>,
+    /// Maps the agent's RTP timestamps into ours when the agent's packets pass through.
+    bridge_offset: Option<(u32, u32)>,
+    pcm: Vec<i16>,
 }
 
 fn random_u32() -> u32 {
@@ -132,6 +142,9 @@ impl CallMedia {
             counters,
             last_sr: None,
             finished_sent: false,
+            bridge: None,
+            bridge_offset: None,
+            pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
         }
     }
 
@@ -178,6 +191,11 @@ impl CallMedia {
                     }
                 }
                 _ = rtcp_clock.tick() => self.send_rtcp(&mut out, false).await,
+                packet = agent_packet(&mut self.bridge) => match packet {
+                    Some(packet) => self.on_agent_packet(packet, &mut out).await,
+                    // The WebRTC side dropped the route: the agent is gone.
+                    None => self.bridge = None,
+                },
                 command = commands.recv() => match command {
                     Some(MediaCommand::Update(audio)) => self.update(audio),
                     Some(MediaCommand::Source(source)) => {
@@ -186,6 +204,15 @@ impl CallMedia {
                         self.finished_sent = false;
                     }
                     Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
+                    Some(MediaCommand::Bridge(link)) => {
+                        tracing::debug!(peer = link.peer, "bridged to agent");
+                        self.bridge = Some(Bridge::new(self.call.clone(), link, self.audio.codec));
+                        self.bridge_offset = None;
+                    }
+                    Some(MediaCommand::Unbridge) => {
+                        self.bridge = None;
+                        self.source = Source::Silence;
+                    }
                     Some(MediaCommand::Stop) | None => {
                         self.send_rtcp(&mut out, true).await;
                         break;
@@ -203,6 +230,9 @@ impl CallMedia {
     fn update(&mut self, audio: AudioSession) {
         if audio.codec != self.audio.codec {
             self.encoder = Encoder::new(audio.codec).ok();
+            if let Some(bridge) = self.bridge.as_mut() {
+                bridge.set_trunk_codec(audio.codec);
+            }
         }
         if audio.remote != self.audio.remote {
             // A new address from offer/answer overrides what we latched onto.
@@ -285,6 +315,12 @@ impl CallMedia {
                 }
             }
         }
+        if let Some(bridge) = self.bridge.as_mut() {
+            if header.payload_type == self.audio.pt {
+                bridge.on_trunk_packet(header.sequence, header.timestamp, arrival, packet.payload);
+            }
+            return;
+        }
         if matches!(self.source, Source::Echo) {
             // Map the peer's timestamps into our stream: a new peer SSRC continues from where
             // our stream is, so the far end never sees our timestamps jump.
@@ -341,12 +377,55 @@ impl CallMedia {
         }
     }
 
+    /// A packet of the agent's microphone: passed on as it is, or buffered for the frame clock.
+    async fn on_agent_packet(&mut self, packet: AgentPacket, out: &mut Vec<u8>) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let rate = if packet.codec == crate::sdp::Codec::Opus {
+            48_000
+        } else {
+            8_000
+        };
+        let arrival = (self.started.elapsed().as_micros() as u64 * rate / 1_000_000) as u32;
+        let timestamp = packet.timestamp;
+        let FromAgent::Forward(payload) = bridge.on_agent_packet(packet, arrival) else {
+            return;
+        };
+        if self.dtmf_sender.is_some() {
+            return; // a digit is playing toward the trunk
+        }
+        // Same codec both sides: keep the agent's timing, on our stream's clock.
+        let next = self.stream.next_timestamp();
+        let offset = match self.bridge_offset {
+            Some((last_in, offset)) if timestamp.wrapping_sub(last_in) < 48_000 => offset,
+            _ => next.wrapping_sub(timestamp),
+        };
+        self.bridge_offset = Some((timestamp, offset));
+        let ticks = self
+            .encoder
+            .as_ref()
+            .map(|e| e.frame_ticks())
+            .unwrap_or(160);
+        let header =
+            self.stream
+                .header_at(self.audio.pt, timestamp.wrapping_add(offset), false, ticks);
+        rtp::write(&header, &payload, out);
+        self.stream.count_sent(payload.len());
+        let bytes = std::mem::take(out);
+        self.send_out(&bytes).await;
+        *out = bytes;
+    }
+
     async fn on_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
         let ticks = self
             .encoder
             .as_ref()
             .map(|e| e.frame_ticks())
             .unwrap_or(160);
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.tick_toward_agent();
+        }
         // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
         if self.dtmf_sender.is_none() {
             if let Some(digit) = self.dtmf_out.pop() {
@@ -378,6 +457,30 @@ impl CallMedia {
             }
         } else if self.dtmf_sender.is_some() {
             self.dtmf_sender = None; // the peer negotiated no telephone-event
+        }
+        if let Some(bridge) = self.bridge.as_mut() {
+            if bridge.passthrough() {
+                return; // the agent's packets went out as they came
+            }
+            let mut pcm = std::mem::take(&mut self.pcm);
+            if bridge.tick_toward_trunk(&mut pcm).is_some() {
+                if let Some(encoder) = self.encoder.as_mut() {
+                    if encoder.encode(&pcm, payload).is_ok() {
+                        let header = self.stream.next_header(self.audio.pt, ticks, false);
+                        rtp::write(&header, payload, out);
+                        self.stream.count_sent(payload.len());
+                        let bytes = std::mem::take(out);
+                        self.send_out(&bytes).await;
+                        *out = bytes;
+                    } else {
+                        self.counters.codec_error();
+                    }
+                }
+            } else {
+                self.stream.skip(ticks);
+            }
+            self.pcm = pcm;
+            return;
         }
         match &self.source {
             Source::Echo => {}
@@ -449,5 +552,13 @@ impl CallMedia {
             rtcp::append_goodbye(self.stream.ssrc(), out);
         }
         let _ = self.sockets.rtcp.send_to(out, dest).await;
+    }
+}
+
+/// The next packet of the bridged agent's microphone; never ready while there is no bridge.
+async fn agent_packet(bridge: &mut Option<Bridge>) -> Option<AgentPacket> {
+    match bridge {
+        Some(bridge) => bridge.link.from_agent.recv().await,
+        None => std::future::pending().await,
     }
 }

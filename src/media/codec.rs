@@ -82,12 +82,33 @@ impl Decoder {
             Decoder::Pcma => g711::decode_alaw_into(payload, out),
             Decoder::Opus(dec) => {
                 let start = out.len();
-                out.resize(start + FRAME_SAMPLES * 6, 0);
+                // Concealment produces as many samples as there is room for: one frame.
+                let room = if payload.is_empty() {
+                    FRAME_SAMPLES
+                } else {
+                    FRAME_SAMPLES * 6
+                };
+                out.resize(start + room, 0);
                 let n = dec.decode(payload, &mut out[start..], false)?;
                 out.truncate(start + n);
             }
         }
         Ok(())
+    }
+
+    /// Rebuild a lost frame from the in-band FEC carried in the packet after it (Opus);
+    /// other codecs conceal as for an empty payload.
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
+        match self {
+            Decoder::Opus(dec) => {
+                let start = out.len();
+                out.resize(start + FRAME_SAMPLES, 0);
+                let n = dec.decode(next, &mut out[start..], true)?;
+                out.truncate(start + n);
+                Ok(())
+            }
+            _ => self.decode(&[], out),
+        }
     }
 }
 
@@ -132,5 +153,27 @@ mod tests {
             energy = pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>();
         }
         assert!(energy > 1e6, "decoded tone has energy {energy}");
+    }
+
+    #[test]
+    fn opus_conceals_one_frame_and_recovers_from_fec() {
+        let mut enc = Encoder::new(Codec::Opus).expect("opus encoder");
+        let mut dec = Decoder::new(Codec::Opus).expect("opus decoder");
+        let mut packets = Vec::new();
+        for _ in 0..6 {
+            let mut payload = Vec::new();
+            enc.encode(&tone(440.0), &mut payload).expect("encode");
+            packets.push(payload);
+        }
+        let mut pcm = Vec::new();
+        for p in &packets[..3] {
+            dec.decode(p, &mut pcm).expect("decode");
+        }
+        let mut concealed = Vec::new();
+        dec.decode(&[], &mut concealed).expect("plc");
+        assert_eq!(concealed.len(), FRAME_SAMPLES, "concealment is one frame");
+        let mut recovered = Vec::new();
+        dec.decode_fec(&packets[5], &mut recovered).expect("fec");
+        assert_eq!(recovered.len(), FRAME_SAMPLES);
     }
 }

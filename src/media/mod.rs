@@ -1,10 +1,12 @@
 //! Media: RTP/RTCP, codecs, DTMF and each call's media task, all on 20 ms frames. Knows
 //! packets, samples and sockets; never SIP, WebSocket or the controller's state.
 
+pub mod bridge;
 pub mod call;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;
+pub mod jitter;
 pub mod ports;
 pub mod rtcp;
 pub mod rtp;

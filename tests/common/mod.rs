@@ -545,3 +545,82 @@ pub fn sdp_offer(port: u16, formats: &str, rtpmaps: &str, direction: &str) -> St
         "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {formats}\r\n{rtpmaps}a={direction}\r\n"
     )
 }
+
+/// A child process killed when the guard drops, so a failing test leaves no peer running
+/// (a leftover sipp would hold its port and answer the next run's calls).
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    pub fn take(&mut self) -> Child {
+        self.0.take().expect("child taken once")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Capture what the gateway's RTP ports send to a peer's media port.
+pub fn capture_rtp_to(gw: &Gateway, media_port: u16) -> Capture {
+    Capture::start(
+        gw.dir.join(format!("rtp-{media_port}.pcap")),
+        &format!(
+            "udp and dst port {media_port} and src portrange {}-{}",
+            gw.ports.rtp_min,
+            gw.ports.rtp_min + 199
+        ),
+    )
+}
+
+/// Arguments for one sipp peer running `scenario_file` for a single call on loopback, with
+/// its statistics and errors in `dir`; `target` is the gateway for a UAC, `None` for a UAS.
+pub fn single_call_sipp_args(
+    dir: &Path,
+    scenario_file: &str,
+    target: Option<(u16, &str)>,
+    local_port: u16,
+    media_port: u16,
+) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some((sip_port, service)) = target {
+        args.extend([
+            format!("127.0.0.1:{sip_port}"),
+            "-s".into(),
+            service.to_string(),
+        ]);
+    }
+    args.extend([
+        "-sf".into(),
+        scenario(scenario_file),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        local_port.to_string(),
+        "-mi".into(),
+        "127.0.0.1".into(),
+        "-mp".into(),
+        media_port.to_string(),
+        "-m".into(),
+        "1".into(),
+        "-timeout".into(),
+        "120s".into(),
+        "-timeout_error".into(),
+        "-trace_stat".into(),
+        "-stf".into(),
+        dir.join("stats.csv").display().to_string(),
+        "-trace_err".into(),
+        "-error_file".into(),
+        dir.join("errors.log").display().to_string(),
+        "-nostdin".into(),
+    ]);
+    args
+}

@@ -1,0 +1,403 @@
+//! The agent WebSocket (`GET /v1/agent/ws`, `spec/agent-protocol.md`): authentication by token,
+//! request/answer with `req`, the peer connection's offer and candidates, and the controller's
+//! notices as events. A bad message gets an `error` and the connection stays; when the socket
+//! closes for any reason the signalling task hears it and every call of the agent ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::app::{
+    AgentCall, AgentError, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY,
+};
+use crate::config::sha256_hex;
+use crate::controller::ConnId;
+use crate::webrtc::{PeerCodec, WebrtcInput};
+
+/// How long a client may take to send `auth` when the token is not in the URL.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// WebSocket pings go out this often.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Nothing heard from the client for this long: the connection is dead.
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+/// A message larger than this is refused (an SDP offer is a few KiB).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(handle): State<AppHandle>,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session(handle, socket, query.token))
+}
+
+/// The agent id a token belongs to.
+fn agent_for(handle: &AppHandle, token: &str) -> Option<String> {
+    let hash = sha256_hex(token);
+    handle
+        .config
+        .agents
+        .iter()
+        .find(|a| a.token_sha256 == hash)
+        .map(|a| a.id.clone())
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+}
+
+async fn send(socket: &mut WebSocket, value: &Value) -> bool {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .is_ok()
+}
+
+fn error(req: &Option<Value>, code: &str, message: impl Into<String>) -> Value {
+    let mut v = json!({"type": "error", "code": code, "message": message.into()});
+    if let Some(req) = req {
+        v["req"] = req.clone();
+    }
+    v
+}
+
+fn ok(req: &Option<Value>, extra: Value) -> Value {
+    let mut v = json!({"type": "ok"});
+    if let Some(req) = req {
+        v["req"] = req.clone();
+    }
+    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+    v
+}
+
+/// Wait for `{"type":"auth","token":...}` as the first message.
+async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Option<Value>)> {
+    let message = tokio::time::timeout(AUTH_TIMEOUT, socket.recv())
+        .await
+        .ok()??
+        .ok()?;
+    let Message::Text(text) = message else {
+        return None;
+    };
+    let value: Value = serde_json::from_str(&text).ok()?;
+    if value.get("type")?.as_str()? != "auth" {
+        return None;
+    }
+    let token = value.get("token")?.as_str()?.to_string();
+    Some((token, value.get("req").cloned()))
+}
+
+async fn session(handle: AppHandle, mut socket: WebSocket, token: Option<String>) {
+    let (token, auth_req) = match token {
+        Some(t) => (Some(t), None),
+        None => match first_message_token(&mut socket).await {
+            Some((t, req)) => (Some(t), req),
+            None => (None, None),
+        },
+    };
+    let Some(agent) = token.as_deref().and_then(|t| agent_for(&handle, t)) else {
+        close(&mut socket, 4401, "unauthorized").await;
+        return;
+    };
+    let conn: ConnId = handle.next_conn.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("agent", %agent, conn);
+    serve_agent(handle, socket, agent, conn, auth_req)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_agent(
+    handle: AppHandle,
+    mut socket: WebSocket,
+    agent: String,
+    conn: ConnId,
+    auth_req: Option<Value>,
+) {
+    let codec = Arc::new(PeerCodec::default());
+    let (outbound_tx, mut outbound) = mpsc::channel(AGENT_OUTBOUND_CAPACITY);
+    let (reply, snapshot) = oneshot::channel();
+    let connect = AgentInput::Connect {
+        agent: agent.clone(),
+        conn,
+        codec: Arc::clone(&codec),
+        outbound: outbound_tx,
+        reply,
+    };
+    if handle.agents.send(connect).await.is_err() {
+        close(&mut socket, 1011, "gateway stopping").await;
+        return;
+    }
+    let Ok(calls) = snapshot.await else {
+        close(&mut socket, 1011, "gateway stopping").await;
+        return;
+    };
+    if auth_req.is_some() && !send(&mut socket, &ok(&auth_req, json!({"agent_id": agent}))).await {
+        disconnect(&handle, &agent, conn).await;
+        return;
+    }
+    let mut session = Session {
+        handle: handle.clone(),
+        agent: agent.clone(),
+        conn,
+        codec,
+    };
+    if send(
+        &mut socket,
+        &crate::api::wire::snapshot(&handle.clock, &calls),
+    )
+    .await
+    {
+        session.run(&mut socket, &mut outbound).await;
+    }
+    disconnect(&handle, &agent, conn).await;
+}
+
+async fn disconnect(handle: &AppHandle, agent: &str, conn: ConnId) {
+    let _ = handle
+        .agents
+        .send(AgentInput::Disconnect {
+            agent: agent.to_string(),
+            conn,
+        })
+        .await;
+}
+
+struct Session {
+    handle: AppHandle,
+    agent: String,
+    conn: ConnId,
+    codec: Arc<PeerCodec>,
+}
+
+impl Session {
+    async fn run(&mut self, socket: &mut WebSocket, outbound: &mut mpsc::Receiver<AgentOutbound>) {
+        let mut pings = tokio::time::interval(PING_INTERVAL);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                message = socket.recv() => {
+                    let Some(Ok(message)) = message else {
+                        tracing::info!("agent socket closed");
+                        return;
+                    };
+                    last_heard = Instant::now();
+                    let reply = match message {
+                        Message::Text(text) => self.on_text(&text).await,
+                        Message::Binary(_) => Some(error(&None, "bad_request", "binary messages are not part of the protocol")),
+                        Message::Close(_) => return,
+                        Message::Ping(_) | Message::Pong(_) => None,
+                    };
+                    if let Some(reply) = reply {
+                        if !send(socket, &reply).await {
+                            return;
+                        }
+                    }
+                }
+                out = outbound.recv() => match out {
+                    Some(AgentOutbound::Notice(notice)) => {
+                        if !send(socket, &crate::api::wire::notice(&self.handle.clock, &notice)).await {
+                            return;
+                        }
+                    }
+                    Some(AgentOutbound::Close(code)) => {
+                        let reason = if code == 4409 { "replaced by a new connection" } else { "closing" };
+                        close(socket, code, reason).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = pings.tick() => {
+                    if last_heard.elapsed() > PING_TIMEOUT {
+                        tracing::info!("agent silent past the ping timeout; closing");
+                        close(socket, 1001, "ping timeout").await;
+                        return;
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Option<Value> {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => Value::Object(map),
+            Ok(_) => return Some(error(&None, "bad_request", "a message is one JSON object")),
+            Err(e) => return Some(error(&None, "bad_request", format!("malformed JSON: {e}"))),
+        };
+        let req = value.get("req").cloned();
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            return Some(error(&req, "bad_request", "type: missing"));
+        };
+        let field = |name: &str| -> Result<String, Value> {
+            match value.get(name) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                Some(_) => Err(error(
+                    &req,
+                    "bad_request",
+                    format!("{name}: must be a non-empty string"),
+                )),
+                None => Err(error(&req, "bad_request", format!("{name}: missing"))),
+            }
+        };
+        let call_request = |request: Result<AgentCall, Value>| request;
+        let request = match kind {
+            "auth" => return Some(ok(&req, json!({"agent_id": self.agent}))),
+            "ping" => {
+                let mut pong = json!({"type": "pong"});
+                if let Some(r) = &req {
+                    pong["req"] = r.clone();
+                }
+                return Some(pong);
+            }
+            "calls.list" => {
+                let (reply, answer) = oneshot::channel();
+                let asked = self
+                    .handle
+                    .agents
+                    .send(AgentInput::Snapshot {
+                        agent: self.agent.clone(),
+                        reply,
+                    })
+                    .await;
+                return match (asked, answer.await) {
+                    (Ok(()), Ok(calls)) => {
+                        let mut snapshot = crate::api::wire::snapshot(&self.handle.clock, &calls);
+                        if let Some(r) = &req {
+                            snapshot["req"] = r.clone();
+                        }
+                        Some(snapshot)
+                    }
+                    _ => Some(error(&req, "unavailable", "gateway stopping")),
+                };
+            }
+            "webrtc.offer" => return Some(self.offer(&req, field("sdp")).await),
+            "webrtc.candidate" => return Some(self.candidate(&req, &value).await),
+            "call.answer" => call_request(field("call_id").map(|call| AgentCall::Answer { call })),
+            "call.decline" => {
+                call_request(field("call_id").map(|call| AgentCall::Decline { call }))
+            }
+            "call.hangup" => call_request(field("call_id").map(|call| AgentCall::Hangup { call })),
+            "call.dial" => call_request(field("to").map(|to| AgentCall::Dial { to })),
+            "call.dtmf" => {
+                call_request(field("call_id").and_then(|call| {
+                    field("digits").map(|digits| AgentCall::Dtmf { call, digits })
+                }))
+            }
+            "call.accept" | "call.hold" | "call.resume" | "call.transfer" | "call.monitor" => {
+                return Some(error(
+                    &req,
+                    "invalid_state",
+                    format!("{kind} needs a second call, which this agent cannot have yet"),
+                ));
+            }
+            other => {
+                return Some(error(
+                    &req,
+                    "bad_request",
+                    format!("type: unknown message type {other:?}"),
+                ))
+            }
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return Some(e),
+        };
+        let (reply, answer) = oneshot::channel();
+        let input = AgentInput::Request {
+            agent: self.agent.clone(),
+            request,
+            reply,
+        };
+        if self.handle.agents.send(input).await.is_err() {
+            return Some(error(&req, "unavailable", "gateway stopping"));
+        }
+        Some(match answer.await {
+            Ok(Ok(call_id)) => ok(&req, json!({"call_id": call_id})),
+            Ok(Err(AgentError { code, message })) => error(&req, code, message),
+            Err(_) => error(&req, "unavailable", "gateway stopping"),
+        })
+    }
+
+    async fn offer(&mut self, req: &Option<Value>, sdp: Result<String, Value>) -> Value {
+        let sdp = match sdp {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let (reply, answer) = oneshot::channel();
+        let input = WebrtcInput::Offer {
+            peer: self.conn,
+            sdp,
+            codec: Arc::clone(&self.codec),
+            reply,
+        };
+        if self.handle.webrtc.send(input).await.is_err() {
+            return error(req, "unavailable", "media stopping");
+        }
+        match answer.await {
+            Ok(Ok(sdp)) => {
+                let mut v = json!({"type": "webrtc.answer", "sdp": sdp});
+                if let Some(r) = req {
+                    v["req"] = r.clone();
+                }
+                v
+            }
+            Ok(Err(e)) => error(req, "bad_request", format!("sdp: {e}")),
+            Err(_) => error(req, "unavailable", "media stopping"),
+        }
+    }
+
+    async fn candidate(&mut self, req: &Option<Value>, value: &Value) -> Value {
+        let candidate = match value.get("candidate") {
+            Some(Value::Object(init)) => init
+                .get("candidate")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) => Some(String::new()),
+            _ => None,
+        };
+        let Some(candidate) = candidate else {
+            return error(
+                req,
+                "bad_request",
+                "candidate: an RTCIceCandidateInit object is required",
+            );
+        };
+        let (reply, answer) = oneshot::channel();
+        let input = WebrtcInput::Candidate {
+            peer: self.conn,
+            candidate,
+            reply,
+        };
+        if self.handle.webrtc.send(input).await.is_err() {
+            return error(req, "unavailable", "media stopping");
+        }
+        match answer.await {
+            Ok(Ok(())) => ok(req, json!({})),
+            Ok(Err(e)) => error(req, "bad_request", format!("candidate: {e}")),
+            Err(_) => error(req, "unavailable", "media stopping"),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+// The callgate dialer: signs in over the agent WebSocket (spec/agent-protocol.md), keeps one
+// WebRTC peer connection to the gateway for the agent's audio, and shows the agent's calls.
+// Plain browser JavaScript, no build step. `window.callgate` exposes the state for debugging
+// and for the end-to-end tests.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  socket: null,
+  pc: null,
+  mic: null,
+  remoteStream: null,
+  calls: new Map(),
+  requests: new Map(),
+  nextReq: 1,
+  agentId: null,
+  closedCode: null,
+  lastError: null,
+  events: [],
+};
+window.callgate = state;
+
+function send(message) {
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) {
+    return Promise.reject(new Error("not connected"));
+  }
+  const req = String(state.nextReq++);
+  const promise = new Promise((resolve, reject) => state.requests.set(req, { resolve, reject }));
+  state.socket.send(JSON.stringify({ ...message, req }));
+  return promise;
+}
+
+function setPill(el, text, on) {
+  el.textContent = text;
+  el.classList.toggle("pill-on", on);
+  el.classList.toggle("pill-off", !on);
+}
+
+function formatNumber(n) {
+  return n || "unknown";
+}
+
+function activeCall() {
+  for (const c of state.calls.values()) {
+    if (c.status === "active" || c.status === "dialing") return c;
+  }
+  return null;
+}
+
+function ringingCall() {
+  for (const c of state.calls.values()) {
+    if (c.status === "ringing") return c;
+  }
+  return null;
+}
+
+let timer = null;
+function render() {
+  const current = activeCall();
+  $("no-call").hidden = !!current;
+  $("current-call").hidden = !current;
+  clearInterval(timer);
+  if (current) {
+    $("current-name").textContent = current.prospect.name || (current.direction === "inbound" ? "Caller" : "Outbound call");
+    $("current-number").textContent = formatNumber(current.prospect.number);
+    $("current-status").textContent = current.status;
+    $("current-call").dataset.callId = current.call_id;
+    const started = current.answered_at ? Date.parse(current.answered_at) : null;
+    const tick = () => {
+      if (!started) { $("current-timer").textContent = "--:--"; return; }
+      const s = Math.max(0, Math.floor((Date.now() - started) / 1000));
+      $("current-timer").textContent = `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+    };
+    tick();
+    timer = setInterval(tick, 1000);
+  } else {
+    $("sent-digits").textContent = "";
+  }
+  const ringing = ringingCall();
+  $("incoming").hidden = !ringing;
+  if (ringing) {
+    $("incoming").dataset.callId = ringing.call_id;
+    $("incoming-name").textContent = ringing.prospect.name || "Caller";
+    $("incoming-number").textContent = formatNumber(ringing.prospect.number);
+  }
+  const recent = [...state.calls.values()]
+    .filter((c) => c.status === "ended")
+    .sort((a, b) => Date.parse(b.ended_at || 0) - Date.parse(a.ended_at || 0))
+    .slice(0, 20);
+  $("recent-calls").replaceChildren(...recent.map((c) => {
+    const li = document.createElement("li");
+    const who = document.createElement("span");
+    who.textContent = `${c.direction === "inbound" ? "←" : "→"} ${formatNumber(c.prospect.number)}`;
+    const why = document.createElement("span");
+    why.className = "muted";
+    why.textContent = (c.end_reason || "").replace("_", " ");
+    li.append(who, why);
+    return li;
+  }));
+}
+
+function upsert(call) {
+  state.calls.set(call.call_id, call);
+  render();
+}
+
+function onMessage(event) {
+  let msg;
+  try { msg = JSON.parse(event.data); } catch { return; }
+  state.events.push(msg.type);
+  if (msg.req && state.requests.has(msg.req) && msg.type !== "webrtc.answer") {
+    const pending = state.requests.get(msg.req);
+    state.requests.delete(msg.req);
+    if (msg.type === "error") pending.reject(Object.assign(new Error(msg.message), { code: msg.code }));
+    else pending.resolve(msg);
+  }
+  switch (msg.type) {
+    case "calls.snapshot":
+      state.calls = new Map(msg.calls.map((c) => [c.call_id, c]));
+      render();
+      break;
+    case "call.incoming":
+    case "call.updated":
+    case "call.ended":
+      upsert(msg.call);
+      break;
+    case "webrtc.answer":
+      state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch((e) => { state.lastError = String(e); });
+      if (msg.req) state.requests.delete(msg.req);
+      break;
+    case "webrtc.candidate":
+      if (msg.candidate) state.pc.addIceCandidate(msg.candidate).catch(() => {});
+      break;
+    case "error":
+      state.lastError = `${msg.code}: ${msg.message}`;
+      break;
+    default:
+      break;
+  }
+}
+
+async function startMedia() {
+  if (!state.mic) {
+    state.mic = await navigator.mediaDevices.getUserMedia({
+      // Echo cancellation and noise suppression suit a laptop; headsets with their own
+      // processing (and tests with a fake tone) turn them off with #processing=off.
+      audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+      video: false,
+    });
+  }
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  state.pc = pc;
+  for (const track of state.mic.getAudioTracks()) pc.addTrack(track, state.mic);
+  pc.ontrack = (e) => {
+    state.remoteStream = e.streams[0] || new MediaStream([e.track]);
+    const audio = $("remote-audio");
+    audio.srcObject = state.remoteStream;
+    audio.play().catch(() => {});
+  };
+  pc.onicecandidate = (e) => {
+    if (e.candidate && state.socket && state.socket.readyState === WebSocket.OPEN) {
+      state.socket.send(JSON.stringify({ type: "webrtc.candidate", candidate: e.candidate.toJSON() }));
+    }
+  };
+  pc.onconnectionstatechange = () => {
+    const up = pc.connectionState === "connected";
+    setPill($("media-status"), up ? "audio ready" : pc.connectionState, up);
+  };
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  state.socket.send(JSON.stringify({ type: "webrtc.offer", sdp: pc.localDescription.sdp, req: "offer" }));
+}
+
+function stopMedia() {
+  if (state.pc) state.pc.close();
+  state.pc = null;
+  setPill($("media-status"), "no audio", false);
+}
+
+function signIn(token) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}/v1/agent/ws`);
+  state.socket = socket;
+  state.closedCode = null;
+  socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token, req: "auth" }));
+  socket.onmessage = (event) => {
+    const first = JSON.parse(event.data);
+    if (first.type === "ok" && first.req === "auth") {
+      state.agentId = first.agent_id;
+      $("agent-name").textContent = first.agent_id;
+      setPill($("connection-status"), "online", true);
+      $("signin").hidden = true;
+      $("workspace").hidden = false;
+      socket.onmessage = onMessage;
+      startMedia().catch((e) => {
+        state.lastError = `microphone: ${e.message}`;
+        $("dial-error").textContent = "Microphone unavailable: calls will have no audio from you.";
+      });
+      return;
+    }
+    onMessage(event);
+  };
+  socket.onclose = (e) => {
+    state.closedCode = e.code;
+    stopMedia();
+    setPill($("connection-status"), "offline", false);
+    if (e.code === 4401) {
+      $("signin-error").textContent = "That token was not accepted.";
+    } else if (e.code === 4409) {
+      $("signin-error").textContent = "You signed in somewhere else; this page is no longer connected.";
+    } else {
+      $("signin-error").textContent = "Disconnected from the gateway. Sign in again to continue.";
+    }
+    $("signin").hidden = false;
+    $("workspace").hidden = true;
+    $("incoming").hidden = true;
+  };
+}
+
+$("signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  $("signin-error").textContent = "";
+  signIn($("token").value.trim());
+});
+
+$("dial-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("dial-error").textContent = "";
+  const to = $("number").value.trim();
+  try {
+    await send({ type: "call.dial", to });
+  } catch (err) {
+    $("dial-error").textContent = err.code === "dial_plan_denied" ? `Not allowed to call ${to}.` : err.message;
+  }
+});
+
+$("dialpad").addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-digit]");
+  if (!button) return;
+  const digit = button.dataset.digit;
+  const current = activeCall();
+  if (current && current.status === "active") {
+    $("sent-digits").textContent += digit;
+    send({ type: "call.dtmf", call_id: current.call_id, digits: digit }).catch((err) => {
+      $("dial-error").textContent = err.message;
+    });
+  } else {
+    $("number").value += digit;
+  }
+});
+
+$("hangup-button").addEventListener("click", () => {
+  const id = $("current-call").dataset.callId;
+  if (id) send({ type: "call.hangup", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
+});
+
+$("answer-button").addEventListener("click", () => {
+  const id = $("incoming").dataset.callId;
+  if (id) send({ type: "call.answer", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
+});
+
+$("decline-button").addEventListener("click", () => {
+  const id = $("incoming").dataset.callId;
+  if (id) send({ type: "call.decline", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
+});
+
+const hash = new URLSearchParams(location.hash.slice(1));
+const processing = hash.get("processing") !== "off";
+const preset = hash.get("token");
+if (preset) {
+  $("token").value = preset;
+}

@@ -1,0 +1,243 @@
+//! The media bridge between a call's SIP leg and its agent's browser, as the call's media task
+//! runs it on each 20 ms frame. Same codec on both sides: packets pass through untouched, no
+//! jitter buffer (the endpoints have theirs). Different codecs: each direction terminates here,
+//! so each gets an adaptive jitter buffer, a decoder with loss concealment (Opus in-band FEC
+//! when the next packet is at hand) and an encoder toward the other side. PCM runs at 8 kHz
+//! throughout: Opus encodes straight from it and decodes to it, so nothing is resampled.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::media::codec::{Decoder, Encoder, FRAME_SAMPLES};
+use crate::media::jitter::{JitterBuffer, JitterStats, Playout};
+use crate::sdp::Codec;
+use crate::webrtc::{AgentPacket, PeerCodec, PeerId, WebrtcInput};
+
+/// What a call needs to reach its agent's peer connection.
+#[derive(Debug)]
+pub struct AgentLink {
+    pub peer: PeerId,
+    /// The codec the agent's browser negotiated; it may change when the browser re-offers.
+    pub codec: Arc<PeerCodec>,
+    pub webrtc: mpsc::Sender<WebrtcInput>,
+    pub from_agent: mpsc::Receiver<AgentPacket>,
+}
+
+/// One direction of a transcoded bridge: packets in, one PCM frame out per tick.
+struct Terminated {
+    codec: Codec,
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    last: [i16; FRAME_SAMPLES],
+    losses: u32,
+}
+
+impl Terminated {
+    fn new(codec: Codec) -> Option<Terminated> {
+        Some(Terminated {
+            codec,
+            jitter: JitterBuffer::new(clock_rate(codec)),
+            decoder: Decoder::new(codec).ok()?,
+            last: [0; FRAME_SAMPLES],
+            losses: 0,
+        })
+    }
+
+    /// The frame due now, concealed when lost; `None` while nothing is playing.
+    fn frame(&mut self, pcm: &mut Vec<i16>) -> Option<()> {
+        pcm.clear();
+        let decoded = match self.jitter.pop() {
+            Playout::Idle => return None,
+            Playout::Frame(payload) => {
+                self.losses = 0;
+                self.decoder.decode(&payload, pcm).is_ok()
+            }
+            Playout::Lost { next } => {
+                self.losses += 1;
+                match (&mut self.decoder, next) {
+                    (Decoder::Opus(_), Some(next)) => self.decoder.decode_fec(&next, pcm).is_ok(),
+                    (Decoder::Opus(_), None) => self.decoder.decode(&[], pcm).is_ok(),
+                    _ => {
+                        // G.711 has no concealment of its own: repeat the last frame, fading.
+                        let gain = 0.5f32.powi(self.losses as i32);
+                        pcm.extend(self.last.iter().map(|s| (f32::from(*s) * gain) as i16));
+                        true
+                    }
+                }
+            }
+        };
+        if !decoded {
+            pcm.clear();
+        }
+        pcm.resize(FRAME_SAMPLES, 0);
+        self.last.copy_from_slice(&pcm[..FRAME_SAMPLES]);
+        Some(())
+    }
+}
+
+fn clock_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Opus => 48_000,
+        Codec::Pcmu | Codec::Pcma => 8_000,
+    }
+}
+
+/// What the call task does with an agent packet.
+pub enum FromAgent {
+    /// Same codec as the trunk: send this payload on as it is.
+    Forward(Vec<u8>),
+    /// Buffered for the frame clock.
+    Buffered,
+    /// Not usable (a codec the trunk side cannot be fed from).
+    Dropped,
+}
+
+pub struct Bridge {
+    pub link: AgentLink,
+    call: String,
+    trunk_codec: Codec,
+    /// Trunk → agent, when transcoding.
+    from_trunk: Option<Terminated>,
+    /// Agent → trunk, when transcoding.
+    from_agent: Option<Terminated>,
+    toward_agent: Option<(Codec, Encoder)>,
+    pcm: Vec<i16>,
+    payload: Vec<u8>,
+    pub frames_to_agent: u64,
+    pub frames_from_agent: u64,
+}
+
+impl Bridge {
+    pub fn new(call: String, link: AgentLink, trunk_codec: Codec) -> Bridge {
+        Bridge {
+            link,
+            call,
+            trunk_codec,
+            from_trunk: None,
+            from_agent: None,
+            toward_agent: None,
+            pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
+            payload: Vec::with_capacity(512),
+            frames_to_agent: 0,
+            frames_from_agent: 0,
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.link.peer
+    }
+
+    /// The trunk side renegotiated its codec.
+    pub fn set_trunk_codec(&mut self, codec: Codec) {
+        if codec != self.trunk_codec {
+            self.trunk_codec = codec;
+            self.from_trunk = None;
+            self.from_agent = None;
+        }
+    }
+
+    fn agent_codec(&self) -> Option<Codec> {
+        self.link.codec.get()
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.agent_codec() == Some(self.trunk_codec)
+    }
+
+    fn send_to_agent(&mut self, codec: Codec, payload: Vec<u8>) {
+        let sent = self.link.webrtc.try_send(WebrtcInput::Audio {
+            peer: self.link.peer,
+            call: self.call.clone(),
+            codec,
+            payload,
+        });
+        if sent.is_ok() {
+            self.frames_to_agent += 1;
+        }
+    }
+
+    /// An audio packet from the trunk (`arrival` in the trunk codec's clock units).
+    pub fn on_trunk_packet(&mut self, sequence: u16, timestamp: u32, arrival: u32, payload: &[u8]) {
+        if self.agent_codec().is_none() {
+            return; // the browser has not negotiated media yet: nobody to play it to
+        }
+        if self.passthrough() {
+            self.send_to_agent(self.trunk_codec, payload.to_vec());
+            return;
+        }
+        let codec = self.trunk_codec;
+        if self.from_trunk.as_ref().is_none_or(|t| t.codec != codec) {
+            self.from_trunk = Terminated::new(codec);
+        }
+        if let Some(t) = self.from_trunk.as_mut() {
+            t.jitter.push(sequence, timestamp, arrival, payload);
+        }
+    }
+
+    /// A packet of the agent's microphone (`arrival` in its codec's clock units).
+    pub fn on_agent_packet(&mut self, packet: AgentPacket, arrival: u32) -> FromAgent {
+        self.frames_from_agent += 1;
+        if packet.codec == self.trunk_codec {
+            return FromAgent::Forward(packet.payload);
+        }
+        if self
+            .from_agent
+            .as_ref()
+            .is_none_or(|t| t.codec != packet.codec)
+        {
+            self.from_agent = Terminated::new(packet.codec);
+        }
+        match self.from_agent.as_mut() {
+            Some(t) => {
+                t.jitter
+                    .push(packet.sequence, packet.timestamp, arrival, &packet.payload);
+                FromAgent::Buffered
+            }
+            None => FromAgent::Dropped,
+        }
+    }
+
+    /// One tick toward the agent: the trunk's frame, decoded and encoded for the browser.
+    pub fn tick_toward_agent(&mut self) {
+        if self.passthrough() {
+            return;
+        }
+        let Some(agent_codec) = self.agent_codec() else {
+            return;
+        };
+        let Some(from_trunk) = self.from_trunk.as_mut() else {
+            return;
+        };
+        if from_trunk.frame(&mut self.pcm).is_none() {
+            return;
+        }
+        if self
+            .toward_agent
+            .as_ref()
+            .is_none_or(|(c, _)| *c != agent_codec)
+        {
+            self.toward_agent = Encoder::new(agent_codec).ok().map(|e| (agent_codec, e));
+        }
+        let Some((_, encoder)) = self.toward_agent.as_mut() else {
+            return;
+        };
+        if encoder.encode(&self.pcm, &mut self.payload).is_ok() {
+            let payload = self.payload.clone();
+            self.send_to_agent(agent_codec, payload);
+        }
+    }
+
+    /// One tick toward the trunk: the agent's frame as 8 kHz PCM, or `None` when the agent
+    /// sends nothing (or passes through).
+    pub fn tick_toward_trunk(&mut self, pcm: &mut Vec<i16>) -> Option<()> {
+        self.from_agent.as_mut()?.frame(pcm)
+    }
+
+    pub fn jitter_stats(&self) -> (Option<JitterStats>, Option<JitterStats>) {
+        (
+            self.from_trunk.as_ref().map(|t| t.jitter.stats()),
+            self.from_agent.as_ref().map(|t| t.jitter.stats()),
+        )
+    }
+}

@@ -1,0 +1,365 @@
+//! An adaptive jitter buffer for one direction of one call, used only where media terminates
+//! (decode, mix, record): packets go in as they arrive, and the 20 ms frame clock takes one
+//! frame out per tick. Playout follows RTP sequence numbers; the target delay follows the
+//! RFC 3550 interarrival jitter estimate between 20 and 200 ms, and a late packet pushes it
+//! up. Sans-IO: arrival times are given, nothing here reads a clock.
+
+use std::collections::BTreeMap;
+
+/// Shortest and longest target delay, in 20 ms frames (20–200 ms).
+pub const MIN_DELAY_FRAMES: usize = 1;
+pub const MAX_DELAY_FRAMES: usize = 10;
+/// Consecutive missing frames after which the stream is taken to have stopped (hold, a silent
+/// peer): playout pauses and starts again, refilled, when packets return.
+const STALL_FRAMES: u32 = 10;
+/// Arrivals (about a second of 20 ms packets) that must all want less delay before the target
+/// shrinks by a frame.
+const SHRINK_AFTER: u32 = 50;
+/// A sequence number this far from the playout point starts a new stream (a new SSRC or a
+/// restart) rather than being a very late or very early packet.
+const RESYNC_DISTANCE: i32 = 200;
+
+/// What the frame clock gets on a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// The packet due now.
+    Frame(Vec<u8>),
+    /// The packet due now is missing: conceal it. `next` is the packet after it when that one
+    /// is already here (Opus can rebuild the lost frame from its in-band FEC).
+    Lost { next: Option<Vec<u8>> },
+    /// Nothing to play: the buffer is filling, or the peer stopped sending.
+    Idle,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JitterStats {
+    pub received: u64,
+    pub played: u64,
+    pub concealed: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    /// Dropped to bring a grown buffer back to its target.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+pub struct JitterBuffer {
+    /// Packets waiting, by extended (unwrapped) sequence number.
+    packets: BTreeMap<i64, Vec<u8>>,
+    /// Extended sequence number of the next frame to play, once playing.
+    next: Option<i64>,
+    /// Highest extended sequence number seen, to unwrap the next one.
+    highest: Option<i64>,
+    /// Samples per second of the RTP clock, to turn timestamps into time.
+    clock_rate: u32,
+    /// RFC 3550 §6.4.1 interarrival jitter, in RTP clock units (scaled by 16 as in §A.8).
+    jitter_q4: i64,
+    last_transit: Option<i64>,
+    target: usize,
+    /// Consecutive arrivals that wanted a shorter delay than the target.
+    calm: u32,
+    missing_run: u32,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    pub fn new(clock_rate: u32) -> JitterBuffer {
+        JitterBuffer {
+            packets: BTreeMap::new(),
+            next: None,
+            highest: None,
+            clock_rate: clock_rate.max(1),
+            jitter_q4: 0,
+            last_transit: None,
+            target: 2,
+            calm: 0,
+            missing_run: 0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// The delay the buffer aims for, in frames.
+    pub fn target_frames(&self) -> usize {
+        self.target
+    }
+
+    /// Frames waiting.
+    pub fn depth(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Interarrival jitter in milliseconds.
+    pub fn jitter_ms(&self) -> f64 {
+        (self.jitter_q4 as f64 / 16.0) * 1000.0 / f64::from(self.clock_rate)
+    }
+
+    fn extend(&self, seq: u16) -> i64 {
+        let Some(highest) = self.highest else {
+            return i64::from(seq);
+        };
+        let delta = i64::from(seq.wrapping_sub(highest as u16) as i16);
+        highest + delta
+    }
+
+    /// A packet arrived. `arrival` is the arrival time in RTP clock units on any fixed origin.
+    pub fn push(&mut self, seq: u16, timestamp: u32, arrival: u32, payload: &[u8]) {
+        self.stats.received += 1;
+        let mut ext = self.extend(seq);
+        if let Some(next) = self.next {
+            if (ext - next).abs() > i64::from(RESYNC_DISTANCE) {
+                // A new stream: start over from this packet.
+                self.packets.clear();
+                self.next = None;
+                self.highest = None;
+                self.last_transit = None;
+                ext = i64::from(seq);
+            }
+        }
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        self.update_jitter(timestamp, arrival);
+        if let Some(next) = self.next {
+            if ext < next {
+                // Too late to play: its slot was concealed. Wait longer from now on.
+                self.stats.late += 1;
+                self.target = (self.target + 1).min(MAX_DELAY_FRAMES);
+                return;
+            }
+        }
+        if self.packets.insert(ext, payload.to_vec()).is_some() {
+            self.stats.duplicates += 1;
+        }
+    }
+
+    fn update_jitter(&mut self, timestamp: u32, arrival: u32) {
+        let transit = i64::from(arrival.wrapping_sub(timestamp) as i32);
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            // J += (|D| - J) / 16, kept scaled by 16 (RFC 3550 §A.8).
+            self.jitter_q4 += d - ((self.jitter_q4 + 8) >> 4);
+        }
+        self.last_transit = Some(transit);
+        // Twice the jitter plus a frame covers nearly every arrival on real networks.
+        let frame = i64::from(self.clock_rate / 50).max(1);
+        let jitter = self.jitter_q4 >> 4;
+        let wanted = ((2 * jitter + frame - 1) / frame + 1) as usize;
+        let wanted = wanted.clamp(MIN_DELAY_FRAMES, MAX_DELAY_FRAMES);
+        // Grow at once; shrink one frame after a second of calm arrivals.
+        if wanted > self.target {
+            self.target = wanted;
+            self.calm = 0;
+        } else if wanted < self.target {
+            self.calm += 1;
+            if self.calm >= SHRINK_AFTER {
+                self.target -= 1;
+                self.calm = 0;
+            }
+        } else {
+            self.calm = 0;
+        }
+    }
+
+    /// One tick of the 20 ms frame clock.
+    pub fn pop(&mut self) -> Playout {
+        let Some(next) = self.next else {
+            // Filling: start once the target delay is buffered.
+            if self.packets.len() < self.target {
+                return Playout::Idle;
+            }
+            let Some((&first, _)) = self.packets.iter().next() else {
+                return Playout::Idle;
+            };
+            self.next = Some(first);
+            return self.pop();
+        };
+        // A buffer grown well past its target (a burst, or clock drift) drops its oldest.
+        while self.packets.len() > self.target + 2 {
+            if let Some((&seq, _)) = self.packets.iter().next() {
+                self.packets.remove(&seq);
+                self.stats.dropped += 1;
+                self.next = Some(seq + 1);
+            }
+        }
+        let next = self.next.unwrap_or(next);
+        self.next = Some(next + 1);
+        if let Some(payload) = self.packets.remove(&next) {
+            self.missing_run = 0;
+            self.stats.played += 1;
+            return Playout::Frame(payload);
+        }
+        self.missing_run += 1;
+        if self.missing_run > STALL_FRAMES || (self.packets.is_empty() && self.missing_run > 3) {
+            // The peer stopped (or paused) sending: wait to refill rather than conceal forever.
+            self.next = None;
+            self.missing_run = 0;
+            return Playout::Idle;
+        }
+        self.stats.concealed += 1;
+        Playout::Lost {
+            next: self.packets.get(&(next + 1)).cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICKS: u32 = 160;
+
+    fn feed(jb: &mut JitterBuffer, seq: u16, arrival_frames: u32) {
+        let ts = u32::from(seq) * TICKS;
+        jb.push(seq, ts, arrival_frames * TICKS, &[seq as u8]);
+    }
+
+    #[test]
+    fn plays_in_sequence_order_after_filling() {
+        let mut jb = JitterBuffer::new(8000);
+        feed(&mut jb, 11, 0);
+        assert_eq!(jb.pop(), Playout::Idle, "filling to the target first");
+        feed(&mut jb, 10, 0);
+        assert_eq!(jb.pop(), Playout::Frame(vec![10]));
+        assert_eq!(jb.pop(), Playout::Frame(vec![11]));
+    }
+
+    #[test]
+    fn conceals_a_lost_packet_and_offers_the_next_for_fec() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in [1u16, 2, 4, 5] {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        assert_eq!(jb.pop(), Playout::Frame(vec![1]));
+        assert_eq!(jb.pop(), Playout::Frame(vec![2]));
+        assert_eq!(
+            jb.pop(),
+            Playout::Lost {
+                next: Some(vec![4])
+            }
+        );
+        assert_eq!(jb.pop(), Playout::Frame(vec![4]));
+        assert_eq!(jb.stats().concealed, 1);
+    }
+
+    #[test]
+    fn late_packets_are_dropped_and_raise_the_target() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in 1u16..=3 {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        let before = jb.target_frames();
+        for _ in 0..3 {
+            jb.pop();
+        }
+        feed(&mut jb, 2, 4);
+        assert_eq!(jb.stats().late, 1);
+        assert!(jb.target_frames() > before);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut jb = JitterBuffer::new(8000);
+        for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+            jb.push(seq, i as u32 * TICKS, i as u32 * TICKS, &[i as u8]);
+        }
+        let played: Vec<Playout> = (0..4).map(|_| jb.pop()).collect();
+        assert_eq!(
+            played,
+            (0..4u8)
+                .map(|i| Playout::Frame(vec![i]))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn target_delay_adapts_to_jitter_within_bounds() {
+        let mut calm = JitterBuffer::new(8000);
+        for seq in 0u16..200 {
+            feed(&mut calm, seq, u32::from(seq));
+            calm.pop();
+        }
+        assert_eq!(
+            calm.target_frames(),
+            MIN_DELAY_FRAMES,
+            "a calm stream settles at 20 ms"
+        );
+        let mut rough = JitterBuffer::new(8000);
+        for seq in 0u16..200 {
+            // Arrivals wander by up to 60 ms.
+            let wobble = [0, 3, 1, 2][usize::from(seq) % 4] * TICKS;
+            rough.push(
+                seq,
+                u32::from(seq) * TICKS,
+                u32::from(seq) * TICKS + wobble,
+                &[0],
+            );
+            rough.pop();
+        }
+        assert!(
+            (3..=MAX_DELAY_FRAMES).contains(&rough.target_frames()),
+            "{} frames for {:.1} ms jitter",
+            rough.target_frames(),
+            rough.jitter_ms()
+        );
+        let mut wild = JitterBuffer::new(8000);
+        for seq in 0u16..200 {
+            let wobble = if seq % 2 == 0 { 0 } else { 100 * TICKS };
+            wild.push(
+                seq,
+                u32::from(seq) * TICKS,
+                u32::from(seq) * TICKS + wobble,
+                &[0],
+            );
+        }
+        assert_eq!(wild.target_frames(), MAX_DELAY_FRAMES);
+    }
+
+    #[test]
+    fn a_stopped_stream_goes_idle_and_refills() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in 0u16..4 {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        let mut idle = 0;
+        for _ in 0..20 {
+            if jb.pop() == Playout::Idle {
+                idle += 1;
+            }
+        }
+        assert!(idle > 10, "{idle}");
+        for seq in 30u16..34 {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        assert!(matches!(jb.pop(), Playout::Frame(_)));
+    }
+
+    #[test]
+    fn a_new_stream_resynchronises() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in 0u16..4 {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        jb.pop();
+        for seq in 40000u16..40004 {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        assert_eq!(jb.pop(), Playout::Frame(vec![(40000u16 as u8)]));
+    }
+
+    #[test]
+    fn a_grown_buffer_drops_its_oldest() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in 0u16..2 {
+            feed(&mut jb, seq, u32::from(seq));
+        }
+        jb.pop();
+        for seq in 2u16..40 {
+            feed(&mut jb, seq, 2);
+        }
+        jb.pop();
+        assert!(jb.depth() <= jb.target_frames() + 2);
+        assert!(jb.stats().dropped > 0);
+    }
+}

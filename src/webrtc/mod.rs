@@ -1,0 +1,661 @@
+//! The agents' peer connections: one task over str0m owns one UDP socket that carries every
+//! agent's ICE, DTLS-SRTP and RTP. It answers browser offers (ICE-lite, host candidate on the
+//! configured address), writes the frames calls send toward each agent with one continuous
+//! RTP stream per peer connection whatever call they come from, and hands each agent's
+//! microphone packets to the one call that agent's audio is routed to. It knows peers and
+//! call ids as opaque routes, never queues or call policy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sdp::Codec;
+
+/// One agent connection's peer connection.
+pub type PeerId = u64;
+
+/// Capacity of the task's input channel. Audio frames from every bridged call pass through
+/// it (50 a second each); when it is full a frame is dropped and counted, never waited for.
+pub const INPUT_CAPACITY: usize = 8192;
+/// Capacity of a call's channel of agent packets; a call that stops reading loses packets.
+pub const AGENT_AUDIO_CAPACITY: usize = 64;
+/// A peer that has not finished ICE and DTLS this long after its offer is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest datagram read from the socket.
+const DATAGRAM_MAX: usize = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebrtcError {
+    #[error("offer SDP: {0}")]
+    BadOffer(String),
+    #[error("the offer has no audio the gateway can use (Opus, PCMU or PCMA)")]
+    NoAudio,
+    #[error("candidate: {0}")]
+    BadCandidate(String),
+    #[error("no peer connection for this agent yet")]
+    NoPeer,
+    #[error("peer connection: {0}")]
+    Rtc(String),
+    #[error("the WebRTC task has stopped")]
+    Stopped,
+}
+
+/// The codec an agent's browser negotiated, shared with the calls that encode for it so they
+/// can follow a renegotiation without a round trip.
+#[derive(Debug, Default)]
+pub struct PeerCodec(AtomicU8);
+
+impl PeerCodec {
+    pub fn get(&self) -> Option<Codec> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(Codec::Pcmu),
+            2 => Some(Codec::Pcma),
+            3 => Some(Codec::Opus),
+            _ => None,
+        }
+    }
+
+    fn set(&self, codec: Option<Codec>) {
+        let value = match codec {
+            None => 0,
+            Some(Codec::Pcmu) => 1,
+            Some(Codec::Pcma) => 2,
+            Some(Codec::Opus) => 3,
+        };
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+/// An RTP packet of the agent's microphone, for the call it is routed to.
+#[derive(Debug, Clone)]
+pub struct AgentPacket {
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub codec: Codec,
+    pub payload: Vec<u8>,
+}
+
+/// Where an agent's microphone goes: the active call.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub call: String,
+    pub to_call: mpsc::Sender<AgentPacket>,
+}
+
+#[derive(Debug)]
+pub enum WebrtcInput {
+    /// A browser's offer; the reply is our answer SDP. A second offer from the same agent
+    /// connection replaces its peer connection (the route and stream continue).
+    Offer {
+        peer: PeerId,
+        sdp: String,
+        codec: Arc<PeerCodec>,
+        reply: oneshot::Sender<Result<String, WebrtcError>>,
+    },
+    /// A trickled candidate from the browser (`a=candidate` value, with or without the
+    /// `candidate:` prefix).
+    Candidate {
+        peer: PeerId,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), WebrtcError>>,
+    },
+    /// Route the agent's microphone to a call, or to none. Frames toward the agent are
+    /// accepted only from the routed call, so a switch takes effect in one frame.
+    Route { peer: PeerId, route: Option<Route> },
+    /// One 20 ms frame from a call toward its agent, already encoded in `codec`.
+    Audio {
+        peer: PeerId,
+        call: String,
+        codec: Codec,
+        payload: Vec<u8>,
+    },
+    /// The agent connection is gone.
+    Close { peer: PeerId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebrtcEvent {
+    /// ICE and DTLS are up: audio can flow.
+    Connected { peer: PeerId },
+    /// The peer connection failed or closed on its own.
+    Disconnected { peer: PeerId },
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WebrtcCounters {
+    pub frames_out: std::sync::atomic::AtomicU64,
+    pub frames_in: std::sync::atomic::AtomicU64,
+    pub frames_dropped: std::sync::atomic::AtomicU64,
+    pub peers_connected: std::sync::atomic::AtomicU64,
+}
+
+struct Peer {
+    rtc: Rtc,
+    created: Instant,
+    connected: bool,
+    mid: Option<Mid>,
+    codec: Arc<PeerCodec>,
+    /// Our outgoing media time, continuous across calls and renegotiations.
+    stream_time: u64,
+    stream_codec: Option<Codec>,
+    last_write: Option<Instant>,
+    next_timeout: Instant,
+}
+
+impl Peer {
+    fn send_pt(&mut self, codec: Codec) -> Option<Pt> {
+        let mid = self.mid?;
+        let writer = self.rtc.writer(mid)?;
+        let wanted = rtc_codec(codec);
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == wanted)
+            .map(|p| p.pt());
+        pt
+    }
+
+    /// The best audio codec this peer connection negotiated.
+    fn negotiated(&mut self) -> Option<Codec> {
+        let mid = self.mid?;
+        let writer = self.rtc.writer(mid)?;
+        let codecs: Vec<RtcCodec> = writer.payload_params().map(|p| p.spec().codec).collect();
+        [Codec::Opus, Codec::Pcmu, Codec::Pcma]
+            .into_iter()
+            .find(|c| codecs.contains(&rtc_codec(*c)))
+    }
+}
+
+fn rtc_codec(codec: Codec) -> RtcCodec {
+    match codec {
+        Codec::Opus => RtcCodec::Opus,
+        Codec::Pcmu => RtcCodec::PCMU,
+        Codec::Pcma => RtcCodec::PCMA,
+    }
+}
+
+fn codec_of(codec: RtcCodec) -> Option<Codec> {
+    match codec {
+        RtcCodec::Opus => Some(Codec::Opus),
+        RtcCodec::PCMU => Some(Codec::Pcmu),
+        RtcCodec::PCMA => Some(Codec::Pcma),
+        _ => None,
+    }
+}
+
+fn clock_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Opus => 48_000,
+        Codec::Pcmu | Codec::Pcma => 8_000,
+    }
+}
+
+/// The str0m process-wide crypto provider (aws-lc-rs); call once before any peer exists.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// The WebRTC shell: one socket, every agent's peer connection.
+pub struct WebrtcHost {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The address written in our host candidate.
+    advertised: SocketAddr,
+    peers: HashMap<PeerId, Peer>,
+    /// Remote transport addresses already matched to a peer, so most packets skip the search.
+    sources: HashMap<SocketAddr, PeerId>,
+    /// Each agent's routed call; kept apart from the peer so it holds before media is up.
+    routes: HashMap<PeerId, Route>,
+    events: mpsc::Sender<WebrtcEvent>,
+    counters: Arc<WebrtcCounters>,
+}
+
+impl WebrtcHost {
+    pub fn new(
+        socket: UdpSocket,
+        advertised_ip: Option<std::net::IpAddr>,
+        events: mpsc::Sender<WebrtcEvent>,
+        counters: Arc<WebrtcCounters>,
+    ) -> std::io::Result<WebrtcHost> {
+        install_crypto();
+        let local = socket.local_addr()?;
+        let advertised = SocketAddr::new(advertised_ip.unwrap_or(local.ip()), local.port());
+        Ok(WebrtcHost {
+            socket,
+            local,
+            advertised,
+            peers: HashMap::new(),
+            sources: HashMap::new(),
+            routes: HashMap::new(),
+            events,
+            counters,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Run until the input channel closes.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<WebrtcInput>) {
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        loop {
+            let deadline = self
+                .peers
+                .values()
+                .map(|p| p.next_timeout)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = received {
+                        self.on_datagram(source, n, &mut buf).await;
+                    }
+                }
+                input = inputs.recv() => match input {
+                    Some(input) => self.on_input(input).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.on_timeouts().await;
+        }
+        for (_, mut peer) in self.peers.drain() {
+            peer.rtc.disconnect();
+        }
+    }
+
+    async fn on_datagram(&mut self, source: SocketAddr, n: usize, buf: &mut [u8]) {
+        let now = Instant::now();
+        let Some(bytes) = buf.get(..n) else {
+            return;
+        };
+        let Ok(contents) = bytes.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        let known = self
+            .sources
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let id = known.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.accepts(&input))
+                .map(|(id, _)| *id)
+        });
+        let Some(id) = id else {
+            tracing::trace!(%source, "datagram for no peer");
+            return;
+        };
+        self.sources.insert(source, id);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            if let Err(e) = peer.rtc.handle_input(input) {
+                tracing::debug!(peer = id, error = %e, "peer input failed; closing");
+                peer.rtc.disconnect();
+            }
+        }
+        self.drain(id).await;
+    }
+
+    async fn on_timeouts(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if !peer.connected && now.duration_since(peer.created) > CONNECT_TIMEOUT {
+                    tracing::info!(peer = id, "peer connection never came up; dropping it");
+                    peer.rtc.disconnect();
+                } else if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(peer = id, error = %e, "peer timeout failed; closing");
+                    peer.rtc.disconnect();
+                }
+            }
+            self.drain(id).await;
+        }
+    }
+
+    async fn on_input(&mut self, input: WebrtcInput) {
+        match input {
+            WebrtcInput::Offer {
+                peer,
+                sdp,
+                codec,
+                reply,
+            } => {
+                let result = self.accept_offer(peer, &sdp, codec);
+                let _ = reply.send(result);
+                self.drain(peer).await;
+            }
+            WebrtcInput::Candidate {
+                peer,
+                candidate,
+                reply,
+            } => {
+                let result = match self.peers.get_mut(&peer) {
+                    None => Err(WebrtcError::NoPeer),
+                    Some(p) => {
+                        let text = candidate.trim();
+                        let text = text.strip_prefix("a=").unwrap_or(text);
+                        if text.is_empty() {
+                            // End of candidates.
+                            Ok(())
+                        } else {
+                            match Candidate::from_sdp_string(text) {
+                                Ok(c) => {
+                                    p.rtc.add_remote_candidate(c);
+                                    Ok(())
+                                }
+                                Err(e) => Err(WebrtcError::BadCandidate(e.to_string())),
+                            }
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+                self.drain(peer).await;
+            }
+            WebrtcInput::Route { peer, route } => match route {
+                Some(route) => {
+                    self.routes.insert(peer, route);
+                }
+                None => {
+                    self.routes.remove(&peer);
+                }
+            },
+            WebrtcInput::Audio {
+                peer,
+                call,
+                codec,
+                payload,
+            } => {
+                self.write_audio(peer, &call, codec, payload);
+                self.drain(peer).await;
+            }
+            WebrtcInput::Close { peer } => {
+                if let Some(mut p) = self.peers.remove(&peer) {
+                    p.rtc.disconnect();
+                    if p.connected {
+                        self.counters
+                            .peers_connected
+                            .fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                self.sources.retain(|_, id| *id != peer);
+                self.routes.remove(&peer);
+            }
+        }
+    }
+
+    fn accept_offer(
+        &mut self,
+        id: PeerId,
+        sdp: &str,
+        codec: Arc<PeerCodec>,
+    ) -> Result<String, WebrtcError> {
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| WebrtcError::BadOffer(e.to_string()))?;
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false)
+            .build(now);
+        let candidate =
+            Candidate::host(self.advertised, "udp").map_err(|e| WebrtcError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| WebrtcError::BadOffer(e.to_string()))?;
+        let mut peer = Peer {
+            rtc,
+            created: now,
+            connected: false,
+            mid: None,
+            codec,
+            stream_time: rand::random::<u32>().into(),
+            stream_codec: None,
+            last_write: None,
+            next_timeout: now,
+        };
+        // The audio m-line is known from the offer already; media flows once ICE is up.
+        let audio_mid = sdp_audio_mids(sdp);
+        peer.mid = audio_mid.into_iter().find_map(|m| {
+            let mid = Mid::from(m.as_str());
+            peer.rtc.media(mid).map(|_| mid)
+        });
+        let negotiated = peer.negotiated();
+        if negotiated.is_none() {
+            return Err(WebrtcError::NoAudio);
+        }
+        peer.codec.set(negotiated);
+        if let Some(mut old) = self.peers.insert(id, peer) {
+            old.rtc.disconnect();
+            if old.connected {
+                self.counters
+                    .peers_connected
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+            self.sources.retain(|_, p| *p != id);
+        }
+        tracing::debug!(peer = id, codec = ?negotiated, "answered browser offer");
+        Ok(answer.to_sdp_string())
+    }
+
+    fn write_audio(&mut self, id: PeerId, call: &str, codec: Codec, payload: Vec<u8>) {
+        if self.routes.get(&id).is_none_or(|r| r.call != call) {
+            // A frame from a call that is no longer (or not yet) this agent's active one.
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.connected {
+            return;
+        }
+        let Some(pt) = peer.send_pt(codec) else {
+            self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let now = Instant::now();
+        let rate = clock_rate(codec);
+        let frame = u64::from(rate / 50);
+        if peer.stream_codec != Some(codec) {
+            // Another clock rate: carry the stream's time over in the new units.
+            if let Some(old) = peer.stream_codec {
+                peer.stream_time = peer.stream_time * u64::from(rate) / u64::from(clock_rate(old));
+            }
+            peer.stream_codec = Some(codec);
+        }
+        // Consecutive frames advance by one frame; after a pause (no call routed), by the
+        // time that passed, as RTP timestamps follow the sampling clock.
+        let advance = match peer.last_write {
+            Some(last) if now.duration_since(last) > Duration::from_millis(100) => {
+                let elapsed =
+                    now.duration_since(last).as_micros() as u64 * u64::from(rate) / 1_000_000;
+                (elapsed / frame).max(1) * frame
+            }
+            Some(_) => frame,
+            None => 0,
+        };
+        peer.stream_time = peer.stream_time.wrapping_add(advance);
+        peer.last_write = Some(now);
+        let time = MediaTime::new(
+            peer.stream_time,
+            Frequency::new(rate).unwrap_or(Frequency::EIGHT_KHZ),
+        );
+        let Some(mid) = peer.mid else {
+            return;
+        };
+        let Some(writer) = peer.rtc.writer(mid) else {
+            return;
+        };
+        match writer.write(pt, now, time, payload) {
+            Ok(()) => {
+                self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(peer = id, error = %e, "cannot write audio");
+                self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Send what the peer wants sent and act on its events, until it only waits for time.
+    async fn drain(&mut self, id: PeerId) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            if !peer.rtc.is_alive() {
+                let peer = self.peers.remove(&id);
+                self.sources.retain(|_, p| *p != id);
+                if peer.is_some_and(|p| p.connected) {
+                    self.counters
+                        .peers_connected
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+                tracing::info!(peer = id, "peer connection closed");
+                let _ = self.events.try_send(WebrtcEvent::Disconnected { peer: id });
+                return;
+            }
+            let output = match peer.rtc.poll_output() {
+                Ok(output) => output,
+                Err(e) => {
+                    tracing::debug!(peer = id, error = %e, "peer failed; closing");
+                    peer.rtc.disconnect();
+                    continue;
+                }
+            };
+            match output {
+                Output::Timeout(at) => {
+                    peer.next_timeout = at;
+                    return;
+                }
+                Output::Transmit(transmit) => {
+                    if let Err(e) = self
+                        .socket
+                        .send_to(&transmit.contents, transmit.destination)
+                        .await
+                    {
+                        tracing::trace!(error = %e, "WebRTC send failed");
+                    }
+                }
+                Output::Event(event) => self.on_event(id, event),
+            }
+        }
+    }
+
+    fn on_event(&mut self, id: PeerId, event: Event) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match event {
+            Event::Connected => {
+                peer.connected = true;
+                self.counters
+                    .peers_connected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    peer = id,
+                    setup_ms = peer.created.elapsed().as_millis() as u64,
+                    "peer connection up"
+                );
+                let _ = self.events.try_send(WebrtcEvent::Connected { peer: id });
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::info!(peer = id, "ICE disconnected");
+                peer.rtc.disconnect();
+            }
+            Event::MediaAdded(added) if peer.mid.is_none() => {
+                peer.mid = Some(added.mid);
+                let negotiated = peer.negotiated();
+                peer.codec.set(negotiated);
+            }
+            Event::MediaData(data) => {
+                self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                let Some(codec) = codec_of(data.params.spec().codec) else {
+                    return;
+                };
+                let Some(route) = self.routes.get(&id) else {
+                    return;
+                };
+                let packet = AgentPacket {
+                    sequence: (*data.seq_range.start()).as_u16(),
+                    timestamp: data.time.numer() as u32,
+                    codec,
+                    payload: data.data.to_vec(),
+                };
+                if route.to_call.try_send(packet).is_err() {
+                    self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The mids of the offer's audio m-lines, in order.
+fn sdp_audio_mids(sdp: &str) -> Vec<String> {
+    let mut mids = Vec::new();
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(media) = line.strip_prefix("m=") {
+            in_audio = media.starts_with("audio ");
+        } else if in_audio {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                mids.push(mid.trim().to_string());
+            }
+        }
+    }
+    mids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_audio_mids() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
+        assert_eq!(sdp_audio_mids(sdp), vec!["0".to_string()]);
+    }
+
+    #[test]
+    fn peer_codec_round_trips() {
+        let shared = PeerCodec::default();
+        assert_eq!(shared.get(), None);
+        for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+            shared.set(Some(codec));
+            assert_eq!(shared.get(), Some(codec));
+        }
+    }
+}

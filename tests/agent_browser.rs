@@ -1,0 +1,254 @@
+//! The agent leg end to end: Debian's headless Chromium runs the dialer page with a fake
+//! microphone (a 1 kHz tone), sipp plays the PSTN side with a 440 Hz tone, and each side must
+//! hear the other: the browser measures what it receives (getStats, WebAudio), tcpdump
+//! captures what reaches sipp and the test decodes it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const DEMO_AGENT: &str = r#"
+[[agent]]
+id = "demo"
+name = "Demo Agent"
+token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
+dids = ["+15550000100"]
+"#;
+
+/// The browser agent script, its stdout lines arriving on a channel.
+struct BrowserAgent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl BrowserAgent {
+    fn start(gw: &Gateway, dir: &Path, mode: &str, extra_env: &[(&str, &str)]) -> BrowserAgent {
+        require_tool("node");
+        require_tool("chromium");
+        let browser_dir = repo_root().join("tests/browser");
+        assert!(
+            browser_dir.join("node_modules/playwright-core").exists(),
+            "playwright-core is not installed: run ./scripts/setup.sh"
+        );
+        let fake_mic = dir.join("mic.wav");
+        let status = Command::new("sox")
+            .args(["-n", "-r", "48000", "-c", "1", "-b", "16"])
+            .arg(&fake_mic)
+            .args(["synth", "60", "sine", "1000", "vol", "0.5"])
+            .status()
+            .expect("sox runs");
+        assert!(status.success());
+        let mut command = Command::new("node");
+        command
+            .arg(browser_dir.join("agent.mjs"))
+            .current_dir(&browser_dir)
+            .env(
+                "CALLGATE_URL",
+                format!("http://127.0.0.1:{}/", gw.ports.http),
+            )
+            .env("CALLGATE_TOKEN", "demo-token")
+            .env("MODE", mode)
+            .env("FAKE_AUDIO", &fake_mic)
+            .env("SHOTS", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("browser.log")).expect("browser log"),
+            ));
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("node starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        BrowserAgent { child, lines }
+    }
+
+    /// The next line starting with `prefix`; panics with the browser log on FAILED or timeout.
+    fn expect(&self, prefix: &str, within: Duration, dir: &Path, gw: &Gateway) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if line.starts_with("FAILED") => panic!(
+                    "browser: {line}\n{}\ngateway:\n{}",
+                    std::fs::read_to_string(dir.join("browser.log")).unwrap_or_default(),
+                    gw.log_text()
+                ),
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "browser never said {prefix}\n{}\ngateway:\n{}",
+                    std::fs::read_to_string(dir.join("browser.log")).unwrap_or_default(),
+                    gw.log_text()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for BrowserAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn number(json: &str, key: &str) -> f64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("{key} in {json}"));
+    let rest = &json[at + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {json}"))
+}
+
+/// The browser heard the far end's tone: packets growing, a level, and a 440 Hz peak.
+fn assert_browser_heard_tone(result: &str) {
+    let before = number(result, "packets_before");
+    let after = number(result, "packets_after");
+    assert!(
+        after > before + 50.0,
+        "inbound packets did not grow: {result}"
+    );
+    assert!(number(result, "audio_level") > 0.01, "audioLevel: {result}");
+    assert!(number(result, "rms") > 0.05, "received RMS: {result}");
+    let hz = number(result, "dominant_hz");
+    assert!(
+        (400.0..=480.0).contains(&hz),
+        "dominant frequency: {result}"
+    );
+}
+
+/// What the gateway sent to sipp's media port, decoded: the browser's 1 kHz tone.
+fn assert_sipp_heard_browser(packets: &[UdpPacket]) {
+    let samples: Vec<i16> = packets
+        .iter()
+        .filter(|p| p.payload.len() > 12 && p.payload[1] & 0x7f == 0)
+        .flat_map(|p| p.payload[12..].iter().map(|b| ulaw_to_linear(*b)))
+        .collect();
+    assert!(
+        samples.len() > 8000,
+        "only {} samples reached sipp",
+        samples.len()
+    );
+    // Skip the first second (ICE, jitter buffer filling), then measure a second of it.
+    let window = &samples[8000.min(samples.len() - 8000)..][..8000];
+    assert!(
+        rms(window) > 1500.0,
+        "browser audio at sipp has RMS {}",
+        rms(window)
+    );
+    assert_eq!(
+        dominant_frequency(window, 800, 1200),
+        1000,
+        "sipp hears the browser's 1 kHz tone"
+    );
+}
+
+/// A caller rings the demo agent's DID; the page answers; audio both ways; closing the
+/// browser ends the SIP call with BYE.
+#[test]
+fn browser_answers_a_pstn_call_and_closing_it_hangs_up() {
+    let ports = Ports::block(41);
+    let gw = Gateway::start("agent_inbound", ports, &(default_trunk(25990) + DEMO_AGENT));
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let browser = BrowserAgent::start(&gw, &dir, "answer", &[("TALK_MS", "3000")]);
+    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+
+    let media_port = 26610;
+    let capture = capture_rtp_to(&gw, media_port);
+    let args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        26600,
+        media_port,
+    );
+    let mut caller = KillOnDrop::new(spawn_sipp(&dir, &args));
+
+    browser.expect("ANSWERED", Duration::from_secs(40), &dir, &gw);
+    let result = browser.expect("RESULT", Duration::from_secs(30), &dir, &gw);
+    assert_browser_heard_tone(&result);
+    browser.expect("CLOSED", Duration::from_secs(30), &dir, &gw);
+    let closed = Instant::now();
+    let out = wait_child(caller.take(), Duration::from_secs(30));
+    let bye_after = closed.elapsed();
+    let packets = capture.stop();
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (1, 0),
+        "caller: {}\n{}\ngateway:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default(),
+        gw.log_text()
+    );
+    assert!(
+        bye_after < Duration::from_secs(20),
+        "BYE came {bye_after:?} after the browser closed"
+    );
+    assert_sipp_heard_browser(&packets);
+    gw.wait_idle(Duration::from_secs(5));
+}
+
+/// The page dials a number; the trunk's far end (sipp UAS) answers; audio both ways; the
+/// page's hang-up button sends BYE.
+#[test]
+fn browser_dials_out_through_the_trunk() {
+    let ports = Ports::block(42);
+    let trunk_port = 26700;
+    let gw = Gateway::start(
+        "agent_outbound",
+        ports,
+        &(default_trunk(trunk_port) + DEMO_AGENT),
+    );
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let media_port = 26710;
+    let args = single_call_sipp_args(&dir, "uas_agent_trunk.xml", None, trunk_port, media_port);
+    let mut callee = KillOnDrop::new(spawn_sipp(&dir, &args));
+    let capture = capture_rtp_to(&gw, media_port);
+    let browser = BrowserAgent::start(
+        &gw,
+        &dir,
+        "dial",
+        &[
+            ("NUMBER", "+15551230001"),
+            ("HANGUP", "1"),
+            ("TALK_MS", "3000"),
+        ],
+    );
+    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    browser.expect("DIALED", Duration::from_secs(30), &dir, &gw);
+    let result = browser.expect("RESULT", Duration::from_secs(30), &dir, &gw);
+    assert_browser_heard_tone(&result);
+    browser.expect("HUNG_UP", Duration::from_secs(30), &dir, &gw);
+    let out = wait_child(callee.take(), Duration::from_secs(20));
+    let packets = capture.stop();
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (1, 0),
+        "callee: {}\n{}\ngateway:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default(),
+        gw.log_text()
+    );
+    assert_sipp_heard_browser(&packets);
+}

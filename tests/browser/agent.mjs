@@ -1,0 +1,120 @@
+// An agent in headless Chromium (Debian's, driven by playwright-core) using callgate's dialer
+// page with a fake microphone. The Rust test that spawns it reads its stdout, one line each:
+//   READY                    signed in, peer connection up
+//   ANSWERED / DIALED        the call is active
+//   RESULT {json}            what the browser received (getStats and WebAudio RMS)
+//   CLOSED                   the browser is gone
+// Settings come from the environment: CALLGATE_URL, CALLGATE_TOKEN, MODE (answer | dial),
+// NUMBER (for dial), FAKE_AUDIO (a WAV for the fake microphone), SHOTS (a directory for
+// screenshots), HANGUP (page: hang up with the button; otherwise close the browser).
+import { chromium } from "playwright-core";
+import { join } from "node:path";
+
+const env = (name, fallback) => process.env[name] ?? fallback;
+const url = env("CALLGATE_URL", "http://127.0.0.1:8080/");
+const token = env("CALLGATE_TOKEN", "demo-token");
+const mode = env("MODE", "answer");
+const shots = env("SHOTS", "");
+const say = (line) => process.stdout.write(`${line}\n`);
+
+const args = [
+  "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+  "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+];
+if (process.env.FAKE_AUDIO) args.push(`--use-file-for-fake-audio-capture=${process.env.FAKE_AUDIO}`);
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  // Playwright gives every launch a fresh, empty profile directory of its own.
+  args,
+  ignoreDefaultArgs: ["--headless"],
+});
+const fail = async (why) => {
+  say(`FAILED ${why}`);
+  await browser.close().catch(() => {});
+  process.exit(1);
+};
+const watchdog = setTimeout(() => fail("timed out"), Number(env("TIMEOUT_MS", "90000")));
+
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on("console", (m) => process.stderr.write(`[page] ${m.text()}\n`));
+  await page.goto(`${url}#processing=off`);
+  await page.fill("#token", token);
+  await page.click("#signin-button");
+  await page.waitForFunction(() => window.callgate.pc && window.callgate.pc.connectionState === "connected", null, { timeout: 20000 });
+  say("READY");
+
+  if (mode === "answer") {
+    await page.waitForSelector("#incoming:not([hidden])", { timeout: 30000 });
+    if (shots) await page.screenshot({ path: join(shots, "incoming.png") });
+    await page.click("#answer-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    say("ANSWERED");
+  } else {
+    await page.fill("#number", env("NUMBER", "+15551230001"));
+    await page.click("#dial-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 20000 });
+    say("DIALED");
+  }
+
+  // What arrives from the far end: RTP counters, the level Chromium reports, and the RMS of
+  // the decoded remote track measured with WebAudio.
+  const result = await page.evaluate(async () => {
+    const inbound = async () => {
+      const stats = await window.callgate.pc.getStats();
+      for (const s of stats.values()) if (s.type === "inbound-rtp" && s.kind === "audio") return s;
+      return {};
+    };
+    await new Promise((r) => setTimeout(r, 1500));
+    const first = await inbound();
+    const ctx = new AudioContext();
+    const source = ctx.createMediaStreamSource(window.callgate.remoteStream);
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    source.connect(analyser);
+    const data = new Float32Array(analyser.fftSize);
+    let sum = 0;
+    let n = 0;
+    let levels = 0;
+    for (let i = 0; i < 30; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      analyser.getFloatTimeDomainData(data);
+      for (const v of data) { sum += v * v; n++; }
+      const s = await inbound();
+      levels = Math.max(levels, s.audioLevel || 0);
+    }
+    const spectrum = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(spectrum);
+    let peak = 1;
+    for (let i = 1; i < spectrum.length; i++) if (spectrum[i] > spectrum[peak]) peak = i;
+    const last = await inbound();
+    return {
+      packets_before: first.packetsReceived || 0,
+      packets_after: last.packetsReceived || 0,
+      audio_level: levels,
+      rms: Math.sqrt(sum / Math.max(1, n)),
+      dominant_hz: Math.round((peak * ctx.sampleRate) / analyser.fftSize),
+      codec: [...(await window.callgate.pc.getStats()).values()].find((s) => s.type === "codec" && s.id === last.codecId)?.mimeType || null,
+      sample_rate: ctx.sampleRate,
+    };
+  });
+  say(`RESULT ${JSON.stringify(result)}`);
+  if (shots) await page.screenshot({ path: join(shots, "in-call.png") });
+
+  // Keep talking for a while so the far end records our audio.
+  await new Promise((r) => setTimeout(r, Number(env("TALK_MS", "2000"))));
+  if (process.env.HANGUP) {
+    await page.click("#hangup-button");
+    await page.waitForFunction(() => ![...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    say("HUNG_UP");
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  clearTimeout(watchdog);
+  await browser.close();
+  say("CLOSED");
+} catch (e) {
+  await fail(String(e).split("\n")[0]);
+}
