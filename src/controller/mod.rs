@@ -959,4 +959,222 @@ mod tests {
         assert_eq!(cmds.len(), 3);
         assert!(cmds.iter().all(|c| matches!(c, Command::Hangup { .. })));
     }
+
+    fn agent(id: &str, did: &str, max_calls: u32) -> AgentConfig {
+        AgentConfig {
+            id: id.into(),
+            name: id.into(),
+            token_sha256: String::new(),
+            role: "agent".into(),
+            max_calls,
+            dids: vec![did.into()],
+        }
+    }
+
+    fn with_agent(max_calls: u32) -> Controller {
+        Controller::new(&[], &[agent("ann", "+15550000100", max_calls)])
+    }
+
+    fn ring(c: &mut Controller, call: &str, now: Instant) -> Vec<Command> {
+        c.handle(
+            Event::Incoming {
+                call: call.into(),
+                from: "+15551230001".into(),
+                from_name: Some("Pat".into()),
+                to_user: "+15550000100".into(),
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn an_agents_did_rings_only_while_the_agent_is_connected() {
+        let mut c = with_agent(100);
+        let now = Instant::now();
+        assert_eq!(
+            ring(&mut c, "c1", now),
+            vec![Command::Reject {
+                call: "c1".into(),
+                status: 480
+            }]
+        );
+        c.handle(
+            Event::AgentConnected {
+                agent: "ann".into(),
+                conn: 1,
+            },
+            now,
+        );
+        let cmds = ring(&mut c, "c2", now);
+        assert_eq!(cmds[0], Command::Ring { call: "c2".into() });
+        assert!(matches!(
+            &cmds[1],
+            Command::Notify { agent, notice: Notice::Incoming(call) }
+                if agent == "ann" && call.status == Status::Ringing && call.from_name.as_deref() == Some("Pat")
+        ));
+        // Busy with one call: a second caller is turned away (call waiting comes later).
+        assert_eq!(
+            ring(&mut c, "c3", now),
+            vec![Command::Reject {
+                call: "c3".into(),
+                status: 486
+            }]
+        );
+    }
+
+    #[test]
+    fn answering_bridges_and_a_disconnect_ends_every_call() {
+        let mut c = with_agent(100);
+        let now = Instant::now();
+        c.handle(
+            Event::AgentConnected {
+                agent: "ann".into(),
+                conn: 1,
+            },
+            now,
+        );
+        ring(&mut c, "c1", now);
+        let (result, cmds) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
+        assert_eq!(result, Ok("c1".to_string()));
+        assert_eq!(
+            cmds[..2],
+            [
+                Command::Answer {
+                    call: "c1".into(),
+                    plan: MediaPlan::Agent("ann".into())
+                },
+                Command::Bridge {
+                    call: "c1".into(),
+                    agent: "ann".into()
+                }
+            ]
+        );
+        // Another agent's call id is not found; answering twice is an invalid state.
+        let (result, _) = c.request("ann", AgentRequest::Answer { call: "zz".into() }, now);
+        assert_eq!(result, Err(RequestError::NotFound));
+        let (result, _) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
+        assert_eq!(result, Err(RequestError::InvalidState("active")));
+        // A replaced connection's close changes nothing; the current one's ends the calls.
+        let cmds = c.handle(
+            Event::AgentConnected {
+                agent: "ann".into(),
+                conn: 2,
+            },
+            now,
+        );
+        assert_eq!(
+            cmds,
+            vec![Command::CloseConnection {
+                agent: "ann".into(),
+                conn: 1,
+                code: 4409
+            }]
+        );
+        assert!(c
+            .handle(
+                Event::AgentDisconnected {
+                    agent: "ann".into(),
+                    conn: 1
+                },
+                now
+            )
+            .is_empty());
+        let cmds = c.handle(
+            Event::AgentDisconnected {
+                agent: "ann".into(),
+                conn: 2,
+            },
+            now,
+        );
+        assert_eq!(cmds, vec![Command::Hangup { call: "c1".into() }]);
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "c1".into(),
+                remote: false,
+                failed: false,
+            },
+            now,
+        );
+        assert!(cmds.contains(&Command::Unbridge {
+            call: "c1".into(),
+            agent: "ann".into()
+        }));
+        assert!(matches!(
+            cmds.last(),
+            Some(Command::Notify { notice: Notice::Ended(call), .. })
+                if call.end_reason == Some(EndReason::AgentDisconnected)
+        ));
+        assert_eq!(c.snapshot("ann")[0].status, Status::Ended);
+    }
+
+    #[test]
+    fn agent_dials_bridge_on_answer_and_respect_max_calls() {
+        let mut c = with_agent(1);
+        let now = Instant::now();
+        let (result, _) = c.request(
+            "ann",
+            AgentRequest::Dial {
+                call: "o1".into(),
+                to: "+15551234567".into(),
+            },
+            now,
+        );
+        assert_eq!(result, Err(RequestError::NotConnected));
+        c.handle(
+            Event::AgentConnected {
+                agent: "ann".into(),
+                conn: 1,
+            },
+            now,
+        );
+        let (result, cmds) = c.request(
+            "ann",
+            AgentRequest::Dial {
+                call: "o1".into(),
+                to: "+15551234567".into(),
+            },
+            now,
+        );
+        assert_eq!(result, Ok("o1".to_string()));
+        assert_eq!(
+            cmds[0],
+            Command::Dial {
+                call: "o1".into(),
+                to: "+15551234567".into()
+            }
+        );
+        let (result, _) = c.request(
+            "ann",
+            AgentRequest::Dial {
+                call: "o2".into(),
+                to: "+15551234568".into(),
+            },
+            now,
+        );
+        assert_eq!(result, Err(RequestError::LimitReached(1)));
+        let cmds = c.handle(Event::Answered { call: "o1".into() }, now);
+        assert_eq!(
+            cmds[0],
+            Command::Bridge {
+                call: "o1".into(),
+                agent: "ann".into()
+            }
+        );
+        let (result, cmds) = c.request(
+            "ann",
+            AgentRequest::Dtmf {
+                call: "o1".into(),
+                digits: "12#".into(),
+            },
+            now,
+        );
+        assert_eq!(result, Ok("o1".to_string()));
+        assert_eq!(
+            cmds,
+            vec![Command::SendDtmf {
+                call: "o1".into(),
+                digits: "12#".into()
+            }]
+        );
+    }
 }

@@ -1,0 +1,274 @@
+//! The agent WebSocket protocol over the wire (`spec/agent-protocol.md`): authentication,
+//! request/answer with `req`, errors that keep the connection, replacement by a second
+//! connection, and what happens to calls when the socket closes.
+
+mod common;
+
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+const AGENTS: &str = r#"
+[[agent]]
+id = "demo"
+name = "Demo Agent"
+token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
+dids = ["+15550000100"]
+
+[[agent]]
+id = "demo2"
+name = "Second Demo Agent"
+token_sha256 = "aaccc247faacecbda79efb8c0ffcdc36fd01544071ebcc29372878fce2792787"
+dids = ["+15550000200"]
+"#;
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn connect(gw: &Gateway, query: &str) -> Socket {
+    let url = format!("ws://127.0.0.1:{}/v1/agent/ws{query}", gw.ports.http);
+    let (mut socket, _) = tungstenite::connect(url).expect("WebSocket handshake");
+    if let MaybeTlsStream::Plain(s) = socket.get_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    socket
+}
+
+/// The next JSON message, skipping pings; `Err(code)` when the server closed.
+fn next(socket: &mut Socket) -> Result<Value, Option<u16>> {
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => return Ok(serde_json::from_str(&text).expect("JSON")),
+            Ok(Message::Close(frame)) => return Err(frame.map(|f| u16::from(f.code))),
+            Ok(_) => continue,
+            Err(_) => return Err(None),
+        }
+    }
+}
+
+/// The next message of `kind`, skipping events of other kinds.
+fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let message = next(socket).unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {kind}"));
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+fn send(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .expect("send");
+}
+
+fn signed_in(gw: &Gateway, token: &str) -> Socket {
+    let mut socket = connect(gw, &format!("?token={token}"));
+    let snapshot = next(&mut socket).expect("snapshot");
+    assert_eq!(snapshot["type"], "calls.snapshot", "{snapshot}");
+    socket
+}
+
+fn invite_to_did(local: &UdpSocket, gw: &Gateway, did: &str) -> String {
+    let me = local.local_addr().expect("addr").to_string();
+    let uri = format!("sip:{did}@127.0.0.1:{}", gw.ports.sip);
+    let offer = sdp_offer(26900, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+    let invite = String::from_utf8(raw_request(
+        "INVITE",
+        &uri,
+        &me,
+        "Content-Type: application/sdp\r\n",
+        &offer,
+    ))
+    .expect("utf8");
+    local
+        .send_to(invite.as_bytes(), gw.sip_addr())
+        .expect("send");
+    invite
+}
+
+/// Final or provisional responses until one with a status in `want` arrives.
+fn await_status(local: &UdpSocket, want: &[u16]) -> String {
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok((n, _)) = local.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if want.contains(&status) {
+            return text;
+        }
+    }
+    panic!("no response with status {want:?}");
+}
+
+#[test]
+fn authentication_and_errors_that_keep_the_connection() {
+    let ports = Ports::block(43);
+    let gw = Gateway::start("agent_protocol", ports, &(default_trunk(26990) + AGENTS));
+
+    // A bad token in the URL: closed with 4401, nothing else.
+    let mut bad = connect(&gw, "?token=wrong");
+    assert_eq!(next(&mut bad).err(), Some(Some(4401)));
+
+    // Token as the first message, answered with ok for its req, then the snapshot.
+    let mut socket = connect(&gw, "");
+    send(
+        &mut socket,
+        json!({"type": "auth", "token": "demo-token", "req": "a1"}),
+    );
+    let ok = next(&mut socket).expect("ok");
+    assert_eq!(
+        (ok["type"].as_str(), ok["req"].as_str()),
+        (Some("ok"), Some("a1")),
+        "{ok}"
+    );
+    assert_eq!(next_of(&mut socket, "calls.snapshot")["calls"], json!([]));
+
+    // Malformed JSON, unknown type, missing and wrong fields: errors, and the socket stays.
+    socket
+        .send(Message::Text("{not json".into()))
+        .expect("send");
+    let e = next_of(&mut socket, "error");
+    assert_eq!(e["code"], "bad_request", "{e}");
+    send(&mut socket, json!({"type": "call.frobnicate", "req": "r2"}));
+    let e = next_of(&mut socket, "error");
+    assert_eq!(
+        (e["code"].as_str(), e["req"].as_str()),
+        (Some("bad_request"), Some("r2"))
+    );
+    send(&mut socket, json!({"type": "call.answer", "req": "r3"}));
+    let e = next_of(&mut socket, "error");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("call_id"),
+        "{e}"
+    );
+    send(
+        &mut socket,
+        json!({"type": "call.answer", "call_id": 7, "req": "r4"}),
+    );
+    let e = next_of(&mut socket, "error");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("call_id"),
+        "{e}"
+    );
+    send(
+        &mut socket,
+        json!({"type": "call.answer", "call_id": "c_nope", "req": "r5"}),
+    );
+    let e = next_of(&mut socket, "error");
+    assert_eq!(e["code"], "not_found", "{e}");
+    send(
+        &mut socket,
+        json!({"type": "call.dial", "to": "+445551234567", "req": "r6"}),
+    );
+    let e = next_of(&mut socket, "error");
+    assert_eq!(e["code"], "dial_plan_denied", "{e}");
+    send(
+        &mut socket,
+        json!({"type": "call.dtmf", "call_id": "c_nope", "digits": "12x", "req": "r7"}),
+    );
+    let e = next_of(&mut socket, "error");
+    assert_eq!(e["code"], "bad_request", "{e}");
+    send(
+        &mut socket,
+        json!({"type": "webrtc.offer", "sdp": "v=0 nonsense", "req": "r8"}),
+    );
+    let e = next_of(&mut socket, "error");
+    assert_eq!(e["code"], "bad_request", "{e}");
+    send(&mut socket, json!({"type": "ping", "req": "r9"}));
+    let pong = next_of(&mut socket, "pong");
+    assert_eq!(pong["req"], "r9");
+    send(&mut socket, json!({"type": "calls.list", "req": "r10"}));
+    let snapshot = next_of(&mut socket, "calls.snapshot");
+    assert_eq!(snapshot["req"], "r10");
+
+    // No auth message within 5 s: 4401.
+    let mut silent = connect(&gw, "");
+    let started = Instant::now();
+    assert_eq!(next(&mut silent).err(), Some(Some(4401)));
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn a_second_connection_replaces_the_first_and_inherits_its_calls() {
+    let ports = Ports::block(44);
+    let gw = Gateway::start("agent_replace", ports, &(default_trunk(26991) + AGENTS));
+    let mut first = signed_in(&gw, "demo-token");
+    let local = UdpSocket::bind("127.0.0.1:26810").expect("bind");
+    local
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    invite_to_did(&local, &gw, "+15550000100");
+    await_status(&local, &[180]);
+    let incoming = next_of(&mut first, "call.incoming");
+    let call_id = incoming["call"]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_string();
+    assert_eq!(incoming["call"]["status"], "ringing");
+    assert_eq!(
+        incoming["call"]["prospect"]["number"], "tester",
+        "{incoming}"
+    );
+    assert_eq!(incoming["call"]["direction"], "inbound");
+
+    let mut second = connect(&gw, "?token=demo-token");
+    let snapshot = next(&mut second).expect("snapshot");
+    assert_eq!(
+        snapshot["calls"][0]["call_id"],
+        call_id.as_str(),
+        "{snapshot}"
+    );
+    assert_eq!(next(&mut first).err(), Some(Some(4409)));
+    // The call still rings for the new connection; declining it sends 486 to the caller.
+    send(
+        &mut second,
+        json!({"type": "call.decline", "call_id": call_id, "req": "d"}),
+    );
+    let ok = next_of(&mut second, "ok");
+    assert_eq!(ok["req"], "d");
+    let ended = next_of(&mut second, "call.ended");
+    assert_eq!(ended["call"]["end_reason"], "declined", "{ended}");
+    await_status(&local, &[486]);
+}
+
+#[test]
+fn closing_the_socket_rejects_ringing_calls_and_nobody_connected_means_480() {
+    let ports = Ports::block(45);
+    let gw = Gateway::start("agent_close", ports, &(default_trunk(26992) + AGENTS));
+    let local = UdpSocket::bind("127.0.0.1:26820").expect("bind");
+    local
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    // demo2 is not signed in: its DID answers 480 at once.
+    invite_to_did(&local, &gw, "+15550000200");
+    await_status(&local, &[480]);
+
+    let mut socket = signed_in(&gw, "demo-token");
+    invite_to_did(&local, &gw, "+15550000100");
+    await_status(&local, &[180]);
+    next_of(&mut socket, "call.incoming");
+    socket.close(None).expect("close");
+    let _ = socket.flush();
+    drop(socket);
+    await_status(&local, &[480]);
+    // The next connection sees the call as ended by the disconnect.
+    let mut again = connect(&gw, "?token=demo-token");
+    let snapshot = next(&mut again).expect("snapshot");
+    assert_eq!(snapshot["calls"][0]["status"], "ended", "{snapshot}");
+    assert_eq!(
+        snapshot["calls"][0]["end_reason"], "agent_disconnected",
+        "{snapshot}"
+    );
+}
