@@ -14,6 +14,8 @@ command -v sox     >/dev/null 2>&1 || need+=(sox)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl    >/dev/null 2>&1 || need+=(curl)
 command -v node    >/dev/null 2>&1 || need+=(nodejs)
 command -v npm     >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then

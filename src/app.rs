@@ -308,8 +308,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock: WallClock::now(),
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("dialer page at {scheme}://{}/", config.http.listen);
     tokio::spawn(async move {
-        if let Err(e) = crate::api::serve(http, handle).await {
+        if let Err(e) = crate::api::serve(http, handle, tls).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

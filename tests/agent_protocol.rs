@@ -272,3 +272,81 @@ fn closing_the_socket_rejects_ringing_calls_and_nobody_connected_means_480() {
         "{snapshot}"
     );
 }
+
+/// With a certificate and key the HTTP listener speaks HTTPS (and so WSS): the dialer page
+/// and the API answer over TLS, plain HTTP does not.
+#[test]
+fn https_with_a_configured_certificate() {
+    require_tool("openssl");
+    require_tool("curl");
+    let ports = Ports::block(46);
+    let dir = scratch("agent_tls_keys");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let http_extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::spawn(
+        "agent_tls",
+        ports,
+        &(default_trunk(26993) + AGENTS),
+        &http_extra,
+    );
+    let curl = |url: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "3", "--cacert"])
+            .arg(&cert)
+            .arg(url)
+            .output()
+            .expect("curl runs")
+    };
+    let https = format!("https://127.0.0.1:{}", ports.http);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = curl(&format!("{https}/healthz"));
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no HTTPS: {}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let page = curl(&format!("{https}/"));
+    assert!(String::from_utf8_lossy(&page.stdout).contains("callgate dialer"));
+    let plain = curl(&format!("http://127.0.0.1:{}/healthz", ports.http));
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("\"ok\""));
+
+    // A key file that cannot be read stops the gateway at startup, naming the key.
+    let bad = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        dir.join("missing.pem").display()
+    );
+    let mut broken = Gateway::spawn("agent_tls_bad", Ports::block(47), "", &bad);
+    let status = broken.child.wait().expect("exits");
+    assert!(!status.success());
+    assert!(
+        broken.log_text().contains("http.tls_key"),
+        "{}",
+        broken.log_text()
+    );
+}

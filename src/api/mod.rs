@@ -3,6 +3,7 @@
 //! here: every request is a message to the signalling task.
 
 mod agent;
+pub mod tls;
 mod web;
 pub mod wire;
 
@@ -25,7 +26,13 @@ use crate::controller::MediaPlan;
 /// How long an admin dial waits for the far end before answering the HTTP request.
 const DIAL_WAIT: Duration = Duration::from_secs(40);
 
-pub async fn serve(listener: TcpListener, handle: AppHandle) -> std::io::Result<()> {
+/// Serve HTTP, or HTTPS when `tls` is given (built at startup so a bad certificate stops the
+/// gateway with a message naming the key rather than leaving it without its API).
+pub async fn serve(
+    listener: TcpListener,
+    handle: AppHandle,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/", get(web::index))
         .route("/app.js", get(web::script))
@@ -38,6 +45,9 @@ pub async fn serve(listener: TcpListener, handle: AppHandle) -> std::io::Result<
         .route("/v1/calls/{call_id}/hangup", post(hangup))
         .route("/v1/calls/{call_id}/dtmf", post(dtmf))
         .with_state(handle);
+    if let Some(config) = tls {
+        return axum::serve(tls::TlsListener::new(listener, config)?, app).await;
+    }
     axum::serve(listener, app).await
 }
 

@@ -82,6 +82,13 @@ dial_plan = ["+1*", "sip:*@127.0.0.1", "sip:*@127.0.0.1:*"]
 
 impl Gateway {
     pub fn start(name: &str, ports: Ports, extra: &str) -> Gateway {
+        let gateway = Gateway::spawn(name, ports, extra, "");
+        gateway.wait_healthy();
+        gateway
+    }
+
+    /// Start with extra keys in the `[http]` table (TLS); the caller checks readiness.
+    pub fn spawn(name: &str, ports: Ports, extra: &str, http_extra: &str) -> Gateway {
         let dir = scratch(name);
         let root = repo_root();
         let config = format!(
@@ -91,6 +98,7 @@ admin_token_sha256 = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e527
 listen = "127.0.0.1:{sip}"
 [http]
 listen = "127.0.0.1:{http}"
+{http_extra}
 [webrtc]
 listen = "127.0.0.1:{webrtc}"
 [rtp]
@@ -134,14 +142,12 @@ file = "{root}/config/announcement.wav"
             .stderr(log_file)
             .spawn()
             .expect("callgate binary starts");
-        let gateway = Gateway {
+        Gateway {
             child,
             ports,
             dir,
             log,
-        };
-        gateway.wait_healthy();
-        gateway
+        }
     }
 
     fn wait_healthy(&self) {
