@@ -7,6 +7,7 @@ pub mod app;
 pub mod b2bua;
 pub mod config;
 pub mod controller;
+pub mod demo;
 pub mod media;
 pub mod sdp;
 pub mod sip;

@@ -1,5 +1,6 @@
 //! The `callgate` command line: run the gateway, check a config file, and the operator's
-//! trunk-testing tools (`dial`, `hangup`) that talk to a running gateway's admin API.
+//! trunk-testing tools (`dial`, `hangup`) that talk to a running gateway's admin API, and
+//! `demo`, a simulated caller for trying the dialer page without a trunk.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -45,6 +46,17 @@ enum Cmd {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Try the gateway without a trunk: a simulated caller rings an agent's DID on the running
+    /// gateway (the first agent with a DID in the config unless --to is given), plays a test
+    /// melody once answered in the dialer page, and hangs up after --seconds.
+    Demo {
+        /// The DID to call.
+        #[arg(long)]
+        to: Option<String>,
+        /// How long to stay on the line once answered.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// End a call of the running gateway (admin API).
     Hangup {
         call_id: String,
@@ -81,6 +93,11 @@ fn main() -> ExitCode {
             let body = serde_json::json!({"to": to, "media": media}).to_string();
             admin_request(&admin, "POST", "/v1/dial", Some(&body))
         }
+        Cmd::Demo { to, seconds } => demo(
+            cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            to,
+            seconds,
+        ),
         Cmd::Hangup { call_id, admin } => {
             admin_request(&admin, "POST", &format!("/v1/calls/{call_id}/hangup"), None)
         }
@@ -116,6 +133,58 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     match runtime.block_on(callgate::app::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(config: PathBuf, to: Option<String>, seconds: u64) -> ExitCode {
+    let config = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(did) = to.or_else(|| config.agents.iter().find_map(|a| a.dids.first().cloned()))
+    else {
+        eprintln!("callgate: no agent has a DID in the config; give one with --to");
+        return ExitCode::FAILURE;
+    };
+    // A gateway listening on every address is reached on loopback.
+    let mut gateway = config.sip.listen;
+    if gateway.ip().is_unspecified() {
+        gateway.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("callgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("calling {did} at {gateway}");
+    match runtime.block_on(callgate::demo::run(
+        gateway,
+        &did,
+        Duration::from_secs(seconds),
+    )) {
+        Ok(report) => {
+            println!(
+                "call over after {:.1} s{}: sent {} packets, received {} from the agent (RMS {:.0})",
+                report.talked.as_secs_f64(),
+                if report.agent_hung_up { " (the agent hung up)" } else { "" },
+                report.packets_sent,
+                report.packets_received,
+                report.received_rms
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("callgate: {e}");
             ExitCode::FAILURE

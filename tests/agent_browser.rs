@@ -252,3 +252,51 @@ fn browser_dials_out_through_the_trunk() {
     );
     assert_sipp_heard_browser(&packets);
 }
+
+/// `callgate demo` rings the agent: the page answers, hears the melody, and the demo caller
+/// hears the browser.
+#[test]
+fn the_demo_caller_rings_the_page() {
+    let ports = Ports::block(48);
+    let gw = Gateway::start("agent_demo", ports, &(default_trunk(26994) + DEMO_AGENT));
+    let dir = gw.dir.clone();
+    let browser = BrowserAgent::start(&gw, &dir, "answer", &[("TALK_MS", "1000")]);
+    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    let demo = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["demo", "--seconds", "8", "--config"])
+        .arg(dir.join("callgate.toml"))
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("callgate demo starts");
+    let mut demo = KillOnDrop::new(demo);
+    browser.expect("ANSWERED", Duration::from_secs(40), &dir, &gw);
+    let result = browser.expect("RESULT", Duration::from_secs(30), &dir, &gw);
+    assert!(
+        number(&result, "rms") > 0.05,
+        "the page hears the melody: {result}"
+    );
+    assert!(number(&result, "audio_level") > 0.01, "{result}");
+    let out = wait_child(demo.take(), Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "received N from the agent (RMS R)": the browser's tone came back to the caller.
+    let received: u64 = stdout
+        .split("received ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let rms: f64 = stdout
+        .split("(RMS ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    assert!(received > 100 && rms > 1000.0, "{stdout}");
+}
