@@ -98,7 +98,11 @@ fn answer_of(response: &Response) -> (Option<String>, Option<SocketAddr>) {
 /// One 20 ms frame of the melody: A4 and C#5 alternating each second, softly.
 fn melody_frame(frame: u64, out: &mut Vec<i16>) {
     out.clear();
-    let freq = if (frame / 50) % 2 == 0 { 440.0 } else { 554.37 };
+    let freq = if (frame / 50).is_multiple_of(2) {
+        440.0
+    } else {
+        554.37
+    };
     for i in 0..160u64 {
         let t = (frame * 160 + i) as f64 / 8000.0;
         out.push(((t * freq * std::f64::consts::TAU).sin() * 6000.0) as i16);

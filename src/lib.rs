@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod b2bua;
+pub mod bench;
 pub mod config;
 pub mod controller;
 pub mod demo;

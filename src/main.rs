@@ -57,6 +57,23 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Measure what a bridged call costs: the gateway's media path (media tasks, jitter
+    /// buffers, codecs, str0m ICE/DTLS/SRTP) against simulated trunks and browsers on
+    /// loopback, in this process. Prints CPU per call-second, setup times and memory.
+    Bench {
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+        /// Seconds measured (after 3 s of warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Browsers offer only PCMU, so calls pass through untranscoded.
+        #[arg(long)]
+        passthrough: bool,
+        /// Gateway worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// End a call of the running gateway (admin API).
     Hangup {
         call_id: String,
@@ -98,6 +115,17 @@ fn main() -> ExitCode {
             to,
             seconds,
         ),
+        Cmd::Bench {
+            calls,
+            seconds,
+            passthrough,
+            threads,
+        } => bench(callgate::bench::BenchOptions {
+            calls,
+            seconds,
+            passthrough,
+            threads,
+        }),
         Cmd::Hangup { call_id, admin } => {
             admin_request(&admin, "POST", &format!("/v1/calls/{call_id}/hangup"), None)
         }
@@ -135,6 +163,60 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("callgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
+    match callgate::bench::run(options) {
+        Ok(r) => {
+            let per_call = r.cpu_us_per_call_second();
+            let mode = if options.passthrough {
+                "passthrough (PCMU both sides)"
+            } else {
+                "transcoded (PCMU trunk, Opus browser)"
+            };
+            println!(
+                "callgate bench: {} calls, {mode}, {} gateway thread(s)",
+                r.calls, options.threads
+            );
+            println!("  connected peers          {}/{}", r.connected, r.calls);
+            println!(
+                "  gateway CPU              {:.3} s over {:.1} s",
+                r.gateway_cpu.as_secs_f64(),
+                r.measured.as_secs_f64()
+            );
+            println!(
+                "  CPU per call-second      {per_call:.0} us  ({:.2} % of a core per call)",
+                per_call / 1e4
+            );
+            println!(
+                "  calls per core           {:.0}  (target 250: ratio {:.2})",
+                1e6 / per_call.max(1.0),
+                1e6 / per_call.max(1.0) / 250.0
+            );
+            println!(
+                "  peer setup (all at once) median {:.1} ms, p95 {:.1} ms",
+                r.percentile_setup_ms(0.5),
+                r.percentile_setup_ms(0.95)
+            );
+            println!(
+                "  audio frames             {} to browsers, {} to trunks ({:.0}/s per call each way)",
+                r.frames_to_browsers,
+                r.trunk_packets_back,
+                r.frames_to_browsers as f64 / r.connected.max(1) as f64 / r.measured.as_secs_f64()
+            );
+            println!(
+                "  memory                   {} KiB RSS before, {} KiB after ({:.0} KiB per call)",
+                r.rss_kib_before,
+                r.rss_kib_after,
+                r.rss_kib_after.saturating_sub(r.rss_kib_before) as f64 / r.calls.max(1) as f64
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("callgate bench: {e}");
             ExitCode::FAILURE
         }
     }

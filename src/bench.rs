@@ -1,0 +1,478 @@
+//! `callgate bench`: what one bridged call costs. It runs the gateway's real media path (the
+//! per-call media tasks with their jitter buffers and codecs, and the WebRTC host with str0m's
+//! ICE, DTLS and SRTP on one socket) on a runtime of its own, and drives it from a second
+//! runtime that plays N trunks (PCMU RTP at 50 packets a second) and N browsers (str0m peers
+//! sending Opus). Only the gateway runtime's threads are charged: their CPU time is read
+//! from /proc per thread. SIP signalling is not part of it (a few messages per call).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction as RtcDirection, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::media::bridge::AgentLink;
+use crate::media::call::{CallMedia, MediaCommand, MediaSockets, Source, COMMAND_CAPACITY};
+use crate::media::codec::Encoder;
+use crate::media::g711;
+use crate::media::rtp::{self, RtpHeader};
+use crate::media::stats::MediaCounters;
+use crate::sdp::{AudioSession, Codec, Direction};
+use crate::webrtc::{PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
+
+/// Gateway threads are named so their CPU time can be told from the load's.
+const GATEWAY_THREAD: &str = "cg-gateway";
+
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub calls: usize,
+    pub seconds: u64,
+    /// The browsers offer only PCMU: the call passes through without transcoding.
+    pub passthrough: bool,
+    /// Gateway worker threads.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub calls: usize,
+    pub connected: usize,
+    pub measured: Duration,
+    pub gateway_cpu: Duration,
+    pub setup_ms: Vec<f64>,
+    pub frames_to_browsers: u64,
+    pub frames_from_browsers: u64,
+    pub trunk_packets_back: u64,
+    pub rss_kib_before: u64,
+    pub rss_kib_after: u64,
+}
+
+impl BenchReport {
+    /// CPU µs the gateway spends per second of one call.
+    pub fn cpu_us_per_call_second(&self) -> f64 {
+        self.gateway_cpu.as_secs_f64() * 1e6
+            / (self.connected.max(1) as f64 * self.measured.as_secs_f64())
+    }
+
+    pub fn percentile_setup_ms(&self, p: f64) -> f64 {
+        let mut v = self.setup_ms.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            return 0.0;
+        }
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+/// CPU time (user + system) of this process's threads whose name starts with `prefix`.
+fn thread_cpu(prefix: &str) -> Duration {
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is 3rd, utime 14th, stime 15th.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+        let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        ticks += utime + stime;
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One call as the gateway runs it: its media task and its agent's peer id.
+struct GatewayCall {
+    rtp_port: u16,
+    commands: mpsc::Sender<MediaCommand>,
+}
+
+/// A simulated browser: a str0m peer with full ICE on its own socket.
+struct Browser {
+    rtc: Rtc,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    mid: Option<Mid>,
+    pending: Option<SdpPendingOffer>,
+    started: Instant,
+    connected: Option<Duration>,
+    media_time: u64,
+    received: u64,
+}
+
+impl Browser {
+    async fn new(passthrough: bool) -> std::io::Result<Browser> {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let local = socket.local_addr()?;
+        let builder = Rtc::builder().clear_codecs();
+        let builder = if passthrough {
+            builder.enable_pcmu(true, false)
+        } else {
+            builder.enable_opus(true, false)
+        };
+        let mut rtc = builder.build(Instant::now());
+        if let Ok(c) = Candidate::host(local, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        Ok(Browser {
+            rtc,
+            socket,
+            local,
+            mid: None,
+            pending: None,
+            started: Instant::now(),
+            connected: None,
+            media_time: 0,
+            received: 0,
+        })
+    }
+
+    fn offer(&mut self) -> Option<String> {
+        let mut change = self.rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, RtcDirection::SendRecv, None, None, None);
+        let (offer, pending) = change.apply()?;
+        self.mid = Some(mid);
+        self.pending = Some(pending);
+        self.started = Instant::now();
+        Some(offer.to_sdp_string())
+    }
+
+    fn answer(&mut self, sdp: &str) -> bool {
+        let (Some(pending), Ok(answer)) = (self.pending.take(), SdpAnswer::from_sdp_string(sdp))
+        else {
+            return false;
+        };
+        self.rtc.sdp_api().accept_answer(pending, answer).is_ok()
+    }
+
+    /// Drive the peer: send what it wants sent; returns its next timeout.
+    async fn drain(&mut self) -> Instant {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(Event::Connected)) => {
+                    self.connected = Some(self.started.elapsed());
+                }
+                Ok(Output::Event(Event::MediaData(_))) => self.received += 1,
+                Ok(Output::Event(_)) => {}
+                Err(_) => return Instant::now() + Duration::from_secs(1),
+            }
+        }
+    }
+
+    fn receive(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let Ok(contents) = bytes.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.local,
+                contents,
+            },
+        );
+        let _ = self.rtc.handle_input(input);
+    }
+
+    fn send_frame(&mut self, payload: &[u8]) {
+        let Some(mid) = self.mid else {
+            return;
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let Some(params) = writer.payload_params().next().cloned() else {
+            return;
+        };
+        let rate = params.spec().clock_rate.get();
+        let time = MediaTime::new(
+            self.media_time,
+            Frequency::new(rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
+        );
+        self.media_time += u64::from(rate / 50);
+        let _ = writer.write(params.pt(), Instant::now(), time, payload.to_vec());
+    }
+}
+
+/// Run the benchmark.
+pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    crate::webrtc::install_crypto();
+    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .thread_name(GATEWAY_THREAD)
+        .enable_all()
+        .build()?;
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cg-load")
+        .enable_all()
+        .build()?;
+    let rss_before = rss_kib();
+
+    // The gateway side: the WebRTC host and one media task per call.
+    let (webrtc_tx, webrtc_rx) = mpsc::channel(crate::webrtc::INPUT_CAPACITY);
+    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let host_socket = gateway_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
+    let host = WebrtcHost::new(
+        host_socket,
+        None,
+        events_tx,
+        Arc::new(WebrtcCounters::default()),
+    )?;
+    gateway_rt.spawn(host.run(webrtc_rx));
+    gateway_rt.spawn(async move { while events_rx.recv().await.is_some() {} });
+    let counters = Arc::new(MediaCounters::default());
+    let (media_events, mut media_events_rx) = mpsc::channel(1024);
+    gateway_rt.spawn(async move { while media_events_rx.recv().await.is_some() {} });
+
+    let trunk_codec = Codec::Pcmu;
+    let mut calls = Vec::with_capacity(options.calls);
+    let mut trunk_sockets = Vec::with_capacity(options.calls);
+    for i in 0..options.calls {
+        let (rtp, rtcp) = gateway_rt.block_on(async {
+            let rtp = UdpSocket::bind("127.0.0.1:0").await?;
+            let rtcp = UdpSocket::bind("127.0.0.1:0").await?;
+            Ok::<_, std::io::Error>((rtp, rtcp))
+        })?;
+        let rtp_port = rtp.local_addr()?.port();
+        let trunk = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
+        let audio = AudioSession {
+            codec: trunk_codec,
+            pt: 0,
+            clock_rate: 8000,
+            ptime: 20,
+            dtmf_pt: None,
+            remote: Some(trunk.local_addr()?),
+            remote_rtcp: None,
+            local_direction: Direction::SendRecv,
+            remote_direction: Direction::SendRecv,
+            opus_fec: false,
+            opus_stereo: false,
+        };
+        let media = CallMedia::new(
+            format!("bench-{i}"),
+            MediaSockets {
+                rtp,
+                rtcp,
+                port: rtp_port,
+            },
+            audio,
+            Source::Silence,
+            media_events.clone(),
+            Arc::clone(&counters),
+        );
+        let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
+        gateway_rt.spawn(media.run(rx));
+        calls.push(GatewayCall { rtp_port, commands });
+        trunk_sockets.push(trunk);
+    }
+
+    // The browsers: offer, get the host's answer, connect.
+    let mut browsers = Vec::with_capacity(options.calls);
+    for (i, call) in calls.iter().enumerate() {
+        let mut browser = load_rt.block_on(Browser::new(options.passthrough))?;
+        let offer = browser.offer().ok_or_else(|| anyhow::anyhow!("no offer"))?;
+        let codec = Arc::new(PeerCodec::default());
+        let (reply, answer) = oneshot::channel();
+        webrtc_tx.blocking_send(WebrtcInput::Offer {
+            peer: i as u64,
+            sdp: offer,
+            codec: Arc::clone(&codec),
+            reply,
+        })?;
+        let answer = answer.blocking_recv()??;
+        if !browser.answer(&answer) {
+            anyhow::bail!("browser rejected the answer");
+        }
+        let (to_call, from_agent) = mpsc::channel(crate::webrtc::AGENT_AUDIO_CAPACITY);
+        call.commands
+            .blocking_send(MediaCommand::Bridge(AgentLink {
+                peer: i as u64,
+                codec,
+                webrtc: webrtc_tx.clone(),
+                from_agent,
+            }))?;
+        webrtc_tx.blocking_send(WebrtcInput::Route {
+            peer: i as u64,
+            route: Some(Route {
+                call: format!("bench-{i}"),
+                to_call,
+            }),
+        })?;
+        browsers.push(browser);
+    }
+
+    // The load: every browser and trunk sends a frame each 20 ms and reads what arrives.
+    let seconds = options.seconds;
+    let passthrough = options.passthrough;
+    let ports: Vec<u16> = calls.iter().map(|c| c.rtp_port).collect();
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    load_rt.spawn(async move {
+        let opus_frames = tone_frames(Codec::Opus);
+        let pcmu_frames = tone_frames(Codec::Pcmu);
+        let browser_frames = if passthrough { &pcmu_frames } else { &opus_frames };
+        let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(65536);
+        for (i, b) in browsers.iter().enumerate() {
+            let socket = Arc::clone(&b.socket);
+            let tx = in_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    if tx.send((i, from, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let trunk_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let trunks: Vec<Arc<UdpSocket>> = trunk_sockets.into_iter().map(Arc::new).collect();
+        for t in &trunks {
+            let socket = Arc::clone(t);
+            let back = Arc::clone(&trunk_back);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while socket.recv_from(&mut buf).await.is_ok() {
+                    back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        let mut clock = tokio::time::interval(Duration::from_millis(20));
+        let mut frame = 0usize;
+        let started = Instant::now();
+        let warmup = Duration::from_secs(3);
+        let mut measure_start: Option<(Instant, Duration, u64, u64, u64)> = None;
+        let total = warmup + Duration::from_secs(seconds);
+        let mut timeouts: HashMap<usize, Instant> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = clock.tick() => {
+                    let payload = &browser_frames[frame % browser_frames.len()];
+                    let pcmu = &pcmu_frames[frame % pcmu_frames.len()];
+                    for (i, b) in browsers.iter_mut().enumerate() {
+                        if b.connected.is_some() {
+                            b.send_frame(payload);
+                        }
+                        let header = RtpHeader {
+                            marker: frame == 0,
+                            payload_type: 0,
+                            sequence: frame as u16,
+                            timestamp: (frame * 160) as u32,
+                            ssrc: 0x5eed_0000 + i as u32,
+                            csrcs: Vec::new(),
+                        };
+                        let mut packet = Vec::with_capacity(200);
+                        rtp::write(&header, pcmu, &mut packet);
+                        let _ = trunks[i].send_to(&packet, SocketAddr::from(([127, 0, 0, 1], ports[i]))).await;
+                    }
+                    frame += 1;
+                    let now = Instant::now();
+                    for (i, b) in browsers.iter_mut().enumerate() {
+                        if timeouts.get(&i).is_none_or(|t| *t <= now) {
+                            let _ = b.rtc.handle_input(Input::Timeout(now));
+                            timeouts.insert(i, b.drain().await);
+                        } else {
+                            b.drain().await;
+                        }
+                    }
+                    let elapsed = started.elapsed();
+                    if measure_start.is_none() && elapsed >= warmup {
+                        let received: u64 = browsers.iter().map(|b| b.received).sum();
+                        measure_start = Some((now, thread_cpu(GATEWAY_THREAD), received, trunk_back.load(std::sync::atomic::Ordering::Relaxed), 0));
+                    }
+                    if elapsed >= total {
+                        break;
+                    }
+                }
+                Some((i, from, bytes)) = in_rx.recv() => {
+                    let b = &mut browsers[i];
+                    b.receive(from, &bytes);
+                    timeouts.insert(i, b.drain().await);
+                }
+            }
+        }
+        let (t0, cpu0, received0, back0, _) = measure_start.unwrap_or((started, Duration::ZERO, 0, 0, 0));
+        let cpu = thread_cpu(GATEWAY_THREAD).saturating_sub(cpu0);
+        let received: u64 = browsers.iter().map(|b| b.received).sum::<u64>() - received0;
+        let back = trunk_back.load(std::sync::atomic::Ordering::Relaxed) - back0;
+        let setup: Vec<f64> = browsers
+            .iter()
+            .filter_map(|b| b.connected.map(|d| d.as_secs_f64() * 1000.0))
+            .collect();
+        let _ = result_tx.send((t0.elapsed(), cpu, received, back, setup));
+    });
+    let (measured, cpu, received, back, setup) =
+        result_rx.recv_timeout(Duration::from_secs(options.seconds + 120))?;
+    let rss_after = rss_kib();
+    let report = BenchReport {
+        calls: options.calls,
+        connected: setup.len(),
+        measured,
+        gateway_cpu: cpu,
+        setup_ms: setup,
+        frames_to_browsers: received,
+        frames_from_browsers: 0,
+        trunk_packets_back: back,
+        rss_kib_before: rss_before,
+        rss_kib_after: rss_after,
+    };
+    for call in &calls {
+        let _ = call.commands.try_send(MediaCommand::Stop);
+    }
+    gateway_rt.shutdown_timeout(Duration::from_secs(1));
+    load_rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(report)
+}
+
+/// A second of a 440 Hz tone, encoded once in `codec` (the load must stay cheap).
+fn tone_frames(codec: Codec) -> Vec<Vec<u8>> {
+    let mut encoder = match Encoder::new(codec) {
+        Ok(e) => e,
+        Err(_) => return vec![vec![0xff; 160]],
+    };
+    (0..50)
+        .map(|f| {
+            let pcm: Vec<i16> = (0..160)
+                .map(|i| {
+                    let t = (f * 160 + i) as f64 / 8000.0;
+                    ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
+                })
+                .collect();
+            let mut out = Vec::new();
+            if codec == Codec::Pcmu {
+                g711::encode_ulaw_into(&pcm, &mut out);
+            } else if encoder.encode(&pcm, &mut out).is_err() {
+                out = vec![0xf8, 0xff, 0xfe];
+            }
+            out
+        })
+        .collect()
+}
