@@ -422,6 +422,9 @@ impl WebrtcHost {
         let now = Instant::now();
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
+            // Audio needs no RTP header extensions: without transport-cc the browser sends no
+            // per-packet feedback, which is most of the RTCP a peer would otherwise cost.
+            .clear_extension_map()
             .clear_codecs()
             .enable_opus(true, false)
             .enable_pcmu(true, false)
