@@ -350,3 +350,41 @@ fn https_with_a_configured_certificate() {
         broken.log_text()
     );
 }
+
+/// A client that stops answering pings (a dead network, a frozen tab) is dropped after the
+/// 15 s ping timeout, and its ringing call is rejected like on any other close.
+#[test]
+fn a_silent_client_times_out_and_its_calls_end() {
+    let ports = Ports::block(49);
+    let gw = Gateway::start(
+        "agent_ping_timeout",
+        ports,
+        &(default_trunk(26995) + AGENTS),
+    );
+    let local = UdpSocket::bind("127.0.0.1:26830").expect("bind");
+    local
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut socket = signed_in(&gw, "demo-token");
+    invite_to_did(&local, &gw, "+15550000100");
+    await_status(&local, &[180]);
+    next_of(&mut socket, "call.incoming");
+    // Not reading means not answering the server's pings.
+    let silent_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut buf = vec![0u8; 65536];
+    let rejected = loop {
+        assert!(Instant::now() < deadline, "no 480 after the ping timeout");
+        let Ok((n, _)) = local.recv_from(&mut buf) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 480") {
+            break silent_since.elapsed();
+        }
+    };
+    assert!(
+        rejected >= Duration::from_secs(14),
+        "dropped after {rejected:?}, before the 15 s timeout"
+    );
+    drop(socket);
+}
