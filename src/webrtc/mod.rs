@@ -219,6 +219,9 @@ pub struct WebrtcHost {
     routes: HashMap<PeerId, Route>,
     events: mpsc::Sender<WebrtcEvent>,
     counters: Arc<WebrtcCounters>,
+    /// The earliest timeout of any peer: peers are only scanned when it has passed, not on
+    /// every packet.
+    earliest: Instant,
 }
 
 impl WebrtcHost {
@@ -240,6 +243,7 @@ impl WebrtcHost {
             routes: HashMap::new(),
             events,
             counters,
+            earliest: Instant::now() + Duration::from_secs(1),
         })
     }
 
@@ -251,12 +255,7 @@ impl WebrtcHost {
     pub async fn run(mut self, mut inputs: mpsc::Receiver<WebrtcInput>) {
         let mut buf = vec![0u8; DATAGRAM_MAX];
         loop {
-            let deadline = self
-                .peers
-                .values()
-                .map(|p| p.next_timeout)
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let deadline = self.earliest;
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, source)) = received {
@@ -269,7 +268,9 @@ impl WebrtcHost {
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
-            self.on_timeouts().await;
+            if Instant::now() >= self.earliest {
+                self.on_timeouts().await;
+            }
         }
         for (_, mut peer) in self.peers.drain() {
             peer.rtc.disconnect();
@@ -338,6 +339,12 @@ impl WebrtcHost {
             }
             self.drain(id).await;
         }
+        self.earliest = self
+            .peers
+            .values()
+            .map(|p| p.next_timeout)
+            .min()
+            .unwrap_or(now + Duration::from_secs(1));
     }
 
     async fn on_input(&mut self, input: WebrtcInput) {
@@ -560,6 +567,7 @@ impl WebrtcHost {
             match output {
                 Output::Timeout(at) => {
                     peer.next_timeout = at;
+                    self.earliest = self.earliest.min(at);
                     return;
                 }
                 Output::Transmit(transmit) => {
