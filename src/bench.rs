@@ -45,6 +45,8 @@ pub struct BenchReport {
     pub connected: usize,
     pub measured: Duration,
     pub gateway_cpu: Duration,
+    /// Of which in the kernel (system calls, the network stack).
+    pub gateway_system: Duration,
     pub setup_ms: Vec<f64>,
     pub frames_to_browsers: u64,
     pub frames_from_browsers: u64,
@@ -72,10 +74,16 @@ impl BenchReport {
 
 /// CPU time (user + system) of this process's threads whose name starts with `prefix`.
 fn thread_cpu(prefix: &str) -> Duration {
+    let (user, system) = thread_cpu_split(prefix);
+    user + system
+}
+
+/// User and system CPU time of this process's threads whose name starts with `prefix`.
+pub fn thread_cpu_split(prefix: &str) -> (Duration, Duration) {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let mut ticks = 0u64;
+    let (mut user, mut system) = (0u64, 0u64);
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
@@ -90,9 +98,13 @@ fn thread_cpu(prefix: &str) -> Duration {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
         let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        ticks += utime + stime;
+        user += utime;
+        system += stime;
     }
-    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+    (
+        Duration::from_secs_f64(user as f64 / ticks_per_sec),
+        Duration::from_secs_f64(system as f64 / ticks_per_sec),
+    )
 }
 
 fn rss_kib() -> u64 {
@@ -406,7 +418,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                     let elapsed = started.elapsed();
                     if measure_start.is_none() && elapsed >= warmup {
                         let received: u64 = browsers.iter().map(|b| b.received).sum();
-                        measure_start = Some((now, thread_cpu(GATEWAY_THREAD), received, trunk_back.load(std::sync::atomic::Ordering::Relaxed), 0));
+                        measure_start = Some((now, thread_cpu(GATEWAY_THREAD), received, trunk_back.load(std::sync::atomic::Ordering::Relaxed), thread_cpu_split(GATEWAY_THREAD).1.as_micros() as u64));
                     }
                     if elapsed >= total {
                         break;
@@ -419,17 +431,19 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                 }
             }
         }
-        let (t0, cpu0, received0, back0, _) = measure_start.unwrap_or((started, Duration::ZERO, 0, 0, 0));
+        let (t0, cpu0, received0, back0, system0) = measure_start.unwrap_or((started, Duration::ZERO, 0, 0, 0));
         let cpu = thread_cpu(GATEWAY_THREAD).saturating_sub(cpu0);
+        let system = Duration::from_micros(thread_cpu_split(GATEWAY_THREAD).1.as_micros() as u64)
+            .saturating_sub(Duration::from_micros(system0));
         let received: u64 = browsers.iter().map(|b| b.received).sum::<u64>() - received0;
         let back = trunk_back.load(std::sync::atomic::Ordering::Relaxed) - back0;
         let setup: Vec<f64> = browsers
             .iter()
             .filter_map(|b| b.connected.map(|d| d.as_secs_f64() * 1000.0))
             .collect();
-        let _ = result_tx.send((t0.elapsed(), cpu, received, back, setup));
+        let _ = result_tx.send((t0.elapsed(), cpu, system, received, back, setup));
     });
-    let (measured, cpu, received, back, setup) =
+    let (measured, cpu, system, received, back, setup) =
         result_rx.recv_timeout(Duration::from_secs(options.seconds + 120))?;
     let rss_after = rss_kib();
     let report = BenchReport {
@@ -437,6 +451,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         connected: setup.len(),
         measured,
         gateway_cpu: cpu,
+        gateway_system: system,
         setup_ms: setup,
         frames_to_browsers: received,
         frames_from_browsers: 0,

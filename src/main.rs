@@ -183,9 +183,10 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
             );
             println!("  connected peers          {}/{}", r.connected, r.calls);
             println!(
-                "  gateway CPU              {:.3} s over {:.1} s",
+                "  gateway CPU              {:.3} s over {:.1} s ({:.3} s of it in the kernel)",
                 r.gateway_cpu.as_secs_f64(),
-                r.measured.as_secs_f64()
+                r.measured.as_secs_f64(),
+                r.gateway_system.as_secs_f64()
             );
             println!(
                 "  CPU per call-second      {per_call:.0} us  ({:.2} % of a core per call)",
