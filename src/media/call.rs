@@ -24,6 +24,8 @@ use crate::webrtc::AgentPacket;
 pub const COMMAND_CAPACITY: usize = 16;
 /// RTCP report interval (RFC 3550 §6.2 minimum for a two-party session).
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// Packets read from one source per 20 ms frame at most (50 a second is normal).
+const MAX_READS_PER_FRAME: usize = 64;
 /// No RTP at all for this long after media started: the peer is gone.
 const RTP_SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -170,17 +172,12 @@ impl CallMedia {
         let mut payload = Vec::with_capacity(512);
         loop {
             tokio::select! {
-                received = self.sockets.rtp.recv_from(&mut rtp_buf) => {
-                    if let Ok((n, from)) = received {
-                        self.on_rtp(&rtp_buf[..n.min(rtp_buf.len())], from, &mut out).await;
-                    }
-                }
-                received = self.sockets.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((n, from)) = received {
-                        self.on_rtcp(&rtcp_buf[..n.min(rtcp_buf.len())], from);
-                    }
-                }
                 _ = frame_clock.tick() => {
+                    // Everything that arrived since the last frame is read now: one wake-up per
+                    // 20 ms per call instead of one per packet. Jitter-buffered and decoded
+                    // audio is consumed on this clock anyway; what passes straight through
+                    // waits at most one frame.
+                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out).await;
                     self.on_frame(&mut out, &mut payload).await;
                     if self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
                         && self.started.elapsed() > RTP_SILENCE_TIMEOUT
@@ -191,11 +188,6 @@ impl CallMedia {
                     }
                 }
                 _ = rtcp_clock.tick() => self.send_rtcp(&mut out, false).await,
-                packet = agent_packet(&mut self.bridge) => match packet {
-                    Some(packet) => self.on_agent_packet(packet, &mut out).await,
-                    // The WebRTC side dropped the route: the agent is gone.
-                    None => self.bridge = None,
-                },
                 command = commands.recv() => match command {
                     Some(MediaCommand::Update(audio)) => self.update(audio),
                     Some(MediaCommand::Source(source)) => {
@@ -225,6 +217,43 @@ impl CallMedia {
             received = self.reception.as_ref().map(|r| r.received()).unwrap_or(0),
             "media stopped"
         );
+    }
+
+    /// Drain the sockets and the agent's packets without waiting.
+    async fn read_arrivals(&mut self, rtp_buf: &mut [u8], rtcp_buf: &mut [u8], out: &mut Vec<u8>) {
+        // Bounded so a flood cannot starve the frame clock.
+        for _ in 0..MAX_READS_PER_FRAME {
+            match self.sockets.rtp.try_recv_from(rtp_buf) {
+                Ok((n, from)) => {
+                    let n = n.min(rtp_buf.len());
+                    self.on_rtp(&rtp_buf[..n], from, out).await;
+                }
+                Err(_) => break,
+            }
+        }
+        for _ in 0..MAX_READS_PER_FRAME {
+            match self.sockets.rtcp.try_recv_from(rtcp_buf) {
+                Ok((n, from)) => {
+                    let n = n.min(rtcp_buf.len());
+                    self.on_rtcp(&rtcp_buf[..n], from);
+                }
+                Err(_) => break,
+            }
+        }
+        for _ in 0..MAX_READS_PER_FRAME {
+            let Some(bridge) = self.bridge.as_mut() else {
+                break;
+            };
+            match bridge.link.from_agent.try_recv() {
+                Ok(packet) => self.on_agent_packet(packet, out).await,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    // The WebRTC side dropped the route: the agent is gone.
+                    self.bridge = None;
+                    break;
+                }
+            }
+        }
     }
 
     fn update(&mut self, audio: AudioSession) {
@@ -552,13 +581,5 @@ impl CallMedia {
             rtcp::append_goodbye(self.stream.ssrc(), out);
         }
         let _ = self.sockets.rtcp.send_to(out, dest).await;
-    }
-}
-
-/// The next packet of the bridged agent's microphone; never ready while there is no bridge.
-async fn agent_packet(bridge: &mut Option<Bridge>) -> Option<AgentPacket> {
-    match bridge {
-        Some(bridge) => bridge.link.from_agent.recv().await,
-        None => std::future::pending().await,
     }
 }

@@ -31,6 +31,8 @@ pub const INPUT_CAPACITY: usize = 8192;
 pub const AGENT_AUDIO_CAPACITY: usize = 64;
 /// A peer that has not finished ICE and DTLS this long after its offer is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Inputs and datagrams taken per wake-up before the touched peers are drained.
+const BATCH: usize = 256;
 /// Largest datagram read from the socket.
 const DATAGRAM_MAX: usize = 2000;
 
@@ -222,6 +224,8 @@ pub struct WebrtcHost {
     /// The earliest timeout of any peer: peers are only scanned when it has passed, not on
     /// every packet.
     earliest: Instant,
+    /// Peers given input in this batch, drained once when the batch is done.
+    dirty: Vec<PeerId>,
 }
 
 impl WebrtcHost {
@@ -244,6 +248,7 @@ impl WebrtcHost {
             events,
             counters,
             earliest: Instant::now() + Duration::from_secs(1),
+            dirty: Vec::new(),
         })
     }
 
@@ -268,6 +273,28 @@ impl WebrtcHost {
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
+            // Take whatever else is already waiting before draining the peers it touched: a
+            // busy gateway polls each peer once per batch rather than once per packet.
+            for _ in 0..BATCH {
+                match inputs.try_recv() {
+                    Ok(input) => self.on_input(input).await,
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match self.socket.try_recv_from(&mut buf) {
+                    Ok((n, source)) => self.on_datagram(source, n, &mut buf).await,
+                    Err(_) => break,
+                }
+            }
+            self.dirty.sort_unstable();
+            self.dirty.dedup();
+            let dirty = std::mem::take(&mut self.dirty);
+            for id in &dirty {
+                self.drain(*id).await;
+            }
+            self.dirty = dirty;
+            self.dirty.clear();
             if Instant::now() >= self.earliest {
                 self.on_timeouts().await;
             }
@@ -316,7 +343,7 @@ impl WebrtcHost {
                 peer.rtc.disconnect();
             }
         }
-        self.drain(id).await;
+        self.dirty.push(id);
     }
 
     async fn on_timeouts(&mut self) {
@@ -357,7 +384,7 @@ impl WebrtcHost {
             } => {
                 let result = self.accept_offer(peer, &sdp, codec);
                 let _ = reply.send(result);
-                self.drain(peer).await;
+                self.dirty.push(peer);
             }
             WebrtcInput::Candidate {
                 peer,
@@ -384,7 +411,7 @@ impl WebrtcHost {
                     }
                 };
                 let _ = reply.send(result);
-                self.drain(peer).await;
+                self.dirty.push(peer);
             }
             WebrtcInput::Route { peer, route } => match route {
                 Some(route) => {
@@ -401,7 +428,7 @@ impl WebrtcHost {
                 payload,
             } => {
                 self.write_audio(peer, &call, codec, payload);
-                self.drain(peer).await;
+                self.dirty.push(peer);
             }
             WebrtcInput::Close { peer } => {
                 if let Some(mut p) = self.peers.remove(&peer) {
