@@ -139,6 +139,9 @@ pub enum AgentCall {
     Hangup { call: String },
     Dial { to: String },
     Dtmf { call: String, digits: String },
+    Accept { call: String, hold_active: bool },
+    Hold { call: String },
+    Resume { call: String },
 }
 
 /// An agent request's failure, with the agent protocol's error code.
@@ -446,6 +449,10 @@ impl Signalling {
                 crate::config::RouteAction::Echo => None,
             })
             .collect();
+        // Hold audio must be there before anyone is put on hold.
+        let files = files
+            .into_iter()
+            .chain(std::iter::once(self.config.media.hold_audio.clone()));
         for file in files {
             let samples = crate::media::wav::load_8k_mono(&file).map_err(|e| AppError::Asset {
                 path: file.clone(),
@@ -861,6 +868,9 @@ impl Signalling {
             AgentCall::Decline { call } => AgentRequest::Decline { call },
             AgentCall::Hangup { call } => AgentRequest::Hangup { call },
             AgentCall::Dtmf { call, digits } => AgentRequest::Dtmf { call, digits },
+            AgentCall::Accept { call, hold_active } => AgentRequest::Accept { call, hold_active },
+            AgentCall::Hold { call } => AgentRequest::Hold { call },
+            AgentCall::Resume { call } => AgentRequest::Resume { call },
             AgentCall::Dial { to } => {
                 let to = to.trim().to_string();
                 if let Err(e) = self.b2bua.trunks_for(&to) {
@@ -994,6 +1004,16 @@ impl Signalling {
                 Command::CloseConnection { conn, code, .. } => {
                     if let Some(c) = self.connections.remove(&conn) {
                         let _ = c.outbound.try_send(AgentOutbound::Close(code));
+                    }
+                }
+                Command::Park { call } => {
+                    let hold = self.config.media.hold_audio.clone();
+                    let source = match self.audio(&hold) {
+                        Some(samples) => Source::Loop(samples),
+                        None => Source::Silence,
+                    };
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media.commands.try_send(MediaCommand::Source(source));
                     }
                 }
                 Command::StopMedia { call } => {

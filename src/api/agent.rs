@@ -305,11 +305,30 @@ impl Session {
                     field("digits").map(|digits| AgentCall::Dtmf { call, digits })
                 }))
             }
-            "call.accept" | "call.hold" | "call.resume" | "call.transfer" | "call.monitor" => {
+            "call.accept" => call_request(field("call_id").and_then(|call| {
+                match value.get("mode").and_then(Value::as_str) {
+                    Some("end") => Ok(AgentCall::Accept {
+                        call,
+                        hold_active: false,
+                    }),
+                    Some("hold") => Ok(AgentCall::Accept {
+                        call,
+                        hold_active: true,
+                    }),
+                    _ => Err(error(
+                        &req,
+                        "bad_request",
+                        "mode: must be \"end\" or \"hold\"",
+                    )),
+                }
+            })),
+            "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
+            "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
+            "call.transfer" | "call.monitor" => {
                 return Some(error(
                     &req,
                     "invalid_state",
-                    format!("{kind} needs a second call, which this agent cannot have yet"),
+                    format!("{kind} is not available on this gateway yet"),
                 ));
             }
             other => {

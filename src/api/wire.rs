@@ -68,12 +68,25 @@ pub fn snapshot(clock: &WallClock, calls: &[Call]) -> Value {
 }
 
 pub fn notice(clock: &WallClock, notice: &Notice) -> Value {
-    let (kind, c) = match notice {
-        Notice::Incoming(c) => ("call.incoming", c),
-        Notice::Updated(c) => ("call.updated", c),
-        Notice::Ended(c) => ("call.ended", c),
-    };
-    json!({"type": kind, "call": call(clock, c)})
+    match notice {
+        Notice::Incoming(c) => json!({"type": "call.incoming", "call": call(clock, c)}),
+        Notice::Updated(c) => json!({"type": "call.updated", "call": call(clock, c)}),
+        Notice::Ended(c) => json!({"type": "call.ended", "call": call(clock, c)}),
+        Notice::Waiting {
+            call: c,
+            queue_length,
+        } => json!({
+            "type": "call.waiting",
+            "call": call(clock, c),
+            "queue_length": queue_length,
+        }),
+        Notice::Offer(c) => json!({"type": "call.offer", "call": call(clock, c)}),
+        Notice::LogPrompt { call: c, call_ids } => json!({
+            "type": "call_log.prompt",
+            "call": call(clock, c),
+            "call_ids": call_ids,
+        }),
+    }
 }
 
 #[cfg(test)]

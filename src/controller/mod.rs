@@ -1,6 +1,9 @@
-//! Call policy as a sans-IO state machine: `handle(event, now) -> Vec<Command>`. Owns every
-//! call's status and what it is for (a route such as echo or an announcement, or an operator's
-//! test dial). Knows nothing of SIP, WebRTC or JSON: the b2bua and the media shell translate.
+//! Call policy as a sans-IO state machine: `handle(event, now) -> Vec<Command>` and
+//! `request(agent, request, now)`. Owns every call's status and what it is for (a route such
+//! as echo or an announcement, an operator's test dial, or an agent's call), each agent's one
+//! active call and its FIFO queue of waiting and held calls ordered by `queued_at`, offers,
+//! and call-log prompts. Knows nothing of SIP, WebRTC or JSON: the b2bua, the media shell and
+//! the API translate.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -183,6 +186,19 @@ pub enum AgentRequest {
         call: CallId,
         digits: String,
     },
+    /// End & Accept (`end`) or Hold & Accept (`hold`): the active call ends or goes on hold,
+    /// then `call` is answered (waiting) or resumed (on hold).
+    Accept {
+        call: CallId,
+        hold_active: bool,
+    },
+    Hold {
+        call: CallId,
+    },
+    /// Make a held (or waiting) call active; the active one, if any, goes on hold.
+    Resume {
+        call: CallId,
+    },
 }
 
 /// Why an agent request failed; `code()` is the agent protocol's error code.
@@ -219,6 +235,19 @@ pub enum Notice {
     Incoming(Box<Call>),
     Updated(Box<Call>),
     Ended(Box<Call>),
+    /// The head of the agent's waiting calls, with the length of its whole queue.
+    Waiting {
+        call: Box<Call>,
+        queue_length: usize,
+    },
+    /// The active call ended and this queued call is next (FIFO head); nothing connects yet.
+    Offer(Box<Call>),
+    /// Fill in the call log for this prospect; `call_ids` are every call merged into the
+    /// prompt (one open prompt per prospect number).
+    LogPrompt {
+        call: Box<Call>,
+        call_ids: Vec<CallId>,
+    },
 }
 
 /// What the shell must do.
@@ -260,6 +289,10 @@ pub enum Command {
         call: CallId,
         agent: AgentId,
     },
+    /// The call is parked: the other party hears the hold audio.
+    Park {
+        call: CallId,
+    },
     SendDtmf {
         call: CallId,
         digits: String,
@@ -282,6 +315,10 @@ struct Agent {
     connection: Option<ConnId>,
     /// Ended calls, newest last, for snapshots.
     recent: VecDeque<Call>,
+    /// The waiting call the agent was last told about with `call.waiting`.
+    announced_head: Option<CallId>,
+    /// Open call-log prompts: prospect number → the calls merged into it.
+    prompts: HashMap<String, Vec<CallId>>,
 }
 
 pub struct Controller {
@@ -317,6 +354,8 @@ impl Controller {
                         max_calls: a.max_calls,
                         connection: None,
                         recent: VecDeque::new(),
+                        announced_head: None,
+                        prompts: HashMap::new(),
                     },
                 )
             })
@@ -506,14 +545,7 @@ impl Controller {
         if self.live_calls_of(&agent) >= a.max_calls as usize {
             return vec![Command::Reject { call, status: 486 }];
         }
-        let busy = self
-            .calls
-            .values()
-            .any(|c| c.agent.as_deref() == Some(agent.as_str()) && c.is_live());
-        if busy {
-            return vec![Command::Reject { call, status: 486 }];
-        }
-        let c = new_call(
+        let mut c = new_call(
             &call,
             Direction::Inbound,
             from,
@@ -523,14 +555,83 @@ impl Controller {
             Some(agent.clone()),
             now,
         );
+        // Busy (a call active, ringing or being dialled): this one waits in the queue.
+        let busy = self.calls.values().any(|o| {
+            o.agent.as_deref() == Some(agent.as_str())
+                && matches!(o.status, Status::Active | Status::Ringing | Status::Dialing)
+        });
+        if busy {
+            c.status = Status::Waiting;
+            c.queued_at = Some(now);
+        }
         self.calls.insert(call.clone(), c.clone());
-        vec![
-            Command::Ring { call },
-            Command::Notify {
+        let mut commands = vec![Command::Ring { call }];
+        if busy {
+            commands.extend(self.announce_waiting(&agent));
+        } else {
+            commands.push(Command::Notify {
                 agent,
                 notice: Notice::Incoming(Box::new(c)),
+            });
+        }
+        commands
+    }
+
+    /// The agent's queue: waiting and held calls, oldest `queued_at` first.
+    pub fn queue(&self, agent: &str) -> Vec<&Call> {
+        let mut queue: Vec<&Call> = self
+            .calls
+            .values()
+            .filter(|c| {
+                c.agent.as_deref() == Some(agent)
+                    && matches!(c.status, Status::Waiting | Status::OnHold)
+            })
+            .collect();
+        queue.sort_by(|a, b| a.queued_at.cmp(&b.queued_at).then(a.id.cmp(&b.id)));
+        queue
+    }
+
+    /// `call.waiting` for the oldest waiting call, once per head.
+    fn announce_waiting(&mut self, agent: &str) -> Vec<Command> {
+        let queue = self.queue(agent);
+        let queue_length = queue.len();
+        let head = queue
+            .into_iter()
+            .find(|c| c.status == Status::Waiting)
+            .cloned();
+        let Some(a) = self.agents.get_mut(agent) else {
+            return Vec::new();
+        };
+        match head {
+            Some(head) if a.announced_head.as_deref() != Some(head.id.as_str()) => {
+                a.announced_head = Some(head.id.clone());
+                vec![Command::Notify {
+                    agent: agent.to_string(),
+                    notice: Notice::Waiting {
+                        call: Box::new(head),
+                        queue_length,
+                    },
+                }]
+            }
+            Some(_) => Vec::new(),
+            None => {
+                a.announced_head = None;
+                Vec::new()
+            }
+        }
+    }
+
+    fn updated(&self, call: &str) -> Vec<Command> {
+        match self.calls.get(call) {
+            Some(c) => match &c.agent {
+                Some(agent) => vec![Command::Notify {
+                    agent: agent.clone(),
+                    notice: Notice::Updated(Box::new(c.clone())),
+                }],
+                None => Vec::new(),
             },
-        ]
+            None => Vec::new(),
+        }
     }
 
     fn answered(&mut self, call: CallId, now: Instant) -> Vec<Command> {
@@ -540,33 +641,50 @@ impl Controller {
         if c.status != Status::Dialing {
             return vec![Command::Hangup { call }];
         }
-        c.status = Status::Active;
         c.answered_at = Some(now);
         match (c.plan.clone(), c.agent.clone()) {
             (MediaPlan::Agent(_), Some(agent)) => {
-                let snapshot = c.clone();
-                vec![
-                    Command::Bridge {
-                        call,
-                        agent: agent.clone(),
-                    },
-                    Command::Notify {
-                        agent,
-                        notice: Notice::Updated(Box::new(snapshot)),
-                    },
-                ]
+                // The agent may have resumed another call while this one was being dialled:
+                // the answered call is the one they asked for, the other goes on hold.
+                let mut commands = self.hold_active(&agent, now);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.status = Status::Active;
+                }
+                commands.push(Command::Bridge {
+                    call: call.clone(),
+                    agent,
+                });
+                commands.extend(self.updated(&call));
+                commands
             }
-            (plan, _) => vec![Command::StartMedia { call, plan }],
+            (plan, _) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.status = Status::Active;
+                }
+                vec![Command::StartMedia { call, plan }]
+            }
         }
     }
 
-    /// The call is over, whoever ended it: stop its media and tell its agent.
+    /// The call is over, whoever ended it: stop its media, tell its agent, prompt for the
+    /// call log, and offer the queue's head when the active call went.
     fn end(&mut self, call: &str, reason: EndReason, now: Instant) -> Vec<Command> {
+        self.end_call(call, reason, now, true)
+    }
+
+    fn end_call(
+        &mut self,
+        call: &str,
+        reason: EndReason,
+        now: Instant,
+        offer_next: bool,
+    ) -> Vec<Command> {
         let Some(mut c) = self.calls.remove(call) else {
             return Vec::new();
         };
         let mut commands = Vec::new();
-        if let (Some(agent), Status::Active) = (&c.agent, c.status) {
+        let was = c.status;
+        if let (Some(agent), Status::Active) = (&c.agent, was) {
             commands.push(Command::Unbridge {
                 call: c.id.clone(),
                 agent: agent.clone(),
@@ -574,26 +692,72 @@ impl Controller {
         }
         commands.push(Command::StopMedia { call: c.id.clone() });
         // An unanswered call the agent ended was declined, not hung up.
-        let reason = match (reason, c.status) {
+        let reason = match (reason, was) {
             (EndReason::AgentHangup, Status::Ringing | Status::Waiting) => EndReason::Declined,
             (reason, _) => c.end_reason.unwrap_or(reason),
         };
         c.status = Status::Ended;
         c.ended_at = Some(now);
         c.end_reason = Some(reason);
-        if let Some(agent) = c.agent.clone() {
-            if let Some(a) = self.agents.get_mut(&agent) {
-                a.recent.push_back(c.clone());
-                while a.recent.len() > RECENT_ENDED {
-                    a.recent.pop_front();
+        let Some(agent) = c.agent.clone() else {
+            return commands;
+        };
+        let connected = self.is_connected(&agent);
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.recent.push_back(c.clone());
+            while a.recent.len() > RECENT_ENDED {
+                a.recent.pop_front();
+            }
+        }
+        commands.push(Command::Notify {
+            agent: agent.clone(),
+            notice: Notice::Ended(Box::new(c.clone())),
+        });
+        // The log is wanted for every answered call, and for callers who gave up waiting or
+        // on hold.
+        let prompt = c.answered_at.is_some()
+            || (reason == EndReason::CallerHangup
+                && matches!(was, Status::Waiting | Status::OnHold));
+        if prompt {
+            commands.extend(self.prompt(&agent, &c));
+        }
+        if connected {
+            if offer_next && was == Status::Active && self.active_call(&agent).is_none() {
+                if let Some(head) = self.queue(&agent).first().map(|h| (*h).clone()) {
+                    commands.push(Command::Notify {
+                        agent: agent.clone(),
+                        notice: Notice::Offer(Box::new(head)),
+                    });
                 }
             }
-            commands.push(Command::Notify {
-                agent,
-                notice: Notice::Ended(Box::new(c)),
-            });
+            commands.extend(self.announce_waiting(&agent));
         }
         commands
+    }
+
+    /// Open (or merge into) the call-log prompt for the call's prospect.
+    fn prompt(&mut self, agent: &str, call: &Call) -> Vec<Command> {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return Vec::new();
+        };
+        let ids = a.prompts.entry(call.prospect().to_string()).or_default();
+        if !ids.contains(&call.id) {
+            ids.push(call.id.clone());
+        }
+        vec![Command::Notify {
+            agent: agent.to_string(),
+            notice: Notice::LogPrompt {
+                call: Box::new(call.clone()),
+                call_ids: ids.clone(),
+            },
+        }]
+    }
+
+    /// The prospect's call log was saved or dismissed: its prompt closes.
+    pub fn close_prompt(&mut self, agent: &str, prospect: &str) -> bool {
+        self.agents
+            .get_mut(agent)
+            .is_some_and(|a| a.prompts.remove(prospect).is_some())
     }
 
     /// The agent's connection closed: end this call of theirs now.
@@ -618,6 +782,60 @@ impl Controller {
         }
     }
 
+    /// Park the agent's active call, if any: it joins the queue with `queued_at = now`.
+    fn hold_active(&mut self, agent: &str, now: Instant) -> Vec<Command> {
+        let Some(id) = self.active_call(agent).map(|c| c.id.clone()) else {
+            return Vec::new();
+        };
+        self.hold(agent, &id, now)
+    }
+
+    fn hold(&mut self, agent: &str, call: &str, now: Instant) -> Vec<Command> {
+        let Some(c) = self.calls.get_mut(call) else {
+            return Vec::new();
+        };
+        c.status = Status::OnHold;
+        c.queued_at = Some(now);
+        let mut commands = vec![
+            Command::Unbridge {
+                call: call.to_string(),
+                agent: agent.to_string(),
+            },
+            Command::Park {
+                call: call.to_string(),
+            },
+        ];
+        commands.extend(self.updated(call));
+        commands
+    }
+
+    /// Make a ringing, waiting or held call the active one (the agent has none active).
+    fn activate(&mut self, agent: &str, call: &str, now: Instant) -> Vec<Command> {
+        let Some(c) = self.calls.get_mut(call) else {
+            return Vec::new();
+        };
+        let answer = matches!(c.status, Status::Ringing | Status::Waiting);
+        c.status = Status::Active;
+        c.queued_at = None;
+        if answer {
+            c.answered_at = Some(now);
+        }
+        let mut commands = Vec::new();
+        if answer {
+            commands.push(Command::Answer {
+                call: call.to_string(),
+                plan: MediaPlan::Agent(agent.to_string()),
+            });
+        }
+        commands.push(Command::Bridge {
+            call: call.to_string(),
+            agent: agent.to_string(),
+        });
+        commands.extend(self.updated(call));
+        commands.extend(self.announce_waiting(agent));
+        commands
+    }
+
     /// An agent's request; `Ok` carries the call it concerns.
     pub fn request(
         &mut self,
@@ -630,36 +848,69 @@ impl Controller {
         }
         match request {
             AgentRequest::Answer { call } => {
-                let Some(c) = self.own_call(agent, &call) else {
-                    return (Err(RequestError::NotFound), Vec::new());
+                let status = match self.own_call(agent, &call) {
+                    Some(c) => c.status,
+                    None => return (Err(RequestError::NotFound), Vec::new()),
                 };
-                if c.status != Status::Ringing {
-                    return (
-                        Err(RequestError::InvalidState(c.status.as_str())),
-                        Vec::new(),
-                    );
+                let mut commands = Vec::new();
+                match status {
+                    // The agent may have resumed a held call while this one rang: that one
+                    // goes back on hold.
+                    Status::Ringing => commands.extend(self.hold_active(agent, now)),
+                    // Taking an offered (or any queued) call while nothing is active.
+                    Status::Waiting | Status::OnHold if self.active_call(agent).is_none() => {}
+                    other => return (Err(RequestError::InvalidState(other.as_str())), Vec::new()),
                 }
-                c.status = Status::Active;
-                c.answered_at = Some(now);
-                let snapshot = c.clone();
-                let agent = agent.to_string();
-                (
-                    Ok(call.clone()),
-                    vec![
-                        Command::Answer {
-                            call: call.clone(),
-                            plan: MediaPlan::Agent(agent.clone()),
-                        },
-                        Command::Bridge {
-                            call,
-                            agent: agent.clone(),
-                        },
-                        Command::Notify {
-                            agent,
-                            notice: Notice::Updated(Box::new(snapshot)),
-                        },
-                    ],
-                )
+                commands.extend(self.activate(agent, &call, now));
+                (Ok(call), commands)
+            }
+            AgentRequest::Accept { call, hold_active } => {
+                let status = match self.own_call(agent, &call) {
+                    Some(c) => c.status,
+                    None => return (Err(RequestError::NotFound), Vec::new()),
+                };
+                if !matches!(status, Status::Ringing | Status::Waiting | Status::OnHold) {
+                    return (Err(RequestError::InvalidState(status.as_str())), Vec::new());
+                }
+                let mut commands = Vec::new();
+                if let Some(active) = self.active_call(agent).map(|c| c.id.clone()) {
+                    if hold_active {
+                        commands.extend(self.hold(agent, &active, now));
+                    } else {
+                        // The BYE goes out now and the call is over for the agent at once
+                        // (the b2bua's later report of the leg's end finds nothing to do);
+                        // no offer, since the accepted call takes its place.
+                        commands.push(Command::Hangup {
+                            call: active.clone(),
+                        });
+                        commands.extend(self.end_call(&active, EndReason::AgentHangup, now, false));
+                    }
+                }
+                commands.extend(self.activate(agent, &call, now));
+                (Ok(call), commands)
+            }
+            AgentRequest::Hold { call } => {
+                let status = match self.own_call(agent, &call) {
+                    Some(c) => c.status,
+                    None => return (Err(RequestError::NotFound), Vec::new()),
+                };
+                if status != Status::Active {
+                    return (Err(RequestError::InvalidState(status.as_str())), Vec::new());
+                }
+                let commands = self.hold(agent, &call, now);
+                (Ok(call), commands)
+            }
+            AgentRequest::Resume { call } => {
+                let status = match self.own_call(agent, &call) {
+                    Some(c) => c.status,
+                    None => return (Err(RequestError::NotFound), Vec::new()),
+                };
+                if !matches!(status, Status::OnHold | Status::Waiting) {
+                    return (Err(RequestError::InvalidState(status.as_str())), Vec::new());
+                }
+                let mut commands = self.hold_active(agent, now);
+                commands.extend(self.activate(agent, &call, now));
+                (Ok(call), commands)
             }
             AgentRequest::Decline { call } => {
                 let Some(c) = self.own_call(agent, &call) else {
@@ -713,19 +964,18 @@ impl Controller {
                 if self.live_calls_of(agent) >= max as usize {
                     return (Err(RequestError::LimitReached(max)), Vec::new());
                 }
-                if let Some(active) = self.active_call(agent) {
-                    // One active call per agent until calls can be held (call waiting).
+                let dialing = self.calls.values().any(|c| {
+                    c.agent.as_deref() == Some(agent)
+                        && matches!(c.status, Status::Dialing | Status::Ringing)
+                });
+                if dialing {
                     return (
-                        Err(RequestError::InvalidState(
-                            if active.status == Status::Active {
-                                "busy with another call"
-                            } else {
-                                "busy"
-                            },
-                        )),
+                        Err(RequestError::InvalidState("busy with a call being set up")),
                         Vec::new(),
                     );
                 }
+                // The active call goes on hold first.
+                let mut commands = self.hold_active(agent, now);
                 let c = new_call(
                     &call,
                     Direction::Outbound,
@@ -736,17 +986,13 @@ impl Controller {
                     Some(agent.to_string()),
                     now,
                 );
-                self.calls.insert(call.clone(), c.clone());
-                (
-                    Ok(call.clone()),
-                    vec![
-                        Command::Dial { call, to },
-                        Command::Notify {
-                            agent: agent.to_string(),
-                            notice: Notice::Updated(Box::new(c)),
-                        },
-                    ],
-                )
+                self.calls.insert(call.clone(), c);
+                commands.push(Command::Dial {
+                    call: call.clone(),
+                    to,
+                });
+                commands.extend(self.updated(&call));
+                (Ok(call), commands)
             }
             AgentRequest::Dtmf { call, digits } => {
                 if digits.is_empty()
@@ -821,8 +1067,12 @@ fn new_call(
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn controller() -> Controller {
         Controller::new(
@@ -1012,14 +1262,14 @@ mod tests {
             Command::Notify { agent, notice: Notice::Incoming(call) }
                 if agent == "ann" && call.status == Status::Ringing && call.from_name.as_deref() == Some("Pat")
         ));
-        // Busy with one call: a second caller is turned away (call waiting comes later).
-        assert_eq!(
-            ring(&mut c, "c3", now),
-            vec![Command::Reject {
-                call: "c3".into(),
-                status: 486
-            }]
-        );
+        // Busy with one call: a second caller waits (180) and the agent hears of it.
+        let cmds = ring(&mut c, "c3", now);
+        assert_eq!(cmds[0], Command::Ring { call: "c3".into() });
+        assert!(matches!(
+            &cmds[1],
+            Command::Notify { notice: Notice::Waiting { call, queue_length: 1 }, .. }
+                if call.status == Status::Waiting
+        ));
     }
 
     #[test]
@@ -1099,11 +1349,11 @@ mod tests {
             call: "c1".into(),
             agent: "ann".into()
         }));
-        assert!(matches!(
-            cmds.last(),
-            Some(Command::Notify { notice: Notice::Ended(call), .. })
+        assert!(cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Notify { notice: Notice::Ended(call), .. }
                 if call.end_reason == Some(EndReason::AgentDisconnected)
-        ));
+        )));
         assert_eq!(c.snapshot("ann")[0].status, Status::Ended);
     }
 
@@ -1174,6 +1424,202 @@ mod tests {
             vec![Command::SendDtmf {
                 call: "o1".into(),
                 digits: "12#".into()
+            }]
+        );
+    }
+
+    fn notices(cmds: &[Command]) -> Vec<&Notice> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Notify { notice, .. } => Some(notice),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answered_one(now: Instant) -> Controller {
+        let mut c = with_agent(100);
+        c.handle(
+            Event::AgentConnected {
+                agent: "ann".into(),
+                conn: 1,
+            },
+            now,
+        );
+        ring(&mut c, "a", now);
+        let _ = c.request("ann", AgentRequest::Answer { call: "a".into() }, now);
+        c
+    }
+
+    #[test]
+    fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
+        let now = Instant::now();
+        let mut c = answered_one(now);
+        ring(&mut c, "b", now + Duration::from_secs(1));
+        assert_eq!(c.call("b").map(|b| b.status), Some(Status::Waiting));
+        let (result, cmds) = c.request(
+            "ann",
+            AgentRequest::Accept {
+                call: "b".into(),
+                hold_active: true,
+            },
+            now + Duration::from_secs(2),
+        );
+        assert_eq!(result, Ok("b".to_string()));
+        let order: Vec<&Command> = cmds
+            .iter()
+            .filter(|c| !matches!(c, Command::Notify { .. }))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                &Command::Unbridge {
+                    call: "a".into(),
+                    agent: "ann".into()
+                },
+                &Command::Park { call: "a".into() },
+                &Command::Answer {
+                    call: "b".into(),
+                    plan: MediaPlan::Agent("ann".into())
+                },
+                &Command::Bridge {
+                    call: "b".into(),
+                    agent: "ann".into()
+                },
+            ]
+        );
+        assert_eq!(c.call("a").map(|a| a.status), Some(Status::OnHold));
+        assert_eq!(c.queue("ann").len(), 1);
+        // Resume swaps back: b on hold, a active, and the queue stays in hold order.
+        let (_, cmds) = c.request(
+            "ann",
+            AgentRequest::Resume { call: "a".into() },
+            now + Duration::from_secs(3),
+        );
+        assert!(cmds.contains(&Command::Park { call: "b".into() }));
+        assert!(cmds.contains(&Command::Bridge {
+            call: "a".into(),
+            agent: "ann".into()
+        }));
+        assert_eq!(c.active_call("ann").map(|a| a.id.as_str()), Some("a"));
+        // Resuming the active call is an invalid state.
+        let (result, _) = c.request("ann", AgentRequest::Resume { call: "a".into() }, now);
+        assert_eq!(result, Err(RequestError::InvalidState("active")));
+    }
+
+    #[test]
+    fn end_and_accept_hangs_up_without_offering_and_the_end_of_a_call_offers_the_head() {
+        let now = Instant::now();
+        let mut c = answered_one(now);
+        ring(&mut c, "b", now + Duration::from_secs(1));
+        ring(&mut c, "c", now + Duration::from_secs(2));
+        let (_, cmds) = c.request(
+            "ann",
+            AgentRequest::Accept {
+                call: "b".into(),
+                hold_active: false,
+            },
+            now + Duration::from_secs(3),
+        );
+        assert!(cmds.contains(&Command::Hangup { call: "a".into() }));
+        assert!(!notices(&cmds).iter().any(|n| matches!(n, Notice::Offer(_))));
+        assert!(notices(&cmds)
+            .iter()
+            .any(|n| matches!(n, Notice::Waiting { call, .. } if call.id == "c")));
+        // The far end of b hangs up: c, the FIFO head, is offered; nothing connects.
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "b".into(),
+                remote: true,
+                failed: false,
+            },
+            now + Duration::from_secs(4),
+        );
+        assert!(notices(&cmds)
+            .iter()
+            .any(|n| matches!(n, Notice::Offer(call) if call.id == "c")));
+        assert!(!cmds.iter().any(|c| matches!(c, Command::Answer { .. })));
+        assert_eq!(c.call("c").map(|c| c.status), Some(Status::Waiting));
+        // Taking the offer answers it.
+        let (result, cmds) = c.request("ann", AgentRequest::Answer { call: "c".into() }, now);
+        assert_eq!(result, Ok("c".to_string()));
+        assert!(cmds.iter().any(|c| matches!(c, Command::Answer { .. })));
+    }
+
+    #[test]
+    fn callers_giving_up_on_hold_are_prompted_once_per_prospect() {
+        let now = Instant::now();
+        let mut c = answered_one(now);
+        let _ = c.request("ann", AgentRequest::Hold { call: "a".into() }, now);
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "a".into(),
+                remote: true,
+                failed: false,
+            },
+            now,
+        );
+        let prompts: Vec<&Notice> = notices(&cmds)
+            .into_iter()
+            .filter(|n| matches!(n, Notice::LogPrompt { .. }))
+            .collect();
+        assert_eq!(prompts.len(), 1);
+        assert!(cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Notify { notice: Notice::Ended(call), .. }
+                if call.end_reason == Some(EndReason::CallerHangup)
+        )));
+        // The same prospect calls again, waits, and gives up: merged into the open prompt.
+        ring(&mut c, "a2", now);
+        ring(&mut c, "a3", now);
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "a3".into(),
+                remote: true,
+                failed: false,
+            },
+            now,
+        );
+        assert!(notices(&cmds).iter().any(|n| matches!(
+            n,
+            Notice::LogPrompt { call_ids, .. } if call_ids == &vec!["a".to_string(), "a3".to_string()]
+        )));
+        assert!(c.close_prompt("ann", "+15551230001"));
+    }
+
+    #[test]
+    fn dialing_while_on_a_call_holds_it_and_the_limit_turns_callers_away() {
+        let now = Instant::now();
+        let mut c = with_agent(2);
+        c.handle(
+            Event::AgentConnected {
+                agent: "ann".into(),
+                conn: 1,
+            },
+            now,
+        );
+        ring(&mut c, "a", now);
+        let _ = c.request("ann", AgentRequest::Answer { call: "a".into() }, now);
+        let (result, cmds) = c.request(
+            "ann",
+            AgentRequest::Dial {
+                call: "o".into(),
+                to: "+15551234567".into(),
+            },
+            now,
+        );
+        assert_eq!(result, Ok("o".to_string()));
+        let park = cmds
+            .iter()
+            .position(|c| c == &Command::Park { call: "a".into() });
+        let dial = cmds.iter().position(|c| matches!(c, Command::Dial { .. }));
+        assert!(park < dial, "hold first, then dial: {cmds:?}");
+        // Two live calls is this agent's limit.
+        assert_eq!(
+            ring(&mut c, "x", now),
+            vec![Command::Reject {
+                call: "x".into(),
+                status: 486
             }]
         );
     }

@@ -36,6 +36,8 @@ pub enum Source {
     Echo,
     /// Play these 8 kHz samples once, then report `Finished`.
     Play(Arc<Vec<i16>>),
+    /// Play these 8 kHz samples over and over (hold audio).
+    Loop(Arc<Vec<i16>>),
     /// Send nothing (the far end hears silence; timestamps keep running).
     Silence,
 }
@@ -514,8 +516,11 @@ impl CallMedia {
         match &self.source {
             Source::Echo => {}
             Source::Silence => self.stream.skip(ticks),
-            Source::Play(samples) => {
+            Source::Play(samples) | Source::Loop(samples) => {
                 let samples = Arc::clone(samples);
+                if matches!(self.source, Source::Loop(_)) && self.play_pos >= samples.len() {
+                    self.play_pos = 0;
+                }
                 if self.play_pos >= samples.len() {
                     self.stream.skip(ticks);
                     if !self.finished_sent {
