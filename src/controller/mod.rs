@@ -778,6 +778,13 @@ impl Controller {
                 commands.extend(self.end(&id, EndReason::AgentDisconnected, now));
                 commands
             }
+            // Being dialled: cancelled, and over for the agent now (a far end that never
+            // answers the CANCEL must not keep the call alive).
+            Status::Dialing => {
+                let mut commands = vec![Command::Hangup { call: id.clone() }];
+                commands.extend(self.end(&id, EndReason::AgentDisconnected, now));
+                commands
+            }
             _ => vec![Command::Hangup { call: id }],
         }
     }

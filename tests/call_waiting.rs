@@ -1,0 +1,393 @@
+//! Call waiting over the wire: raw SIP callers (our own UDP sockets, so each caller's received
+//! RTP can be measured at any moment) and a WebSocket client speaking the agent protocol.
+//! Hold, Hold & Accept, swaps, decline, a caller giving up on hold, the offer of the queue's
+//! head, and a disconnect with calls in every status.
+
+mod common;
+
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+const AGENT: &str = r#"
+[[agent]]
+id = "demo"
+name = "Demo Agent"
+token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
+dids = ["+15550000100"]
+"#;
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A caller on raw sockets: SIP on one, RTP on the next.
+struct Caller {
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    gateway: std::net::SocketAddr,
+    number: String,
+    call_id: String,
+    to_tag: Option<String>,
+    remote_rtp: Option<std::net::SocketAddr>,
+}
+
+impl Caller {
+    fn dial(gw: &Gateway, number: &str, sip_port: u16) -> Caller {
+        let sip = UdpSocket::bind(("127.0.0.1", sip_port)).expect("bind SIP");
+        let rtp = UdpSocket::bind(("127.0.0.1", sip_port + 2)).expect("bind RTP");
+        sip.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        rtp.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let caller = Caller {
+            sip,
+            rtp,
+            gateway: gw.sip_addr(),
+            number: number.to_string(),
+            call_id: format!("{:x}@waiting-test", rand_u64()),
+            to_tag: None,
+            remote_rtp: None,
+        };
+        let sdp = sdp_offer(sip_port + 2, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+        let invite = caller.request("INVITE", 1, "Content-Type: application/sdp\r\n", &sdp);
+        caller
+            .sip
+            .send_to(invite.as_bytes(), caller.gateway)
+            .expect("INVITE");
+        caller
+    }
+
+    fn request(&self, method: &str, cseq: u32, extra: &str, body: &str) -> String {
+        let local = self.sip.local_addr().expect("addr");
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        format!(
+            "{method} sip:+15550000100@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch:x};rport\r\nFrom: <sip:{number}@{local}>;tag=f{number}\r\nTo: <sip:+15550000100@{gw}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{number}@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            gw = self.gateway,
+            branch = rand_u64(),
+            number = self.number,
+            call_id = self.call_id,
+            len = body.len(),
+        )
+    }
+
+    /// Wait for a final response; on 2xx, remember the dialog and send ACK.
+    fn final_response(&mut self, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let status: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if !text.starts_with("SIP/2.0") || status < 200 {
+                continue;
+            }
+            if (200..300).contains(&status) {
+                self.to_tag = text
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+                    .and_then(|l| l.split(";tag=").nth(1))
+                    .map(|t| t.trim().to_string());
+                let port = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("m=audio "))
+                    .and_then(|m| m.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                self.remote_rtp = port.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+                let ack = self.request("ACK", 1, "", "");
+                self.sip.send_to(ack.as_bytes(), self.gateway).expect("ACK");
+            } else {
+                let ack = self.request("ACK", 1, "", "");
+                let _ = self.sip.send_to(ack.as_bytes(), self.gateway);
+            }
+            return status;
+        }
+        panic!("{}: no final response", self.number);
+    }
+
+    fn hang_up(&self) {
+        let bye = self.request("BYE", 2, "", "");
+        self.sip.send_to(bye.as_bytes(), self.gateway).expect("BYE");
+    }
+
+    /// Answer a BYE from the gateway if one arrives within `within`.
+    fn expect_bye(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            let Ok((n, from)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("BYE ") {
+                let mut ok = String::from("SIP/2.0 200 OK\r\n");
+                for line in text.lines() {
+                    let l = line.to_ascii_lowercase();
+                    if ["via:", "from:", "to:", "call-id:", "cseq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                    {
+                        ok.push_str(line);
+                        ok.push_str("\r\n");
+                    }
+                }
+                ok.push_str("Content-Length: 0\r\n\r\n");
+                let _ = self.sip.send_to(ok.as_bytes(), from);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// RMS of the PCMU the gateway sends this caller over `window` (0 when nothing comes).
+    fn heard(&self, window: Duration) -> f64 {
+        // Drop what queued up before the window.
+        let mut buf = vec![0u8; 2048];
+        self.rtp.set_nonblocking(true).expect("nonblocking");
+        while self.rtp.recv_from(&mut buf).is_ok() {}
+        self.rtp.set_nonblocking(false).expect("blocking");
+        let deadline = Instant::now() + window;
+        let mut samples = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.rtp.recv_from(&mut buf) {
+                if n > 12 && buf[1] & 0x7f == 0 {
+                    samples.extend(buf[12..n].iter().map(|b| ulaw_to_linear(*b)));
+                }
+            }
+        }
+        if samples.is_empty() {
+            0.0
+        } else {
+            rms(&samples)
+        }
+    }
+}
+
+fn connect(gw: &Gateway) -> Socket {
+    let url = format!(
+        "ws://127.0.0.1:{}/v1/agent/ws?token=demo-token",
+        gw.ports.http
+    );
+    let (mut socket, _) = tungstenite::connect(url).expect("WebSocket");
+    if let MaybeTlsStream::Plain(s) = socket.get_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    socket
+}
+
+fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                let v: Value = serde_json::from_str(&text).expect("JSON");
+                if v["type"] == kind {
+                    return v;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("socket closed waiting for {kind}: {e}"),
+        }
+    }
+}
+
+fn request(socket: &mut Socket, message: Value) -> Value {
+    let req = format!("{:x}", rand_u64());
+    let mut message = message;
+    message["req"] = json!(req);
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .expect("send");
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                let v: Value = serde_json::from_str(&text).expect("JSON");
+                if v["req"] == req.as_str() {
+                    return v;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("socket closed waiting for the answer to {message}: {e}"),
+        }
+    }
+}
+
+fn call_id_of(event: &Value) -> String {
+    event["call"]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_string()
+}
+
+/// The whole call-waiting story with one agent and three callers.
+#[test]
+fn waiting_hold_swap_decline_offer_and_disconnect() {
+    let ports = Ports::block(50);
+    let gw = Gateway::start("call_waiting", ports, &(default_trunk(27990) + AGENT));
+    let mut agent = connect(&gw);
+    next_of(&mut agent, "calls.snapshot");
+
+    // A rings an idle agent and is answered.
+    let mut a = Caller::dial(&gw, "+15551230001", 27000);
+    let incoming = next_of(&mut agent, "call.incoming");
+    let a_id = call_id_of(&incoming);
+    let ok = request(&mut agent, json!({"type": "call.answer", "call_id": a_id}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(a.final_response(Duration::from_secs(5)), 200);
+
+    // B arrives while A is active: waiting, and the agent is told.
+    let mut b = Caller::dial(&gw, "+15551230002", 27010);
+    let waiting = next_of(&mut agent, "call.waiting");
+    let b_id = call_id_of(&waiting);
+    assert_eq!(waiting["call"]["status"], "waiting");
+    assert_eq!(waiting["queue_length"], 1);
+
+    // Hold & Accept: A on hold hears the hold audio, B is answered and bridged.
+    let ok = request(
+        &mut agent,
+        json!({"type": "call.accept", "call_id": b_id, "mode": "hold"}),
+    );
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(b.final_response(Duration::from_secs(5)), 200);
+    assert!(
+        a.heard(Duration::from_millis(800)) > 500.0,
+        "A hears hold audio"
+    );
+    assert!(
+        b.heard(Duration::from_millis(400)) < 100.0,
+        "B hears the agent (silent here), not hold audio"
+    );
+
+    // Swap ten times: whoever is held hears the hold audio, the active one does not.
+    for swap in 0..10 {
+        let (resume, held) = if swap % 2 == 0 {
+            (&a_id, &b)
+        } else {
+            (&b_id, &a)
+        };
+        let ok = request(
+            &mut agent,
+            json!({"type": "call.resume", "call_id": resume}),
+        );
+        assert_eq!(ok["type"], "ok", "swap {swap}: {ok}");
+        let active = if swap % 2 == 0 { &a } else { &b };
+        assert!(
+            held.heard(Duration::from_millis(500)) > 500.0,
+            "swap {swap}: held party hears hold audio"
+        );
+        assert!(
+            active.heard(Duration::from_millis(300)) < 100.0,
+            "swap {swap}: active party is off hold"
+        );
+    }
+    // After ten swaps B is active again and A held.
+    let snapshot = request(&mut agent, json!({"type": "calls.list"}));
+    let status = |id: &str| {
+        snapshot["calls"]
+            .as_array()
+            .and_then(|calls| calls.iter().find(|c| c["call_id"] == id))
+            .map(|c| c["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (status(&a_id).as_str(), status(&b_id).as_str()),
+        ("on_hold", "active")
+    );
+
+    // C arrives and is declined: 486 to C.
+    let mut c = Caller::dial(&gw, "+15551230003", 27020);
+    let waiting = next_of(&mut agent, "call.waiting");
+    let c_id = call_id_of(&waiting);
+    let ok = request(&mut agent, json!({"type": "call.decline", "call_id": c_id}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(c.final_response(Duration::from_secs(5)), 486);
+
+    // A gives up on hold: ended by the caller, and a call-log prompt.
+    a.hang_up();
+    let ended = loop {
+        let ended = next_of(&mut agent, "call.ended");
+        if ended["call"]["call_id"] == a_id.as_str() {
+            break ended;
+        }
+    };
+    assert_eq!(
+        (
+            ended["call"]["call_id"].as_str(),
+            ended["call"]["end_reason"].as_str()
+        ),
+        (Some(a_id.as_str()), Some("caller_hangup"))
+    );
+    let prompt = loop {
+        let prompt = next_of(&mut agent, "call_log.prompt");
+        if prompt["call"]["call_id"] == a_id.as_str() {
+            break prompt;
+        }
+    };
+    assert_eq!(prompt["call_ids"], json!([a_id]));
+
+    // D waits; the agent ends B (active): D, the queue's head, is offered, nothing connects.
+    let mut d = Caller::dial(&gw, "+15551230004", 27030);
+    let waiting = next_of(&mut agent, "call.waiting");
+    let d_id = call_id_of(&waiting);
+    let ok = request(&mut agent, json!({"type": "call.hangup", "call_id": b_id}));
+    assert_eq!(ok["type"], "ok");
+    assert!(b.expect_bye(Duration::from_secs(5)), "B gets BYE");
+    let offer = next_of(&mut agent, "call.offer");
+    assert_eq!(offer["call"]["call_id"], d_id.as_str());
+    assert_eq!(offer["call"]["status"], "waiting");
+    // Taking the offer answers D.
+    let ok = request(&mut agent, json!({"type": "call.answer", "call_id": d_id}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(d.final_response(Duration::from_secs(5)), 200);
+
+    // Calls in every status, then the socket drops: all of them end within 5 s.
+    let mut e = Caller::dial(&gw, "+15551230005", 27040);
+    let e_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    let ok = request(
+        &mut agent,
+        json!({"type": "call.accept", "call_id": e_id, "mode": "hold"}),
+    );
+    assert_eq!(ok["type"], "ok");
+    assert_eq!(e.final_response(Duration::from_secs(5)), 200);
+    let mut f = Caller::dial(&gw, "+15551230006", 27050);
+    next_of(&mut agent, "call.waiting");
+    let dialed = request(
+        &mut agent,
+        json!({"type": "call.dial", "to": "+15551239999"}),
+    );
+    assert_eq!(dialed["type"], "ok", "{dialed}");
+    drop(agent);
+    let started = Instant::now();
+    assert_eq!(
+        f.final_response(Duration::from_secs(5)),
+        480,
+        "waiting caller rejected"
+    );
+    assert!(d.expect_bye(Duration::from_secs(5)), "held call gets BYE");
+    assert!(e.expect_bye(Duration::from_secs(5)), "active call gets BYE");
+    gw.wait_idle(Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut again = connect(&gw);
+    let snapshot = next_of(&mut again, "calls.snapshot");
+    let live = snapshot["calls"]
+        .as_array()
+        .map(|calls| calls.iter().filter(|c| c["status"] != "ended").count())
+        .unwrap_or(99);
+    assert_eq!(live, 0, "{snapshot}");
+}
