@@ -300,3 +300,63 @@ fn the_demo_caller_rings_the_page() {
         .unwrap_or(0.0);
     assert!(received > 100 && rms > 1000.0, "{stdout}");
 }
+
+/// Call waiting in the page: A is answered, B waits; the test clicks Hold & Accept, opens the
+/// calls popup and resumes A, with a screenshot of each state in the test's folder.
+#[test]
+fn browser_holds_accepts_and_resumes_from_the_calls_popup() {
+    let ports = Ports::block(51);
+    let gw = Gateway::start(
+        "agent_waiting_page",
+        ports,
+        &(default_trunk(26996) + DEMO_AGENT),
+    );
+    let dir = gw.dir.clone();
+    let browser = BrowserAgent::start(&gw, &dir, "waiting", &[("TALK_MS", "1000")]);
+    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    let caller = |name: &str, number: &str, sip_port: u16| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("caller dir");
+        make_ulaw_tone(&sub.join("tone.ul"), 5.0, 440);
+        let mut args = single_call_sipp_args(
+            &sub,
+            "uac_agent_call.xml",
+            Some((ports.sip, "+15550000100")),
+            sip_port,
+            sip_port + 10,
+        );
+        let key = args.iter().position(|a| a == "caller").expect("caller key");
+        args[key + 1] = number.to_string();
+        (sub.clone(), KillOnDrop::new(spawn_sipp(&sub, &args)))
+    };
+    let (a_dir, mut a) = caller("a", "+15551230001", 26620);
+    browser.expect("ANSWERED", Duration::from_secs(40), &dir, &gw);
+    let (b_dir, mut b) = caller("b", "+15551230002", 26640);
+    let states = browser.expect("STATES", Duration::from_secs(40), &dir, &gw);
+    assert!(
+        states.contains(r#""+15551230001":"active""#)
+            && states.contains(r#""+15551230002":"on_hold""#),
+        "{states}"
+    );
+    let result = browser.expect("RESULT", Duration::from_secs(30), &dir, &gw);
+    assert_browser_heard_tone(&result);
+    browser.expect("CLOSED", Duration::from_secs(30), &dir, &gw);
+    for (name, sub, child) in [("A", &a_dir, a.take()), ("B", &b_dir, b.take())] {
+        let out = wait_child(child, Duration::from_secs(30));
+        assert_eq!(
+            sipp_call_counts(&sub.join("stats.csv")),
+            (1, 0),
+            "caller {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            gw.log_text()
+        );
+    }
+    for shot in [
+        "1-call-waiting",
+        "2-hold-and-accepted",
+        "3-calls-popup",
+        "4-resumed-first-call",
+    ] {
+        assert!(dir.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+}

@@ -53,6 +53,27 @@ try {
     await page.click("#answer-button");
     await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
     say("ANSWERED");
+  } else if (mode === "waiting") {
+    // A rings and is answered; B then waits: Hold & Accept, open the calls popup, resume A.
+    const active = (n) => `[...window.callgate.calls.values()].some((c) => c.status === "active" && c.prospect.number === "${n}")`;
+    await page.waitForSelector("#incoming:not([hidden]) #answer-button", { timeout: 30000 });
+    await page.click("#answer-button");
+    await page.waitForFunction(active("+15551230001"), null, { timeout: 10000 });
+    say("ANSWERED");
+    await page.waitForSelector("#waiting-actions:not([hidden])", { timeout: 30000 });
+    if (shots) await page.screenshot({ path: join(shots, "1-call-waiting.png") });
+    await page.click("#accept-hold-button");
+    await page.waitForFunction(active("+15551230002"), null, { timeout: 10000 });
+    if (shots) await page.screenshot({ path: join(shots, "2-hold-and-accepted.png") });
+    await page.click("#held-button");
+    await page.waitForSelector("#calls-popup:not([hidden])", { timeout: 5000 });
+    if (shots) await page.screenshot({ path: join(shots, "3-calls-popup.png") });
+    await page.click('#calls-popup-list button[aria-label="resume +15551230001"]');
+    await page.waitForFunction(active("+15551230001"), null, { timeout: 10000 });
+    if (shots) await page.screenshot({ path: join(shots, "4-resumed-first-call.png") });
+    const statuses = await page.evaluate(() => Object.fromEntries([...window.callgate.calls.values()].map((c) => [c.prospect.number, c.status])));
+    say(`STATES ${JSON.stringify(statuses)}`);
+    say("DIALED");
   } else {
     await page.fill("#number", env("NUMBER", "+15551230001"));
     await page.click("#dial-button");

@@ -602,6 +602,10 @@ pub fn single_call_sipp_args(
             format!("127.0.0.1:{sip_port}"),
             "-s".into(),
             service.to_string(),
+            // The caller's number, `[caller]` in the UAC scenarios.
+            "-key".into(),
+            "caller".into(),
+            "+15551230001".into(),
         ]);
     }
     args.extend([

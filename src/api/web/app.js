@@ -18,6 +18,10 @@ const state = {
   closedCode: null,
   lastError: null,
   events: [],
+  waitingHead: null,
+  queueLength: 0,
+  offered: null,
+  prompts: [],
 };
 window.callgate = state;
 
@@ -55,6 +59,70 @@ function ringingCall() {
   return null;
 }
 
+// The call the notification shows: a ringing call, else the head of the waiting calls the
+// gateway announced with call.waiting.
+function notifiedCall() {
+  const ringing = ringingCall();
+  if (ringing) return ringing;
+  const head = state.waitingHead && state.calls.get(state.waitingHead);
+  return head && head.status === "waiting" ? head : null;
+}
+
+// Active and queued calls: the active one first, then the queue in FIFO order.
+function liveCalls() {
+  const order = { active: 0, dialing: 1, on_hold: 2, waiting: 2, ringing: 3 };
+  return [...state.calls.values()]
+    .filter((c) => c.status !== "ended")
+    .sort((a, b) => (order[a.status] - order[b.status]) || String(a.queued_at || a.created_at).localeCompare(String(b.queued_at || b.created_at)));
+}
+
+function renderPopup() {
+  const calls = liveCalls();
+  const count = calls.filter((c) => c.status === "on_hold" || c.status === "waiting").length;
+  $("held-button").hidden = calls.length === 0;
+  $("held-count").textContent = String(count);
+  $("calls-popup-list").replaceChildren(...calls.map((c) => {
+    const li = document.createElement("li");
+    li.dataset.callId = c.call_id;
+    const who = document.createElement("span");
+    who.className = "who";
+    const name = document.createElement("strong");
+    name.textContent = c.prospect.name || formatNumber(c.prospect.number);
+    const st = document.createElement("span");
+    st.className = "state";
+    st.textContent = `${formatNumber(c.prospect.number)} · ${c.status.replace("_", " ")}`;
+    who.append(name, st);
+    li.append(who);
+    if (c.status === "active" || c.status === "on_hold" || c.status === "waiting") {
+      const button = document.createElement("button");
+      button.type = "button";
+      const active = c.status === "active";
+      button.className = `play-pause ${active ? "hold" : "resume"}`;
+      button.textContent = active ? "❚❚" : "▶";
+      button.title = active ? "Hold" : "Resume";
+      button.setAttribute("aria-label", `${active ? "hold" : "resume"} ${c.prospect.number}`);
+      button.addEventListener("click", () => {
+        const type = active ? "call.hold" : "call.resume";
+        send({ type, call_id: c.call_id }).catch((err) => { $("dial-error").textContent = err.message; });
+      });
+      li.append(button);
+    }
+    return li;
+  }));
+}
+
+function renderOffer() {
+  const offered = state.offered && state.calls.get(state.offered);
+  const show = offered && (offered.status === "waiting" || offered.status === "on_hold") && !activeCall();
+  $("offer").hidden = !show;
+  if (show) {
+    $("offer").dataset.callId = offered.call_id;
+    $("offer-name").textContent = offered.prospect.name || "Caller";
+    $("offer-number").textContent = formatNumber(offered.prospect.number);
+    $("offer-status").textContent = offered.status === "waiting" ? "Waiting to be answered" : "On hold";
+  }
+}
+
 let timer = null;
 function render() {
   const current = activeCall();
@@ -77,13 +145,20 @@ function render() {
   } else {
     $("sent-digits").textContent = "";
   }
-  const ringing = ringingCall();
-  $("incoming").hidden = !ringing;
-  if (ringing) {
-    $("incoming").dataset.callId = ringing.call_id;
-    $("incoming-name").textContent = ringing.prospect.name || "Caller";
-    $("incoming-number").textContent = formatNumber(ringing.prospect.number);
+  const notified = notifiedCall();
+  $("incoming").hidden = !notified;
+  if (notified) {
+    const waiting = notified.status === "waiting";
+    $("incoming").dataset.callId = notified.call_id;
+    $("incoming-title").textContent = waiting ? "Call waiting" : "Incoming call";
+    $("incoming-name").textContent = notified.prospect.name || "Caller";
+    $("incoming-number").textContent = formatNumber(notified.prospect.number);
+    $("incoming-queue").textContent = waiting && state.queueLength > 1 ? `${state.queueLength} calls in your queue` : "";
+    $("ringing-actions").hidden = waiting;
+    $("waiting-actions").hidden = !waiting;
   }
+  renderPopup();
+  renderOffer();
   const recent = [...state.calls.values()]
     .filter((c) => c.status === "ended")
     .sort((a, b) => Date.parse(b.ended_at || 0) - Date.parse(a.ended_at || 0))
@@ -116,13 +191,32 @@ function onMessage(event) {
     else pending.resolve(msg);
   }
   switch (msg.type) {
-    case "calls.snapshot":
+    case "calls.snapshot": {
       state.calls = new Map(msg.calls.map((c) => [c.call_id, c]));
+      const waiting = msg.calls.filter((c) => c.status === "waiting")
+        .sort((a, b) => String(a.queued_at).localeCompare(String(b.queued_at)));
+      state.waitingHead = waiting.length ? waiting[0].call_id : null;
+      state.queueLength = msg.calls.filter((c) => c.status === "waiting" || c.status === "on_hold").length;
       render();
       break;
+    }
     case "call.incoming":
     case "call.updated":
     case "call.ended":
+      upsert(msg.call);
+      break;
+    case "call.waiting":
+      state.waitingHead = msg.call.call_id;
+      state.queueLength = msg.queue_length;
+      upsert(msg.call);
+      break;
+    case "call.offer":
+      state.offered = msg.call.call_id;
+      upsert(msg.call);
+      break;
+    case "call_log.prompt":
+      state.prompts = state.prompts.filter((p) => p.call.prospect.number !== msg.call.prospect.number);
+      state.prompts.push(msg);
       upsert(msg.call);
       break;
     case "webrtc.answer":
@@ -259,6 +353,26 @@ $("answer-button").addEventListener("click", () => {
   const id = $("incoming").dataset.callId;
   if (id) send({ type: "call.answer", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
 });
+
+function accept(mode) {
+  const id = $("incoming").dataset.callId;
+  if (id) send({ type: "call.accept", call_id: id, mode }).catch((err) => { $("dial-error").textContent = err.message; });
+}
+$("accept-hold-button").addEventListener("click", () => accept("hold"));
+$("accept-end-button").addEventListener("click", () => accept("end"));
+$("waiting-decline-button").addEventListener("click", () => {
+  const id = $("incoming").dataset.callId;
+  if (id) send({ type: "call.decline", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
+});
+$("held-button").addEventListener("click", () => { $("calls-popup").hidden = false; });
+$("calls-popup-close").addEventListener("click", () => { $("calls-popup").hidden = true; });
+$("offer-take-button").addEventListener("click", () => {
+  const id = $("offer").dataset.callId;
+  state.offered = null;
+  if (id) send({ type: "call.answer", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
+  render();
+});
+$("offer-later-button").addEventListener("click", () => { state.offered = null; render(); });
 
 $("decline-button").addEventListener("click", () => {
   const id = $("incoming").dataset.callId;
