@@ -391,3 +391,132 @@ fn waiting_hold_swap_decline_offer_and_disconnect() {
         .unwrap_or(99);
     assert_eq!(live, 0, "{snapshot}");
 }
+
+/// The gateway process's resident memory (KiB) and CPU time (user + system ticks of 10 ms).
+fn process_usage(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // After the name: state is not numeric, so utime and stime are the 11th and 12th numbers.
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    (rss, ticks)
+}
+
+/// A hundred callers at once for one agent: every one reaches the agent (waiting, then held
+/// as the agent takes the next), none is dropped, the agent swaps through all of them, and
+/// the cost of a hundred parked calls is measured (printed for the record, not asserted).
+#[test]
+fn a_hundred_parallel_callers_for_one_agent() {
+    let ports = Ports::wide(52);
+    let gw = Gateway::start("waiting_hundred", ports, &(default_trunk(27991) + AGENT));
+    let pid = gw.child.id();
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let mut agent = connect(&gw);
+    next_of(&mut agent, "calls.snapshot");
+    let (rss_idle, _) = process_usage(pid);
+    let mut args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        27500,
+        27510,
+    );
+    for (flag, value) in [("-m", "100"), ("-l", "100"), ("-r", "50")] {
+        let at = args.iter().position(|a| a == flag);
+        match at {
+            Some(i) => args[i + 1] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    let mut callers = KillOnDrop::new(spawn_sipp(&dir, &args));
+
+    // Take every call as it comes: the first is answered, each waiting head is taken with
+    // Hold & Accept, so the previous one joins the queue.
+    let mut answered: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while answered.len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} calls reached the agent",
+            answered.len()
+        );
+        let message = match agent.read() {
+            Ok(Message::Text(text)) => serde_json::from_str::<Value>(&text).expect("JSON"),
+            Ok(_) => continue,
+            Err(e) => panic!("socket: {e}"),
+        };
+        let id = message["call"]["call_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let reply = match message["type"].as_str() {
+            Some("call.incoming") => {
+                request(&mut agent, json!({"type": "call.answer", "call_id": id}))
+            }
+            Some("call.waiting") => request(
+                &mut agent,
+                json!({"type": "call.accept", "call_id": id, "mode": "hold"}),
+            ),
+            Some("call.ended") => panic!("a call was dropped: {message}"),
+            _ => continue,
+        };
+        assert_eq!(reply["type"], "ok", "{reply}");
+        answered.push(id);
+    }
+    let snapshot = request(&mut agent, json!({"type": "calls.list"}));
+    let statuses: Vec<&str> = snapshot["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| c["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "active").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == "on_hold").count(), 99);
+
+    // A hundred parked calls: memory and CPU, for the record.
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_parked, cpu_before) = process_usage(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let (_, cpu_after) = process_usage(pid);
+    eprintln!(
+        "100 calls (99 on hold playing hold audio, 1 bridged; this build): RSS {rss_idle} KiB idle -> {rss_parked} KiB ({} KiB per call); CPU {:.1} % of a core over 10 s ({:.0} us per call-second)",
+        rss_parked.saturating_sub(rss_idle) / 100,
+        (cpu_after - cpu_before) as f64 / 10.0,
+        (cpu_after - cpu_before) as f64 * 10_000.0 / (100.0 * 10.0)
+    );
+
+    // Swap through every call: each resume makes it active and parks the previous one.
+    for id in &answered {
+        let ok = request(&mut agent, json!({"type": "call.resume", "call_id": id}));
+        let resumed = ok["type"] == "ok" || ok["code"] == "invalid_state";
+        assert!(resumed, "{ok}");
+    }
+    // Hang up all of them; every caller must see its BYE.
+    for id in &answered {
+        let ok = request(&mut agent, json!({"type": "call.hangup", "call_id": id}));
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    let out = wait_child(callers.take(), Duration::from_secs(60));
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (100, 0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default()
+    );
+    gw.wait_idle(Duration::from_secs(10));
+}

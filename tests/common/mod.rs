@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "admin-token";
 
-/// A test's own ports: SIP on `sip`, HTTP on `http`, RTP from `rtp_min` (100 ports).
+/// A test's own ports: SIP on `sip`, HTTP on `http`, RTP from `rtp_min` (`rtp_span` ports).
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub sip: u16,
     pub http: u16,
     pub rtp_min: u16,
+    pub rtp_span: u16,
 }
 
 impl Ports {
@@ -28,6 +29,17 @@ impl Ports {
             sip: 11000 + n * 10,
             http: 12000 + n * 10,
             rtp_min: 14000 + n * 200,
+            rtp_span: 200,
+        }
+    }
+
+    /// A block whose RTP range takes 200 calls (30000-30799), for the one test that needs
+    /// more than a hundred at once.
+    pub fn wide(n: u16) -> Ports {
+        Ports {
+            rtp_min: 30000,
+            rtp_span: 800,
+            ..Ports::block(n)
         }
     }
 }
@@ -124,7 +136,7 @@ file = "{root}/config/announcement.wav"
             http = ports.http,
             webrtc = ports.http + 1,
             rtp_min = ports.rtp_min,
-            rtp_max = ports.rtp_min + 199,
+            rtp_max = ports.rtp_min + ports.rtp_span - 1,
             root = root.display(),
             dir = dir.display(),
         );
@@ -582,7 +594,7 @@ pub fn capture_rtp_to(gw: &Gateway, media_port: u16) -> Capture {
         &format!(
             "udp and dst port {media_port} and src portrange {}-{}",
             gw.ports.rtp_min,
-            gw.ports.rtp_min + 199
+            gw.ports.rtp_min + gw.ports.rtp_span - 1
         ),
     )
 }
