@@ -1630,4 +1630,116 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn requests_in_the_wrong_state_are_refused_and_change_nothing() {
+        let now = Instant::now();
+        let mut c = answered_one(now);
+        ring(&mut c, "b", now);
+        let before: Vec<(String, Status)> = {
+            let mut v: Vec<_> = c.calls().map(|x| (x.id.clone(), x.status)).collect();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        for (request, code) in [
+            (AgentRequest::Hold { call: "b".into() }, "invalid_state"),
+            (AgentRequest::Decline { call: "a".into() }, "invalid_state"),
+            (AgentRequest::Resume { call: "a".into() }, "invalid_state"),
+            (AgentRequest::Answer { call: "b".into() }, "invalid_state"),
+            (
+                AgentRequest::Dtmf {
+                    call: "b".into(),
+                    digits: "1".into(),
+                },
+                "invalid_state",
+            ),
+            (AgentRequest::Hold { call: "zz".into() }, "not_found"),
+        ] {
+            let (result, cmds) = c.request("ann", request.clone(), now);
+            assert_eq!(result.map_err(|e| e.code()), Err(code), "{request:?}");
+            assert!(cmds.is_empty(), "{request:?}: {cmds:?}");
+        }
+        let after: Vec<(String, Status)> = {
+            let mut v: Vec<_> = c.calls().map(|x| (x.id.clone(), x.status)).collect();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn resuming_a_waiting_call_answers_it_and_accepting_with_nothing_active_just_answers() {
+        let now = Instant::now();
+        let mut c = answered_one(now);
+        ring(&mut c, "b", now + Duration::from_secs(1));
+        let (result, cmds) = c.request("ann", AgentRequest::Resume { call: "b".into() }, now);
+        assert_eq!(result, Ok("b".to_string()));
+        assert!(cmds.contains(&Command::Park { call: "a".into() }));
+        assert!(cmds
+            .iter()
+            .any(|c| matches!(c, Command::Answer { call, .. } if call == "b")));
+        // b ends by the agent: a answered call, so a prompt; a (held) is offered.
+        let (_, cmds) = c.request("ann", AgentRequest::Hangup { call: "b".into() }, now);
+        assert_eq!(cmds, vec![Command::Hangup { call: "b".into() }]);
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "b".into(),
+                remote: false,
+                failed: false,
+            },
+            now,
+        );
+        let kinds: Vec<&Notice> = notices(&cmds);
+        assert!(kinds
+            .iter()
+            .any(|n| matches!(n, Notice::LogPrompt { call, .. } if call.id == "b")));
+        assert!(kinds
+            .iter()
+            .any(|n| matches!(n, Notice::Offer(call) if call.id == "a")));
+        // Accepting the held call with nothing active resumes it without ending anything.
+        let (result, cmds) = c.request(
+            "ann",
+            AgentRequest::Accept {
+                call: "a".into(),
+                hold_active: false,
+            },
+            now,
+        );
+        assert_eq!(result, Ok("a".to_string()));
+        assert!(!cmds
+            .iter()
+            .any(|c| matches!(c, Command::Hangup { .. } | Command::Answer { .. })));
+        assert_eq!(c.active_call("ann").map(|x| x.id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn the_agent_hanging_up_a_held_call_prompts_and_keeps_the_active_one() {
+        let now = Instant::now();
+        let mut c = answered_one(now);
+        ring(&mut c, "b", now);
+        let _ = c.request(
+            "ann",
+            AgentRequest::Accept {
+                call: "b".into(),
+                hold_active: true,
+            },
+            now,
+        );
+        let (_, cmds) = c.request("ann", AgentRequest::Hangup { call: "a".into() }, now);
+        assert_eq!(cmds, vec![Command::Hangup { call: "a".into() }]);
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "a".into(),
+                remote: false,
+                failed: false,
+            },
+            now,
+        );
+        assert!(!cmds.iter().any(|c| matches!(c, Command::Unbridge { .. })));
+        assert!(notices(&cmds)
+            .iter()
+            .any(|n| matches!(n, Notice::LogPrompt { .. })));
+        assert!(!notices(&cmds).iter().any(|n| matches!(n, Notice::Offer(_))));
+        assert_eq!(c.active_call("ann").map(|x| x.id.as_str()), Some("b"));
+    }
 }
