@@ -27,6 +27,7 @@ use crate::media::stats::MediaCounters;
 use crate::sdp::LocalMedia;
 use crate::sip::message::{Message, ParseError, MAX_MESSAGE_SIZE};
 use crate::sip::transaction::{LocalAddress, TimerValues, TransactionLayer, Transmit, Transport};
+use crate::store::{CallRecord, StoreOp};
 use crate::webrtc::{
     PeerCodec, Route, WebrtcCounters, WebrtcEvent, WebrtcHost, WebrtcInput, AGENT_AUDIO_CAPACITY,
 };
@@ -233,6 +234,10 @@ struct Signalling {
     pending_admin: HashMap<String, oneshot::Sender<Result<String, String>>>,
     webrtc: mpsc::Sender<WebrtcInput>,
     connections: HashMap<ConnId, AgentConnection>,
+    store: mpsc::Sender<StoreOp>,
+    /// What the call log last heard of each live call: its status and queue time.
+    stored: HashMap<String, (crate::controller::Status, Option<Instant>)>,
+    clock: WallClock,
 }
 
 /// A new call id: time-ordered, unique enough for one gateway.
@@ -294,6 +299,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     tokio::spawn(host.run(webrtc_rx));
     let (agents_tx, mut agents_rx) = mpsc::channel(AGENT_INPUT_CAPACITY);
+    // The call log: opened (and migrated) before anything listens, so a bad path stops the
+    // start naming `store.database`; calls left live by a crash are closed as failed.
+    let database = config.store.database.clone();
+    let orphans = {
+        let conn = crate::store::open(&database)?;
+        crate::store::end_orphans(&conn, crate::store::millis(SystemTime::now()))?
+    };
+    if orphans > 0 {
+        tracing::warn!(
+            calls = orphans,
+            "calls left live by the last run marked ended (failed)"
+        );
+    }
+    let (store_tx, store_rx) = mpsc::channel(crate::store::WRITE_CAPACITY);
+    let writer = tokio::spawn(crate::store::run_writer(database, store_rx));
+    let clock = WallClock::now();
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);
@@ -308,7 +329,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::clone(&config),
         counters: Arc::clone(&counters),
         webrtc_counters,
-        clock: WallClock::now(),
+        clock,
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
@@ -362,6 +383,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pending_admin: HashMap::new(),
         webrtc: webrtc_tx,
         connections: HashMap::new(),
+        store: store_tx,
+        stored: HashMap::new(),
+        clock,
     };
     sig.preload_audio()?;
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
@@ -403,6 +427,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
         sig.drain().await;
+        sig.sync_store();
         if let Some(started) = shutting_down {
             if sig.b2bua.live_legs() == 0 || started.elapsed() > SHUTDOWN_GRACE {
                 break;
@@ -411,6 +436,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     for (_, media) in sig.media.drain() {
         let _ = media.commands.try_send(MediaCommand::Stop);
+    }
+    // Every ended call reaches the call log before the process goes.
+    sig.sync_store();
+    drop(sig);
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        tracing::error!("call log writer did not finish in 5 s");
     }
     // Let media tasks send their RTCP BYE.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -736,6 +770,53 @@ impl Signalling {
         tokio::spawn(media.run(rx));
         self.media
             .insert(call.to_string(), MediaHandle { commands: tx, port });
+    }
+
+    /// Tell the call log about every call whose status changed and every call that ended.
+    fn sync_store(&mut self) {
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        for c in self.controller.calls() {
+            let seen = (c.status, c.queued_at);
+            if self.stored.get(&c.id) != Some(&seen) {
+                changed.push(c.clone());
+            }
+        }
+        for c in changed {
+            self.stored.insert(c.id.clone(), (c.status, c.queued_at));
+            self.record(&c, now);
+        }
+        for c in self.controller.take_ended() {
+            self.stored.remove(&c.id);
+            self.record(&c, c.ended_at.unwrap_or(now));
+        }
+    }
+
+    fn record(&self, c: &Call, at: Instant) {
+        let ms = |t: Instant| crate::store::millis(self.clock.at(t));
+        let record = CallRecord {
+            id: c.id.clone(),
+            direction: c.direction.as_str().into(),
+            from_number: c.from.clone(),
+            from_name: c.from_name.clone(),
+            to_number: c.to.clone(),
+            prospect: c.prospect().to_string(),
+            agent_id: c.agent.clone(),
+            status: c.status.as_str().into(),
+            created_at: ms(c.created_at),
+            answered_at: c.answered_at.map(ms),
+            queued_at: c.queued_at.map(ms),
+            ended_at: c.ended_at.map(ms),
+            end_reason: c.end_reason.map(|r| r.as_str().to_string()),
+            recording: "off".into(),
+        };
+        let op = StoreOp::Call {
+            call: Box::new(record),
+            at: ms(at),
+        };
+        if self.store.try_send(op).is_err() {
+            tracing::error!(call = %c.id, "call log queue full; change not recorded");
+        }
     }
 
     fn connection_of(&self, agent: &str) -> Option<ConnId> {

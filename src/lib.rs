@@ -12,4 +12,5 @@ pub mod demo;
 pub mod media;
 pub mod sdp;
 pub mod sip;
+pub mod store;
 pub mod webrtc;

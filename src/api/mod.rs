@@ -3,6 +3,7 @@
 //! here: every request is a message to the signalling task.
 
 mod agent;
+mod calls;
 pub mod tls;
 mod web;
 pub mod wire;
@@ -42,6 +43,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/dial", post(dial))
         .route("/v1/live-calls", get(live_calls))
+        .route("/v1/calls", get(calls::list))
+        .route("/v1/calls/{call_id}", get(calls::one))
         .route("/v1/calls/{call_id}/hangup", post(hangup))
         .route("/v1/calls/{call_id}/dtmf", post(dtmf))
         .with_state(handle);

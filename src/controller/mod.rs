@@ -327,6 +327,9 @@ pub struct Controller {
     /// DID → agent.
     dids: HashMap<String, AgentId>,
     calls: HashMap<CallId, Call>,
+    /// Calls that ended since the shell last took them, as they were at the end (for the
+    /// call log).
+    ended: Vec<Call>,
 }
 
 impl Controller {
@@ -365,6 +368,7 @@ impl Controller {
             agents,
             dids,
             calls: HashMap::new(),
+            ended: Vec::new(),
         }
     }
 
@@ -699,6 +703,7 @@ impl Controller {
         c.status = Status::Ended;
         c.ended_at = Some(now);
         c.end_reason = Some(reason);
+        self.ended.push(c.clone());
         let Some(agent) = c.agent.clone() else {
             return commands;
         };
@@ -1024,6 +1029,11 @@ impl Controller {
                 (Ok(call.clone()), vec![Command::SendDtmf { call, digits }])
             }
         }
+    }
+
+    /// Calls that ended since the last call of this, oldest first.
+    pub fn take_ended(&mut self) -> Vec<Call> {
+        std::mem::take(&mut self.ended)
     }
 
     /// Record the number callgate presents on an agent's outbound call.

@@ -143,23 +143,40 @@ file = "{root}/config/announcement.wav"
         let config_path = dir.join("callgate.toml");
         std::fs::write(&config_path, config).expect("config written");
         let log = dir.join("gateway.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(&root)
-            .env("CALLGATE_LOG", "debug")
-            .stdout(log_file.try_clone().expect("log clone"))
-            .stderr(log_file)
-            .spawn()
-            .expect("callgate binary starts");
+        let child = Gateway::launch(&config_path, &log);
         Gateway {
             child,
             ports,
             dir,
             log,
         }
+    }
+
+    fn launch(config_path: &Path, log: &Path) -> Child {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path)
+            .current_dir(repo_root())
+            .env("CALLGATE_LOG", "debug")
+            .stdout(log_file.try_clone().expect("log clone"))
+            .stderr(log_file)
+            .spawn()
+            .expect("callgate binary starts")
+    }
+
+    /// Kill the gateway outright (SIGKILL: no goodbye, no flush) and start it again on the
+    /// same config and database.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Gateway::launch(&self.dir.join("callgate.toml"), &self.log);
+        self.wait_healthy();
     }
 
     fn wait_healthy(&self) {

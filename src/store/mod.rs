@@ -1,0 +1,513 @@
+//! The call log on SQLite: every call, its status segments (each waiting / active / on_hold
+//! interval) and what agents write about it. One writer task owns the write connection and
+//! takes changes from a bounded channel, so signalling and media never wait on the disk;
+//! readers (the HTTP API) open their own connections, which WAL lets run beside the writer.
+//! Nothing here knows SIP or WebSockets.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::mpsc;
+
+/// Changes queued for the writer. Calls change status a few times each, so this covers
+/// thousands of calls of backlog; when it is full the change is logged and dropped (the disk
+/// has been stalled for a long time by then).
+pub const WRITE_CAPACITY: usize = 65_536;
+
+/// The schema, one entry per version; `PRAGMA user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: calls, their status segments, call logs and comments.
+    "CREATE TABLE calls (
+        id TEXT PRIMARY KEY,
+        direction TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        from_name TEXT,
+        to_number TEXT NOT NULL,
+        prospect TEXT NOT NULL,
+        agent_id TEXT,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        answered_at INTEGER,
+        queued_at INTEGER,
+        ended_at INTEGER,
+        end_reason TEXT,
+        recording TEXT NOT NULL DEFAULT 'off'
+     );
+     CREATE INDEX calls_by_time ON calls (created_at DESC, id DESC);
+     CREATE INDEX calls_by_agent ON calls (agent_id, created_at DESC);
+     CREATE TABLE segments (
+        call_id TEXT NOT NULL REFERENCES calls(id),
+        status TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER
+     );
+     CREATE INDEX segments_by_call ON segments (call_id, started_at);
+     CREATE TABLE call_logs (
+        call_id TEXT PRIMARY KEY REFERENCES calls(id),
+        assignee TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        disposition TEXT,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT
+     );
+     CREATE TABLE comments (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id),
+        author TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX comments_by_call ON comments (call_id, id);",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store.database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store.database {path}: {reason}")]
+    Directory { path: String, reason: String },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Milliseconds since the Unix epoch, the store's time unit.
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// A call as stored: the controller's view at one moment, in wall-clock milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub id: String,
+    pub direction: String,
+    pub from_number: String,
+    pub from_name: Option<String>,
+    pub to_number: String,
+    pub prospect: String,
+    pub agent_id: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub queued_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub recording: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub status: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// A change for the writer.
+#[derive(Debug, Clone)]
+pub enum StoreOp {
+    /// The call as it is now; `at` is when it changed (opens and closes segments).
+    Call { call: Box<CallRecord>, at: i64 },
+}
+
+/// Statuses that make a segment.
+fn segmented(status: &str) -> bool {
+    matches!(status, "waiting" | "active" | "on_hold")
+}
+
+/// Open (or create) the database, run the migrations, and return the connection.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Directory {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL with NORMAL is durable across process crashes (an OS crash may lose the last
+    // transactions, never corrupt the file).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "database migrated");
+    }
+    Ok(())
+}
+
+/// Calls that were live when the gateway last stopped (crash, kill -9) are over: mark them
+/// ended with reason `failed` and close their segments. Returns how many.
+pub fn end_orphans(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "UPDATE segments SET ended_at = ?1 WHERE ended_at IS NULL",
+        params![now],
+    )?;
+    let n = tx.execute(
+        "UPDATE calls SET status = 'ended', ended_at = ?1, end_reason = 'failed'
+         WHERE status != 'ended'",
+        params![now],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Apply one change in its own transaction.
+pub fn apply(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
+    match op {
+        StoreOp::Call { call, at } => {
+            let tx = conn.unchecked_transaction()?;
+            let previous: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM calls WHERE id = ?1",
+                    params![call.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO calls (id, direction, from_number, from_name, to_number, prospect,
+                    agent_id, status, created_at, answered_at, queued_at, ended_at, end_reason,
+                    recording)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT(id) DO UPDATE SET
+                    from_number = excluded.from_number, from_name = excluded.from_name,
+                    to_number = excluded.to_number, prospect = excluded.prospect,
+                    agent_id = excluded.agent_id, status = excluded.status,
+                    answered_at = excluded.answered_at, queued_at = excluded.queued_at,
+                    ended_at = excluded.ended_at, end_reason = excluded.end_reason,
+                    recording = excluded.recording",
+                params![
+                    call.id,
+                    call.direction,
+                    call.from_number,
+                    call.from_name,
+                    call.to_number,
+                    call.prospect,
+                    call.agent_id,
+                    call.status,
+                    call.created_at,
+                    call.answered_at,
+                    call.queued_at,
+                    call.ended_at,
+                    call.end_reason,
+                    call.recording,
+                ],
+            )?;
+            if previous.as_deref() != Some(call.status.as_str()) {
+                tx.execute(
+                    "UPDATE segments SET ended_at = ?2 WHERE call_id = ?1 AND ended_at IS NULL",
+                    params![call.id, at],
+                )?;
+                if segmented(&call.status) {
+                    tx.execute(
+                        "INSERT INTO segments (call_id, status, started_at) VALUES (?1, ?2, ?3)",
+                        params![call.id, call.status, at],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        }
+    }
+}
+
+/// The writer task: applies changes in order; a failed write is logged with its call id and
+/// the task goes on (one bad row never stops the log).
+pub async fn run_writer(path: PathBuf, mut ops: mpsc::Receiver<StoreOp>) {
+    let conn = match tokio::task::spawn_blocking(move || open(&path)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "call log unavailable");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "call log task failed");
+            return;
+        }
+    };
+    let conn = std::sync::Arc::new(std::sync::Mutex::new(conn));
+    while let Some(op) = ops.recv().await {
+        // Take everything queued and write it in one blocking hop.
+        let mut batch = vec![op];
+        while let Ok(op) = ops.try_recv() {
+            batch.push(op);
+            if batch.len() >= 512 {
+                break;
+            }
+        }
+        let conn = std::sync::Arc::clone(&conn);
+        let result = tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(|_| "store lock poisoned".to_string())?;
+            for op in &batch {
+                if let Err(e) = apply(&conn, op) {
+                    let StoreOp::Call { call, .. } = op;
+                    tracing::error!(call = %call.id, error = %e, "call log write failed");
+                }
+            }
+            Ok::<(), String>(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "call log writer failed");
+        }
+    }
+}
+
+/// One page of the calls list.
+#[derive(Debug, Clone, Default)]
+pub struct CallQuery {
+    pub statuses: Vec<String>,
+    pub agent: Option<String>,
+    pub limit: usize,
+    /// Cursor: `created_at:id` of the last call of the previous page.
+    pub before: Option<(i64, String)>,
+}
+
+fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
+    Ok(CallRecord {
+        id: row.get(0)?,
+        direction: row.get(1)?,
+        from_number: row.get(2)?,
+        from_name: row.get(3)?,
+        to_number: row.get(4)?,
+        prospect: row.get(5)?,
+        agent_id: row.get(6)?,
+        status: row.get(7)?,
+        created_at: row.get(8)?,
+        answered_at: row.get(9)?,
+        queued_at: row.get(10)?,
+        ended_at: row.get(11)?,
+        end_reason: row.get(12)?,
+        recording: row.get(13)?,
+    })
+}
+
+const CALL_COLUMNS: &str = "id, direction, from_number, from_name, to_number, prospect, agent_id,
+    status, created_at, answered_at, queued_at, ended_at, end_reason, recording";
+
+/// Calls, newest first.
+pub fn calls(conn: &Connection, query: &CallQuery) -> Result<Vec<CallRecord>, StoreError> {
+    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if !query.statuses.is_empty() {
+        let marks = vec!["?"; query.statuses.len()].join(", ");
+        sql.push_str(&format!(" AND status IN ({marks})"));
+        args.extend(query.statuses.iter().cloned().map(Into::into));
+    }
+    if let Some(agent) = &query.agent {
+        sql.push_str(" AND agent_id = ?");
+        args.push(agent.clone().into());
+    }
+    if let Some((at, id)) = &query.before {
+        sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+        args.push((*at).into());
+        args.push((*at).into());
+        args.push(id.clone().into());
+    }
+    sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+    args.push((query.limit.clamp(1, 500) as i64).into());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub fn call(conn: &Connection, id: &str) -> Result<Option<CallRecord>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
+            params![id],
+            record,
+        )
+        .optional()?)
+}
+
+pub fn segments(conn: &Connection, id: &str) -> Result<Vec<Segment>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, started_at, ended_at FROM segments WHERE call_id = ?1 ORDER BY started_at, rowid",
+    )?;
+    let rows = stmt.query_map(params![id], |r| {
+        Ok(Segment {
+            status: r.get(0)?,
+            started_at: r.get(1)?,
+            ended_at: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Counts by status, for metrics.
+pub fn status_counts(conn: &Connection) -> Result<HashMap<String, i64>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM calls GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_of(id: &str, status: &str, at: i64) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            direction: "inbound".into(),
+            from_number: "+15551230001".into(),
+            from_name: None,
+            to_number: "+15550000100".into(),
+            prospect: "+15551230001".into(),
+            agent_id: Some("demo".into()),
+            status: status.into(),
+            created_at: 1_000,
+            answered_at: None,
+            queued_at: None,
+            ended_at: None,
+            end_reason: None,
+            recording: "off".into(),
+        }
+        .with_time(at)
+    }
+
+    impl CallRecord {
+        fn with_time(mut self, at: i64) -> CallRecord {
+            if self.status == "ended" {
+                self.ended_at = Some(at);
+                self.end_reason = Some("caller_hangup".into());
+            }
+            self
+        }
+    }
+
+    #[test]
+    fn status_changes_make_segments_and_orphans_end_failed() {
+        let dir = std::env::temp_dir().join(format!("callgate-store-{}", rand::random::<u64>()));
+        let path = dir.join("calls.db");
+        let conn = open(&path).expect("open");
+        for (status, at) in [
+            ("ringing", 1_000),
+            ("active", 2_000),
+            ("on_hold", 3_000),
+            ("active", 4_000),
+            ("ended", 5_000),
+        ] {
+            apply(
+                &conn,
+                &StoreOp::Call {
+                    call: Box::new(record_of("c1", status, at)),
+                    at,
+                },
+            )
+            .expect("apply");
+        }
+        let segs = segments(&conn, "c1").expect("segments");
+        let got: Vec<(&str, i64, Option<i64>)> = segs
+            .iter()
+            .map(|s| (s.status.as_str(), s.started_at, s.ended_at))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("active", 2_000, Some(3_000)),
+                ("on_hold", 3_000, Some(4_000)),
+                ("active", 4_000, Some(5_000))
+            ]
+        );
+        apply(
+            &conn,
+            &StoreOp::Call {
+                call: Box::new(record_of("c2", "waiting", 6_000)),
+                at: 6_000,
+            },
+        )
+        .expect("apply");
+        drop(conn);
+        // Reopening runs no migration twice and ends what was live.
+        let conn = open(&path).expect("reopen");
+        assert_eq!(end_orphans(&conn, 9_000).expect("orphans"), 1);
+        let c2 = call(&conn, "c2").expect("query").expect("c2");
+        assert_eq!(
+            (c2.status.as_str(), c2.end_reason.as_deref(), c2.ended_at),
+            ("ended", Some("failed"), Some(9_000))
+        );
+        assert_eq!(
+            segments(&conn, "c2").expect("segments")[0].ended_at,
+            Some(9_000)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn pages_newest_first_with_a_cursor_and_filters() {
+        let conn = open(Path::new(":memory:")).expect("open");
+        for i in 0..7 {
+            let mut r = record_of(
+                &format!("c{i}"),
+                if i % 2 == 0 { "ended" } else { "active" },
+                10,
+            );
+            r.created_at = 100 + i;
+            apply(
+                &conn,
+                &StoreOp::Call {
+                    call: Box::new(r),
+                    at: 100 + i,
+                },
+            )
+            .expect("apply");
+        }
+        let first = calls(
+            &conn,
+            &CallQuery {
+                limit: 3,
+                ..CallQuery::default()
+            },
+        )
+        .expect("page");
+        let ids: Vec<&str> = first.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c6", "c5", "c4"]);
+        let last = first.last().expect("last");
+        let next = calls(
+            &conn,
+            &CallQuery {
+                limit: 3,
+                before: Some((last.created_at, last.id.clone())),
+                ..CallQuery::default()
+            },
+        )
+        .expect("page");
+        let ids: Vec<&str> = next.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c3", "c2", "c1"]);
+        let active = calls(
+            &conn,
+            &CallQuery {
+                limit: 50,
+                statuses: vec!["active".into()],
+                ..CallQuery::default()
+            },
+        )
+        .expect("filter");
+        assert_eq!(active.len(), 3);
+        assert_eq!(status_counts(&conn).expect("counts").get("ended"), Some(&4));
+    }
+}

@@ -1,0 +1,151 @@
+//! The call log on SQLite through the HTTP API: calls with their segments, who may see what,
+//! bad requests naming the field, and a `kill -9` in the middle of calls that leaves every
+//! call ended (the live ones as failed) after the restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const ADMIN: &str = "admin-token";
+const AGENT: &str = r#"
+[[agent]]
+id = "demo"
+name = "Demo Agent"
+token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
+dids = ["+15550000100"]
+"#;
+
+fn get(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, body) = gw.http("GET", path, token, None).expect("HTTP");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn sipp_echo(
+    gw: &Gateway,
+    scenario_file: &str,
+    calls: u32,
+    local_port: u16,
+) -> std::process::Child {
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 1.0, 440);
+    let mut args = single_call_sipp_args(
+        &dir,
+        scenario_file,
+        Some((gw.ports.sip, "echo")),
+        local_port,
+        local_port + 10,
+    );
+    let m = args.iter().position(|a| a == "-m").expect("-m");
+    args[m + 1] = calls.to_string();
+    args.extend(["-l".into(), calls.to_string(), "-r".into(), "20".into()]);
+    spawn_sipp(&dir, &args)
+}
+
+#[test]
+fn calls_are_logged_with_segments_and_survive_a_crash() {
+    let ports = Ports::block(53);
+    let mut gw = Gateway::start("call_log", ports, &(default_trunk(27992) + AGENT));
+
+    // One finished call to the echo route.
+    let out = wait_child(
+        sipp_echo(&gw, "uac_echo.xml", 1, 27600),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    gw.wait_idle(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let finished = loop {
+        let (status, body) = get(&gw, "/v1/calls?status=ended", Some(ADMIN));
+        assert_eq!(status, 200, "{body}");
+        if let Some(c) = body["calls"].as_array().and_then(|c| c.first()).cloned() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the call never reached the log");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(finished["to"], "echo");
+    assert_eq!(finished["end_reason"], "caller_hangup", "{finished}");
+    let id = finished["call_id"].as_str().expect("id").to_string();
+    let (status, one) = get(&gw, &format!("/v1/calls/{id}"), Some(ADMIN));
+    assert_eq!(status, 200);
+    let segments = one["segments"].as_array().expect("segments");
+    assert_eq!(segments.len(), 1, "{one}");
+    assert_eq!(segments[0]["status"], "active");
+    assert!(segments[0]["to"].is_string(), "{one}");
+
+    // Who may see what, and bad requests naming the field.
+    assert_eq!(get(&gw, "/v1/calls", None).0, 401);
+    assert_eq!(get(&gw, "/v1/calls", Some("nope")).0, 401);
+    let (status, mine) = get(&gw, "/v1/calls", Some("demo-token"));
+    assert_eq!(
+        (status, mine["calls"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "agents see only their calls"
+    );
+    assert_eq!(
+        get(&gw, "/v1/calls?agent=someone", Some("demo-token")).0,
+        403
+    );
+    assert_eq!(
+        get(&gw, &format!("/v1/calls/{id}"), Some("demo-token")).0,
+        403
+    );
+    assert_eq!(get(&gw, "/v1/calls/c_nope", Some(ADMIN)).0, 404);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("status=bogus", "status"),
+        ("before=zz", "before"),
+    ] {
+        let (status, body) = get(&gw, &format!("/v1/calls?{query}"), Some(ADMIN));
+        assert_eq!(status, 400, "{query}");
+        assert!(
+            body["message"].as_str().unwrap_or("").starts_with(field),
+            "{query}: {body}"
+        );
+    }
+
+    // Five calls up, then kill -9: after the restart they are ended (failed), the earlier
+    // call is intact, and paging walks all six.
+    let callers = sipp_echo(&gw, "uac_wait_bye.xml", 5, 27700);
+    let mut callers = KillOnDrop::new(callers);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.live_calls() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "calls never came up: {}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    gw.crash_and_restart();
+    drop(callers.take());
+    let (status, body) = get(&gw, "/v1/calls?limit=4", Some(ADMIN));
+    assert_eq!(status, 200);
+    let first = body["calls"].as_array().expect("calls").clone();
+    let next = body["next"].as_str().expect("a next cursor").to_string();
+    let (_, body) = get(
+        &gw,
+        &format!("/v1/calls?limit=4&before={next}"),
+        Some(ADMIN),
+    );
+    let second = body["calls"].as_array().expect("calls").clone();
+    let all: Vec<&Value> = first.iter().chain(second.iter()).collect();
+    assert_eq!(all.len(), 6, "{first:?} {second:?}");
+    let failed = all
+        .iter()
+        .filter(|c| c["end_reason"] == "failed" && c["status"] == "ended")
+        .count();
+    assert_eq!(failed, 5, "{all:?}");
+    assert!(all
+        .iter()
+        .any(|c| c["call_id"] == id.as_str() && c["end_reason"] == "caller_hangup"));
+}
