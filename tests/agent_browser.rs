@@ -13,14 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const DEMO_AGENT: &str = r#"
-[[agent]]
-id = "demo"
-name = "Demo Agent"
-token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
-dids = ["+15550000100"]
-"#;
-
 /// The browser agent script, its stdout lines arriving on a channel.
 struct BrowserAgent {
     child: Child,

@@ -12,20 +12,6 @@ use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-const AGENTS: &str = r#"
-[[agent]]
-id = "demo"
-name = "Demo Agent"
-token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
-dids = ["+15550000100"]
-
-[[agent]]
-id = "demo2"
-name = "Second Demo Agent"
-token_sha256 = "aaccc247faacecbda79efb8c0ffcdc36fd01544071ebcc29372878fce2792787"
-dids = ["+15550000200"]
-"#;
-
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 fn connect(gw: &Gateway, query: &str) -> Socket {
@@ -115,7 +101,11 @@ fn await_status(local: &UdpSocket, want: &[u16]) -> String {
 #[test]
 fn authentication_and_errors_that_keep_the_connection() {
     let ports = Ports::block(43);
-    let gw = Gateway::start("agent_protocol", ports, &(default_trunk(26990) + AGENTS));
+    let gw = Gateway::start(
+        "agent_protocol",
+        ports,
+        &(default_trunk(26990) + DEMO_AGENT + DEMO2_AGENT),
+    );
 
     // A bad token in the URL: closed with 4401, nothing else.
     let mut bad = connect(&gw, "?token=wrong");
@@ -203,7 +193,11 @@ fn authentication_and_errors_that_keep_the_connection() {
 #[test]
 fn a_second_connection_replaces_the_first_and_inherits_its_calls() {
     let ports = Ports::block(44);
-    let gw = Gateway::start("agent_replace", ports, &(default_trunk(26991) + AGENTS));
+    let gw = Gateway::start(
+        "agent_replace",
+        ports,
+        &(default_trunk(26991) + DEMO_AGENT + DEMO2_AGENT),
+    );
     let mut first = signed_in(&gw, "demo-token");
     let local = UdpSocket::bind("127.0.0.1:26810").expect("bind");
     local
@@ -246,7 +240,11 @@ fn a_second_connection_replaces_the_first_and_inherits_its_calls() {
 #[test]
 fn closing_the_socket_rejects_ringing_calls_and_nobody_connected_means_480() {
     let ports = Ports::block(45);
-    let gw = Gateway::start("agent_close", ports, &(default_trunk(26992) + AGENTS));
+    let gw = Gateway::start(
+        "agent_close",
+        ports,
+        &(default_trunk(26992) + DEMO_AGENT + DEMO2_AGENT),
+    );
     let local = UdpSocket::bind("127.0.0.1:26820").expect("bind");
     local
         .set_read_timeout(Some(Duration::from_millis(500)))
@@ -309,7 +307,7 @@ fn https_with_a_configured_certificate() {
     let gw = Gateway::spawn(
         "agent_tls",
         ports,
-        &(default_trunk(26993) + AGENTS),
+        &(default_trunk(26993) + DEMO_AGENT + DEMO2_AGENT),
         &http_extra,
     );
     let curl = |url: &str| {
@@ -359,7 +357,7 @@ fn a_silent_client_times_out_and_its_calls_end() {
     let gw = Gateway::start(
         "agent_ping_timeout",
         ports,
-        &(default_trunk(26995) + AGENTS),
+        &(default_trunk(26995) + DEMO_AGENT + DEMO2_AGENT),
     );
     let local = UdpSocket::bind("127.0.0.1:26830").expect("bind");
     local

@@ -10,13 +10,6 @@ use common::*;
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token";
-const AGENT: &str = r#"
-[[agent]]
-id = "demo"
-name = "Demo Agent"
-token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
-dids = ["+15550000100"]
-"#;
 
 fn get(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, Value) {
     let (status, body) = gw.http("GET", path, token, None).expect("HTTP");
@@ -47,7 +40,7 @@ fn sipp_echo(
 #[test]
 fn calls_are_logged_with_segments_and_survive_a_crash() {
     let ports = Ports::block(53);
-    let mut gw = Gateway::start("call_log", ports, &(default_trunk(27992) + AGENT));
+    let mut gw = Gateway::start("call_log", ports, &(default_trunk(27992) + DEMO_AGENT));
 
     // One finished call to the echo route.
     let out = wait_child(

@@ -13,14 +13,6 @@ use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-const AGENT: &str = r#"
-[[agent]]
-id = "demo"
-name = "Demo Agent"
-token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
-dids = ["+15550000100"]
-"#;
-
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// A caller on raw sockets: SIP on one, RTP on the next.
@@ -235,7 +227,7 @@ fn call_id_of(event: &Value) -> String {
 #[test]
 fn waiting_hold_swap_decline_offer_and_disconnect() {
     let ports = Ports::block(50);
-    let gw = Gateway::start("call_waiting", ports, &(default_trunk(27990) + AGENT));
+    let gw = Gateway::start("call_waiting", ports, &(default_trunk(27990) + DEMO_AGENT));
     let mut agent = connect(&gw);
     next_of(&mut agent, "calls.snapshot");
 
@@ -421,7 +413,11 @@ fn process_usage(pid: u32) -> (u64, u64) {
 #[test]
 fn a_hundred_parallel_callers_for_one_agent() {
     let ports = Ports::wide(52);
-    let gw = Gateway::start("waiting_hundred", ports, &(default_trunk(27991) + AGENT));
+    let gw = Gateway::start(
+        "waiting_hundred",
+        ports,
+        &(default_trunk(27991) + DEMO_AGENT),
+    );
     let pid = gw.child.id();
     let dir = gw.dir.clone();
     make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);

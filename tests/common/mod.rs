@@ -663,3 +663,21 @@ pub fn single_call_sipp_args(
     ]);
     args
 }
+
+/// The demo agent of the shipped config (token `demo-token`, DID +15550000100).
+pub const DEMO_AGENT: &str = r#"
+[[agent]]
+id = "demo"
+name = "Demo Agent"
+token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
+dids = ["+15550000100"]
+"#;
+
+/// The second demo agent (token `demo2-token`, DID +15550000200).
+pub const DEMO2_AGENT: &str = r#"
+[[agent]]
+id = "demo2"
+name = "Second Demo Agent"
+token_sha256 = "aaccc247faacecbda79efb8c0ffcdc36fd01544071ebcc29372878fce2792787"
+dids = ["+15550000200"]
+"#;
