@@ -130,6 +130,11 @@ pub enum AgentInput {
         agent: AgentId,
         reply: oneshot::Sender<Vec<Call>>,
     },
+    /// The prospect's call log was saved: its prompt is closed.
+    LogSaved {
+        agent: AgentId,
+        prospect: String,
+    },
 }
 
 /// An agent's call request before the signalling task gives a new call its id.
@@ -203,6 +208,8 @@ pub struct AppHandle {
     pub webrtc_counters: Arc<WebrtcCounters>,
     pub clock: WallClock,
     pub next_conn: Arc<std::sync::atomic::AtomicU64>,
+    /// The call log's writer (log edits go through it like every other write).
+    pub store: mpsc::Sender<StoreOp>,
 }
 
 /// One agent's open WebSocket as the signalling task knows it.
@@ -331,6 +338,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         webrtc_counters,
         clock,
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        store: store_tx.clone(),
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
@@ -923,6 +931,9 @@ impl Signalling {
                         .handle(Event::AgentDisconnected { agent, conn }, now);
                     self.execute(commands);
                 }
+            }
+            AgentInput::LogSaved { agent, prospect } => {
+                self.controller.close_prompt(&agent, &prospect);
             }
             AgentInput::Snapshot { agent, reply } => {
                 let _ = reply.send(self.controller.snapshot(&agent));

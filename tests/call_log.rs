@@ -105,6 +105,77 @@ fn calls_are_logged_with_segments_and_survive_a_crash() {
         );
     }
 
+    // The log: written whole or not at all, fields named on 400, comments with authors.
+    let put = |token: &str, body: &str| {
+        let (status, text) = gw
+            .http(
+                "PUT",
+                &format!("/v1/calls/{id}/log"),
+                Some(token),
+                Some(body),
+            )
+            .expect("HTTP");
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let (status, log) = put(
+        ADMIN,
+        r#"{"assignee":"bob","tags":["interested"],"disposition":"callback","comment":"call back Tuesday"}"#,
+    );
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(
+        (log["assignee"].as_str(), log["disposition"].as_str()),
+        (Some("bob"), Some("callback"))
+    );
+    assert_eq!(log["comments"][0]["author"], "admin");
+    for (body, field) in [
+        (r#"{"assignee":"carol","tags":"x"}"#, "tags"),
+        (r#"{"assignee":"carol","tags":[""]}"#, "tags"),
+        (r#"{"assignee":7}"#, "assignee"),
+        (r#"{"mood":"happy"}"#, "mood"),
+        (r#"not json"#, "body"),
+    ] {
+        let (status, err) = put(ADMIN, body);
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            err["message"].as_str().unwrap_or("").starts_with(field),
+            "{body}: {err}"
+        );
+    }
+    assert_eq!(
+        put("demo-token", r#"{"tags":[]}"#).0,
+        403,
+        "not the agent's call"
+    );
+    assert_eq!(put("nope", r#"{"tags":[]}"#).0, 401);
+    let (status, _) = gw
+        .http(
+            "PUT",
+            "/v1/calls/c_nope/log",
+            Some(ADMIN),
+            Some(r#"{"tags":[]}"#),
+        )
+        .expect("HTTP");
+    assert_eq!(status, 404);
+    let (status, _) = gw
+        .http(
+            "POST",
+            &format!("/v1/calls/{id}/log/comments"),
+            Some(ADMIN),
+            Some(r#"{"text":"left a voicemail"}"#),
+        )
+        .expect("HTTP");
+    assert_eq!(status, 200);
+    let (_, one) = get(&gw, &format!("/v1/calls/{id}"), Some(ADMIN));
+    assert_eq!(
+        one["log"]["assignee"], "bob",
+        "the failed edits wrote nothing: {one}"
+    );
+    assert_eq!(one["log"]["tags"], serde_json::json!(["interested"]));
+    assert_eq!(one["log"]["comments"].as_array().map(Vec::len), Some(2));
+
     // Five calls up, then kill -9: after the restart they are ended (failed), the earlier
     // call is intact, and paging walks all six.
     let callers = sipp_echo(&gw, "uac_wait_bye.xml", 5, 27700);

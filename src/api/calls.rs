@@ -178,19 +178,34 @@ pub async fn list(
     let limit = query.limit;
     let result = tokio::task::spawn_blocking(move || {
         let conn = store::open(&path)?;
-        store::calls(&conn, &query)
+        let calls = store::calls(&conn, &query)?;
+        calls
+            .into_iter()
+            .map(|c| {
+                let log = store::log(&conn, &c.id)?;
+                Ok((c, log))
+            })
+            .collect::<Result<Vec<_>, store::StoreError>>()
     })
     .await;
     match result {
         Ok(Ok(calls)) => {
             let next = (calls.len() == limit)
-                .then(|| calls.last().map(|c| format!("{}:{}", c.created_at, c.id)))
+                .then(|| {
+                    calls
+                        .last()
+                        .map(|(c, _)| format!("{}:{}", c.created_at, c.id))
+                })
                 .flatten();
-            Json(json!({
-                "calls": calls.iter().map(call_json).collect::<Vec<_>>(),
-                "next": next,
-            }))
-            .into_response()
+            let calls: Vec<Value> = calls
+                .iter()
+                .map(|(c, log)| {
+                    let mut v = call_json(c);
+                    v["log"] = log.as_ref().map_or(Value::Null, log_json);
+                    v
+                })
+                .collect();
+            Json(json!({"calls": calls, "next": next})).into_response()
         }
         Ok(Err(e)) => database_error(e).into_response(),
         Err(e) => database_error(e).into_response(),
@@ -212,10 +227,11 @@ pub async fn one(
         let conn = store::open(&path)?;
         let call = store::call(&conn, &id)?;
         let segments = store::segments(&conn, &id)?;
-        Ok::<_, store::StoreError>((call, segments))
+        let log = store::log(&conn, &id)?;
+        Ok::<_, store::StoreError>((call, segments, log))
     })
     .await;
-    let (call, segments) = match result {
+    let (call, segments, log) = match result {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => return database_error(e).into_response(),
         Err(e) => return database_error(e).into_response(),
@@ -241,5 +257,195 @@ pub async fn one(
         .collect::<Vec<_>>()
         .into();
     body["recording_info"] = Value::Null;
+    body["log"] = log.as_ref().map_or(Value::Null, log_json);
     Json(body).into_response()
+}
+
+fn log_json(log: &store::CallLog) -> Value {
+    json!({
+        "assignee": log.assignee,
+        "tags": log.tags,
+        "disposition": log.disposition,
+        "comments": log.comments.iter().map(|c| json!({
+            "author": c.author,
+            "text": c.text,
+            "at": time(Some(c.at)),
+        })).collect::<Vec<_>>(),
+        "updated_at": time(log.updated_at),
+        "updated_by": log.updated_by,
+    })
+}
+
+/// Who wrote it, for the log: the agent's id, or `admin`.
+fn author(viewer: &Viewer, handle: &AppHandle, headers: &HeaderMap) -> String {
+    match viewer {
+        Viewer::Agent(me) => me.clone(),
+        Viewer::Everything => {
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .unwrap_or("");
+            let hash = sha256_hex(token);
+            handle
+                .config
+                .agents
+                .iter()
+                .find(|a| a.token_sha256 == hash)
+                .map_or_else(|| "admin".to_string(), |a| a.id.clone())
+        }
+    }
+}
+
+fn optional_text(body: &Value, field: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.trim().to_string())),
+        Some(Value::String(_)) => Err(bad(field, &format!("at most {max} characters"))),
+        Some(_) => Err(bad(field, "must be a string")),
+    }
+}
+
+/// The body of `PUT .../log`, validated whole before anything is written.
+fn parse_log(body: &[u8]) -> Result<store::LogPatch, ApiError> {
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| bad("body", &format!("not JSON: {e}")))?;
+    let Value::Object(map) = &body else {
+        return Err(bad("body", "must be a JSON object"));
+    };
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !["assignee", "tags", "disposition", "comment"].contains(&k.as_str()))
+    {
+        return Err(bad(unknown, "unknown field"));
+    }
+    let tags = match body.get("tags") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if items.len() <= 20 => Some(
+            items
+                .iter()
+                .map(|t| match t {
+                    Value::String(s) if !s.trim().is_empty() && s.chars().count() <= 64 => {
+                        Ok(s.trim().to_string())
+                    }
+                    _ => Err(bad(
+                        "tags",
+                        "each a non-empty string of at most 64 characters",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(bad("tags", "an array of at most 20 strings")),
+    };
+    Ok(store::LogPatch {
+        assignee: optional_text(&body, "assignee", 200)?,
+        tags,
+        disposition: optional_text(&body, "disposition", 64)?,
+        comment: optional_text(&body, "comment", 4000)?.filter(|c| !c.is_empty()),
+    })
+}
+
+async fn write(
+    handle: &AppHandle,
+    headers: &HeaderMap,
+    call_id: String,
+    patch: Result<store::LogPatch, ApiError>,
+) -> Response {
+    let viewer = match viewer(handle, headers) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let patch = match patch {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    // The call must exist and be the agent's own before anything is written.
+    let path = handle.config.store.database.clone();
+    let id = call_id.clone();
+    let call = match tokio::task::spawn_blocking(move || {
+        store::open(&path).and_then(|c| store::call(&c, &id))
+    })
+    .await
+    {
+        Ok(Ok(Some(call))) => call,
+        Ok(Ok(None)) => {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no call {call_id}"),
+            )
+            .into_response();
+        }
+        Ok(Err(e)) => return database_error(e).into_response(),
+        Err(e) => return database_error(e).into_response(),
+    };
+    if let Viewer::Agent(me) = &viewer {
+        if call.agent_id.as_deref() != Some(me.as_str()) {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "another agent's call")
+                .into_response();
+        }
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let op = store::StoreOp::Log {
+        call_id: call_id.clone(),
+        patch,
+        author: author(&viewer, handle, headers),
+        at: store::millis(std::time::SystemTime::now()),
+        reply,
+    };
+    if handle.store.send(op).await.is_err() {
+        return database_error("writer gone").into_response();
+    }
+    match answer.await {
+        Ok(Ok(Some(log))) => {
+            if let Some(agent) = call.agent_id.clone() {
+                let _ = handle
+                    .agents
+                    .send(crate::app::AgentInput::LogSaved {
+                        agent,
+                        prospect: call.prospect.clone(),
+                    })
+                    .await;
+            }
+            Json(log_json(&log)).into_response()
+        }
+        Ok(Ok(None)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no call {call_id}"),
+        )
+        .into_response(),
+        Ok(Err(e)) => database_error(e).into_response(),
+        Err(e) => database_error(e).into_response(),
+    }
+}
+
+pub async fn put_log(
+    State(handle): State<AppHandle>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    write(&handle, &headers, call_id, parse_log(&body)).await
+}
+
+pub async fn add_comment(
+    State(handle): State<AppHandle>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let patch = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| bad("body", &format!("not JSON: {e}")))
+        .and_then(|v| match v.get("text") {
+            Some(Value::String(t)) if !t.trim().is_empty() && t.chars().count() <= 4000 => {
+                Ok(store::LogPatch {
+                    comment: Some(t.trim().to_string()),
+                    ..store::LogPatch::default()
+                })
+            }
+            _ => Err(bad("text", "a non-empty string of at most 4000 characters")),
+        });
+    write(&handle, &headers, call_id, patch).await
 }

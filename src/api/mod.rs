@@ -45,6 +45,11 @@ pub async fn serve(
         .route("/v1/live-calls", get(live_calls))
         .route("/v1/calls", get(calls::list))
         .route("/v1/calls/{call_id}", get(calls::one))
+        .route(
+            "/v1/calls/{call_id}/log",
+            axum::routing::put(calls::put_log),
+        )
+        .route("/v1/calls/{call_id}/log/comments", post(calls::add_comment))
         .route("/v1/calls/{call_id}/hangup", post(hangup))
         .route("/v1/calls/{call_id}/dtmf", post(dtmf))
         .with_state(handle);

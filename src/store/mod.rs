@@ -112,11 +112,47 @@ pub struct Segment {
     pub ended_at: Option<i64>,
 }
 
+/// What an agent wrote about a call.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CallLog {
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
+    pub disposition: Option<String>,
+    pub comments: Vec<Comment>,
+    pub updated_at: Option<i64>,
+    pub updated_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Comment {
+    pub author: String,
+    pub text: String,
+    pub at: i64,
+}
+
+/// A change to a call's log: only the fields given change; `comment` adds one.
+#[derive(Debug, Clone, Default)]
+pub struct LogPatch {
+    pub assignee: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub disposition: Option<String>,
+    pub comment: Option<String>,
+}
+
 /// A change for the writer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum StoreOp {
     /// The call as it is now; `at` is when it changed (opens and closes segments).
     Call { call: Box<CallRecord>, at: i64 },
+    /// An agent's edit of a call's log, answered with the log as stored (`None`: no such
+    /// call). All of it is written or none.
+    Log {
+        call_id: String,
+        patch: LogPatch,
+        author: String,
+        at: i64,
+        reply: tokio::sync::oneshot::Sender<Result<Option<CallLog>, String>>,
+    },
 }
 
 /// Statuses that make a segment.
@@ -175,10 +211,122 @@ pub fn end_orphans(conn: &Connection, now: i64) -> Result<usize, StoreError> {
     Ok(n)
 }
 
+/// A call's log, or `None` when nothing was written about it yet.
+pub fn log(conn: &Connection, call_id: &str) -> Result<Option<CallLog>, StoreError> {
+    let head = conn
+        .query_row(
+            "SELECT assignee, tags, disposition, updated_at, updated_by FROM call_logs WHERE call_id = ?1",
+            params![call_id],
+            |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((assignee, tags, disposition, updated_at, updated_by)) = head else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT author, text, created_at FROM comments WHERE call_id = ?1 ORDER BY id",
+    )?;
+    let comments = stmt
+        .query_map(params![call_id], |r| {
+            Ok(Comment {
+                author: r.get(0)?,
+                text: r.get(1)?,
+                at: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(CallLog {
+        assignee,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        disposition,
+        comments,
+        updated_at: Some(updated_at),
+        updated_by,
+    }))
+}
+
+/// Write a log edit in one transaction; `None` when the call is unknown.
+pub fn write_log(
+    conn: &Connection,
+    call_id: &str,
+    patch: &LogPatch,
+    author: &str,
+    at: i64,
+) -> Result<Option<CallLog>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let known: Option<String> = tx
+        .query_row(
+            "SELECT id FROM calls WHERE id = ?1",
+            params![call_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO call_logs (call_id, updated_at, updated_by) VALUES (?1, ?2, ?3)
+         ON CONFLICT(call_id) DO UPDATE SET updated_at = excluded.updated_at,
+            updated_by = excluded.updated_by",
+        params![call_id, at, author],
+    )?;
+    if let Some(assignee) = &patch.assignee {
+        tx.execute(
+            "UPDATE call_logs SET assignee = ?2 WHERE call_id = ?1",
+            params![call_id, assignee],
+        )?;
+    }
+    if let Some(tags) = &patch.tags {
+        let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "UPDATE call_logs SET tags = ?2 WHERE call_id = ?1",
+            params![call_id, tags],
+        )?;
+    }
+    if let Some(disposition) = &patch.disposition {
+        tx.execute(
+            "UPDATE call_logs SET disposition = ?2 WHERE call_id = ?1",
+            params![call_id, disposition],
+        )?;
+    }
+    if let Some(text) = &patch.comment {
+        tx.execute(
+            "INSERT INTO comments (call_id, author, text, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![call_id, author, text, at],
+        )?;
+    }
+    tx.commit()?;
+    log(conn, call_id)
+}
+
 /// Apply one change in its own transaction.
-pub fn apply(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
+pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
     match op {
+        StoreOp::Log {
+            call_id,
+            patch,
+            author,
+            at,
+            reply,
+        } => {
+            let result = write_log(conn, &call_id, &patch, &author, at);
+            let answer = match &result {
+                Ok(log) => Ok(log.clone()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = reply.send(answer);
+            result.map(|_| ())
+        }
         StoreOp::Call { call, at } => {
+            let at = &at;
             let tx = conn.unchecked_transaction()?;
             let previous: Option<String> = tx
                 .query_row(
@@ -261,10 +409,13 @@ pub async fn run_writer(path: PathBuf, mut ops: mpsc::Receiver<StoreOp>) {
         let conn = std::sync::Arc::clone(&conn);
         let result = tokio::task::spawn_blocking(move || {
             let conn = conn.lock().map_err(|_| "store lock poisoned".to_string())?;
-            for op in &batch {
+            for op in batch {
+                let call = match &op {
+                    StoreOp::Call { call, .. } => call.id.clone(),
+                    StoreOp::Log { call_id, .. } => call_id.clone(),
+                };
                 if let Err(e) = apply(&conn, op) {
-                    let StoreOp::Call { call, .. } = op;
-                    tracing::error!(call = %call.id, error = %e, "call log write failed");
+                    tracing::error!(%call, error = %e, "call log write failed");
                 }
             }
             Ok::<(), String>(())
@@ -413,7 +564,7 @@ mod tests {
         ] {
             apply(
                 &conn,
-                &StoreOp::Call {
+                StoreOp::Call {
                     call: Box::new(record_of("c1", status, at)),
                     at,
                 },
@@ -435,7 +586,7 @@ mod tests {
         );
         apply(
             &conn,
-            &StoreOp::Call {
+            StoreOp::Call {
                 call: Box::new(record_of("c2", "waiting", 6_000)),
                 at: 6_000,
             },
@@ -469,7 +620,7 @@ mod tests {
             r.created_at = 100 + i;
             apply(
                 &conn,
-                &StoreOp::Call {
+                StoreOp::Call {
                     call: Box::new(r),
                     at: 100 + i,
                 },
