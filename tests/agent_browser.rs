@@ -352,3 +352,47 @@ fn browser_holds_accepts_and_resumes_from_the_calls_popup() {
         assert!(dir.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }
+
+/// After a call the page asks for the call log: closing it unsaved says so and keeps it; the
+/// saved tags, outcome and comment are in the calls API.
+#[test]
+fn the_call_log_prompt_saves_through_the_api() {
+    let ports = Ports::block(54);
+    let gw = Gateway::start(
+        "agent_log_prompt",
+        ports,
+        &(default_trunk(26997) + DEMO_AGENT),
+    );
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let browser = BrowserAgent::start(&gw, &dir, "log", &[]);
+    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    let args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        26660,
+        26670,
+    );
+    let mut caller = KillOnDrop::new(spawn_sipp(&dir, &args));
+    browser.expect("ANSWERED", Duration::from_secs(40), &dir, &gw);
+    browser.expect("LOGGED", Duration::from_secs(40), &dir, &gw);
+    let out = wait_child(caller.take(), Duration::from_secs(30));
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (1, 0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (status, body) = gw
+        .http("GET", "/v1/calls?agent=demo", Some("admin-token"), None)
+        .expect("HTTP");
+    assert_eq!(status, 200, "{body}");
+    let calls: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let log = &calls["calls"][0]["log"];
+    assert_eq!(log["tags"], serde_json::json!(["interested"]), "{body}");
+    assert_eq!(log["disposition"], "callback");
+    assert_eq!(log["comments"][0]["text"], "Wants a demo next week");
+    assert_eq!(log["comments"][0]["author"], "demo");
+    assert!(dir.join("log-unsaved.png").exists());
+}

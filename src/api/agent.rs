@@ -324,6 +324,25 @@ impl Session {
             })),
             "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
             "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
+            "call_log.dismiss" => {
+                // The agent chose not to log this prospect: the open prompt closes.
+                let number = match field("number") {
+                    Ok(n) => n,
+                    Err(e) => return Some(e),
+                };
+                let closed = self
+                    .handle
+                    .agents
+                    .send(AgentInput::LogSaved {
+                        agent: self.agent.clone(),
+                        prospect: number,
+                    })
+                    .await;
+                return Some(match closed {
+                    Ok(()) => ok(&req, json!({})),
+                    Err(_) => error(&req, "unavailable", "gateway stopping"),
+                });
+            }
             "call.transfer" | "call.monitor" => {
                 return Some(error(
                     &req,

@@ -53,6 +53,29 @@ try {
     await page.click("#answer-button");
     await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
     say("ANSWERED");
+  } else if (mode === "log") {
+    // Answer, hang up, and fill in the call-log prompt (closing it unsaved first).
+    await page.waitForSelector("#incoming:not([hidden]) #answer-button", { timeout: 30000 });
+    await page.click("#answer-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    say("ANSWERED");
+    await new Promise((r) => setTimeout(r, 1000));
+    await page.click("#hangup-button");
+    await page.waitForSelector("#log-prompt:not([hidden])", { timeout: 10000 });
+    await page.click("#log-close");
+    await page.waitForFunction(() => document.getElementById("log-error").textContent.includes("not saved"), null, { timeout: 5000 });
+    if (!(await page.isVisible("#log-prompt"))) throw new Error("closing an unsaved log hid it");
+    if (shots) await page.screenshot({ path: join(shots, "log-unsaved.png") });
+    await page.check('#log-form input[value="interested"]');
+    await page.selectOption("#log-disposition", "callback");
+    await page.fill("#log-comment", "Wants a demo next week");
+    await page.click("#log-save");
+    await page.waitForSelector("#log-prompt", { state: "hidden", timeout: 10000 });
+    say("LOGGED");
+    await browser.close();
+    say("CLOSED");
+    clearTimeout(watchdog);
+    process.exit(0);
   } else if (mode === "waiting") {
     // A rings and is answered; B then waits: Hold & Accept, open the calls popup, resume A.
     const active = (n) => `[...window.callgate.calls.values()].some((c) => c.status === "active" && c.prospect.number === "${n}")`;

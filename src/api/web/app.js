@@ -111,6 +111,59 @@ function renderPopup() {
   }));
 }
 
+// Call-log prompts: one per prospect, open until saved or dismissed.
+let shownPrompt = null;
+function renderPrompts() {
+  $("logs-button").hidden = state.prompts.length === 0;
+  $("logs-count").textContent = String(state.prompts.length);
+}
+
+function showPrompt(prompt) {
+  shownPrompt = prompt;
+  $("log-party").textContent = `${prompt.call.prospect.name || "Prospect"} · ${formatNumber(prompt.call.prospect.number)}`;
+  $("log-calls").textContent = prompt.call_ids.length > 1 ? `${prompt.call_ids.length} calls with this prospect` : "";
+  $("log-error").textContent = "";
+  for (const box of document.querySelectorAll('#log-form input[name="tag"]')) box.checked = false;
+  $("log-disposition").value = "";
+  $("log-comment").value = "";
+  $("log-prompt").hidden = false;
+}
+
+function closePrompt(prompt) {
+  state.prompts = state.prompts.filter((p) => p !== prompt);
+  $("log-prompt").hidden = true;
+  shownPrompt = null;
+  renderPrompts();
+  if (state.prompts.length) showPrompt(state.prompts[0]);
+}
+
+async function savePrompt() {
+  const prompt = shownPrompt;
+  if (!prompt) return;
+  const tags = [...document.querySelectorAll('#log-form input[name="tag"]:checked')].map((b) => b.value);
+  const body = { tags };
+  const disposition = $("log-disposition").value;
+  if (disposition) body.disposition = disposition;
+  const comment = $("log-comment").value.trim();
+  if (comment) body.comment = comment;
+  try {
+    for (const id of prompt.call_ids) {
+      const response = await fetch(`/v1/calls/${encodeURIComponent(id)}/log`, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${state.token}` },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        const err = await response.json().catch(() => ({}));
+        throw new Error(err.message || `HTTP ${response.status}`);
+      }
+    }
+    closePrompt(prompt);
+  } catch (err) {
+    $("log-error").textContent = `Not saved: ${err.message}`;
+  }
+}
+
 function renderOffer() {
   const offered = state.offered && state.calls.get(state.offered);
   const show = offered && (offered.status === "waiting" || offered.status === "on_hold") && !activeCall();
@@ -159,6 +212,7 @@ function render() {
   }
   renderPopup();
   renderOffer();
+  renderPrompts();
   const recent = [...state.calls.values()]
     .filter((c) => c.status === "ended")
     .sort((a, b) => Date.parse(b.ended_at || 0) - Date.parse(a.ended_at || 0))
@@ -214,11 +268,18 @@ function onMessage(event) {
       state.offered = msg.call.call_id;
       upsert(msg.call);
       break;
-    case "call_log.prompt":
-      state.prompts = state.prompts.filter((p) => p.call.prospect.number !== msg.call.prospect.number);
-      state.prompts.push(msg);
+    case "call_log.prompt": {
+      const open = state.prompts.find((p) => p.call.prospect.number === msg.call.prospect.number);
+      if (open) {
+        open.call = msg.call;
+        open.call_ids = msg.call_ids;
+      } else {
+        state.prompts.push(msg);
+      }
       upsert(msg.call);
+      if ($("log-prompt").hidden) showPrompt(open || msg);
       break;
+    }
     case "webrtc.answer":
       state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch((e) => { state.lastError = String(e); });
       if (msg.req) state.requests.delete(msg.req);
@@ -273,6 +334,7 @@ function stopMedia() {
 }
 
 function signIn(token) {
+  state.token = token;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const socket = new WebSocket(`${scheme}//${location.host}/v1/agent/ws`);
   state.socket = socket;
@@ -365,6 +427,18 @@ $("waiting-decline-button").addEventListener("click", () => {
   if (id) send({ type: "call.decline", call_id: id }).catch((err) => { $("dial-error").textContent = err.message; });
 });
 $("held-button").addEventListener("click", () => { $("calls-popup").hidden = false; });
+$("logs-button").addEventListener("click", () => { if (state.prompts.length) showPrompt(state.prompts[0]); });
+$("log-form").addEventListener("submit", (e) => { e.preventDefault(); savePrompt(); });
+$("log-close").addEventListener("click", () => {
+  // A log is never lost by closing the window: say so, and keep it here.
+  $("log-error").textContent = "This call log is not saved. Save it, keep it for later, or dismiss it.";
+});
+$("log-later").addEventListener("click", () => { $("log-prompt").hidden = true; shownPrompt = null; renderPrompts(); });
+$("log-dismiss").addEventListener("click", () => {
+  if (!shownPrompt) return;
+  send({ type: "call_log.dismiss", number: shownPrompt.call.prospect.number }).catch(() => {});
+  closePrompt(shownPrompt);
+});
 $("calls-popup-close").addEventListener("click", () => { $("calls-popup").hidden = true; });
 $("offer-take-button").addEventListener("click", () => {
   const id = $("offer").dataset.callId;
