@@ -344,6 +344,29 @@ fn waiting_hold_swap_decline_offer_and_disconnect() {
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(d.final_response(Duration::from_secs(5)), 200);
 
+    // G waits; End & Accept: D (active) gets BYE, G is answered, and no offer is made.
+    let mut g = Caller::dial(&gw, "+15551230007", 27060);
+    let g_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    let ok = request(
+        &mut agent,
+        json!({"type": "call.accept", "call_id": g_id, "mode": "end"}),
+    );
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert!(
+        d.expect_bye(Duration::from_secs(5)),
+        "End & Accept hangs up D"
+    );
+    assert_eq!(g.final_response(Duration::from_secs(5)), 200);
+    let snapshot = request(&mut agent, json!({"type": "calls.list"}));
+    let of = |id: &str| {
+        snapshot["calls"]
+            .as_array()
+            .and_then(|calls| calls.iter().find(|c| c["call_id"] == id).cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(of(&d_id)["end_reason"], "agent_hangup", "{snapshot}");
+    assert_eq!(of(&g_id)["status"], "active", "{snapshot}");
+
     // Calls in every status, then the socket drops: all of them end within 5 s.
     let mut e = Caller::dial(&gw, "+15551230005", 27040);
     let e_id = call_id_of(&next_of(&mut agent, "call.waiting"));
@@ -367,7 +390,7 @@ fn waiting_hold_swap_decline_offer_and_disconnect() {
         480,
         "waiting caller rejected"
     );
-    assert!(d.expect_bye(Duration::from_secs(5)), "held call gets BYE");
+    assert!(g.expect_bye(Duration::from_secs(5)), "held call gets BYE");
     assert!(e.expect_bye(Duration::from_secs(5)), "active call gets BYE");
     gw.wait_idle(Duration::from_secs(5));
     assert!(
