@@ -87,11 +87,27 @@ pub enum AdminRequest {
     Calls {
         reply: oneshot::Sender<Vec<LiveCall>>,
     },
+    /// Every agent with its connection and calls right now.
+    Agents {
+        reply: oneshot::Sender<Vec<AgentView>>,
+    },
     Dtmf {
         call: String,
         digits: String,
         reply: oneshot::Sender<bool>,
     },
+}
+
+/// An agent as `GET /v1/agents` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub name: String,
+    pub role: String,
+    pub connected: bool,
+    pub active_call: Option<String>,
+    pub held_calls: Vec<String>,
+    pub waiting_calls: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -686,6 +702,33 @@ impl Signalling {
                     .handle(Event::Hangup { call }, Instant::now());
                 self.execute(commands);
                 let _ = reply.send(known);
+            }
+            AdminRequest::Agents { reply } => {
+                let agents = self
+                    .config
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        let queue = self.controller.queue(&a.id);
+                        let of = |status: crate::controller::Status| {
+                            queue
+                                .iter()
+                                .filter(|c| c.status == status)
+                                .map(|c| c.id.clone())
+                                .collect()
+                        };
+                        AgentView {
+                            agent_id: a.id.clone(),
+                            name: a.name.clone(),
+                            role: a.role.clone(),
+                            connected: self.controller.is_connected(&a.id),
+                            active_call: self.controller.active_call(&a.id).map(|c| c.id.clone()),
+                            held_calls: of(crate::controller::Status::OnHold),
+                            waiting_calls: of(crate::controller::Status::Waiting),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(agents);
             }
             AdminRequest::Calls { reply } => {
                 let calls = self

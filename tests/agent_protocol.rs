@@ -183,6 +183,31 @@ fn authentication_and_errors_that_keep_the_connection() {
     let snapshot = next_of(&mut socket, "calls.snapshot");
     assert_eq!(snapshot["req"], "r10");
 
+    // The agents list: who is connected; an agent sees itself only.
+    let (status, body) = gw
+        .http("GET", "/v1/agents", Some("admin-token"), None)
+        .expect("HTTP");
+    assert_eq!(status, 200, "{body}");
+    let agents: Value = serde_json::from_str(&body).expect("JSON");
+    let connected = |id: &str| {
+        agents["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["agent_id"] == id))
+            .map(|x| x["connected"].clone())
+    };
+    assert_eq!(connected("demo"), Some(json!(true)), "{body}");
+    assert_eq!(connected("demo2"), Some(json!(false)), "{body}");
+    let (status, body) = gw
+        .http("GET", "/v1/agents", Some("demo-token"), None)
+        .expect("HTTP");
+    assert_eq!(status, 200);
+    let mine: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(mine["agents"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(
+        gw.http("GET", "/v1/agents", None, None).expect("HTTP").0,
+        401
+    );
+
     // No auth message within 5 s: 4401.
     let mut silent = connect(&gw, "");
     let started = Instant::now();

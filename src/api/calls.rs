@@ -449,3 +449,41 @@ pub async fn add_comment(
         });
     write(&handle, &headers, call_id, patch).await
 }
+
+/// `GET /v1/agents`: every agent (an agent token: itself) with its connection and calls.
+pub async fn agents(State(handle): State<AppHandle>, headers: HeaderMap) -> Response {
+    let viewer = match viewer(&handle, &headers) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if handle
+        .admin
+        .send(crate::app::AdminRequest::Agents { reply })
+        .await
+        .is_err()
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "gateway stopping",
+        )
+        .into_response();
+    }
+    let Ok(agents) = answer.await else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "gateway stopping",
+        )
+        .into_response();
+    };
+    let agents: Vec<_> = agents
+        .into_iter()
+        .filter(|a| match &viewer {
+            Viewer::Agent(me) => &a.agent_id == me,
+            Viewer::Everything => true,
+        })
+        .collect();
+    Json(json!({"agents": agents})).into_response()
+}

@@ -44,6 +44,7 @@ pub async fn serve(
         .route("/v1/dial", post(dial))
         .route("/v1/live-calls", get(live_calls))
         .route("/v1/calls", get(calls::list))
+        .route("/v1/agents", get(calls::agents))
         .route("/v1/calls/{call_id}", get(calls::one))
         .route(
             "/v1/calls/{call_id}/log",
