@@ -539,3 +539,60 @@ fn a_hundred_parallel_callers_for_one_agent() {
     );
     gw.wait_idle(Duration::from_secs(10));
 }
+
+/// The calls page lists calls in every status (screenshot in the test's folder).
+#[test]
+fn the_calls_page_shows_every_status() {
+    require_tool("node");
+    require_tool("chromium");
+    let ports = Ports::block(55);
+    let gw = Gateway::start("calls_page", ports, &(default_trunk(27993) + DEMO_AGENT));
+    let mut agent = connect(&gw);
+    next_of(&mut agent, "calls.snapshot");
+    let mut a = Caller::dial(&gw, "+15551230001", 27100);
+    let a_id = call_id_of(&next_of(&mut agent, "call.incoming"));
+    assert_eq!(
+        request(&mut agent, json!({"type": "call.answer", "call_id": a_id}))["type"],
+        "ok"
+    );
+    assert_eq!(a.final_response(Duration::from_secs(5)), 200);
+    let mut b = Caller::dial(&gw, "+15551230002", 27110);
+    let b_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    let ok = request(
+        &mut agent,
+        json!({"type": "call.accept", "call_id": b_id, "mode": "hold"}),
+    );
+    assert_eq!(ok["type"], "ok");
+    assert_eq!(b.final_response(Duration::from_secs(5)), 200);
+    let mut c = Caller::dial(&gw, "+15551230003", 27120);
+    let c_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    let ok = request(&mut agent, json!({"type": "call.decline", "call_id": c_id}));
+    assert_eq!(ok["type"], "ok");
+    assert_eq!(c.final_response(Duration::from_secs(5)), 486);
+    let _d = Caller::dial(&gw, "+15551230004", 27130);
+    next_of(&mut agent, "call.waiting");
+
+    let browser_dir = repo_root().join("tests/browser");
+    let out = std::process::Command::new("node")
+        .arg(browser_dir.join("agent.mjs"))
+        .current_dir(&browser_dir)
+        .env("CALLGATE_URL", format!("http://127.0.0.1:{}/", ports.http))
+        .env("CALLGATE_TOKEN", "admin-token")
+        .env("MODE", "calls")
+        .env("SHOTS", &gw.dir)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CLOSED"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for status in ["active", "on_hold", "waiting", "ended"] {
+        assert!(
+            stdout.contains(&format!("\"{status}\"")),
+            "{status}: {stdout}"
+        );
+    }
+    assert!(gw.dir.join("calls-page.png").exists());
+}

@@ -38,6 +38,8 @@ pub async fn serve(
         .route("/", get(web::index))
         .route("/app.js", get(web::script))
         .route("/style.css", get(web::style))
+        .route("/calls", get(web::calls_page))
+        .route("/calls.js", get(web::calls_script))
         .route("/v1/agent/ws", get(agent::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -4,32 +4,36 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
-pub async fn index() -> impl IntoResponse {
+/// A static asset from `api/web/`, never cached so an upgrade shows at once.
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("web/index.html"),
+        body,
     )
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+pub async fn index() -> impl IntoResponse {
+    asset(HTML, include_str!("web/index.html"))
 }
 
 pub async fn script() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        include_str!("web/app.js"),
-    )
+    asset(JS, include_str!("web/app.js"))
 }
 
 pub async fn style() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        include_str!("web/style.css"),
-    )
+    asset("text/css; charset=utf-8", include_str!("web/style.css"))
+}
+
+pub async fn calls_page() -> impl IntoResponse {
+    asset(HTML, include_str!("web/calls.html"))
+}
+
+pub async fn calls_script() -> impl IntoResponse {
+    asset(JS, include_str!("web/calls.js"))
 }

@@ -41,6 +41,19 @@ const watchdog = setTimeout(() => fail("timed out"), Number(env("TIMEOUT_MS", "9
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on("console", (m) => process.stderr.write(`[page] ${m.text()}\n`));
+  if (mode === "calls") {
+    // The calls page with a token: wait until every status shows, then a screenshot.
+    await page.goto(`${url}calls#token=${token}`);
+    const want = (env("STATUSES", "active,on_hold,waiting,ended")).split(",");
+    await page.waitForFunction((want) => want.every((s) => document.querySelector(`#rows tr[data-status="${s}"]`)), want, { timeout: 20000 });
+    if (shots) await page.screenshot({ path: join(shots, "calls-page.png"), fullPage: true });
+    const rows = await page.evaluate(() => [...document.querySelectorAll("#rows tr")].map((r) => r.dataset.status));
+    say(`ROWS ${JSON.stringify(rows)}`);
+    await browser.close();
+    say("CLOSED");
+    clearTimeout(watchdog);
+    process.exit(0);
+  }
   await page.goto(`${url}#processing=off`);
   await page.fill("#token", token);
   await page.click("#signin-button");

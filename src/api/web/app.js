@@ -335,6 +335,8 @@ function stopMedia() {
 
 function signIn(token) {
   state.token = token;
+  // The calls page (same origin, this tab's session) uses it too.
+  sessionStorage.setItem("callgate-token", token);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const socket = new WebSocket(`${scheme}//${location.host}/v1/agent/ws`);
   state.socket = socket;

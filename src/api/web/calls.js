@@ -1,0 +1,89 @@
+// The calls page: the calls API (GET /v1/calls) as a table, refreshed every two seconds.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem("callgate-token") || new URLSearchParams(location.hash.slice(1)).get("token");
+let older = [];
+let cursor = null;
+
+function statuses() {
+  return [...document.querySelectorAll('input[name="status"]:checked')].map((b) => b.value).join(",");
+}
+
+function duration(c) {
+  const start = c.answered_at ? Date.parse(c.answered_at) : null;
+  if (!start) return "—";
+  const end = c.ended_at ? Date.parse(c.ended_at) : Date.now();
+  const s = Math.max(0, Math.round((end - start) / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function row(c) {
+  const tr = document.createElement("tr");
+  tr.dataset.status = c.status;
+  const cells = [
+    new Date(c.created_at).toLocaleTimeString(),
+    `${c.prospect.name ? c.prospect.name + " · " : ""}${c.prospect.number}`,
+    c.direction,
+    c.agent_id || "—",
+    null,
+    duration(c),
+    c.log ? [...c.log.tags, c.log.disposition].filter(Boolean).join(", ") || "saved" : "",
+  ];
+  for (const value of cells) {
+    const td = document.createElement("td");
+    if (value === null) {
+      const badge = document.createElement("span");
+      badge.className = `pill status-${c.status}`;
+      badge.textContent = c.status === "ended" && c.end_reason ? `ended · ${c.end_reason.replace("_", " ")}` : c.status.replace("_", " ");
+      td.append(badge);
+    } else {
+      td.textContent = value;
+    }
+    tr.append(td);
+  }
+  return tr;
+}
+
+async function load() {
+  const filter = statuses();
+  const response = await fetch(`/v1/calls?limit=100${filter ? `&status=${filter}` : ""}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  if (response.status === 401 || response.status === 403) {
+    $("list").hidden = true;
+    $("signin").hidden = false;
+    $("error").textContent = "That token cannot see calls.";
+    return;
+  }
+  const page = await response.json();
+  cursor = page.next;
+  $("more").hidden = !cursor;
+  $("rows").replaceChildren(...page.calls.map(row), ...older.map(row));
+  $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  $("list").hidden = false;
+  $("signin").hidden = true;
+}
+
+$("more").addEventListener("click", async () => {
+  const response = await fetch(`/v1/calls?limit=100&before=${encodeURIComponent(cursor)}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const page = await response.json();
+  older = older.concat(page.calls);
+  cursor = page.next;
+  $("more").hidden = !cursor;
+  load();
+});
+
+$("signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  token = $("token").value.trim();
+  sessionStorage.setItem("callgate-token", token);
+  load();
+});
+
+for (const box of document.querySelectorAll('input[name="status"]')) box.addEventListener("change", load);
+
+if (token) load(); else $("signin").hidden = false;
+setInterval(() => { if (token) load().catch(() => {}); }, 2000);
