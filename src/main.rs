@@ -74,6 +74,15 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Measure the call log: write N calls with segments and logs into a scratch database,
+    /// then time the calls page queries.
+    BenchStore {
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// The scratch database (overwritten).
+        #[arg(long, default_value = "data/bench-store.db")]
+        database: PathBuf,
+    },
     /// End a call of the running gateway (admin API).
     Hangup {
         call_id: String,
@@ -126,6 +135,28 @@ fn main() -> ExitCode {
             passthrough,
             threads,
         }),
+        Cmd::BenchStore { rows, database } => match callgate::store::bench(&database, rows) {
+            Ok(r) => {
+                println!(
+                    "callgate bench-store: {} calls with segments and logs written in {:.2} s ({:.0} us per call)",
+                    r.rows,
+                    r.write.as_secs_f64(),
+                    r.write.as_secs_f64() * 1e6 / r.rows.max(1) as f64
+                );
+                for (name, median, worst) in &r.queries {
+                    println!(
+                        "  calls page, {name:<26} median {:.2} ms, worst of 21 {:.2} ms",
+                        median.as_secs_f64() * 1e3,
+                        worst.as_secs_f64() * 1e3
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("callgate bench-store: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Hangup { call_id, admin } => {
             admin_request(&admin, "POST", &format!("/v1/calls/{call_id}/hangup"), None)
         }

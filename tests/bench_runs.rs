@@ -36,3 +36,25 @@ fn bench_connects_every_peer_and_moves_audio() {
         assert!(to_trunks > 30, "browser audio reached the trunks: {text}");
     }
 }
+
+#[test]
+fn bench_store_writes_and_queries() {
+    let dir = std::env::temp_dir().join(format!("callgate-bench-store-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["bench-store", "--rows", "300", "--database"])
+        .arg(dir.join("bench.db"))
+        .output()
+        .expect("callgate bench-store runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("300 calls with segments and logs written"),
+        "{text}"
+    );
+    assert_eq!(text.matches("calls page,").count(), 4, "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
