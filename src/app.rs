@@ -226,6 +226,7 @@ pub struct AppHandle {
     pub next_conn: Arc<std::sync::atomic::AtomicU64>,
     /// The call log's writer (log edits go through it like every other write).
     pub store: mpsc::Sender<StoreOp>,
+    pub gateway_counters: Arc<crate::metrics::GatewayCounters>,
 }
 
 /// One agent's open WebSocket as the signalling task knows it.
@@ -261,6 +262,7 @@ struct Signalling {
     /// What the call log last heard of each live call: its status and queue time.
     stored: HashMap<String, (crate::controller::Status, Option<Instant>)>,
     clock: WallClock,
+    gateway_counters: Arc<crate::metrics::GatewayCounters>,
 }
 
 /// A new call id: time-ordered, unique enough for one gateway.
@@ -338,6 +340,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (store_tx, store_rx) = mpsc::channel(crate::store::WRITE_CAPACITY);
     let writer = tokio::spawn(crate::store::run_writer(database, store_rx));
     let clock = WallClock::now();
+    let gateway_counters = Arc::new(crate::metrics::GatewayCounters::default());
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);
@@ -355,6 +358,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock,
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         store: store_tx.clone(),
+        gateway_counters: Arc::clone(&gateway_counters),
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
@@ -410,6 +414,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store_tx,
         stored: HashMap::new(),
         clock,
+        gateway_counters,
     };
     sig.preload_audio()?;
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
@@ -427,6 +432,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             received = udp.recv_from(&mut udp_buf) => match received {
                 Ok((n, source)) => {
                     sig.b2bua.set_unix_time(unix_secs());
+                    sig.gateway_counters.sip_in(&udp_buf[..n]);
                     sig.b2bua.handle_datagram(Instant::now(), source, &udp_buf[..n]);
                 }
                 Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
@@ -558,6 +564,7 @@ impl Signalling {
     }
 
     async fn transmit(&mut self, transmit: Transmit) {
+        self.gateway_counters.sip_out(&transmit.bytes);
         tracing::trace!(to = %transmit.destination, bytes = transmit.bytes.len(), "SIP out");
         match transmit.transport {
             Transport::Udp => {
@@ -597,6 +604,10 @@ impl Signalling {
                 self.tcp_writers.insert(peer, writer);
             }
             TcpInput::Message(peer, message) => {
+                self.gateway_counters.sip_in_label(match &*message {
+                    Message::Request(r) => r.method.as_str().to_string(),
+                    Message::Response(r) => r.status.to_string(),
+                });
                 self.b2bua.set_unix_time(unix_secs());
                 self.b2bua
                     .handle_message(now, peer, Transport::Tcp, *message);

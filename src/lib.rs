@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod demo;
 pub mod media;
+pub mod metrics;
 pub mod sdp;
 pub mod sip;
 pub mod store;

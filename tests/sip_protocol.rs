@@ -151,6 +151,20 @@ fn protocol_answers_over_udp() {
     )
     .expect("answered");
     assert_eq!(status_of(&r), 415, "{r}");
+
+    // What went by is counted in /metrics (open to loopback clients).
+    let (status, metrics) = gw.http("GET", "/metrics", None, None).expect("metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "callgate_sip_messages_total{direction=\"in\",message=\"OPTIONS\"}",
+        "callgate_sip_messages_total{direction=\"out\",message=\"405\"}",
+        "callgate_sip_messages_total{direction=\"out\",message=\"420\"}",
+        "callgate_calls{status=\"active\"}",
+        "callgate_websocket_connections 0",
+        "callgate_transcode_seconds_total",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[test]

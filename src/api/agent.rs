@@ -161,6 +161,10 @@ async fn serve_agent(
         conn,
         codec,
     };
+    handle
+        .gateway_counters
+        .websockets
+        .fetch_add(1, Ordering::Relaxed);
     if send(
         &mut socket,
         &crate::api::wire::snapshot(&handle.clock, &calls),
@@ -169,6 +173,10 @@ async fn serve_agent(
     {
         session.run(&mut socket, &mut outbound).await;
     }
+    handle
+        .gateway_counters
+        .websockets
+        .fetch_sub(1, Ordering::Relaxed);
     disconnect(&handle, &agent, conn).await;
 }
 

@@ -57,9 +57,13 @@ pub async fn serve(
         .route("/v1/calls/{call_id}/dtmf", post(dtmf))
         .with_state(handle);
     if let Some(config) = tls {
-        return axum::serve(tls::TlsListener::new(listener, config)?, app).await;
+        return axum::serve(
+            tls::TlsListener::new(listener, config)?,
+            app.into_make_service_with_connect_info::<Peer>(),
+        )
+        .await;
     }
-    axum::serve(listener, app).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -152,25 +156,182 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics(State(handle): State<AppHandle>) -> impl IntoResponse {
+/// The client's address, for routes that treat loopback clients differently.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Prometheus text. Open to clients on loopback (the usual scraper on the same host);
+/// from anywhere else the admin token is required.
+async fn metrics(
+    State(handle): State<AppHandle>,
+    axum::extract::ConnectInfo(Peer(peer)): axum::extract::ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        if let Err(e) = require_admin(&handle, &headers) {
+            return e.into_response();
+        }
+    }
     let c = &handle.counters;
-    let body = format!(
-        "# TYPE callgate_rtp_packets_in_total counter\ncallgate_rtp_packets_in_total {}\n\
-         # TYPE callgate_rtp_bytes_in_total counter\ncallgate_rtp_bytes_in_total {}\n\
-         # TYPE callgate_rtp_packets_out_total counter\ncallgate_rtp_packets_out_total {}\n\
-         # TYPE callgate_rtp_bytes_out_total counter\ncallgate_rtp_bytes_out_total {}\n\
-         # TYPE callgate_rtp_bad_packets_total counter\ncallgate_rtp_bad_packets_total {}\n\
-         # TYPE callgate_rtp_peer_lost gauge\ncallgate_rtp_peer_lost {}\n\
-         # TYPE callgate_rtp_peer_jitter gauge\ncallgate_rtp_peer_jitter {}\n",
-        c.packets_in.load(Relaxed),
-        c.bytes_in.load(Relaxed),
-        c.packets_out.load(Relaxed),
-        c.bytes_out.load(Relaxed),
-        c.bad_packets.load(Relaxed),
-        c.peer_lost.load(Relaxed),
-        c.peer_jitter.load(Relaxed),
+    let mut body = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+        body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in lines {
+            body.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    // Live calls by status from the controller; ended ones from the call log.
+    let (reply, answer) = oneshot::channel();
+    let mut live: std::collections::BTreeMap<&str, u64> =
+        ["ringing", "waiting", "dialing", "active", "on_hold"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
+    if submit(&handle, AdminRequest::Calls { reply }).await.is_ok() {
+        if let Ok(calls) = answer.await {
+            for call in calls {
+                *live.entry(call.status).or_default() += 1;
+            }
+        }
+    }
+    metric(
+        "callgate_calls",
+        "gauge",
+        "Live calls by status.",
+        live.iter()
+            .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
+            .collect(),
     );
-    ([("content-type", "text/plain; version=0.0.4")], body)
+    let path = handle.config.store.database.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        crate::store::open(&path)
+            .and_then(|conn| crate::store::status_counts(&conn))
+            .ok()
+            .and_then(|m| m.get("ended").copied())
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(0);
+    metric(
+        "callgate_calls_ended_total",
+        "counter",
+        "Calls in the call log that ended.",
+        one(ended.to_string()),
+    );
+    metric(
+        "callgate_sip_messages_total",
+        "counter",
+        "SIP messages by direction and method or status code.",
+        handle
+            .gateway_counters
+            .sip()
+            .into_iter()
+            .map(|(d, l, n)| {
+                (
+                    format!("{{direction=\"{d}\",message=\"{l}\"}}"),
+                    n.to_string(),
+                )
+            })
+            .collect(),
+    );
+    for (name, help, value) in [
+        (
+            "callgate_rtp_packets_in_total",
+            "RTP packets from trunks.",
+            c.packets_in.load(Relaxed),
+        ),
+        (
+            "callgate_rtp_bytes_in_total",
+            "RTP bytes from trunks.",
+            c.bytes_in.load(Relaxed),
+        ),
+        (
+            "callgate_rtp_packets_out_total",
+            "RTP packets to trunks.",
+            c.packets_out.load(Relaxed),
+        ),
+        (
+            "callgate_rtp_bytes_out_total",
+            "RTP bytes to trunks.",
+            c.bytes_out.load(Relaxed),
+        ),
+        (
+            "callgate_rtp_bad_packets_total",
+            "Undecodable RTP/RTCP packets.",
+            c.bad_packets.load(Relaxed),
+        ),
+        (
+            "callgate_transcoded_frames_total",
+            "20 ms frames decoded and encoded for bridges.",
+            c.transcoded_frames.load(Relaxed),
+        ),
+        (
+            "callgate_webrtc_frames_out_total",
+            "Audio frames written to agents' peer connections.",
+            handle.webrtc_counters.frames_out.load(Relaxed),
+        ),
+        (
+            "callgate_webrtc_frames_in_total",
+            "Audio frames from agents' peer connections.",
+            handle.webrtc_counters.frames_in.load(Relaxed),
+        ),
+    ] {
+        metric(name, "counter", help, one(value.to_string()));
+    }
+    metric(
+        "callgate_transcode_seconds_total",
+        "counter",
+        "CPU time spent decoding and encoding for transcoded bridges.",
+        one(format!(
+            "{:.6}",
+            c.transcode_nanos.load(Relaxed) as f64 / 1e9
+        )),
+    );
+    metric(
+        "callgate_rtp_peer_lost",
+        "gauge",
+        "Cumulative loss the last RTCP report from a trunk gave.",
+        one(c.peer_lost.load(Relaxed).to_string()),
+    );
+    metric(
+        "callgate_rtp_peer_jitter",
+        "gauge",
+        "Interarrival jitter (RTP units) the last RTCP report gave.",
+        one(c.peer_jitter.load(Relaxed).to_string()),
+    );
+    metric(
+        "callgate_websocket_connections",
+        "gauge",
+        "Open agent WebSockets.",
+        one(handle.gateway_counters.websockets.load(Relaxed).to_string()),
+    );
+    metric(
+        "callgate_webrtc_peers_connected",
+        "gauge",
+        "Agents' peer connections with ICE and DTLS up.",
+        one(handle
+            .webrtc_counters
+            .peers_connected
+            .load(Relaxed)
+            .to_string()),
+    );
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[derive(Debug, Deserialize)]

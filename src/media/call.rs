@@ -455,7 +455,13 @@ impl CallMedia {
             .map(|e| e.frame_ticks())
             .unwrap_or(160);
         if let Some(bridge) = self.bridge.as_mut() {
-            bridge.tick_toward_agent();
+            if bridge.passthrough() {
+                bridge.tick_toward_agent();
+            } else {
+                let started = Instant::now();
+                bridge.tick_toward_agent();
+                self.counters.transcoded(started.elapsed());
+            }
         }
         // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
         if self.dtmf_sender.is_none() {
@@ -494,9 +500,12 @@ impl CallMedia {
                 return; // the agent's packets went out as they came
             }
             let mut pcm = std::mem::take(&mut self.pcm);
+            let started = Instant::now();
             if bridge.tick_toward_trunk(&mut pcm).is_some() {
                 if let Some(encoder) = self.encoder.as_mut() {
-                    if encoder.encode(&pcm, payload).is_ok() {
+                    let encoded = encoder.encode(&pcm, payload).is_ok();
+                    self.counters.transcoded(started.elapsed());
+                    if encoded {
                         let header = self.stream.next_header(self.audio.pt, ticks, false);
                         rtp::write(&header, payload, out);
                         self.stream.count_sent(payload.len());

@@ -14,6 +14,9 @@ pub struct MediaCounters {
     /// Latest cumulative loss and jitter a peer reported over RTCP (last writer wins).
     pub peer_lost: AtomicI64,
     pub peer_jitter: AtomicU64,
+    /// Time spent decoding and encoding for transcoded bridges, and the frames it covered.
+    pub transcode_nanos: AtomicU64,
+    pub transcoded_frames: AtomicU64,
 }
 
 impl MediaCounters {
@@ -27,6 +30,11 @@ impl MediaCounters {
     }
     pub fn bad_packet(&self) {
         self.bad_packets.fetch_add(1, Relaxed);
+    }
+    pub fn transcoded(&self, took: std::time::Duration) {
+        self.transcode_nanos
+            .fetch_add(took.as_nanos() as u64, Relaxed);
+        self.transcoded_frames.fetch_add(1, Relaxed);
     }
     pub fn codec_error(&self) {
         self.codec_errors.fetch_add(1, Relaxed);
