@@ -176,12 +176,12 @@ fn calls_are_logged_with_segments_and_survive_a_crash() {
     assert_eq!(one["log"]["tags"], serde_json::json!(["interested"]));
     assert_eq!(one["log"]["comments"].as_array().map(Vec::len), Some(2));
 
-    // Five calls up, then kill -9: after the restart they are ended (failed), the earlier
-    // call is intact, and paging walks all six.
-    let callers = sipp_echo(&gw, "uac_wait_bye.xml", 5, 27700);
+    // Twenty calls up, then kill -9: after the restart they are ended (failed), the earlier
+    // call and its log are intact, and paging walks all twenty-one.
+    let callers = sipp_echo(&gw, "uac_wait_bye.xml", 20, 27700);
     let mut callers = KillOnDrop::new(callers);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while gw.live_calls() < 5 {
+    while gw.live_calls() < 20 {
         assert!(
             Instant::now() < deadline,
             "calls never came up: {}",
@@ -192,23 +192,23 @@ fn calls_are_logged_with_segments_and_survive_a_crash() {
     std::thread::sleep(Duration::from_millis(500));
     gw.crash_and_restart();
     drop(callers.take());
-    let (status, body) = get(&gw, "/v1/calls?limit=4", Some(ADMIN));
+    let (status, body) = get(&gw, "/v1/calls?limit=15", Some(ADMIN));
     assert_eq!(status, 200);
     let first = body["calls"].as_array().expect("calls").clone();
     let next = body["next"].as_str().expect("a next cursor").to_string();
     let (_, body) = get(
         &gw,
-        &format!("/v1/calls?limit=4&before={next}"),
+        &format!("/v1/calls?limit=15&before={next}"),
         Some(ADMIN),
     );
     let second = body["calls"].as_array().expect("calls").clone();
     let all: Vec<&Value> = first.iter().chain(second.iter()).collect();
-    assert_eq!(all.len(), 6, "{first:?} {second:?}");
+    assert_eq!(all.len(), 21, "{first:?} {second:?}");
     let failed = all
         .iter()
         .filter(|c| c["end_reason"] == "failed" && c["status"] == "ended")
         .count();
-    assert_eq!(failed, 5, "{all:?}");
+    assert_eq!(failed, 20, "{all:?}");
     assert!(all
         .iter()
         .any(|c| c["call_id"] == id.as_str() && c["end_reason"] == "caller_hangup"));
