@@ -24,6 +24,19 @@ struct Caller {
     call_id: String,
     to_tag: Option<String>,
     remote_rtp: Option<std::net::SocketAddr>,
+    /// Every RTP packet received, read as it arrives by a thread of its own.
+    received: std::sync::Arc<std::sync::Mutex<Vec<Packet>>>,
+}
+
+/// An RTP packet the caller received, with its arrival time.
+#[derive(Clone)]
+struct Packet {
+    sequence: u16,
+    timestamp: u32,
+    ssrc: u32,
+    payload_type: u8,
+    arrival: Instant,
+    payload: Vec<u8>,
 }
 
 impl Caller {
@@ -42,7 +55,38 @@ impl Caller {
             call_id: format!("{:x}@waiting-test", rand_u64()),
             to_tag: None,
             remote_rtp: None,
+            received: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
         };
+        let socket = caller.rtp.try_clone().expect("clone RTP socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let received = std::sync::Arc::clone(&caller.received);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            // Ends with the test process; reads are bounded by the timeout.
+            loop {
+                if std::sync::Arc::strong_count(&received) == 1 {
+                    return;
+                }
+                if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    let p = &buf[..n];
+                    if n > 12 && p[0] >> 6 == 2 {
+                        let packet = Packet {
+                            sequence: u16::from_be_bytes([p[2], p[3]]),
+                            timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                            ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+                            payload_type: p[1] & 0x7f,
+                            arrival: Instant::now(),
+                            payload: p[12..].to_vec(),
+                        };
+                        if let Ok(mut all) = received.lock() {
+                            all.push(packet);
+                        }
+                    }
+                }
+            }
+        });
         let sdp = sdp_offer(sip_port + 2, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
         let invite = caller.request("INVITE", 1, "Content-Type: application/sdp\r\n", &sdp);
         caller
@@ -143,26 +187,54 @@ impl Caller {
         false
     }
 
-    /// RMS of the PCMU the gateway sends this caller over `window` (0 when nothing comes).
+    /// RMS of the PCMU the gateway sends this caller over the next `window` (0 when nothing
+    /// comes).
     fn heard(&self, window: Duration) -> f64 {
-        // Drop what queued up before the window.
-        let mut buf = vec![0u8; 2048];
-        self.rtp.set_nonblocking(true).expect("nonblocking");
-        while self.rtp.recv_from(&mut buf).is_ok() {}
-        self.rtp.set_nonblocking(false).expect("blocking");
-        let deadline = Instant::now() + window;
-        let mut samples = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok((n, _)) = self.rtp.recv_from(&mut buf) {
-                if n > 12 && buf[1] & 0x7f == 0 {
-                    samples.extend(buf[12..n].iter().map(|b| ulaw_to_linear(*b)));
-                }
-            }
-        }
+        let from = Instant::now();
+        std::thread::sleep(window);
+        let all = self.received.lock().expect("packets").clone();
+        let samples: Vec<i16> = all
+            .iter()
+            .filter(|p| p.arrival >= from && p.payload_type == 0)
+            .flat_map(|p| p.payload.iter().map(|b| ulaw_to_linear(*b)))
+            .collect();
         if samples.is_empty() {
             0.0
         } else {
             rms(&samples)
+        }
+    }
+}
+
+impl Caller {
+    /// The gateway's stream toward this caller stayed one stream across holds and resumes:
+    /// one SSRC, no sequence gap, and timestamps that follow the clock (8 per ms) even across
+    /// the stretches when nothing was sent.
+    fn assert_continuous_stream(&self) {
+        let received = self.received.lock().expect("packets").clone();
+        assert!(received.len() > 100, "only {} packets", received.len());
+        let ssrc = received[0].ssrc;
+        for pair in received.windows(2) {
+            let (s0, t0, c0, a0) = (
+                pair[0].sequence,
+                pair[0].timestamp,
+                pair[0].ssrc,
+                pair[0].arrival,
+            );
+            let (s1, t1, c1, a1) = (
+                pair[1].sequence,
+                pair[1].timestamp,
+                pair[1].ssrc,
+                pair[1].arrival,
+            );
+            assert_eq!((c0, c1), (ssrc, ssrc), "SSRC changed");
+            assert_eq!(s1, s0.wrapping_add(1), "sequence jumped {s0} -> {s1}");
+            let ts_ms = i64::from(t1.wrapping_sub(t0)) / 8;
+            let wall_ms = a1.duration_since(a0).as_millis() as i64;
+            assert!(
+                (ts_ms - wall_ms).abs() < 120,
+                "timestamp moved {ts_ms} ms over {wall_ms} ms of wall clock"
+            );
         }
     }
 }
@@ -297,6 +369,9 @@ fn waiting_hold_swap_decline_offer_and_disconnect() {
         (status(&a_id).as_str(), status(&b_id).as_str()),
         ("on_hold", "active")
     );
+    // Held five times and resumed five times: still one continuous stream toward each caller.
+    a.assert_continuous_stream();
+    b.assert_continuous_stream();
 
     // C arrives and is declined: 486 to C.
     let mut c = Caller::dial(&gw, "+15551230003", 27020);
