@@ -383,6 +383,16 @@ pub fn dial_plan_matches(pattern: &str, target: &str) -> bool {
 }
 
 impl Config {
+    /// The agent (or supervisor) a bearer token belongs to.
+    pub fn agent_by_token(&self, token: &str) -> Option<&AgentConfig> {
+        let hash = sha256_hex(token);
+        self.agents.iter().find(|a| a.token_sha256 == hash)
+    }
+
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        sha256_hex(token) == self.admin_token_sha256
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),

@@ -17,7 +17,6 @@ use tracing::Instrument;
 use crate::app::{
     AgentCall, AgentError, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY,
 };
-use crate::config::sha256_hex;
 use crate::controller::ConnId;
 use crate::webrtc::{PeerCodec, WebrtcInput};
 
@@ -46,13 +45,7 @@ pub async fn upgrade(
 
 /// The agent id a token belongs to.
 fn agent_for(handle: &AppHandle, token: &str) -> Option<String> {
-    let hash = sha256_hex(token);
-    handle
-        .config
-        .agents
-        .iter()
-        .find(|a| a.token_sha256 == hash)
-        .map(|a| a.id.clone())
+    handle.config.agent_by_token(token).map(|a| a.id.clone())
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {

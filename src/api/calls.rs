@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use super::wire::rfc3339;
 use super::ApiError;
 use crate::app::AppHandle;
-use crate::config::sha256_hex;
 use crate::store::{self, CallQuery, CallRecord};
 
 /// Who is asking.
@@ -33,11 +32,10 @@ fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, ApiError> {
                 "missing bearer token",
             )
         })?;
-    let hash = sha256_hex(token);
-    if hash == handle.config.admin_token_sha256 {
+    if handle.config.is_admin_token(token) {
         return Ok(Viewer::Everything);
     }
-    match handle.config.agents.iter().find(|a| a.token_sha256 == hash) {
+    match handle.config.agent_by_token(token) {
         Some(a) if a.role == "supervisor" => Ok(Viewer::Everything),
         Some(a) => Ok(Viewer::Agent(a.id.clone())),
         None => Err(ApiError::new(
@@ -287,12 +285,9 @@ fn author(viewer: &Viewer, handle: &AppHandle, headers: &HeaderMap) -> String {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .unwrap_or("");
-            let hash = sha256_hex(token);
             handle
                 .config
-                .agents
-                .iter()
-                .find(|a| a.token_sha256 == hash)
+                .agent_by_token(token)
                 .map_or_else(|| "admin".to_string(), |a| a.id.clone())
         }
     }

@@ -21,7 +21,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::app::{AdminRequest, AppHandle};
-use crate::config::sha256_hex;
 use crate::controller::MediaPlan;
 
 /// How long an admin dial waits for the far end before answering the HTTP request.
@@ -117,20 +116,12 @@ fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), ApiError
             "unauthorized",
             "missing bearer token",
         )),
-        Some(t) if sha256_hex(t) == handle.config.admin_token_sha256 => Ok(()),
-        Some(t)
-            if handle
-                .config
-                .agents
-                .iter()
-                .any(|a| a.token_sha256 == sha256_hex(t)) =>
-        {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "admin token required",
-            ))
-        }
+        Some(t) if handle.config.is_admin_token(t) => Ok(()),
+        Some(t) if handle.config.agent_by_token(t).is_some() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "admin token required",
+        )),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
