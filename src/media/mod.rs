@@ -8,6 +8,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod ports;
+pub mod recorder;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
