@@ -317,8 +317,7 @@ fn browser_holds_accepts_and_resumes_from_the_calls_popup() {
             sip_port,
             sip_port + 10,
         );
-        let key = args.iter().position(|a| a == "caller").expect("caller key");
-        args[key + 1] = number.to_string();
+        set_sipp_arg(&mut args, "caller", number);
         (sub.clone(), KillOnDrop::new(spawn_sipp(&sub, &args)))
     };
     let (a_dir, mut a) = caller("a", "+15551230001", 26620);

@@ -4,57 +4,16 @@
 
 mod common;
 
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
-
-fn connect(gw: &Gateway, query: &str) -> Socket {
-    let url = format!("ws://127.0.0.1:{}/v1/agent/ws{query}", gw.ports.http);
-    let (mut socket, _) = tungstenite::connect(url).expect("WebSocket handshake");
-    if let MaybeTlsStream::Plain(s) = socket.get_mut() {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-    }
-    socket
-}
-
-/// The next JSON message, skipping pings; `Err(code)` when the server closed.
-fn next(socket: &mut Socket) -> Result<Value, Option<u16>> {
-    loop {
-        match socket.read() {
-            Ok(Message::Text(text)) => return Ok(serde_json::from_str(&text).expect("JSON")),
-            Ok(Message::Close(frame)) => return Err(frame.map(|f| u16::from(f.code))),
-            Ok(_) => continue,
-            Err(_) => return Err(None),
-        }
-    }
-}
-
-/// The next message of `kind`, skipping events of other kinds.
-fn next_of(socket: &mut Socket, kind: &str) -> Value {
-    loop {
-        let message = next(socket).unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {kind}"));
-        if message["type"] == kind {
-            return message;
-        }
-    }
-}
-
-fn send(socket: &mut Socket, value: Value) {
-    socket
-        .send(Message::Text(value.to_string().into()))
-        .expect("send");
-}
-
-fn signed_in(gw: &Gateway, token: &str) -> Socket {
-    let mut socket = connect(gw, &format!("?token={token}"));
-    let snapshot = next(&mut socket).expect("snapshot");
+fn signed_in(gw: &Gateway, token: &str) -> AgentSocket {
+    let mut socket = connect_agent(gw, &format!("?token={token}"));
+    let snapshot = next_message(&mut socket).expect("snapshot");
     assert_eq!(snapshot["type"], "calls.snapshot", "{snapshot}");
     socket
 }
@@ -108,16 +67,16 @@ fn authentication_and_errors_that_keep_the_connection() {
     );
 
     // A bad token in the URL: closed with 4401, nothing else.
-    let mut bad = connect(&gw, "?token=wrong");
-    assert_eq!(next(&mut bad).err(), Some(Some(4401)));
+    let mut bad = connect_agent(&gw, "?token=wrong");
+    assert_eq!(next_message(&mut bad).err(), Some(Some(4401)));
 
     // Token as the first message, answered with ok for its req, then the snapshot.
-    let mut socket = connect(&gw, "");
-    send(
+    let mut socket = connect_agent(&gw, "");
+    send_message(
         &mut socket,
         json!({"type": "auth", "token": "demo-token", "req": "a1"}),
     );
-    let ok = next(&mut socket).expect("ok");
+    let ok = next_message(&mut socket).expect("ok");
     assert_eq!(
         (ok["type"].as_str(), ok["req"].as_str()),
         (Some("ok"), Some("a1")),
@@ -131,19 +90,19 @@ fn authentication_and_errors_that_keep_the_connection() {
         .expect("send");
     let e = next_of(&mut socket, "error");
     assert_eq!(e["code"], "bad_request", "{e}");
-    send(&mut socket, json!({"type": "call.frobnicate", "req": "r2"}));
+    send_message(&mut socket, json!({"type": "call.frobnicate", "req": "r2"}));
     let e = next_of(&mut socket, "error");
     assert_eq!(
         (e["code"].as_str(), e["req"].as_str()),
         (Some("bad_request"), Some("r2"))
     );
-    send(&mut socket, json!({"type": "call.answer", "req": "r3"}));
+    send_message(&mut socket, json!({"type": "call.answer", "req": "r3"}));
     let e = next_of(&mut socket, "error");
     assert!(
         e["message"].as_str().unwrap_or("").contains("call_id"),
         "{e}"
     );
-    send(
+    send_message(
         &mut socket,
         json!({"type": "call.answer", "call_id": 7, "req": "r4"}),
     );
@@ -152,34 +111,34 @@ fn authentication_and_errors_that_keep_the_connection() {
         e["message"].as_str().unwrap_or("").contains("call_id"),
         "{e}"
     );
-    send(
+    send_message(
         &mut socket,
         json!({"type": "call.answer", "call_id": "c_nope", "req": "r5"}),
     );
     let e = next_of(&mut socket, "error");
     assert_eq!(e["code"], "not_found", "{e}");
-    send(
+    send_message(
         &mut socket,
         json!({"type": "call.dial", "to": "+445551234567", "req": "r6"}),
     );
     let e = next_of(&mut socket, "error");
     assert_eq!(e["code"], "dial_plan_denied", "{e}");
-    send(
+    send_message(
         &mut socket,
         json!({"type": "call.dtmf", "call_id": "c_nope", "digits": "12x", "req": "r7"}),
     );
     let e = next_of(&mut socket, "error");
     assert_eq!(e["code"], "bad_request", "{e}");
-    send(
+    send_message(
         &mut socket,
         json!({"type": "webrtc.offer", "sdp": "v=0 nonsense", "req": "r8"}),
     );
     let e = next_of(&mut socket, "error");
     assert_eq!(e["code"], "bad_request", "{e}");
-    send(&mut socket, json!({"type": "ping", "req": "r9"}));
+    send_message(&mut socket, json!({"type": "ping", "req": "r9"}));
     let pong = next_of(&mut socket, "pong");
     assert_eq!(pong["req"], "r9");
-    send(&mut socket, json!({"type": "calls.list", "req": "r10"}));
+    send_message(&mut socket, json!({"type": "calls.list", "req": "r10"}));
     let snapshot = next_of(&mut socket, "calls.snapshot");
     assert_eq!(snapshot["req"], "r10");
 
@@ -209,9 +168,9 @@ fn authentication_and_errors_that_keep_the_connection() {
     );
 
     // No auth message within 5 s: 4401.
-    let mut silent = connect(&gw, "");
+    let mut silent = connect_agent(&gw, "");
     let started = Instant::now();
-    assert_eq!(next(&mut silent).err(), Some(Some(4401)));
+    assert_eq!(next_message(&mut silent).err(), Some(Some(4401)));
     assert!(started.elapsed() < Duration::from_secs(8));
 }
 
@@ -242,16 +201,16 @@ fn a_second_connection_replaces_the_first_and_inherits_its_calls() {
     );
     assert_eq!(incoming["call"]["direction"], "inbound");
 
-    let mut second = connect(&gw, "?token=demo-token");
-    let snapshot = next(&mut second).expect("snapshot");
+    let mut second = connect_agent(&gw, "?token=demo-token");
+    let snapshot = next_message(&mut second).expect("snapshot");
     assert_eq!(
         snapshot["calls"][0]["call_id"],
         call_id.as_str(),
         "{snapshot}"
     );
-    assert_eq!(next(&mut first).err(), Some(Some(4409)));
+    assert_eq!(next_message(&mut first).err(), Some(Some(4409)));
     // The call still rings for the new connection; declining it sends 486 to the caller.
-    send(
+    send_message(
         &mut second,
         json!({"type": "call.decline", "call_id": call_id, "req": "d"}),
     );
@@ -287,8 +246,8 @@ fn closing_the_socket_rejects_ringing_calls_and_nobody_connected_means_480() {
     drop(socket);
     await_status(&local, &[480]);
     // The next connection sees the call as ended by the disconnect.
-    let mut again = connect(&gw, "?token=demo-token");
-    let snapshot = next(&mut again).expect("snapshot");
+    let mut again = connect_agent(&gw, "?token=demo-token");
+    let snapshot = next_message(&mut again).expect("snapshot");
     assert_eq!(snapshot["calls"][0]["status"], "ended", "{snapshot}");
     assert_eq!(
         snapshot["calls"][0]["end_reason"], "agent_disconnected",

@@ -31,9 +31,9 @@ fn sipp_echo(
         local_port,
         local_port + 10,
     );
-    let m = args.iter().position(|a| a == "-m").expect("-m");
-    args[m + 1] = calls.to_string();
-    args.extend(["-l".into(), calls.to_string(), "-r".into(), "20".into()]);
+    set_sipp_arg(&mut args, "-m", calls);
+    set_sipp_arg(&mut args, "-l", calls);
+    set_sipp_arg(&mut args, "-r", 20);
     spawn_sipp(&dir, &args)
 }
 

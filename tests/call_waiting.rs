@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+use tungstenite::Message;
 
 /// A caller on raw sockets: SIP on one, RTP on the next.
 struct Caller {
@@ -239,55 +236,6 @@ impl Caller {
     }
 }
 
-fn connect(gw: &Gateway) -> Socket {
-    let url = format!(
-        "ws://127.0.0.1:{}/v1/agent/ws?token=demo-token",
-        gw.ports.http
-    );
-    let (mut socket, _) = tungstenite::connect(url).expect("WebSocket");
-    if let MaybeTlsStream::Plain(s) = socket.get_mut() {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-    }
-    socket
-}
-
-fn next_of(socket: &mut Socket, kind: &str) -> Value {
-    loop {
-        match socket.read() {
-            Ok(Message::Text(text)) => {
-                let v: Value = serde_json::from_str(&text).expect("JSON");
-                if v["type"] == kind {
-                    return v;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => panic!("socket closed waiting for {kind}: {e}"),
-        }
-    }
-}
-
-fn request(socket: &mut Socket, message: Value) -> Value {
-    let req = format!("{:x}", rand_u64());
-    let mut message = message;
-    message["req"] = json!(req);
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .expect("send");
-    loop {
-        match socket.read() {
-            Ok(Message::Text(text)) => {
-                let v: Value = serde_json::from_str(&text).expect("JSON");
-                if v["req"] == req.as_str() {
-                    return v;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => panic!("socket closed waiting for the answer to {message}: {e}"),
-        }
-    }
-}
-
 fn call_id_of(event: &Value) -> String {
     event["call"]["call_id"]
         .as_str()
@@ -300,7 +248,7 @@ fn call_id_of(event: &Value) -> String {
 fn waiting_hold_swap_decline_offer_and_disconnect() {
     let ports = Ports::block(50);
     let gw = Gateway::start("call_waiting", ports, &(default_trunk(27990) + DEMO_AGENT));
-    let mut agent = connect(&gw);
+    let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
 
     // A rings an idle agent and is answered.
@@ -473,7 +421,7 @@ fn waiting_hold_swap_decline_offer_and_disconnect() {
         "took {:?}",
         started.elapsed()
     );
-    let mut again = connect(&gw);
+    let mut again = connect_agent(&gw, "?token=demo-token");
     let snapshot = next_of(&mut again, "calls.snapshot");
     let live = snapshot["calls"]
         .as_array()
@@ -519,7 +467,7 @@ fn a_hundred_parallel_callers_for_one_agent() {
     let pid = gw.child.id();
     let dir = gw.dir.clone();
     make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
-    let mut agent = connect(&gw);
+    let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
     let (rss_idle, _) = process_usage(pid);
     let mut args = single_call_sipp_args(
@@ -530,11 +478,7 @@ fn a_hundred_parallel_callers_for_one_agent() {
         27510,
     );
     for (flag, value) in [("-m", "100"), ("-l", "100"), ("-r", "50")] {
-        let at = args.iter().position(|a| a == flag);
-        match at {
-            Some(i) => args[i + 1] = value.to_string(),
-            None => args.extend([flag.to_string(), value.to_string()]),
-        }
+        set_sipp_arg(&mut args, flag, value);
     }
     let mut callers = KillOnDrop::new(spawn_sipp(&dir, &args));
 
@@ -622,7 +566,7 @@ fn the_calls_page_shows_every_status() {
     require_tool("chromium");
     let ports = Ports::block(55);
     let gw = Gateway::start("calls_page", ports, &(default_trunk(27993) + DEMO_AGENT));
-    let mut agent = connect(&gw);
+    let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
     let mut a = Caller::dial(&gw, "+15551230001", 27100);
     let a_id = call_id_of(&next_of(&mut agent, "call.incoming"));

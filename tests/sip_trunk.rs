@@ -28,41 +28,19 @@ fn sipp_uac_args(gw: &Gateway, dir: &std::path::Path, uac: Uac) -> Vec<String> {
         limit,
         rate,
     } = uac;
-    vec![
-        format!("127.0.0.1:{}", gw.ports.sip),
-        "-sf".into(),
-        scenario(scenario_file),
-        "-s".into(),
-        service.into(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        local_port.to_string(),
-        "-mi".into(),
-        "127.0.0.1".into(),
-        "-mp".into(),
-        media_port.to_string(),
-        "-m".into(),
-        calls.to_string(),
-        "-l".into(),
-        limit.to_string(),
-        "-r".into(),
-        rate.to_string(),
-        "-timeout".into(),
-        "120s".into(),
-        "-timeout_error".into(),
-        "-max_socket".into(),
-        "200".into(),
-        "-trace_stat".into(),
-        "-stf".into(),
-        dir.join("stats.csv").display().to_string(),
-        "-fd".into(),
-        "1".into(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        dir.join("errors.log").display().to_string(),
-        "-nostdin".into(),
-    ]
+    let mut args = single_call_sipp_args(
+        dir,
+        scenario_file,
+        Some((gw.ports.sip, service)),
+        local_port,
+        media_port,
+    );
+    set_sipp_arg(&mut args, "-m", calls);
+    set_sipp_arg(&mut args, "-l", limit);
+    set_sipp_arg(&mut args, "-r", rate);
+    set_sipp_arg(&mut args, "-max_socket", 200);
+    set_sipp_arg(&mut args, "-fd", 1);
+    args
 }
 
 /// 200 calls, 50 at once, to the echo route; each streams a tone and must hear it back.

@@ -3,6 +3,10 @@
 //! what they captured. Every external tool is required: a missing one fails the test.
 #![allow(dead_code)]
 
+mod agent_ws;
+#[allow(unused_imports)] // not every test binary speaks the agent protocol
+pub use agent_ws::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -614,6 +618,14 @@ pub fn capture_rtp_to(gw: &Gateway, media_port: u16) -> Capture {
             gw.ports.rtp_min + gw.ports.rtp_span - 1
         ),
     )
+}
+
+/// Set a sipp option in an argument list: replace its value, or add it.
+pub fn set_sipp_arg(args: &mut Vec<String>, flag: &str, value: impl ToString) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) => args[i + 1] = value.to_string(),
+        None => args.extend([flag.to_string(), value.to_string()]),
+    }
 }
 
 /// Arguments for one sipp peer running `scenario_file` for a single call on loopback, with
