@@ -261,6 +261,8 @@ struct Signalling {
     store: mpsc::Sender<StoreOp>,
     /// What the call log last heard of each live call: its status and queue time.
     stored: HashMap<String, (crate::controller::Status, Option<Instant>)>,
+    /// Commands ran since the call log was last brought up to date.
+    store_stale: bool,
     clock: WallClock,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
 }
@@ -281,38 +283,27 @@ fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The error for a listener that could not bind, naming it and its address.
+fn bind_failed(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> AppError {
+    move |source| AppError::Bind { what, addr, source }
+}
+
 /// Start every listener and run until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let sip_addr = config.sip.listen;
     let udp = UdpSocket::bind(sip_addr)
         .await
-        .map_err(|source| AppError::Bind {
-            what: "SIP UDP",
-            addr: sip_addr,
-            source,
-        })?;
+        .map_err(bind_failed("SIP UDP", sip_addr))?;
     let tcp = TcpListener::bind(sip_addr)
         .await
-        .map_err(|source| AppError::Bind {
-            what: "SIP TCP",
-            addr: sip_addr,
-            source,
-        })?;
+        .map_err(bind_failed("SIP TCP", sip_addr))?;
     let http = TcpListener::bind(config.http.listen)
         .await
-        .map_err(|source| AppError::Bind {
-            what: "HTTP",
-            addr: config.http.listen,
-            source,
-        })?;
+        .map_err(bind_failed("HTTP", config.http.listen))?;
     let webrtc_socket = UdpSocket::bind(config.webrtc.listen)
         .await
-        .map_err(|source| AppError::Bind {
-            what: "WebRTC UDP",
-            addr: config.webrtc.listen,
-            source,
-        })?;
+        .map_err(bind_failed("WebRTC UDP", config.webrtc.listen))?;
     let webrtc_counters = Arc::new(WebrtcCounters::default());
     let (webrtc_events_tx, mut webrtc_events) = mpsc::channel(WEBRTC_EVENT_CAPACITY);
     let (webrtc_tx, webrtc_rx) = mpsc::channel(crate::webrtc::INPUT_CAPACITY);
@@ -413,6 +404,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         connections: HashMap::new(),
         store: store_tx,
         stored: HashMap::new(),
+        store_stale: false,
         clock,
         gateway_counters,
     };
@@ -836,6 +828,9 @@ impl Signalling {
 
     /// Tell the call log about every call whose status changed and every call that ended.
     fn sync_store(&mut self) {
+        if !std::mem::take(&mut self.store_stale) {
+            return;
+        }
         let now = Instant::now();
         let mut changed = Vec::new();
         for c in self.controller.calls() {
@@ -1058,6 +1053,9 @@ impl Signalling {
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
+        // Every change of a call's status comes with commands: only then can the call log
+        // have something new to hear.
+        self.store_stale |= !commands.is_empty();
         let now = Instant::now();
         for command in commands {
             match command {

@@ -13,30 +13,34 @@ use super::ApiError;
 use crate::app::AppHandle;
 use crate::store::{self, CallQuery, CallRecord};
 
-/// Who is asking.
+/// Who is asking: a token that sees every call (admin, supervisors) or one agent's calls.
+/// Each carries the name a log edit is signed with.
 enum Viewer {
-    Everything,
+    Everything(String),
     Agent(String),
 }
 
+impl Viewer {
+    fn name(&self) -> &str {
+        match self {
+            Viewer::Everything(who) | Viewer::Agent(who) => who,
+        }
+    }
+}
+
 fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing bearer token",
-            )
-        })?;
+    let token = super::bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token",
+        )
+    })?;
     if handle.config.is_admin_token(token) {
-        return Ok(Viewer::Everything);
+        return Ok(Viewer::Everything("admin".into()));
     }
     match handle.config.agent_by_token(token) {
-        Some(a) if a.role == "supervisor" => Ok(Viewer::Everything),
+        Some(a) if a.role == "supervisor" => Ok(Viewer::Everything(a.id.clone())),
         Some(a) => Ok(Viewer::Agent(a.id.clone())),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -149,7 +153,7 @@ fn parse_query(params: ListParams, viewer: &Viewer) -> Result<CallQuery, ApiErro
             }
             Some(me.clone())
         }
-        Viewer::Everything => params.agent.filter(|a| !a.is_empty()),
+        Viewer::Everything(_) => params.agent.filter(|a| !a.is_empty()),
     };
     Ok(CallQuery {
         statuses,
@@ -175,7 +179,7 @@ pub async fn list(
     let path = handle.config.store.database.clone();
     let limit = query.limit;
     let result = tokio::task::spawn_blocking(move || {
-        let conn = store::open(&path)?;
+        let conn = store::open_reader(&path)?;
         let calls = store::calls(&conn, &query)?;
         calls
             .into_iter()
@@ -222,7 +226,7 @@ pub async fn one(
     let path = handle.config.store.database.clone();
     let id = call_id.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let conn = store::open(&path)?;
+        let conn = store::open_reader(&path)?;
         let call = store::call(&conn, &id)?;
         let segments = store::segments(&conn, &id)?;
         let log = store::log(&conn, &id)?;
@@ -272,25 +276,6 @@ fn log_json(log: &store::CallLog) -> Value {
         "updated_at": time(log.updated_at),
         "updated_by": log.updated_by,
     })
-}
-
-/// Who wrote it, for the log: the agent's id, or `admin`.
-fn author(viewer: &Viewer, handle: &AppHandle, headers: &HeaderMap) -> String {
-    match viewer {
-        Viewer::Agent(me) => me.clone(),
-        Viewer::Everything => {
-            let token = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .unwrap_or("");
-            handle
-                .config
-                .agent_by_token(token)
-                .map_or_else(|| "admin".to_string(), |a| a.id.clone())
-        }
-    }
 }
 
 fn optional_text(body: &Value, field: &str, max: usize) -> Result<Option<String>, ApiError> {
@@ -359,7 +344,7 @@ async fn write(
     let path = handle.config.store.database.clone();
     let id = call_id.clone();
     let call = match tokio::task::spawn_blocking(move || {
-        store::open(&path).and_then(|c| store::call(&c, &id))
+        store::open_reader(&path).and_then(|c| store::call(&c, &id))
     })
     .await
     {
@@ -385,7 +370,7 @@ async fn write(
     let op = store::StoreOp::Log {
         call_id: call_id.clone(),
         patch,
-        author: author(&viewer, handle, headers),
+        author: viewer.name().to_string(),
         at: store::millis(std::time::SystemTime::now()),
         reply,
     };
@@ -477,7 +462,7 @@ pub async fn agents(State(handle): State<AppHandle>, headers: HeaderMap) -> Resp
         .into_iter()
         .filter(|a| match &viewer {
             Viewer::Agent(me) => &a.agent_id == me,
-            Viewer::Everything => true,
+            Viewer::Everything(_) => true,
         })
         .collect();
     Json(json!({"agents": agents})).into_response()

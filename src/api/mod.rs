@@ -103,14 +103,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Admin routes need the admin bearer token.
-fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
+/// The request's `Authorization: Bearer` token.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token {
+        .map(str::trim)
+}
+
+/// Admin routes need the admin bearer token.
+fn require_admin(handle: &AppHandle, headers: &HeaderMap) -> Result<(), ApiError> {
+    match bearer(headers) {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -210,7 +214,7 @@ async fn metrics(
     );
     let path = handle.config.store.database.clone();
     let ended = tokio::task::spawn_blocking(move || {
-        crate::store::open(&path)
+        crate::store::open_reader(&path)
             .and_then(|conn| crate::store::status_counts(&conn))
             .ok()
             .and_then(|m| m.get("ended").copied())
