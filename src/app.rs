@@ -1052,6 +1052,22 @@ impl Signalling {
         result.map_err(AgentError::from)
     }
 
+    /// A dial that never left: the operator who asked hears why, and the call ends as failed.
+    fn dial_failed(&mut self, call: String, reason: String, now: Instant) {
+        if let Some(reply) = self.pending_admin.remove(&call) {
+            let _ = reply.send(Err(reason));
+        }
+        let commands = self.controller.handle(
+            Event::LegEnded {
+                call,
+                remote: false,
+                failed: true,
+            },
+            now,
+        );
+        self.execute(commands);
+    }
+
     fn execute(&mut self, commands: Vec<Command>) {
         // Every change of a call's status comes with commands: only then can the call log
         // have something new to hear.
@@ -1080,18 +1096,7 @@ impl Signalling {
                 Command::Reject { call, status } => self.b2bua.reject(now, &call, status),
                 Command::Dial { call, to } => {
                     let Some(sockets) = self.bind_media() else {
-                        if let Some(reply) = self.pending_admin.remove(&call) {
-                            let _ = reply.send(Err("no free RTP port".into()));
-                        }
-                        let cmds = self.controller.handle(
-                            Event::LegEnded {
-                                call,
-                                remote: false,
-                                failed: true,
-                            },
-                            now,
-                        );
-                        self.execute(cmds);
+                        self.dial_failed(call, "no free RTP port".into(), now);
                         continue;
                     };
                     let local = self.local_media(sockets.port);
@@ -1105,18 +1110,7 @@ impl Signalling {
                     if let Err(e) = self.b2bua.dial(now, &call, &to, &from, local) {
                         self.pending_sockets.remove(&call);
                         self.ports.release(port);
-                        if let Some(reply) = self.pending_admin.remove(&call) {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                        let cmds = self.controller.handle(
-                            Event::LegEnded {
-                                call,
-                                remote: false,
-                                failed: true,
-                            },
-                            now,
-                        );
-                        self.execute(cmds);
+                        self.dial_failed(call, e.to_string(), now);
                     }
                 }
                 Command::StartMedia { call, plan } => {

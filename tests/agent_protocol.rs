@@ -45,12 +45,7 @@ fn await_status(local: &UdpSocket, want: &[u16]) -> String {
             continue;
         };
         let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if want.contains(&status) {
+        if want.contains(&sip_status(&text)) {
             return text;
         }
     }
@@ -183,10 +178,7 @@ fn a_second_connection_replaces_the_first_and_inherits_its_calls() {
         &(default_trunk(26991) + DEMO_AGENT + DEMO2_AGENT),
     );
     let mut first = signed_in(&gw, "demo-token");
-    let local = UdpSocket::bind("127.0.0.1:26810").expect("bind");
-    local
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
+    let local = sip_socket(26810, Duration::from_millis(500));
     invite_to_did(&local, &gw, "+15550000100");
     await_status(&local, &[180]);
     let incoming = next_of(&mut first, "call.incoming");
@@ -229,10 +221,7 @@ fn closing_the_socket_rejects_ringing_calls_and_nobody_connected_means_480() {
         ports,
         &(default_trunk(26992) + DEMO_AGENT + DEMO2_AGENT),
     );
-    let local = UdpSocket::bind("127.0.0.1:26820").expect("bind");
-    local
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
+    let local = sip_socket(26820, Duration::from_millis(500));
     // demo2 is not signed in: its DID answers 480 at once.
     invite_to_did(&local, &gw, "+15550000200");
     await_status(&local, &[480]);
@@ -343,10 +332,7 @@ fn a_silent_client_times_out_and_its_calls_end() {
         ports,
         &(default_trunk(26995) + DEMO_AGENT + DEMO2_AGENT),
     );
-    let local = UdpSocket::bind("127.0.0.1:26830").expect("bind");
-    local
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
+    let local = sip_socket(26830, Duration::from_millis(500));
     let mut socket = signed_in(&gw, "demo-token");
     invite_to_did(&local, &gw, "+15550000100");
     await_status(&local, &[180]);

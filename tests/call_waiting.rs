@@ -119,12 +119,8 @@ impl Caller {
                 continue;
             };
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            let status: u16 = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            if !text.starts_with("SIP/2.0") || status < 200 {
+            let status = sip_status(&text);
+            if status < 200 {
                 continue;
             }
             if (200..300).contains(&status) {

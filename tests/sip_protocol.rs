@@ -9,14 +9,6 @@ use std::time::Duration;
 use callgate::sip::digest::{self, Challenge};
 use common::*;
 
-fn status_of(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
     response.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
@@ -50,7 +42,7 @@ fn protocol_answers_over_udp() {
         &raw_request("OPTIONS", &uri("echo"), local, "", ""),
     )
     .expect("OPTIONS answered");
-    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(sip_status(&r), 200, "{r}");
     assert!(
         header(&r, "Allow").is_some_and(|a| a.contains("INVITE") && a.contains("UPDATE")),
         "{r}"
@@ -62,7 +54,7 @@ fn protocol_answers_over_udp() {
         &raw_request("SUBSCRIBE", &uri("echo"), local, "Event: presence\r\n", ""),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 405, "{r}");
+    assert_eq!(sip_status(&r), 405, "{r}");
     assert!(header(&r, "Allow").is_some(), "405 carries Allow: {r}");
 
     let sdp_type = "Content-Type: application/sdp\r\n";
@@ -78,7 +70,7 @@ fn protocol_answers_over_udp() {
         ),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 420, "{r}");
+    assert_eq!(sip_status(&r), 420, "{r}");
     assert_eq!(header(&r, "Unsupported"), Some("100rel"), "{r}");
 
     let invite = String::from_utf8(raw_request(
@@ -97,7 +89,7 @@ fn protocol_answers_over_udp() {
             .as_bytes(),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 483, "{r}");
+    assert_eq!(sip_status(&r), 483, "{r}");
 
     let g729 = sdp_offer(27000, "18", "a=rtpmap:18 G729/8000\r\n", "sendrecv");
     let r = sip_exchange(
@@ -106,7 +98,7 @@ fn protocol_answers_over_udp() {
         &raw_request("INVITE", &uri("echo"), local, sdp_type, &g729),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 488, "{r}");
+    assert_eq!(sip_status(&r), 488, "{r}");
 
     let r = sip_exchange(
         local,
@@ -114,7 +106,7 @@ fn protocol_answers_over_udp() {
         &raw_request("INVITE", &uri("nobody"), local, sdp_type, &pcmu_offer()),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 404, "{r}");
+    assert_eq!(sip_status(&r), 404, "{r}");
 
     let r = sip_exchange(
         local,
@@ -128,7 +120,7 @@ fn protocol_answers_over_udp() {
         ),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 416, "{r}");
+    assert_eq!(sip_status(&r), 416, "{r}");
 
     let bye = String::from_utf8(raw_request("BYE", &uri("echo"), local, "", "")).expect("utf8");
     let bye = bye.replace(
@@ -136,7 +128,7 @@ fn protocol_answers_over_udp() {
         &format!("To: <{}>;tag=nosuchdialog", uri("echo")),
     );
     let r = sip_exchange(local, to, bye.as_bytes()).expect("answered");
-    assert_eq!(status_of(&r), 481, "{r}");
+    assert_eq!(sip_status(&r), 481, "{r}");
 
     let r = sip_exchange(
         local,
@@ -150,7 +142,7 @@ fn protocol_answers_over_udp() {
         ),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 415, "{r}");
+    assert_eq!(sip_status(&r), 415, "{r}");
 
     // What went by is counted in /metrics (open to loopback clients).
     let (status, metrics) = gw.http("GET", "/metrics", None, None).expect("metrics");
@@ -184,7 +176,7 @@ fn only_configured_trunks_may_call() {
     let local = "127.0.0.2:27201";
     let invite = raw_request("INVITE", &uri, local, sdp_type, &pcmu_offer());
     let r = sip_exchange(local, to, &invite).expect("answered");
-    assert_eq!(status_of(&r), 401, "{r}");
+    assert_eq!(sip_status(&r), 401, "{r}");
     let challenges: Vec<Challenge> = r
         .lines()
         .filter_map(|l| l.strip_prefix("WWW-Authenticate:"))
@@ -218,7 +210,7 @@ fn only_configured_trunks_may_call() {
             );
             let r = sip_exchange(local, to, &request).expect("answered");
             assert_eq!(
-                status_of(&r),
+                sip_status(&r),
                 expected,
                 "{:?} with {password}: {r}",
                 challenge.algorithm
@@ -264,7 +256,7 @@ fn hang_up_answered(
         let (n, _) = socket.recv_from(&mut buf).expect("BYE answered");
         let text = String::from_utf8_lossy(&buf[..n]);
         if text.contains("BYE") && text.starts_with("SIP/2.0 ") {
-            assert_eq!(status_of(&text), 200, "{text}");
+            assert_eq!(sip_status(&text), 200, "{text}");
             break;
         }
     }
@@ -288,7 +280,7 @@ fn source_not_in_any_trunk_gets_403_without_credentials_configured() {
         ),
     )
     .expect("answered");
-    assert_eq!(status_of(&r), 403, "{r}");
+    assert_eq!(sip_status(&r), 403, "{r}");
     assert!(
         gw.log_text().contains("127.0.0.3"),
         "refusal is logged with the source"
@@ -356,7 +348,7 @@ fn torture_and_garbage_do_not_wedge_the_stack() {
         ),
     )
     .expect("still answering OPTIONS after the torture");
-    assert_eq!(status_of(&r), 200);
+    assert_eq!(sip_status(&r), 200);
 }
 
 #[test]
@@ -374,7 +366,7 @@ fn malformed_request_gets_400_naming_the_problem() {
     .expect("utf8");
     let request = request.replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS");
     let r = sip_exchange(local, gw.sip_addr(), request.as_bytes()).expect("answered");
-    assert_eq!(status_of(&r), 400, "{r}");
+    assert_eq!(sip_status(&r), 400, "{r}");
     let reason = r.lines().next().unwrap_or("");
     assert!(
         reason.to_ascii_lowercase().contains("cseq"),

@@ -528,6 +528,26 @@ pub fn dominant_frequency(samples: &[i16], lo: u32, hi: u32) -> u32 {
     best.1
 }
 
+/// The status code of a SIP response's text (0 for anything else).
+pub fn sip_status(text: &str) -> u16 {
+    if !text.starts_with("SIP/2.0") {
+        return 0;
+    }
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A loopback UDP socket for a raw SIP peer, reads bounded by `timeout`.
+pub fn sip_socket(port: u16, timeout: Duration) -> UdpSocket {
+    let socket = UdpSocket::bind(("127.0.0.1", port)).expect("bind SIP test socket");
+    socket
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    socket
+}
+
 /// Send one raw SIP datagram from `from` and wait for the first response line.
 pub fn sip_exchange(from: &str, to: SocketAddr, message: &[u8]) -> Option<String> {
     let socket = UdpSocket::bind(from).expect("bind test UDP socket");
