@@ -23,6 +23,7 @@ use crate::media::call::{
     CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY,
 };
 use crate::media::ports::PortPool;
+use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::stats::MediaCounters;
 use crate::sdp::LocalMedia;
 use crate::sip::message::{Message, ParseError, MAX_MESSAGE_SIZE};
@@ -156,14 +157,36 @@ pub enum AgentInput {
 /// An agent's call request before the signalling task gives a new call its id.
 #[derive(Debug, Clone)]
 pub enum AgentCall {
-    Answer { call: String },
-    Decline { call: String },
-    Hangup { call: String },
-    Dial { to: String },
-    Dtmf { call: String, digits: String },
-    Accept { call: String, hold_active: bool },
-    Hold { call: String },
-    Resume { call: String },
+    Answer {
+        call: String,
+    },
+    Decline {
+        call: String,
+    },
+    Hangup {
+        call: String,
+    },
+    Dial {
+        to: String,
+    },
+    Dtmf {
+        call: String,
+        digits: String,
+    },
+    Accept {
+        call: String,
+        hold_active: bool,
+    },
+    Hold {
+        call: String,
+    },
+    Resume {
+        call: String,
+    },
+    Record {
+        call: String,
+        action: crate::controller::RecordAction,
+    },
 }
 
 /// An agent request's failure, with the agent protocol's error code.
@@ -259,13 +282,20 @@ struct Signalling {
     webrtc: mpsc::Sender<WebrtcInput>,
     connections: HashMap<ConnId, AgentConnection>,
     store: mpsc::Sender<StoreOp>,
-    /// What the call log last heard of each live call: its status and queue time.
-    stored: HashMap<String, (crate::controller::Status, Option<Instant>)>,
+    /// What the call log last heard of each live call: its status, queue time and recording.
+    stored: HashMap<String, StoredAs>,
     /// Commands ran since the call log was last brought up to date.
     store_stale: bool,
     clock: WallClock,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
+    recordings: RecordingWriter,
 }
+
+type StoredAs = (
+    crate::controller::Status,
+    Option<Instant>,
+    crate::media::recording::RecordingState,
+);
 
 /// A new call id: time-ordered, unique enough for one gateway.
 fn new_call_id() -> String {
@@ -320,6 +350,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let database = config.store.database.clone();
     let orphans = {
         let conn = crate::store::open(&database)?;
+        // Their writer died with the last run: bring each header up to its data.
+        for path in crate::store::orphan_recordings(&conn)? {
+            match crate::media::recorder::repair(&path) {
+                Ok(true) => tracing::warn!(path = %path.display(), "recording header repaired"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "recording could not be repaired"),
+            }
+        }
         crate::store::end_orphans(&conn, crate::store::millis(SystemTime::now()))?
     };
     if orphans > 0 {
@@ -328,6 +366,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "calls left live by the last run marked ended (failed)"
         );
     }
+    let recordings = RecordingWriter::start(RecordingFormat {
+        directory: config.recording.directory.clone(),
+        stereo: config.recording.stereo(),
+        sample_rate: config.recording.sample_rate,
+    })?;
     let (store_tx, store_rx) = mpsc::channel(crate::store::WRITE_CAPACITY);
     let writer = tokio::spawn(crate::store::run_writer(database, store_rx));
     let clock = WallClock::now();
@@ -386,9 +429,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut b2bua = B2bua::new(layer, settings, &config.trunks, now);
     b2bua.set_unix_time(unix_secs());
+    let mut controller = Controller::new(&config.routes, &config.agents);
+    controller.set_recording_policy(config.recording_policy());
     let mut sig = Signalling {
         b2bua,
-        controller: Controller::new(&config.routes, &config.agents),
+        controller,
         udp: Arc::clone(&udp),
         tcp_writers: HashMap::new(),
         tcp_input: tcp_tx,
@@ -407,6 +452,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store_stale: false,
         clock,
         gateway_counters,
+        recordings: recordings.clone(),
     };
     sig.preload_audio()?;
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
@@ -468,8 +514,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     {
         tracing::error!("call log writer did not finish in 5 s");
     }
-    // Let media tasks send their RTCP BYE.
+    // Let media tasks send their RTCP BYE and hand over their last recorded audio.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    recordings.shutdown(Duration::from_secs(5));
     tracing::info!("callgate stopped");
     Ok(())
 }
@@ -622,12 +669,13 @@ impl Signalling {
                 from_number,
                 from_name,
                 to_user,
-                ..
+                trunk,
             } => Event::Incoming {
                 call: leg,
                 from: from_number,
                 from_name,
                 to_user,
+                trunk: Some(trunk),
             },
             LegEvent::Answered { leg, audio } => {
                 if let Some(sockets) = self.pending_sockets.remove(&leg) {
@@ -683,6 +731,28 @@ impl Signalling {
                 Event::Hangup { call }
             }
             MediaEvent::Dtmf { call, digit } => Event::Dtmf { call, digit },
+            MediaEvent::Recording { call, update } => {
+                let ms = crate::store::millis;
+                let op = StoreOp::Recording {
+                    call_id: call.clone(),
+                    path: update.path.map(|p| p.display().to_string()),
+                    segment: update.segment.map(|s| crate::store::RecordingSegment {
+                        index: s.index,
+                        started_at: ms(s.started_at),
+                        ended_at: s.ended_at.map(ms),
+                        offset_ms: s.offset_ms as i64,
+                        duration_ms: s.duration_ms.map(|d| d as i64),
+                    }),
+                };
+                if self.store.try_send(op).is_err() {
+                    tracing::error!(%call, "call log queue full; recording change not recorded");
+                }
+                self.store_stale = true;
+                Event::Recording {
+                    call,
+                    state: update.state,
+                }
+            }
         };
         let commands = self.controller.handle(event, Instant::now());
         self.execute(commands);
@@ -820,7 +890,8 @@ impl Signalling {
             source,
             self.media_events.clone(),
             Arc::clone(&self.counters),
-        );
+        )
+        .with_recording_writer(self.recordings.clone());
         tokio::spawn(media.run(rx));
         self.media
             .insert(call.to_string(), MediaHandle { commands: tx, port });
@@ -834,13 +905,14 @@ impl Signalling {
         let now = Instant::now();
         let mut changed = Vec::new();
         for c in self.controller.calls() {
-            let seen = (c.status, c.queued_at);
+            let seen = (c.status, c.queued_at, c.recording);
             if self.stored.get(&c.id) != Some(&seen) {
                 changed.push(c.clone());
             }
         }
         for c in changed {
-            self.stored.insert(c.id.clone(), (c.status, c.queued_at));
+            self.stored
+                .insert(c.id.clone(), (c.status, c.queued_at, c.recording));
             self.record(&c, now);
         }
         for c in self.controller.take_ended() {
@@ -865,7 +937,8 @@ impl Signalling {
             queued_at: c.queued_at.map(ms),
             ended_at: c.ended_at.map(ms),
             end_reason: c.end_reason.map(|r| r.as_str().to_string()),
-            recording: "off".into(),
+            recording: c.recording.as_str().into(),
+            recording_path: None,
         };
         let op = StoreOp::Call {
             call: Box::new(record),
@@ -902,6 +975,12 @@ impl Signalling {
             webrtc: self.webrtc.clone(),
             from_agent,
         };
+        // The recording learns what is wanted of it before it is bridged (and so may start).
+        let want = self
+            .controller
+            .call(call)
+            .map_or(RecordWant::Off, |c| c.record_want);
+        let _ = media.commands.try_send(MediaCommand::Record(want));
         if media.commands.try_send(MediaCommand::Bridge(link)).is_err() {
             tracing::warn!(%call, "media task not taking commands; bridge lost");
         }
@@ -1012,6 +1091,7 @@ impl Signalling {
             AgentCall::Accept { call, hold_active } => AgentRequest::Accept { call, hold_active },
             AgentCall::Hold { call } => AgentRequest::Hold { call },
             AgentCall::Resume { call } => AgentRequest::Resume { call },
+            AgentCall::Record { call, action } => AgentRequest::Record { call, action },
             AgentCall::Dial { to } => {
                 let to = to.trim().to_string();
                 if let Err(e) = self.b2bua.trunks_for(&to) {
@@ -1024,9 +1104,18 @@ impl Signalling {
                         message: e.to_string(),
                     });
                 }
+                // The trunk that will carry it first decides its recording mode.
+                let trunk = self
+                    .b2bua
+                    .trunks_for(&to)
+                    .ok()
+                    .and_then(|t| t.first().copied())
+                    .and_then(|i| self.b2bua.trunk_name(i))
+                    .map(str::to_string);
                 AgentRequest::Dial {
                     call: new_call_id(),
                     to,
+                    trunk,
                 }
             }
         };
@@ -1131,6 +1220,11 @@ impl Signalling {
                             peer: conn,
                             route: None,
                         });
+                    }
+                }
+                Command::Record { call, want } => {
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media.commands.try_send(MediaCommand::Record(want));
                     }
                 }
                 Command::SendDtmf { call, digits } => {

@@ -963,6 +963,11 @@ impl B2bua {
 
     /// The trunks whose dial plan allows `target`, in configured order; an error when none
     /// does or the target is neither an E.164 number nor a SIP URI.
+    /// The configured name of trunk `index` (as `trunks_for` numbers them).
+    pub fn trunk_name(&self, index: usize) -> Option<&str> {
+        self.trunks.get(index).map(|t| t.config.name.as_str())
+    }
+
     pub fn trunks_for(&self, target: &str) -> Result<Vec<usize>, DialError> {
         let trunks: Vec<usize> = self
             .trunks

@@ -149,6 +149,36 @@ pub struct RecordingConfig {
     pub directory: PathBuf,
 }
 
+/// Whether a call is recorded: from the moment it is bridged, never, or when the agent asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    Always,
+    Off,
+    OnDemand,
+}
+
+impl RecordMode {
+    pub fn parse(s: &str) -> Option<RecordMode> {
+        match s {
+            "always" => Some(RecordMode::Always),
+            "off" => Some(RecordMode::Off),
+            "on_demand" => Some(RecordMode::OnDemand),
+            _ => None,
+        }
+    }
+}
+
+impl RecordingConfig {
+    /// The configured default (validated at load; an unknown value records nothing).
+    pub fn mode(&self) -> RecordMode {
+        RecordMode::parse(&self.mode).unwrap_or(RecordMode::Off)
+    }
+
+    pub fn stereo(&self) -> bool {
+        self.channels != "mono"
+    }
+}
+
 fn default_recording_mode() -> String {
     "always".into()
 }
@@ -279,6 +309,19 @@ pub struct TrunkConfig {
     /// Codec preference for this trunk, overriding `rtp.codecs`.
     #[serde(default)]
     pub codecs: Option<Vec<String>>,
+    /// Recording of this trunk's calls (`always`, `off`, `on_demand`), overriding
+    /// `recording.mode`; an agent's own setting overrides this.
+    #[serde(default)]
+    pub recording: Option<String>,
+}
+
+fn check_record_mode(key: String, mode: Option<&str>) -> Result<(), ConfigError> {
+    match mode {
+        Some(m) if RecordMode::parse(m).is_none() => {
+            Err(invalid(key, "must be always, off or on_demand"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn default_register_expires() -> u32 {
@@ -301,6 +344,10 @@ pub struct AgentConfig {
     pub max_calls: u32,
     #[serde(default)]
     pub dids: Vec<String>,
+    /// Recording of this agent's calls (`always`, `off`, `on_demand`), overriding the trunk's
+    /// setting and `recording.mode`.
+    #[serde(default)]
+    pub recording: Option<String>,
 }
 
 fn default_role() -> String {
@@ -436,15 +483,7 @@ impl Config {
                 "tls_cert and tls_key must be given together",
             ));
         }
-        match self.recording.mode.as_str() {
-            "always" | "off" | "on_demand" => {}
-            _ => {
-                return Err(invalid(
-                    "recording.mode",
-                    "must be always, off or on_demand",
-                ))
-            }
-        }
+        check_record_mode("recording.mode".into(), Some(&self.recording.mode))?;
         match self.recording.channels.as_str() {
             "stereo" | "mono" => {}
             _ => return Err(invalid("recording.channels", "must be stereo or mono")),
@@ -479,6 +518,7 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, trunk) in self.trunks.iter().enumerate() {
             let key = |field: &str| format!("trunk[{i}].{field}");
+            check_record_mode(key("recording"), trunk.recording.as_deref())?;
             if trunk.name.is_empty() || !names.insert(trunk.name.as_str()) {
                 return Err(invalid(key("name"), "must be non-empty and unique"));
             }
@@ -546,6 +586,7 @@ impl Config {
             if agent.max_calls == 0 || agent.max_calls > 1000 {
                 return Err(invalid(key("max_calls"), "must be 1..=1000"));
             }
+            check_record_mode(key("recording"), agent.recording.as_deref())?;
             for (j, did) in agent.dids.iter().enumerate() {
                 if users.contains(did.as_str()) {
                     return Err(invalid(
@@ -600,6 +641,24 @@ impl Config {
                 format!("still has its demo value while {listener} is not on loopback"),
             )),
             None => Ok(()),
+        }
+    }
+
+    /// Which calls are recorded: each agent's and trunk's own mode over `recording.mode`.
+    pub fn recording_policy(&self) -> crate::controller::RecordingPolicy {
+        let mode = |m: &Option<String>| m.as_deref().and_then(RecordMode::parse);
+        crate::controller::RecordingPolicy {
+            default: self.recording.mode(),
+            agents: self
+                .agents
+                .iter()
+                .filter_map(|a| mode(&a.recording).map(|m| (a.id.clone(), m)))
+                .collect(),
+            trunks: self
+                .trunks
+                .iter()
+                .filter_map(|t| mode(&t.recording).map(|m| (t.name.clone(), m)))
+                .collect(),
         }
     }
 

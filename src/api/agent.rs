@@ -325,6 +325,20 @@ impl Session {
             })),
             "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
             "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
+            "call.record" => call_request(field("call_id").and_then(|call| {
+                match value
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .and_then(crate::controller::RecordAction::parse)
+                {
+                    Some(action) => Ok(AgentCall::Record { call, action }),
+                    None => Err(error(
+                        &req,
+                        "bad_request",
+                        "action: must be \"start\", \"pause\", \"resume\" or \"stop\"",
+                    )),
+                }
+            })),
             "call_log.dismiss" => {
                 // The agent chose not to log this prospect: the open prompt closes.
                 let number = match field("number") {

@@ -15,7 +15,7 @@ use crate::store::{self, CallQuery, CallRecord};
 
 /// Who is asking: a token that sees every call (admin, supervisors) or one agent's calls.
 /// Each carries the name a log edit is signed with.
-enum Viewer {
+pub(super) enum Viewer {
     Everything(String),
     Agent(String),
 }
@@ -28,7 +28,7 @@ impl Viewer {
     }
 }
 
-fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, ApiError> {
+pub(super) fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, ApiError> {
     let token = super::bearer(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -50,7 +50,7 @@ fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, ApiError> {
     }
 }
 
-fn time(ms: Option<i64>) -> Value {
+pub(super) fn time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| {
         Value::String(rfc3339(store::from_millis(ms)))
     })
@@ -71,12 +71,13 @@ fn call_json(c: &CallRecord) -> Value {
         "ended_at": time(c.ended_at),
         "end_reason": c.end_reason,
         "recording": c.recording,
+        "recording_url": c.recording_path.as_ref().map(|_| format!("/v1/calls/{}/recording", c.id)),
         "agent_id": c.agent_id,
         "log": Value::Null,
     })
 }
 
-fn database_error(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn database_error(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "call log read failed");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -229,11 +230,12 @@ pub async fn one(
         let conn = store::open_reader(&path)?;
         let call = store::call(&conn, &id)?;
         let segments = store::segments(&conn, &id)?;
+        let recorded = store::recording_segments(&conn, &id)?;
         let log = store::log(&conn, &id)?;
-        Ok::<_, store::StoreError>((call, segments, log))
+        Ok::<_, store::StoreError>((call, segments, recorded, log))
     })
     .await;
-    let (call, segments, log) = match result {
+    let (call, segments, recorded, log) = match result {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => return database_error(e).into_response(),
         Err(e) => return database_error(e).into_response(),
@@ -258,7 +260,7 @@ pub async fn one(
         .map(|s| json!({"status": s.status, "from": time(Some(s.started_at)), "to": time(s.ended_at)}))
         .collect::<Vec<_>>()
         .into();
-    body["recording_info"] = Value::Null;
+    body["recording_info"] = super::recording::info(&call, &recorded).await;
     body["log"] = log.as_ref().map_or(Value::Null, log_json);
     Json(body).into_response()
 }

@@ -4,6 +4,7 @@
 
 mod agent;
 mod calls;
+mod recording;
 pub mod tls;
 mod web;
 pub mod wire;
@@ -52,6 +53,7 @@ pub async fn serve(
             axum::routing::put(calls::put_log),
         )
         .route("/v1/calls/{call_id}/log/comments", post(calls::add_comment))
+        .route("/v1/calls/{call_id}/recording", get(recording::serve))
         .route("/v1/calls/{call_id}/hangup", post(hangup))
         .route("/v1/calls/{call_id}/dtmf", post(dtmf))
         .with_state(handle);

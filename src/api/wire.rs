@@ -55,7 +55,7 @@ pub fn call(clock: &WallClock, c: &Call) -> Value {
         "answered_at": time(clock, c.answered_at),
         "ended_at": time(clock, c.ended_at),
         "end_reason": c.end_reason.map(|r| r.as_str()),
-        "recording": "off",
+        "recording": c.recording.as_str(),
         "agent_id": c.agent,
     })
 }

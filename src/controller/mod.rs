@@ -9,7 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::config::{AgentConfig, RouteAction, RouteConfig};
+use crate::config::{AgentConfig, RecordMode, RouteAction, RouteConfig};
+use crate::media::recording::{RecordWant, RecordingState};
 
 pub type CallId = String;
 pub type AgentId = String;
@@ -112,6 +113,12 @@ pub struct Call {
     pub end_reason: Option<EndReason>,
     /// DTMF digits received from the far end, in order.
     pub dtmf: String,
+    /// Whether this call may be recorded, from the agent's, trunk's or global setting.
+    pub record_mode: RecordMode,
+    /// What the mode or the agent asked of the recording.
+    pub record_want: RecordWant,
+    /// The recording as the media last reported it.
+    pub recording: RecordingState,
 }
 
 impl Call {
@@ -136,6 +143,8 @@ pub enum Event {
         from: String,
         from_name: Option<String>,
         to_user: String,
+        /// The trunk it came in on (for its recording setting).
+        trunk: Option<String>,
     },
     /// An outbound call was answered by the far end.
     Answered { call: CallId },
@@ -157,6 +166,8 @@ pub enum Event {
     Hangup { call: CallId },
     /// The far end pressed a key (RFC 4733 or SIP INFO).
     Dtmf { call: CallId, digit: char },
+    /// The media reported a change of the call's recording.
+    Recording { call: CallId, state: RecordingState },
     /// An agent's WebSocket authenticated.
     AgentConnected { agent: AgentId, conn: ConnId },
     /// An agent's WebSocket closed (any reason): all its calls end.
@@ -177,10 +188,17 @@ pub enum AgentRequest {
     Hangup {
         call: CallId,
     },
-    /// `call` is the id the shell chose for the new call.
+    /// `call` is the id the shell chose for the new call; `trunk` the first one whose dial
+    /// plan allows `to` (for its recording setting).
     Dial {
         call: CallId,
         to: String,
+        trunk: Option<String>,
+    },
+    /// `call.record`: start, pause, resume or stop the call's recording.
+    Record {
+        call: CallId,
+        action: RecordAction,
     },
     Dtmf {
         call: CallId,
@@ -214,6 +232,8 @@ pub enum RequestError {
     BadRequest(String),
     #[error("the agent is not connected")]
     NotConnected,
+    #[error("{0}")]
+    Forbidden(&'static str),
 }
 
 impl RequestError {
@@ -224,6 +244,7 @@ impl RequestError {
             RequestError::LimitReached(_) => "limit_reached",
             RequestError::BadRequest(_) => "bad_request",
             RequestError::NotConnected => "unauthorized",
+            RequestError::Forbidden(_) => "forbidden",
         }
     }
 }
@@ -284,6 +305,11 @@ pub enum Command {
         call: CallId,
         agent: AgentId,
     },
+    /// The call's recording should now do this (it writes only while the call is bridged).
+    Record {
+        call: CallId,
+        want: RecordWant,
+    },
     /// Take the call's media off the agent's peer connection.
     Unbridge {
         call: CallId,
@@ -321,8 +347,58 @@ struct Agent {
     prompts: HashMap<String, Vec<CallId>>,
 }
 
+/// An agent's `call.record` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordAction {
+    Start,
+    Pause,
+    Resume,
+    Stop,
+}
+
+impl RecordAction {
+    pub fn parse(s: &str) -> Option<RecordAction> {
+        match s {
+            "start" => Some(RecordAction::Start),
+            "pause" => Some(RecordAction::Pause),
+            "resume" => Some(RecordAction::Resume),
+            "stop" => Some(RecordAction::Stop),
+            _ => None,
+        }
+    }
+}
+
+/// Which calls are recorded: an agent's own setting, else its trunk's, else the default.
+#[derive(Debug, Clone)]
+pub struct RecordingPolicy {
+    pub default: RecordMode,
+    pub agents: HashMap<AgentId, RecordMode>,
+    pub trunks: HashMap<String, RecordMode>,
+}
+
+impl RecordingPolicy {
+    fn mode(&self, agent: Option<&str>, trunk: Option<&str>) -> RecordMode {
+        agent
+            .and_then(|a| self.agents.get(a))
+            .or_else(|| trunk.and_then(|t| self.trunks.get(t)))
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+impl Default for RecordingPolicy {
+    fn default() -> Self {
+        RecordingPolicy {
+            default: RecordMode::Off,
+            agents: HashMap::new(),
+            trunks: HashMap::new(),
+        }
+    }
+}
+
 pub struct Controller {
     routes: HashMap<String, MediaPlan>,
+    recording: RecordingPolicy,
     agents: HashMap<AgentId, Agent>,
     /// DID → agent.
     dids: HashMap<String, AgentId>,
@@ -365,11 +441,30 @@ impl Controller {
             .collect();
         Controller {
             routes,
+            recording: RecordingPolicy::default(),
             agents,
             dids,
             calls: HashMap::new(),
             ended: Vec::new(),
         }
+    }
+
+    /// Which calls are recorded (nothing is, until this is set).
+    pub fn set_recording_policy(&mut self, policy: RecordingPolicy) {
+        self.recording = policy;
+    }
+
+    /// Record the call's mode, and want a recording from the start when it is `always`.
+    fn apply_record_mode(&mut self, call: &str, trunk: Option<&str>) {
+        let Some(c) = self.calls.get_mut(call) else {
+            return;
+        };
+        c.record_mode = self.recording.mode(c.agent.as_deref(), trunk);
+        c.record_want = if c.record_mode == RecordMode::Always {
+            RecordWant::On
+        } else {
+            RecordWant::Off
+        };
     }
 
     pub fn call(&self, id: &str) -> Option<&Call> {
@@ -422,7 +517,22 @@ impl Controller {
                 from,
                 from_name,
                 to_user,
-            } => self.incoming(call, from, from_name, to_user, now),
+                trunk,
+            } => {
+                let commands = self.incoming(call.clone(), from, from_name, to_user, now);
+                self.apply_record_mode(&call, trunk.as_deref());
+                commands
+            }
+            Event::Recording { call, state } => {
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return Vec::new();
+                };
+                if c.recording == state {
+                    return Vec::new();
+                }
+                c.recording = state;
+                self.updated(&call)
+            }
             Event::Dial { call, to, plan } => {
                 self.calls.insert(
                     call.clone(),
@@ -962,7 +1072,38 @@ impl Controller {
                     }
                 }
             }
-            AgentRequest::Dial { call, to } => {
+            AgentRequest::Record { call, action } => {
+                let Some(c) = self.own_call(agent, &call) else {
+                    return (Err(RequestError::NotFound), Vec::new());
+                };
+                if c.record_mode == RecordMode::Off {
+                    return (
+                        Err(RequestError::Forbidden("recording is off for this call")),
+                        Vec::new(),
+                    );
+                }
+                let want = match (action, c.record_want) {
+                    (RecordAction::Start, RecordWant::Off | RecordWant::Paused) => RecordWant::On,
+                    (RecordAction::Resume, RecordWant::Paused) => RecordWant::On,
+                    (RecordAction::Pause, RecordWant::On) => RecordWant::Paused,
+                    (RecordAction::Stop, RecordWant::On | RecordWant::Paused) => RecordWant::Off,
+                    (_, current) => {
+                        return (
+                            Err(RequestError::InvalidState(match current {
+                                RecordWant::On => "already being recorded",
+                                RecordWant::Paused => "recording is paused",
+                                RecordWant::Off => "not being recorded",
+                            })),
+                            Vec::new(),
+                        )
+                    }
+                };
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.record_want = want;
+                }
+                (Ok(call.clone()), vec![Command::Record { call, want }])
+            }
+            AgentRequest::Dial { call, to, trunk } => {
                 let to = to.trim().to_string();
                 if to.is_empty() {
                     return (
@@ -999,6 +1140,7 @@ impl Controller {
                     now,
                 );
                 self.calls.insert(call.clone(), c);
+                self.apply_record_mode(&call, trunk.as_deref());
                 commands.push(Command::Dial {
                     call: call.clone(),
                     to,
@@ -1080,6 +1222,9 @@ fn new_call(
         ended_at: None,
         end_reason: None,
         dtmf: String::new(),
+        record_mode: RecordMode::Off,
+        record_want: RecordWant::Off,
+        recording: RecordingState::Off,
     }
 }
 
@@ -1111,6 +1256,7 @@ mod tests {
                 from: "+1555".into(),
                 from_name: None,
                 to_user: "echo".into(),
+                trunk: None,
             },
             now,
         );
@@ -1127,6 +1273,7 @@ mod tests {
                 from: "+1555".into(),
                 from_name: None,
                 to_user: "nobody".into(),
+                trunk: None,
             },
             now,
         );
@@ -1150,6 +1297,7 @@ mod tests {
                 from: "x".into(),
                 from_name: None,
                 to_user: "announce".into(),
+                trunk: None,
             },
             now,
         );
@@ -1218,6 +1366,7 @@ mod tests {
                     from: "x".into(),
                     from_name: None,
                     to_user: "echo".into(),
+                    trunk: None,
                 },
                 now,
             );
@@ -1235,6 +1384,7 @@ mod tests {
             role: "agent".into(),
             max_calls,
             dids: vec![did.into()],
+            recording: None,
         }
     }
 
@@ -1249,9 +1399,129 @@ mod tests {
                 from: "+15551230001".into(),
                 from_name: Some("Pat".into()),
                 to_user: "+15550000100".into(),
+                trunk: None,
             },
             now,
         )
+    }
+
+    #[test]
+    fn recording_modes_follow_agent_then_trunk_then_default_and_call_record_obeys_them() {
+        let mut c = Controller::new(
+            &[],
+            &[
+                agent("ann", "+15550000100", 100),
+                agent("bob", "+15550000200", 100),
+            ],
+        );
+        c.set_recording_policy(RecordingPolicy {
+            default: RecordMode::Always,
+            agents: HashMap::from([("bob".to_string(), RecordMode::Off)]),
+            trunks: HashMap::from([("carrier".to_string(), RecordMode::OnDemand)]),
+        });
+        let now = Instant::now();
+        for (agent, conn) in [("ann", 1), ("bob", 2)] {
+            c.handle(
+                Event::AgentConnected {
+                    agent: agent.into(),
+                    conn,
+                },
+                now,
+            );
+        }
+        let arrive = |c: &mut Controller, call: &str, did: &str, trunk: Option<&str>| {
+            c.handle(
+                Event::Incoming {
+                    call: call.into(),
+                    from: "+15551230001".into(),
+                    from_name: None,
+                    to_user: did.into(),
+                    trunk: trunk.map(str::to_string),
+                },
+                now,
+            );
+        };
+        arrive(&mut c, "a1", "+15550000100", None);
+        arrive(&mut c, "a2", "+15550000100", Some("carrier"));
+        arrive(&mut c, "b1", "+15550000200", Some("carrier"));
+        let mode = |c: &Controller, id: &str| c.call(id).map(|c| (c.record_mode, c.record_want));
+        assert_eq!(mode(&c, "a1"), Some((RecordMode::Always, RecordWant::On)));
+        assert_eq!(
+            mode(&c, "a2"),
+            Some((RecordMode::OnDemand, RecordWant::Off))
+        );
+        assert_eq!(
+            mode(&c, "b1"),
+            Some((RecordMode::Off, RecordWant::Off)),
+            "agent wins"
+        );
+        let record = |c: &mut Controller, agent: &str, call: &str, action| {
+            c.request(
+                agent,
+                AgentRequest::Record {
+                    call: call.into(),
+                    action,
+                },
+                now,
+            )
+        };
+        // Off: nobody may record it.
+        let (result, cmds) = record(&mut c, "bob", "b1", RecordAction::Start);
+        assert_eq!(result.map_err(|e| e.code()), Err("forbidden"));
+        assert!(cmds.is_empty());
+        // Another agent's call is not there for them.
+        let (result, _) = record(&mut c, "bob", "a2", RecordAction::Start);
+        assert_eq!(result.map_err(|e| e.code()), Err("not_found"));
+        // On demand: start, pause, resume, stop, each once.
+        let steps = [
+            (RecordAction::Pause, Err("invalid_state")),
+            (RecordAction::Start, Ok(RecordWant::On)),
+            (RecordAction::Start, Err("invalid_state")),
+            (RecordAction::Pause, Ok(RecordWant::Paused)),
+            (RecordAction::Pause, Err("invalid_state")),
+            (RecordAction::Resume, Ok(RecordWant::On)),
+            (RecordAction::Stop, Ok(RecordWant::Off)),
+            (RecordAction::Resume, Err("invalid_state")),
+        ];
+        for (action, expected) in steps {
+            let (result, cmds) = record(&mut c, "ann", "a2", action);
+            match expected {
+                Ok(want) => {
+                    assert_eq!(result, Ok("a2".to_string()), "{action:?}");
+                    assert_eq!(
+                        cmds,
+                        vec![Command::Record {
+                            call: "a2".into(),
+                            want
+                        }]
+                    );
+                }
+                Err(code) => {
+                    assert_eq!(result.map_err(|e| e.code()), Err(code), "{action:?}");
+                    assert!(cmds.is_empty());
+                }
+            }
+        }
+        // The media's reports become the call's `recording`, told to its agent once each.
+        let cmds = c.handle(
+            Event::Recording {
+                call: "a1".into(),
+                state: RecordingState::Recording,
+            },
+            now,
+        );
+        assert!(
+            matches!(&cmds[..], [Command::Notify { notice: Notice::Updated(call), .. }]
+            if call.recording == RecordingState::Recording)
+        );
+        let again = c.handle(
+            Event::Recording {
+                call: "a1".into(),
+                state: RecordingState::Recording,
+            },
+            now,
+        );
+        assert!(again.is_empty());
     }
 
     #[test]
@@ -1383,6 +1653,7 @@ mod tests {
             AgentRequest::Dial {
                 call: "o1".into(),
                 to: "+15551234567".into(),
+                trunk: None,
             },
             now,
         );
@@ -1399,6 +1670,7 @@ mod tests {
             AgentRequest::Dial {
                 call: "o1".into(),
                 to: "+15551234567".into(),
+                trunk: None,
             },
             now,
         );
@@ -1415,6 +1687,7 @@ mod tests {
             AgentRequest::Dial {
                 call: "o2".into(),
                 to: "+15551234568".into(),
+                trunk: None,
             },
             now,
         );
@@ -1622,6 +1895,7 @@ mod tests {
             AgentRequest::Dial {
                 call: "o".into(),
                 to: "+15551234567".into(),
+                trunk: None,
             },
             now,
         );

@@ -73,6 +73,7 @@ impl World {
                 role: "agent".into(),
                 max_calls: 6,
                 dids: vec![format!("+1555000010{i}")],
+                recording: None,
             })
             .collect();
         let mut world = World {
@@ -189,6 +190,7 @@ impl World {
                         from: PROSPECTS[prospect].to_string(),
                         from_name: None,
                         to_user: format!("+1555000010{agent}"),
+                        trunk: None,
                     },
                     now,
                 )
@@ -239,6 +241,7 @@ impl World {
                         AgentRequest::Dial {
                             call: id,
                             to: PROSPECTS[prospect].to_string(),
+                            trunk: None,
                         },
                         now,
                     )

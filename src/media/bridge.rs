@@ -4,6 +4,8 @@
 //! so each gets an adaptive jitter buffer, a decoder with loss concealment (Opus in-band FEC
 //! when the next packet is at hand) and an encoder toward the other side. PCM runs at 8 kHz
 //! throughout: Opus encodes straight from it and decodes to it, so nothing is resampled.
+//! While the call is recorded, a passing-through bridge also decodes both sides (a tap with
+//! its own jitter buffers), so the recorder gets each side's PCM on every frame either way.
 
 use std::sync::Arc;
 
@@ -103,6 +105,10 @@ pub struct Bridge {
     from_agent: Option<Terminated>,
     toward_agent: Option<(Codec, Encoder)>,
     pcm: Vec<i16>,
+    /// `pcm` holds the trunk's frame of this tick.
+    trunk_frame: bool,
+    /// Decode both sides even when passing through: the call is being recorded.
+    record: bool,
     payload: Vec<u8>,
     pub frames_to_agent: u64,
     pub frames_from_agent: u64,
@@ -118,6 +124,8 @@ impl Bridge {
             from_agent: None,
             toward_agent: None,
             pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
+            trunk_frame: false,
+            record: false,
             payload: Vec::with_capacity(512),
             frames_to_agent: 0,
             frames_from_agent: 0,
@@ -135,6 +143,24 @@ impl Bridge {
             self.from_trunk = None;
             self.from_agent = None;
         }
+    }
+
+    /// Whether both sides must be decoded for the recorder.
+    pub fn set_recording(&mut self, on: bool) {
+        if self.record != on {
+            self.record = on;
+            if !on && self.passthrough() {
+                // The taps only served the recorder; stale audio must not play into the next
+                // recorded stretch.
+                self.from_trunk = None;
+                self.from_agent = None;
+            }
+        }
+    }
+
+    /// The trunk side's PCM of this tick, when it had a frame.
+    pub fn trunk_frame(&self) -> Option<&[i16]> {
+        self.trunk_frame.then_some(&self.pcm[..])
     }
 
     fn agent_codec(&self) -> Option<Codec> {
@@ -164,7 +190,9 @@ impl Bridge {
         }
         if self.passthrough() {
             self.send_to_agent(self.trunk_codec, payload.to_vec());
-            return;
+            if !self.record {
+                return;
+            }
         }
         let codec = self.trunk_codec;
         if self.from_trunk.as_ref().is_none_or(|t| t.codec != codec) {
@@ -179,8 +207,19 @@ impl Bridge {
     pub fn on_agent_packet(&mut self, packet: AgentPacket, arrival: u32) -> FromAgent {
         self.frames_from_agent += 1;
         if packet.codec == self.trunk_codec {
+            if self.record {
+                self.buffer_agent(&packet, arrival);
+            }
             return FromAgent::Forward(packet.payload);
         }
+        if self.buffer_agent(&packet, arrival) {
+            FromAgent::Buffered
+        } else {
+            FromAgent::Dropped
+        }
+    }
+
+    fn buffer_agent(&mut self, packet: &AgentPacket, arrival: u32) -> bool {
         if self
             .from_agent
             .as_ref()
@@ -192,15 +231,18 @@ impl Bridge {
             Some(t) => {
                 t.jitter
                     .push(packet.sequence, packet.timestamp, arrival, &packet.payload);
-                FromAgent::Buffered
+                true
             }
-            None => FromAgent::Dropped,
+            None => false,
         }
     }
 
-    /// One tick toward the agent: the trunk's frame, decoded and encoded for the browser.
+    /// One tick toward the agent: the trunk's frame, decoded and encoded for the browser
+    /// (decoded only, for the recorder, when passing through).
     pub fn tick_toward_agent(&mut self) {
-        if self.passthrough() {
+        self.trunk_frame = false;
+        let transcoding = !self.passthrough();
+        if !transcoding && !self.record {
             return;
         }
         let Some(agent_codec) = self.agent_codec() else {
@@ -210,6 +252,10 @@ impl Bridge {
             return;
         };
         if from_trunk.frame(&mut self.pcm).is_none() {
+            return;
+        }
+        self.trunk_frame = true;
+        if !transcoding {
             return;
         }
         if self

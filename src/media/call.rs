@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::media::bridge::{AgentLink, Bridge, FromAgent};
 use crate::media::codec::{Encoder, FRAME_SAMPLES};
 use crate::media::dtmf::{DigitReceiver, DigitSender};
+use crate::media::recording::{CallRecording, RecordWant, RecordingUpdate, RecordingWriter};
 use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
 use crate::media::rtp::{self, ReceptionStats, RtpStream};
 use crate::media::stats::MediaCounters;
@@ -53,6 +54,8 @@ pub enum MediaCommand {
     Bridge(AgentLink),
     /// Leave the agent; the source (silence unless set again) plays.
     Unbridge,
+    /// What the call's recording should do; it writes only while bridged.
+    Record(RecordWant),
     Stop,
 }
 
@@ -69,6 +72,11 @@ pub enum MediaEvent {
     /// No RTP for a long time.
     RtpTimeout {
         call: String,
+    },
+    /// The recording changed state, opened its file, or opened or closed a segment.
+    Recording {
+        call: String,
+        update: RecordingUpdate,
     },
 }
 
@@ -106,6 +114,9 @@ pub struct CallMedia {
     /// Maps the agent's RTP timestamps into ours when the agent's packets pass through.
     bridge_offset: Option<(u32, u32)>,
     pcm: Vec<i16>,
+    writer: Option<RecordingWriter>,
+    recording: Option<CallRecording>,
+    recording_updates: Vec<RecordingUpdate>,
 }
 
 fn random_u32() -> u32 {
@@ -149,6 +160,48 @@ impl CallMedia {
             bridge: None,
             bridge_offset: None,
             pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
+            writer: None,
+            recording: None,
+            recording_updates: Vec::new(),
+        }
+    }
+
+    /// Where this call's recording goes, if it is ever asked to record.
+    pub fn with_recording_writer(mut self, writer: RecordingWriter) -> CallMedia {
+        self.writer = Some(writer);
+        self
+    }
+
+    fn set_bridge(&mut self, bridge: Option<Bridge>) {
+        let bridged = bridge.is_some();
+        self.bridge = bridge;
+        if let Some(recording) = self.recording.as_mut() {
+            recording.set_bridged(bridged, &mut self.recording_updates);
+        }
+        self.report_recording();
+    }
+
+    fn record(&mut self, want: RecordWant) {
+        if self.recording.is_none() && want != RecordWant::Off {
+            let Some(writer) = self.writer.clone() else {
+                tracing::warn!("recording asked for, but no recording writer");
+                return;
+            };
+            let mut recording = CallRecording::new(self.call.clone(), writer, want);
+            recording.set_bridged(self.bridge.is_some(), &mut self.recording_updates);
+            self.recording = Some(recording);
+        } else if let Some(recording) = self.recording.as_mut() {
+            recording.set_want(want, &mut self.recording_updates);
+        }
+        self.report_recording();
+    }
+
+    fn report_recording(&mut self) {
+        for update in self.recording_updates.drain(..) {
+            let _ = self.events.try_send(MediaEvent::Recording {
+                call: self.call.clone(),
+                update,
+            });
         }
     }
 
@@ -200,14 +253,20 @@ impl CallMedia {
                     Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
                     Some(MediaCommand::Bridge(link)) => {
                         tracing::debug!(peer = link.peer, "bridged to agent");
-                        self.bridge = Some(Bridge::new(self.call.clone(), link, self.audio.codec));
+                        let bridge = Bridge::new(self.call.clone(), link, self.audio.codec);
+                        self.set_bridge(Some(bridge));
                         self.bridge_offset = None;
                     }
                     Some(MediaCommand::Unbridge) => {
-                        self.bridge = None;
+                        self.set_bridge(None);
                         self.source = Source::Silence;
                     }
+                    Some(MediaCommand::Record(want)) => self.record(want),
                     Some(MediaCommand::Stop) | None => {
+                        if let Some(recording) = self.recording.as_mut() {
+                            recording.close(&mut self.recording_updates);
+                        }
+                        self.report_recording();
                         self.send_rtcp(&mut out, true).await;
                         break;
                     }
@@ -251,7 +310,7 @@ impl CallMedia {
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     // The WebRTC side dropped the route: the agent is gone.
-                    self.bridge = None;
+                    self.set_bridge(None);
                     break;
                 }
             }
@@ -454,14 +513,28 @@ impl CallMedia {
             .as_ref()
             .map(|e| e.frame_ticks())
             .unwrap_or(160);
+        // Both sides' frames of this tick: the trunk's toward the agent (decoded when
+        // transcoding or recording), the agent's toward the trunk (encoded below).
+        let mut agent_frame = false;
         if let Some(bridge) = self.bridge.as_mut() {
-            if bridge.passthrough() {
-                bridge.tick_toward_agent();
-            } else {
-                let started = Instant::now();
-                bridge.tick_toward_agent();
+            let writing = self.recording.as_ref().is_some_and(|r| r.writing());
+            bridge.set_recording(writing);
+            let started = Instant::now();
+            bridge.tick_toward_agent();
+            agent_frame = bridge.tick_toward_trunk(&mut self.pcm).is_some();
+            if !bridge.passthrough() {
                 self.counters.transcoded(started.elapsed());
             }
+            if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
+                recording.frame(
+                    bridge.trunk_frame(),
+                    agent_frame.then_some(&self.pcm[..]),
+                    &mut self.recording_updates,
+                );
+            }
+        }
+        if !self.recording_updates.is_empty() {
+            self.report_recording();
         }
         // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
         if self.dtmf_sender.is_none() {
@@ -499,9 +572,9 @@ impl CallMedia {
             if bridge.passthrough() {
                 return; // the agent's packets went out as they came
             }
-            let mut pcm = std::mem::take(&mut self.pcm);
+            let pcm = std::mem::take(&mut self.pcm);
             let started = Instant::now();
-            if bridge.tick_toward_trunk(&mut pcm).is_some() {
+            if agent_frame {
                 if let Some(encoder) = self.encoder.as_mut() {
                     let encoded = encoder.encode(&pcm, payload).is_ok();
                     self.counters.transcoded(started.elapsed());

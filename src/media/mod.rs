@@ -9,6 +9,7 @@ pub mod g711;
 pub mod jitter;
 pub mod ports;
 pub mod recorder;
+pub mod recording;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;

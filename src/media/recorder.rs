@@ -323,6 +323,23 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_an_error_not_a_panic() {
+        let dir = scratch("full");
+        let mut rec = WavRecorder::create(&dir.join("f.wav"), 2, 8000).expect("create");
+        // The disk fills up mid-call: /dev/full refuses every write with ENOSPC.
+        rec.file = OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let err = rec
+            .write_frame(&[1; 160], &[2; 160], Instant::now())
+            .expect_err("ENOSPC");
+        assert!(err.to_string().contains("f.wav"), "{err}");
+        assert!(rec.write_header(Instant::now()).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn mono_mixes_both_sides() {
         let dir = scratch("mono");
         let path = dir.join("m.wav");

@@ -60,6 +60,17 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
      );
      CREATE INDEX comments_by_call ON comments (call_id, id);",
+    // 2: recordings: the file of a call and each recorded stretch of it.
+    "ALTER TABLE calls ADD COLUMN recording_path TEXT;
+     CREATE TABLE recording_segments (
+        call_id TEXT NOT NULL REFERENCES calls(id),
+        idx INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        offset_ms INTEGER NOT NULL,
+        duration_ms INTEGER,
+        PRIMARY KEY (call_id, idx)
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +114,19 @@ pub struct CallRecord {
     pub ended_at: Option<i64>,
     pub end_reason: Option<String>,
     pub recording: String,
+    /// The recording's file, once one was opened (set by `StoreOp::Recording` only; a call's
+    /// own updates leave it alone).
+    pub recording_path: Option<String>,
+}
+
+/// One recorded stretch of a call: where it sits in the file and in wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingSegment {
+    pub index: u32,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub offset_ms: i64,
+    pub duration_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +176,12 @@ pub enum StoreOp {
         author: String,
         at: i64,
         reply: tokio::sync::oneshot::Sender<Result<Option<CallLog>, String>>,
+    },
+    /// A call's recording opened its file (`path`) or opened or closed a segment.
+    Recording {
+        call_id: String,
+        path: Option<String>,
+        segment: Option<RecordingSegment>,
     },
 }
 
@@ -209,6 +239,18 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The recordings of calls that were live when the gateway last stopped: their writer died,
+/// so their headers may be behind their data (call before `end_orphans`).
+pub fn orphan_recordings(conn: &Connection) -> Result<Vec<PathBuf>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT recording_path FROM calls WHERE status != 'ended' AND recording_path IS NOT NULL",
+    )?;
+    let paths = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paths.into_iter().map(PathBuf::from).collect())
+}
+
 /// Calls that were live when the gateway last stopped (crash, kill -9) are over: mark them
 /// ended with reason `failed` and close their segments. Returns how many.
 pub fn end_orphans(conn: &Connection, now: i64) -> Result<usize, StoreError> {
@@ -216,6 +258,15 @@ pub fn end_orphans(conn: &Connection, now: i64) -> Result<usize, StoreError> {
     tx.execute(
         "UPDATE segments SET ended_at = ?1 WHERE ended_at IS NULL",
         params![now],
+    )?;
+    tx.execute(
+        "UPDATE recording_segments SET ended_at = ?1 WHERE ended_at IS NULL",
+        params![now],
+    )?;
+    tx.execute(
+        "UPDATE calls SET recording = 'off'
+         WHERE status != 'ended' AND recording IN ('recording', 'paused')",
+        [],
     )?;
     let n = tx.execute(
         "UPDATE calls SET status = 'ended', ended_at = ?1, end_reason = 'failed'
@@ -340,6 +391,38 @@ pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
             let _ = reply.send(answer);
             result.map(|_| ())
         }
+        StoreOp::Recording {
+            call_id,
+            path,
+            segment,
+        } => {
+            let tx = conn.unchecked_transaction()?;
+            if let Some(path) = path {
+                tx.execute(
+                    "UPDATE calls SET recording_path = ?2 WHERE id = ?1",
+                    params![call_id, path],
+                )?;
+            }
+            if let Some(seg) = segment {
+                tx.execute(
+                    "INSERT INTO recording_segments
+                        (call_id, idx, started_at, ended_at, offset_ms, duration_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(call_id, idx) DO UPDATE SET
+                        ended_at = excluded.ended_at, duration_ms = excluded.duration_ms",
+                    params![
+                        call_id,
+                        seg.index,
+                        seg.started_at,
+                        seg.ended_at,
+                        seg.offset_ms,
+                        seg.duration_ms
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        }
         StoreOp::Call { call, at } => {
             let at = &at;
             let tx = conn.unchecked_transaction()?;
@@ -427,7 +510,9 @@ pub async fn run_writer(path: PathBuf, mut ops: mpsc::Receiver<StoreOp>) {
             for op in batch {
                 let call = match &op {
                     StoreOp::Call { call, .. } => call.id.clone(),
-                    StoreOp::Log { call_id, .. } => call_id.clone(),
+                    StoreOp::Log { call_id, .. } | StoreOp::Recording { call_id, .. } => {
+                        call_id.clone()
+                    }
                 };
                 if let Err(e) = apply(&conn, op) {
                     tracing::error!(%call, error = %e, "call log write failed");
@@ -468,11 +553,12 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         ended_at: row.get(11)?,
         end_reason: row.get(12)?,
         recording: row.get(13)?,
+        recording_path: row.get(14)?,
     })
 }
 
 const CALL_COLUMNS: &str = "id, direction, from_number, from_name, to_number, prospect, agent_id,
-    status, created_at, answered_at, queued_at, ended_at, end_reason, recording";
+    status, created_at, answered_at, queued_at, ended_at, end_reason, recording, recording_path";
 
 /// Calls, newest first.
 pub fn calls(conn: &Connection, query: &CallQuery) -> Result<Vec<CallRecord>, StoreError> {
@@ -508,6 +594,27 @@ pub fn call(conn: &Connection, id: &str) -> Result<Option<CallRecord>, StoreErro
             record,
         )
         .optional()?)
+}
+
+/// A call's recorded stretches, in file order.
+pub fn recording_segments(
+    conn: &Connection,
+    id: &str,
+) -> Result<Vec<RecordingSegment>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, started_at, ended_at, offset_ms, duration_ms FROM recording_segments
+         WHERE call_id = ?1 ORDER BY idx",
+    )?;
+    let rows = stmt.query_map(params![id], |r| {
+        Ok(RecordingSegment {
+            index: r.get(0)?,
+            started_at: r.get(1)?,
+            ended_at: r.get(2)?,
+            offset_ms: r.get(3)?,
+            duration_ms: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 pub fn segments(conn: &Connection, id: &str) -> Result<Vec<Segment>, StoreError> {
@@ -551,6 +658,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             recording: "off".into(),
+            recording_path: None,
         }
         .with_time(at)
     }
@@ -712,6 +820,7 @@ pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
             ended_at: (status == "ended").then_some(at + 60_000),
             end_reason: (status == "ended").then(|| "caller_hangup".into()),
             recording: "off".into(),
+            recording_path: None,
         };
         apply(
             &conn,
