@@ -10,20 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction as RtcDirection, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::Input;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::media::bridge::AgentLink;
 use crate::media::call::{CallMedia, MediaCommand, MediaSockets, Source, COMMAND_CAPACITY};
-use crate::media::codec::Encoder;
-use crate::media::g711;
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, Codec, Direction};
+use crate::webrtc::peer::{tone_frames, SimulatedBrowser};
 use crate::webrtc::{PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
 
 /// Gateway threads are named so their CPU time can be told from the load's.
@@ -123,118 +119,6 @@ struct GatewayCall {
     commands: mpsc::Sender<MediaCommand>,
 }
 
-/// A simulated browser: a str0m peer with full ICE on its own socket.
-struct Browser {
-    rtc: Rtc,
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
-    mid: Option<Mid>,
-    pending: Option<SdpPendingOffer>,
-    started: Instant,
-    connected: Option<Duration>,
-    media_time: u64,
-    received: u64,
-}
-
-impl Browser {
-    async fn new(passthrough: bool) -> std::io::Result<Browser> {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let local = socket.local_addr()?;
-        let builder = Rtc::builder().clear_codecs();
-        let builder = if passthrough {
-            builder.enable_pcmu(true, false)
-        } else {
-            builder.enable_opus(true, false)
-        };
-        let mut rtc = builder.build(Instant::now());
-        if let Ok(c) = Candidate::host(local, "udp") {
-            rtc.add_local_candidate(c);
-        }
-        Ok(Browser {
-            rtc,
-            socket,
-            local,
-            mid: None,
-            pending: None,
-            started: Instant::now(),
-            connected: None,
-            media_time: 0,
-            received: 0,
-        })
-    }
-
-    fn offer(&mut self) -> Option<String> {
-        let mut change = self.rtc.sdp_api();
-        let mid = change.add_media(MediaKind::Audio, RtcDirection::SendRecv, None, None, None);
-        let (offer, pending) = change.apply()?;
-        self.mid = Some(mid);
-        self.pending = Some(pending);
-        self.started = Instant::now();
-        Some(offer.to_sdp_string())
-    }
-
-    fn answer(&mut self, sdp: &str) -> bool {
-        let (Some(pending), Ok(answer)) = (self.pending.take(), SdpAnswer::from_sdp_string(sdp))
-        else {
-            return false;
-        };
-        self.rtc.sdp_api().accept_answer(pending, answer).is_ok()
-    }
-
-    /// Drive the peer: send what it wants sent; returns its next timeout.
-    async fn drain(&mut self) -> Instant {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Event(Event::Connected)) => {
-                    self.connected = Some(self.started.elapsed());
-                }
-                Ok(Output::Event(Event::MediaData(_))) => self.received += 1,
-                Ok(Output::Event(_)) => {}
-                Err(_) => return Instant::now() + Duration::from_secs(1),
-            }
-        }
-    }
-
-    fn receive(&mut self, from: SocketAddr, bytes: &[u8]) {
-        let Ok(contents) = bytes.try_into() else {
-            return;
-        };
-        let input = Input::Receive(
-            Instant::now(),
-            Receive {
-                proto: Protocol::Udp,
-                source: from,
-                destination: self.local,
-                contents,
-            },
-        );
-        let _ = self.rtc.handle_input(input);
-    }
-
-    fn send_frame(&mut self, payload: &[u8]) {
-        let Some(mid) = self.mid else {
-            return;
-        };
-        let Some(writer) = self.rtc.writer(mid) else {
-            return;
-        };
-        let Some(params) = writer.payload_params().next().cloned() else {
-            return;
-        };
-        let rate = params.spec().clock_rate.get();
-        let time = MediaTime::new(
-            self.media_time,
-            Frequency::new(rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
-        );
-        self.media_time += u64::from(rate / 50);
-        let _ = writer.write(params.pt(), Instant::now(), time, payload.to_vec());
-    }
-}
-
 /// Run the benchmark.
 pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     crate::webrtc::install_crypto();
@@ -311,7 +195,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     // The browsers: offer, get the host's answer, connect.
     let mut browsers = Vec::with_capacity(options.calls);
     for (i, call) in calls.iter().enumerate() {
-        let mut browser = load_rt.block_on(Browser::new(options.passthrough))?;
+        let mut browser = load_rt.block_on(SimulatedBrowser::new(options.passthrough))?;
         let offer = browser.offer().ok_or_else(|| anyhow::anyhow!("no offer"))?;
         let codec = Arc::new(PeerCodec::default());
         let (reply, answer) = oneshot::channel();
@@ -349,8 +233,8 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let ports: Vec<u16> = calls.iter().map(|c| c.rtp_port).collect();
     let (result_tx, result_rx) = std::sync::mpsc::channel();
     load_rt.spawn(async move {
-        let opus_frames = tone_frames(Codec::Opus);
-        let pcmu_frames = tone_frames(Codec::Pcmu);
+        let opus_frames = tone_frames(Codec::Opus, 440.0);
+        let pcmu_frames = tone_frames(Codec::Pcmu, 440.0);
         let browser_frames = if passthrough { &pcmu_frames } else { &opus_frames };
         let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(65536);
         for (i, b) in browsers.iter().enumerate() {
@@ -465,29 +349,4 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     gateway_rt.shutdown_timeout(Duration::from_secs(1));
     load_rt.shutdown_timeout(Duration::from_secs(1));
     Ok(report)
-}
-
-/// A second of a 440 Hz tone, encoded once in `codec` (the load must stay cheap).
-fn tone_frames(codec: Codec) -> Vec<Vec<u8>> {
-    let mut encoder = match Encoder::new(codec) {
-        Ok(e) => e,
-        Err(_) => return vec![vec![0xff; 160]],
-    };
-    (0..50)
-        .map(|f| {
-            let pcm: Vec<i16> = (0..160)
-                .map(|i| {
-                    let t = (f * 160 + i) as f64 / 8000.0;
-                    ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
-                })
-                .collect();
-            let mut out = Vec::new();
-            if codec == Codec::Pcmu {
-                g711::encode_ulaw_into(&pcm, &mut out);
-            } else if encoder.encode(&pcm, &mut out).is_err() {
-                out = vec![0xf8, 0xff, 0xfe];
-            }
-            out
-        })
-        .collect()
 }

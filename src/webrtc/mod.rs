@@ -5,6 +5,8 @@
 //! microphone packets to the one call that agent's audio is routed to. It knows peers and
 //! call ids as opaque routes, never queues or call policy.
 
+pub mod peer;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod agent_ws;
+pub mod caller;
 #[allow(unused_imports)] // not every test binary speaks the agent protocol
 pub use agent_ws::*;
 
@@ -177,8 +178,18 @@ file = "{root}/config/announcement.wav"
     /// Kill the gateway outright (SIGKILL: no goodbye, no flush) and start it again on the
     /// same config and database.
     pub fn crash_and_restart(&mut self) {
+        self.crash();
+        self.restart();
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn crash(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Start again on the same config and database (after `crash`).
+    pub fn restart(&mut self) {
         self.child = Gateway::launch(&self.dir.join("callgate.toml"), &self.log);
         self.wait_healthy();
     }
@@ -233,6 +244,32 @@ file = "{root}/config/announcement.wav"
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// A GET whose body may be binary: status, the head's header lines, the body's bytes.
+    pub fn get_bytes(&self, path: &str, token: &str, headers: &str) -> (u16, String, Vec<u8>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.ports.http)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("response");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head");
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head, response[split + 4..].to_vec())
     }
 
     pub fn live_calls(&self) -> usize {
@@ -498,6 +535,21 @@ pub fn ulaw_to_linear(u: u8) -> i16 {
     (if sign != 0 { -sample } else { sample }) as i16
 }
 
+/// G.711 µ-law encoding (the classic segment search), the tests' own.
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let s = i32::from(sample);
+    let (sign, magnitude) = if s < 0 {
+        (0x80, (-s).min(32635))
+    } else {
+        (0, s.min(32635))
+    };
+    let biased = magnitude + BIAS;
+    let exponent = (7..=14).rev().find(|e| biased & (1 << e) != 0).unwrap_or(7) - 7;
+    let mantissa = (biased >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
 pub fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
@@ -540,8 +592,24 @@ pub fn sip_status(text: &str) -> u16 {
 }
 
 /// A loopback UDP socket for a raw SIP peer, reads bounded by `timeout`.
+/// Bind a test's fixed UDP address. A port a finished peer of an earlier test (a sipp or a
+/// gateway still exiting) held can take a moment to come free, so `AddrInUse` is retried for
+/// up to 3 s.
+pub fn bind_udp(addr: &str) -> UdpSocket {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match UdpSocket::bind(addr) {
+            Ok(socket) => return socket,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    }
+}
+
 pub fn sip_socket(port: u16, timeout: Duration) -> UdpSocket {
-    let socket = UdpSocket::bind(("127.0.0.1", port)).expect("bind SIP test socket");
+    let socket = bind_udp(&format!("127.0.0.1:{port}"));
     socket
         .set_read_timeout(Some(timeout))
         .expect("read timeout");
@@ -550,7 +618,7 @@ pub fn sip_socket(port: u16, timeout: Duration) -> UdpSocket {
 
 /// Send one raw SIP datagram from `from` and wait for the first response line.
 pub fn sip_exchange(from: &str, to: SocketAddr, message: &[u8]) -> Option<String> {
-    let socket = UdpSocket::bind(from).expect("bind test UDP socket");
+    let socket = bind_udp(from);
     socket
         .set_read_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");

@@ -1,0 +1,279 @@
+//! A SIP caller on raw sockets (SIP on one, RTP on the next), so a test can measure what the
+//! gateway sends each caller at any moment, and make a caller talk: a PCMU tone paced by the
+//! clock, as a phone would send it.
+
+use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A caller on raw sockets: SIP on one, RTP on the next.
+pub struct Caller {
+    pub sip: UdpSocket,
+    pub rtp: UdpSocket,
+    pub gateway: std::net::SocketAddr,
+    pub number: String,
+    pub call_id: String,
+    pub to_tag: Option<String>,
+    pub remote_rtp: Option<std::net::SocketAddr>,
+    /// Every RTP packet received, read as it arrives by a thread of its own.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Packet>>>,
+    /// Set to stop the tone this caller sends.
+    tone_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// An RTP packet the caller received, with its arrival time.
+#[derive(Clone)]
+pub struct Packet {
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub arrival: Instant,
+    pub payload: Vec<u8>,
+}
+
+impl Caller {
+    pub fn dial(gw: &Gateway, number: &str, sip_port: u16) -> Caller {
+        let sip = bind_udp(&format!("127.0.0.1:{sip_port}"));
+        let rtp = bind_udp(&format!("127.0.0.1:{}", sip_port + 2));
+        sip.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        rtp.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let caller = Caller {
+            sip,
+            rtp,
+            gateway: gw.sip_addr(),
+            number: number.to_string(),
+            call_id: format!("{:x}@waiting-test", rand_u64()),
+            to_tag: None,
+            remote_rtp: None,
+            received: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+            tone_stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let socket = caller.rtp.try_clone().expect("clone RTP socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let received = std::sync::Arc::clone(&caller.received);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            // Ends with the test process; reads are bounded by the timeout.
+            loop {
+                if std::sync::Arc::strong_count(&received) == 1 {
+                    return;
+                }
+                if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    let p = &buf[..n];
+                    if n > 12 && p[0] >> 6 == 2 {
+                        let packet = Packet {
+                            sequence: u16::from_be_bytes([p[2], p[3]]),
+                            timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                            ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+                            payload_type: p[1] & 0x7f,
+                            arrival: Instant::now(),
+                            payload: p[12..].to_vec(),
+                        };
+                        if let Ok(mut all) = received.lock() {
+                            all.push(packet);
+                        }
+                    }
+                }
+            }
+        });
+        let sdp = sdp_offer(sip_port + 2, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+        let invite = caller.request("INVITE", 1, "Content-Type: application/sdp\r\n", &sdp);
+        caller
+            .sip
+            .send_to(invite.as_bytes(), caller.gateway)
+            .expect("INVITE");
+        caller
+    }
+
+    pub fn request(&self, method: &str, cseq: u32, extra: &str, body: &str) -> String {
+        let local = self.sip.local_addr().expect("addr");
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        format!(
+            "{method} sip:+15550000100@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch:x};rport\r\nFrom: <sip:{number}@{local}>;tag=f{number}\r\nTo: <sip:+15550000100@{gw}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{number}@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            gw = self.gateway,
+            branch = rand_u64(),
+            number = self.number,
+            call_id = self.call_id,
+            len = body.len(),
+        )
+    }
+
+    /// Wait for a final response; on 2xx, remember the dialog and send ACK.
+    pub fn final_response(&mut self, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let status = sip_status(&text);
+            if status < 200 {
+                continue;
+            }
+            if (200..300).contains(&status) {
+                self.to_tag = text
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+                    .and_then(|l| l.split(";tag=").nth(1))
+                    .map(|t| t.trim().to_string());
+                let port = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("m=audio "))
+                    .and_then(|m| m.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                self.remote_rtp = port.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+                let ack = self.request("ACK", 1, "", "");
+                self.sip.send_to(ack.as_bytes(), self.gateway).expect("ACK");
+            } else {
+                let ack = self.request("ACK", 1, "", "");
+                let _ = self.sip.send_to(ack.as_bytes(), self.gateway);
+            }
+            return status;
+        }
+        panic!("{}: no final response", self.number);
+    }
+
+    pub fn hang_up(&self) {
+        let bye = self.request("BYE", 2, "", "");
+        self.sip.send_to(bye.as_bytes(), self.gateway).expect("BYE");
+    }
+
+    /// Answer a BYE from the gateway if one arrives within `within`.
+    pub fn expect_bye(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            let Ok((n, from)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("BYE ") {
+                let mut ok = String::from("SIP/2.0 200 OK\r\n");
+                for line in text.lines() {
+                    let l = line.to_ascii_lowercase();
+                    if ["via:", "from:", "to:", "call-id:", "cseq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                    {
+                        ok.push_str(line);
+                        ok.push_str("\r\n");
+                    }
+                }
+                ok.push_str("Content-Length: 0\r\n\r\n");
+                let _ = self.sip.send_to(ok.as_bytes(), from);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// RMS of the PCMU the gateway sends this caller over the next `window` (0 when nothing
+    /// comes).
+    pub fn heard(&self, window: Duration) -> f64 {
+        let from = Instant::now();
+        std::thread::sleep(window);
+        let all = self.received.lock().expect("packets").clone();
+        let samples: Vec<i16> = all
+            .iter()
+            .filter(|p| p.arrival >= from && p.payload_type == 0)
+            .flat_map(|p| p.payload.iter().map(|b| ulaw_to_linear(*b)))
+            .collect();
+        if samples.is_empty() {
+            0.0
+        } else {
+            rms(&samples)
+        }
+    }
+}
+
+impl Caller {
+    /// The gateway's stream toward this caller stayed one stream across holds and resumes:
+    /// one SSRC, no sequence gap, and timestamps that follow the clock (8 per ms) even across
+    /// the stretches when nothing was sent.
+    pub fn assert_continuous_stream(&self) {
+        let received = self.received.lock().expect("packets").clone();
+        assert!(received.len() > 100, "only {} packets", received.len());
+        let ssrc = received[0].ssrc;
+        for pair in received.windows(2) {
+            let (s0, t0, c0, a0) = (
+                pair[0].sequence,
+                pair[0].timestamp,
+                pair[0].ssrc,
+                pair[0].arrival,
+            );
+            let (s1, t1, c1, a1) = (
+                pair[1].sequence,
+                pair[1].timestamp,
+                pair[1].ssrc,
+                pair[1].arrival,
+            );
+            assert_eq!((c0, c1), (ssrc, ssrc), "SSRC changed");
+            assert_eq!(s1, s0.wrapping_add(1), "sequence jumped {s0} -> {s1}");
+            let ts_ms = i64::from(t1.wrapping_sub(t0)) / 8;
+            let wall_ms = a1.duration_since(a0).as_millis() as i64;
+            assert!(
+                (ts_ms - wall_ms).abs() < 120,
+                "timestamp moved {ts_ms} ms over {wall_ms} ms of wall clock"
+            );
+        }
+    }
+}
+
+impl Caller {
+    /// Send a PCMU tone at `hz` toward the gateway, 20 ms a packet, from a thread of its own
+    /// until the caller is dropped or `stop_tone` is called. Needs the answer (`final_response`).
+    pub fn play_tone(&self, hz: f64) {
+        let socket = self.rtp.try_clone().expect("clone RTP socket");
+        let to = self
+            .remote_rtp
+            .expect("the gateway's RTP address (answer first)");
+        let stop = std::sync::Arc::clone(&self.tone_stop);
+        stop.store(false, Ordering::SeqCst);
+        let ssrc = rand_u64() as u32;
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut frame: u32 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let mut packet = vec![0x80, 0, 0, 0];
+                packet[1] = if frame == 0 { 0x80 } else { 0 };
+                packet[2..4].copy_from_slice(&(frame as u16).to_be_bytes());
+                packet.extend_from_slice(&(frame * 160).to_be_bytes());
+                packet.extend_from_slice(&ssrc.to_be_bytes());
+                for i in 0..160u32 {
+                    let t = f64::from(frame * 160 + i) / 8000.0;
+                    let s = ((t * hz * std::f64::consts::TAU).sin() * 8000.0) as i16;
+                    packet.push(linear_to_ulaw(s));
+                }
+                let _ = socket.send_to(&packet, to);
+                frame += 1;
+                // Paced on the clock, not on the sleeps, so the rate never drifts.
+                let due = started + Duration::from_millis(20 * u64::from(frame));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+    }
+
+    pub fn stop_tone(&self) {
+        self.tone_stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        self.stop_tone();
+    }
+}
