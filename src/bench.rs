@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::media::bridge::AgentLink;
 use crate::media::call::{CallMedia, MediaCommand, MediaSockets, Source, COMMAND_CAPACITY};
+use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, Codec, Direction};
@@ -24,8 +25,10 @@ use crate::webrtc::{PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
 
 /// Gateway threads are named so their CPU time can be told from the load's.
 const GATEWAY_THREAD: &str = "cg-gateway";
+/// What the gateway's CPU is: its runtime's threads and the recording writer's.
+const GATEWAY_THREADS: &[&str] = &[GATEWAY_THREAD, "cg-recording"];
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub calls: usize,
     pub seconds: u64,
@@ -33,6 +36,8 @@ pub struct BenchOptions {
     pub passthrough: bool,
     /// Gateway worker threads.
     pub threads: usize,
+    /// Record every call (stereo, 8 kHz) into this directory.
+    pub record: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,14 +73,16 @@ impl BenchReport {
     }
 }
 
-/// CPU time (user + system) of this process's threads whose name starts with `prefix`.
-fn thread_cpu(prefix: &str) -> Duration {
-    let (user, system) = thread_cpu_split(prefix);
+/// CPU time (user + system) of this process's threads whose name starts with one of
+/// `prefixes`.
+fn thread_cpu(prefixes: &[&str]) -> Duration {
+    let (user, system) = thread_cpu_split(prefixes);
     user + system
 }
 
-/// User and system CPU time of this process's threads whose name starts with `prefix`.
-pub fn thread_cpu_split(prefix: &str) -> (Duration, Duration) {
+/// User and system CPU time of this process's threads whose name starts with one of
+/// `prefixes`.
+pub fn thread_cpu_split(prefixes: &[&str]) -> (Duration, Duration) {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let (mut user, mut system) = (0u64, 0u64);
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -83,7 +90,7 @@ pub fn thread_cpu_split(prefix: &str) -> (Duration, Duration) {
     };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.trim().starts_with(prefix) {
+        if !prefixes.iter().any(|p| comm.trim().starts_with(p)) {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
@@ -147,6 +154,14 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     gateway_rt.spawn(host.run(webrtc_rx));
     gateway_rt.spawn(async move { while events_rx.recv().await.is_some() {} });
     let counters = Arc::new(MediaCounters::default());
+    let recordings = match &options.record {
+        Some(dir) => Some(RecordingWriter::start(RecordingFormat {
+            directory: dir.clone(),
+            stereo: true,
+            sample_rate: 8000,
+        })?),
+        None => None,
+    };
     let (media_events, mut media_events_rx) = mpsc::channel(1024);
     gateway_rt.spawn(async move { while media_events_rx.recv().await.is_some() {} });
 
@@ -186,6 +201,10 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             media_events.clone(),
             Arc::clone(&counters),
         );
+        let media = match &recordings {
+            Some(writer) => media.with_recording_writer(writer.clone()),
+            None => media,
+        };
         let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
         gateway_rt.spawn(media.run(rx));
         calls.push(GatewayCall { rtp_port, commands });
@@ -210,6 +229,10 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             anyhow::bail!("browser rejected the answer");
         }
         let (to_call, from_agent) = mpsc::channel(crate::webrtc::AGENT_AUDIO_CAPACITY);
+        if recordings.is_some() {
+            call.commands
+                .blocking_send(MediaCommand::Record(RecordWant::On))?;
+        }
         call.commands
             .blocking_send(MediaCommand::Bridge(AgentLink {
                 peer: i as u64,
@@ -302,7 +325,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                     let elapsed = started.elapsed();
                     if measure_start.is_none() && elapsed >= warmup {
                         let received: u64 = browsers.iter().map(|b| b.received).sum();
-                        measure_start = Some((now, thread_cpu(GATEWAY_THREAD), received, trunk_back.load(std::sync::atomic::Ordering::Relaxed), thread_cpu_split(GATEWAY_THREAD).1.as_micros() as u64));
+                        measure_start = Some((now, thread_cpu(GATEWAY_THREADS), received, trunk_back.load(std::sync::atomic::Ordering::Relaxed), thread_cpu_split(GATEWAY_THREADS).1.as_micros() as u64));
                     }
                     if elapsed >= total {
                         break;
@@ -316,8 +339,8 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             }
         }
         let (t0, cpu0, received0, back0, system0) = measure_start.unwrap_or((started, Duration::ZERO, 0, 0, 0));
-        let cpu = thread_cpu(GATEWAY_THREAD).saturating_sub(cpu0);
-        let system = Duration::from_micros(thread_cpu_split(GATEWAY_THREAD).1.as_micros() as u64)
+        let cpu = thread_cpu(GATEWAY_THREADS).saturating_sub(cpu0);
+        let system = Duration::from_micros(thread_cpu_split(GATEWAY_THREADS).1.as_micros() as u64)
             .saturating_sub(Duration::from_micros(system0));
         let received: u64 = browsers.iter().map(|b| b.received).sum::<u64>() - received0;
         let back = trunk_back.load(std::sync::atomic::Ordering::Relaxed) - back0;
@@ -348,5 +371,8 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     gateway_rt.shutdown_timeout(Duration::from_secs(1));
     load_rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(writer) = recordings {
+        writer.shutdown(Duration::from_secs(5));
+    }
     Ok(report)
 }

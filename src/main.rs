@@ -73,6 +73,10 @@ enum Cmd {
         /// Gateway worker threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Record every call (stereo WAV, 8 kHz) into this directory, to measure what
+        /// recording adds.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Measure the call log: write N calls with segments and logs into a scratch database,
     /// then time the calls page queries.
@@ -129,10 +133,12 @@ fn main() -> ExitCode {
             seconds,
             passthrough,
             threads,
+            record,
         } => bench(callgate::bench::BenchOptions {
             calls,
             seconds,
             passthrough,
+            record,
             threads,
         }),
         Cmd::BenchStore { rows, database } => match callgate::store::bench(&database, rows) {
@@ -200,7 +206,7 @@ fn serve(path: PathBuf) -> ExitCode {
 }
 
 fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
-    match callgate::bench::run(options) {
+    match callgate::bench::run(options.clone()) {
         Ok(r) => {
             let per_call = r.cpu_us_per_call_second();
             let mode = if options.passthrough {
@@ -213,6 +219,12 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
                 r.calls, options.threads
             );
             println!("  connected peers          {}/{}", r.connected, r.calls);
+            if let Some(dir) = &options.record {
+                println!(
+                    "  recording                every call, stereo 8 kHz WAV, into {}",
+                    dir.display()
+                );
+            }
             println!(
                 "  gateway CPU              {:.3} s over {:.1} s ({:.3} s of it in the kernel)",
                 r.gateway_cpu.as_secs_f64(),

@@ -179,6 +179,7 @@ fn browser_answers_a_pstn_call_and_closing_it_hangs_up() {
     browser.expect("ANSWERED", Duration::from_secs(40), &dir, &gw);
     let result = browser.expect("RESULT", Duration::from_secs(30), &dir, &gw);
     assert_browser_heard_tone(&result);
+    browser.expect("RECORDING_TOGGLED", Duration::from_secs(30), &dir, &gw);
     browser.expect("CLOSED", Duration::from_secs(30), &dir, &gw);
     let closed = Instant::now();
     let out = wait_child(caller.take(), Duration::from_secs(30));

@@ -3,6 +3,45 @@
 
 use std::process::Command;
 
+/// With `--record`, every call's WAV is written while the bench runs: one file per call,
+/// valid, and as long as the call was bridged (3 s of warm-up plus the 2 s measured).
+#[test]
+fn bench_with_recording_writes_every_calls_file() {
+    let dir = std::env::temp_dir().join(format!("callgate-bench-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["bench", "--calls", "4", "--seconds", "2", "--record"])
+        .arg(&dir)
+        .output()
+        .expect("callgate bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("recording                every call"),
+        "{text}"
+    );
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).expect("recordings dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in &files {
+        let reader = hound::WavReader::open(file).expect("a valid WAV");
+        let seconds = f64::from(reader.duration()) / 8000.0;
+        assert_eq!(reader.spec().channels, 2);
+        assert!(seconds > 4.5, "{}: {seconds} s", file.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bench_connects_every_peer_and_moves_audio() {
     for extra in [&[][..], &["--passthrough"][..]] {

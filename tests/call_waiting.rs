@@ -389,5 +389,7 @@ fn the_calls_page_shows_every_status() {
             "{status}: {stdout}"
         );
     }
+    // The first call was recorded while active: its row plays the file.
+    assert!(stdout.contains("PLAYED "), "{stdout}");
     assert!(gw.dir.join("calls-page.png").exists());
 }

@@ -46,6 +46,13 @@ try {
     await page.goto(`${url}calls#token=${token}`);
     const want = (env("STATUSES", "active,on_hold,waiting,ended")).split(",");
     await page.waitForFunction((want) => want.every((s) => document.querySelector(`#rows tr[data-status="${s}"]`)), want, { timeout: 20000 });
+    // A recorded call plays in the page's player (fetched with the token).
+    const playable = await page.$("#rows button.play");
+    if (playable) {
+      await playable.click();
+      await page.waitForFunction(() => { const p = document.querySelector("#player"); return p.readyState >= 1 && p.duration > 0; }, null, { timeout: 10000 });
+      say(`PLAYED ${await page.evaluate(() => document.querySelector("#player").duration)}`);
+    }
     if (shots) await page.screenshot({ path: join(shots, "calls-page.png"), fullPage: true });
     const rows = await page.evaluate(() => [...document.querySelectorAll("#rows tr")].map((r) => r.dataset.status));
     say(`ROWS ${JSON.stringify(rows)}`);
@@ -160,6 +167,19 @@ try {
   });
   say(`RESULT ${JSON.stringify(result)}`);
   if (shots) await page.screenshot({ path: join(shots, "in-call.png") });
+  if (mode === "answer") {
+    // Calls are recorded (the tests' configs keep the default `always`): the badge shows it,
+    // and the page's button pauses and resumes the recording with call.record, each change
+    // coming back as call.updated.
+    const badge = (text) => page.waitForFunction((t) => document.querySelector("#current-recording").textContent === t, text, { timeout: 10000 });
+    await badge("● REC");
+    await page.click("#record-button");
+    await badge("REC paused");
+    if (shots) await page.screenshot({ path: join(shots, "recording-paused.png") });
+    await page.click("#record-button");
+    await badge("● REC");
+    say("RECORDING_TOGGLED");
+  }
 
   // Keep talking for a while so the far end records our audio.
   await new Promise((r) => setTimeout(r, Number(env("TALK_MS", "2000"))));

@@ -177,6 +177,27 @@ function renderOffer() {
 }
 
 let timer = null;
+// The call's recording: a badge, and the one action that fits its state (the gateway
+// answers `forbidden` when recording is off for this call, shown like any error).
+const RECORDING = {
+  recording: { badge: "● REC", action: "pause", label: "Pause recording" },
+  paused: { badge: "REC paused", action: "resume", label: "Resume recording" },
+  off: { badge: "", action: "start", label: "Record" },
+  failed: { badge: "REC failed", action: null, label: "" },
+};
+
+function renderRecording(call) {
+  const state = RECORDING[call.recording] || RECORDING.off;
+  const badge = $("current-recording");
+  badge.hidden = !state.badge;
+  badge.textContent = state.badge;
+  badge.classList.toggle("paused", call.recording !== "recording");
+  const button = $("record-button");
+  button.hidden = !state.action || call.status !== "active";
+  button.textContent = state.label;
+  button.dataset.action = state.action || "";
+}
+
 function render() {
   const current = activeCall();
   $("no-call").hidden = !!current;
@@ -187,6 +208,7 @@ function render() {
     $("current-number").textContent = formatNumber(current.prospect.number);
     $("current-status").textContent = current.status;
     $("current-call").dataset.callId = current.call_id;
+    renderRecording(current);
     const started = current.answered_at ? Date.parse(current.answered_at) : null;
     const tick = () => {
       if (!started) { $("current-timer").textContent = "--:--"; return; }
@@ -405,6 +427,14 @@ $("dialpad").addEventListener("click", async (e) => {
     });
   } else {
     $("number").value += digit;
+  }
+});
+
+$("record-button").addEventListener("click", () => {
+  const id = $("current-call").dataset.callId;
+  const action = $("record-button").dataset.action;
+  if (id && action) {
+    send({ type: "call.record", call_id: id, action }).catch((err) => { $("dial-error").textContent = err.message; });
   }
 });
 

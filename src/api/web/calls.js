@@ -29,10 +29,22 @@ function row(c) {
     null,
     duration(c),
     c.log ? [...c.log.tags, c.log.disposition].filter(Boolean).join(", ") || "saved" : "",
+    undefined,
   ];
   for (const value of cells) {
     const td = document.createElement("td");
-    if (value === null) {
+    if (value === undefined) {
+      if (c.recording_url) {
+        const play = document.createElement("button");
+        play.type = "button";
+        play.className = "play";
+        play.textContent = c.recording === "recording" ? "▶ so far" : "▶ Play";
+        play.addEventListener("click", () => playRecording(c));
+        td.append(play);
+      } else if (c.recording === "failed") {
+        td.textContent = "failed";
+      }
+    } else if (value === null) {
       const badge = document.createElement("span");
       badge.className = `pill status-${c.status}`;
       badge.textContent = c.status === "ended" && c.end_reason ? `ended · ${c.end_reason.replace("_", " ")}` : c.status.replace("_", " ");
@@ -43,6 +55,22 @@ function row(c) {
     tr.append(td);
   }
   return tr;
+}
+
+// Recordings need the bearer token, so they are fetched and handed to the one player below
+// the table (rows are rebuilt every two seconds; the player is not).
+async function playRecording(c) {
+  const response = await fetch(c.recording_url, { headers: { Authorization: `Bearer ${token}` } });
+  if (!response.ok) {
+    $("error").textContent = `Recording unavailable (${response.status}).`;
+    return;
+  }
+  const player = $("player");
+  if (player.src) URL.revokeObjectURL(player.src);
+  player.src = URL.createObjectURL(await response.blob());
+  $("player-label").textContent = `${c.prospect.number} · ${new Date(c.created_at).toLocaleString()}`;
+  $("player-box").hidden = false;
+  player.play().catch(() => {});
 }
 
 async function load() {
