@@ -253,6 +253,10 @@ fn hold_pauses_the_recording_and_the_file_holds_only_the_conversation() {
 
     // The call log: two segments, where the hold was, and where each sits in the file.
     let call = ended_call(&gw, &id);
+    assert_eq!(
+        call["recording"], "off",
+        "nothing is recorded after the end"
+    );
     let info = &call["recording_info"];
     assert_eq!(
         call["recording_url"],

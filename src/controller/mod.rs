@@ -812,6 +812,11 @@ impl Controller {
         };
         c.status = Status::Ended;
         c.ended_at = Some(now);
+        // Nothing is recorded after the end; a file, if any, stays (`recording_url`), and a
+        // failure stays visible.
+        if c.recording != RecordingState::Failed {
+            c.recording = RecordingState::Off;
+        }
         c.end_reason = Some(reason);
         self.ended.push(c.clone());
         let Some(agent) = c.agent.clone() else {
