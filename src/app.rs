@@ -22,6 +22,7 @@ use crate::media::bridge::AgentLink;
 use crate::media::call::{
     CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY,
 };
+use crate::media::monitor::{MonitorChange, MonitorMode};
 use crate::media::ports::PortPool;
 use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::stats::MediaCounters;
@@ -186,6 +187,11 @@ pub enum AgentCall {
     Record {
         call: String,
         action: crate::controller::RecordAction,
+    },
+    /// `mode` `None`: stop.
+    Monitor {
+        call: String,
+        mode: Option<MonitorMode>,
     },
 }
 
@@ -956,24 +962,57 @@ impl Signalling {
             .map(|(id, _)| *id)
     }
 
-    /// Connect a call's media and the agent's peer connection, both ways.
-    fn bridge(&mut self, call: &str, agent: &str) {
-        let Some(conn) = self.connection_of(agent) else {
-            return;
-        };
-        let Some(codec) = self.connections.get(&conn).map(|c| Arc::clone(&c.codec)) else {
-            return;
-        };
-        let Some(media) = self.media.get(call) else {
-            tracing::warn!(%call, "bridge without media");
-            return;
-        };
+    /// A new link from an agent's peer connection to a call's media: the link for the media
+    /// task, and the sender the WebRTC task routes the agent's microphone into.
+    fn agent_link(
+        &self,
+        agent: &str,
+    ) -> Option<(ConnId, AgentLink, mpsc::Sender<crate::webrtc::AgentPacket>)> {
+        let conn = self.connection_of(agent)?;
+        let codec = Arc::clone(&self.connections.get(&conn)?.codec);
         let (to_call, from_agent) = mpsc::channel(AGENT_AUDIO_CAPACITY);
         let link = AgentLink {
             peer: conn,
             codec,
             webrtc: self.webrtc.clone(),
             from_agent,
+        };
+        Some((conn, link, to_call))
+    }
+
+    /// Join a supervisor's peer connection to a call's media: the call mixes what they hear
+    /// and takes their microphone (used in whisper and barge).
+    fn monitor_start(&mut self, call: &str, supervisor: &str, mode: MonitorMode) {
+        let Some((conn, link, to_call)) = self.agent_link(supervisor) else {
+            return;
+        };
+        let Some(media) = self.media.get(call) else {
+            tracing::warn!(%call, "monitor without media");
+            return;
+        };
+        let start = MediaCommand::Monitor(MonitorChange::Start(link, mode));
+        if media.commands.try_send(start).is_err() {
+            tracing::warn!(%call, "media task not taking commands; monitor lost");
+            return;
+        }
+        tracing::info!(%call, %supervisor, mode = mode.as_str(), "supervisor joined the call");
+        let _ = self.webrtc.try_send(WebrtcInput::Route {
+            peer: conn,
+            route: Some(Route {
+                call: call.to_string(),
+                to_call,
+            }),
+        });
+    }
+
+    /// Connect a call's media and the agent's peer connection, both ways.
+    fn bridge(&mut self, call: &str, agent: &str) {
+        let Some((conn, link, to_call)) = self.agent_link(agent) else {
+            return;
+        };
+        let Some(media) = self.media.get(call) else {
+            tracing::warn!(%call, "bridge without media");
+            return;
         };
         // The recording learns what is wanted of it before it is bridged (and so may start).
         let want = self
@@ -1092,6 +1131,7 @@ impl Signalling {
             AgentCall::Hold { call } => AgentRequest::Hold { call },
             AgentCall::Resume { call } => AgentRequest::Resume { call },
             AgentCall::Record { call, action } => AgentRequest::Record { call, action },
+            AgentCall::Monitor { call, mode } => AgentRequest::Monitor { call, mode },
             AgentCall::Dial { to } => {
                 let to = to.trim().to_string();
                 if let Err(e) = self.b2bua.trunks_for(&to) {
@@ -1216,6 +1256,31 @@ impl Signalling {
                         let _ = media.commands.try_send(MediaCommand::Unbridge);
                     }
                     if let Some(conn) = self.connection_of(&agent) {
+                        let _ = self.webrtc.try_send(WebrtcInput::Route {
+                            peer: conn,
+                            route: None,
+                        });
+                    }
+                }
+                Command::MonitorStart {
+                    call,
+                    supervisor,
+                    mode,
+                } => self.monitor_start(&call, &supervisor, mode),
+                Command::MonitorMode { call, mode } => {
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media
+                            .commands
+                            .try_send(MediaCommand::Monitor(MonitorChange::Mode(mode)));
+                    }
+                }
+                Command::MonitorStop { call, supervisor } => {
+                    if let Some(media) = self.media.get(&call) {
+                        let _ = media
+                            .commands
+                            .try_send(MediaCommand::Monitor(MonitorChange::Stop));
+                    }
+                    if let Some(conn) = self.connection_of(&supervisor) {
                         let _ = self.webrtc.try_send(WebrtcInput::Route {
                             peer: conn,
                             route: None,

@@ -78,6 +78,12 @@ enum Cmd {
         #[arg(long)]
         record: Option<PathBuf>,
     },
+    /// Measure the conference mixer: a 3-party mix-minus (a supervisor barging) of 20 ms
+    /// frames, timed over many frames.
+    BenchMixer {
+        #[arg(long, default_value_t = 500_000)]
+        frames: usize,
+    },
     /// Measure the call log: write N calls with segments and logs into a scratch database,
     /// then time the calls page queries.
     BenchStore {
@@ -141,6 +147,20 @@ fn main() -> ExitCode {
             record,
             threads,
         }),
+        Cmd::BenchMixer { frames } => {
+            let r = callgate::bench::mixer(frames);
+            println!(
+                "callgate bench-mixer: {} three-party mixes of 20 ms in {:.3} s",
+                r.frames,
+                r.elapsed.as_secs_f64()
+            );
+            println!("  per mix                  {:.0} ns", r.ns_per_mix());
+            println!(
+                "  per monitored call       {:.1} us of CPU per call-second (50 mixes)",
+                r.us_per_call_second()
+            );
+            ExitCode::SUCCESS
+        }
         Cmd::BenchStore { rows, database } => match callgate::store::bench(&database, rows) {
             Ok(r) => {
                 println!(

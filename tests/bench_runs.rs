@@ -97,3 +97,15 @@ fn bench_store_writes_and_queries() {
     assert_eq!(text.matches("calls page,").count(), 4, "{text}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn bench_mixer_prints_its_cost() {
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["bench-mixer", "--frames", "2000"])
+        .output()
+        .expect("callgate bench-mixer runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2000 three-party mixes"), "{text}");
+    assert!(text.contains("per monitored call"), "{text}");
+}

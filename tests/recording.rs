@@ -7,96 +7,12 @@
 mod common;
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callgate::sdp::Codec;
-use callgate::webrtc::peer::{tone_frames, SimulatedBrowser};
+use common::browser::Browser;
 use common::caller::Caller;
 use common::*;
 use serde_json::{json, Value};
-
-/// The agent's browser: a str0m peer on a thread of its own, sending a 1 kHz tone.
-struct Browser {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Browser {
-    /// Negotiate over the agent's socket (`webrtc.offer` → `webrtc.answer`) and start talking.
-    fn connect(agent: &mut AgentSocket) -> Browser {
-        let (offer_tx, offer_rx) = std::sync::mpsc::channel::<String>();
-        let (answer_tx, answer_rx) = std::sync::mpsc::channel::<String>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let thread =
-            std::thread::spawn(move || {
-                callgate::webrtc::install_crypto();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                let mut browser = SimulatedBrowser::new(false).await.expect("browser socket");
-                offer_tx.send(browser.offer().expect("offer")).expect("offer sent");
-                let answer = answer_rx.recv().expect("answer");
-                assert!(browser.answer(&answer), "the gateway's answer is accepted");
-                let frames = tone_frames(Codec::Opus, 1000.0);
-                let socket = Arc::clone(&browser.socket);
-                let mut buf = vec![0u8; 2048];
-                let mut clock = tokio::time::interval(Duration::from_millis(20));
-                let mut sent = 0usize;
-                while !stopped.load(Ordering::SeqCst) {
-                    tokio::select! {
-                        _ = clock.tick() => {
-                            if browser.connected.is_some() {
-                                browser.send_frame(&frames[sent % frames.len()]);
-                                sent += 1;
-                            }
-                            let _ = browser.rtc.handle_input(str0m::Input::Timeout(Instant::now()));
-                            browser.drain().await;
-                        }
-                        received = socket.recv_from(&mut buf) => {
-                            if let Ok((n, from)) = received {
-                                browser.receive(from, &buf[..n]);
-                                browser.drain().await;
-                            }
-                        }
-                    }
-                }
-                browser.received
-            })
-            });
-        let offer = offer_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("offer");
-        let answer = request(agent, json!({"type": "webrtc.offer", "sdp": offer}));
-        assert_eq!(answer["type"], "webrtc.answer", "{answer}");
-        answer_tx
-            .send(answer["sdp"].as_str().expect("sdp").to_string())
-            .expect("answer handed over");
-        Browser {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stop; the number of audio frames it received.
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("browser thread"))
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
 
 /// The caller dials the demo agent, the agent answers, the caller starts its 440 Hz tone.
 /// Returns the call id.
@@ -223,7 +139,7 @@ fn hold_pauses_the_recording_and_the_file_holds_only_the_conversation() {
     );
     let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent);
+    let browser = Browser::connect(&mut agent, 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230001", 28300);
     let id = answered_call(&mut agent, &mut caller);
     let answered = Instant::now();
@@ -365,7 +281,7 @@ fn a_killed_gateway_leaves_a_readable_recording_the_restart_repairs() {
     );
     let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
-    let _browser = Browser::connect(&mut agent);
+    let _browser = Browser::connect(&mut agent, 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230002", 28310);
     let id = answered_call(&mut agent, &mut caller);
     recording_becomes(&mut agent, &id, "recording");
@@ -449,7 +365,7 @@ fn an_unwritable_recordings_directory_fails_the_recording_not_the_call() {
     std::fs::write(gw.dir.join("recordings"), b"not a directory").expect("blocker");
     let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent);
+    let browser = Browser::connect(&mut agent, 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230003", 28320);
     let id = answered_call(&mut agent, &mut caller);
     recording_becomes(&mut agent, &id, "failed");
@@ -495,7 +411,7 @@ fn call_record_drives_an_on_demand_recording() {
     );
     let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent);
+    let browser = Browser::connect(&mut agent, 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230004", 28330);
     let id = answered_call(&mut agent, &mut caller);
     std::thread::sleep(Duration::from_millis(1000));

@@ -325,6 +325,22 @@ impl Session {
             })),
             "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
             "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
+            "call.monitor" => call_request(field("call_id").and_then(|call| {
+                match value.get("mode").and_then(Value::as_str) {
+                    Some("stop") => Ok(AgentCall::Monitor { call, mode: None }),
+                    Some(m) if crate::media::monitor::MonitorMode::parse(m).is_some() => {
+                        Ok(AgentCall::Monitor {
+                            call,
+                            mode: crate::media::monitor::MonitorMode::parse(m),
+                        })
+                    }
+                    _ => Err(error(
+                        &req,
+                        "bad_request",
+                        "mode: must be \"listen\", \"whisper\", \"barge\" or \"stop\"",
+                    )),
+                }
+            })),
             "call.record" => call_request(field("call_id").and_then(|call| {
                 match value
                     .get("action")
@@ -358,7 +374,7 @@ impl Session {
                     Err(_) => error(&req, "unavailable", "gateway stopping"),
                 });
             }
-            "call.transfer" | "call.monitor" => {
+            "call.transfer" => {
                 return Some(error(
                     &req,
                     "invalid_state",

@@ -86,6 +86,12 @@ pub fn notice(clock: &WallClock, notice: &Notice) -> Value {
             "call": call(clock, c),
             "call_ids": call_ids,
         }),
+        Notice::Monitoring { call: c, mode } => json!({
+            "type": "monitor.updated",
+            "call": call(clock, c),
+            "mode": mode.as_str(),
+        }),
+        Notice::MonitorEnded(c) => json!({"type": "monitor.ended", "call": call(clock, c)}),
     }
 }
 

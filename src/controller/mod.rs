@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::config::{AgentConfig, RecordMode, RouteAction, RouteConfig};
+use crate::media::monitor::MonitorMode;
 use crate::media::recording::{RecordWant, RecordingState};
 
 pub type CallId = String;
@@ -195,6 +196,12 @@ pub enum AgentRequest {
         to: String,
         trunk: Option<String>,
     },
+    /// `call.monitor` (supervisors): join another agent's call in this mode, switch mode, or
+    /// leave (`None`).
+    Monitor {
+        call: CallId,
+        mode: Option<MonitorMode>,
+    },
     /// `call.record`: start, pause, resume or stop the call's recording.
     Record {
         call: CallId,
@@ -269,6 +276,13 @@ pub enum Notice {
         call: Box<Call>,
         call_ids: Vec<CallId>,
     },
+    /// To a supervisor: the call they monitor changed (status, recording) or their mode did.
+    Monitoring {
+        call: Box<Call>,
+        mode: MonitorMode,
+    },
+    /// To a supervisor: monitoring of this call is over (the call ended).
+    MonitorEnded(Box<Call>),
 }
 
 /// What the shell must do.
@@ -305,6 +319,22 @@ pub enum Command {
         call: CallId,
         agent: AgentId,
     },
+    /// Join a supervisor's peer connection to the call's media, in this mode.
+    MonitorStart {
+        call: CallId,
+        supervisor: AgentId,
+        mode: MonitorMode,
+    },
+    /// The supervisor switched mode.
+    MonitorMode {
+        call: CallId,
+        mode: MonitorMode,
+    },
+    /// Take the supervisor off the call.
+    MonitorStop {
+        call: CallId,
+        supervisor: AgentId,
+    },
     /// The call's recording should now do this (it writes only while the call is bridged).
     Record {
         call: CallId,
@@ -338,6 +368,9 @@ pub enum Command {
 #[derive(Debug, Clone)]
 struct Agent {
     max_calls: u32,
+    supervisor: bool,
+    /// The call this supervisor monitors, and how.
+    monitoring: Option<(CallId, MonitorMode)>,
     connection: Option<ConnId>,
     /// Ended calls, newest last, for snapshots.
     recent: VecDeque<Call>,
@@ -431,6 +464,8 @@ impl Controller {
                     a.id.clone(),
                     Agent {
                         max_calls: a.max_calls,
+                        supervisor: a.role == "supervisor",
+                        monitoring: None,
                         connection: None,
                         recent: VecDeque::new(),
                         announced_head: None,
@@ -599,6 +634,8 @@ impl Controller {
                     return Vec::new(); // a replaced connection: its calls moved on
                 }
                 a.connection = None;
+                // A supervisor who is gone monitors nothing.
+                let mut commands = self.stop_monitoring(&agent);
                 let mut ids: Vec<CallId> = self
                     .calls
                     .values()
@@ -606,7 +643,6 @@ impl Controller {
                     .map(|c| c.id.clone())
                     .collect();
                 ids.sort();
-                let mut commands = Vec::new();
                 for id in ids {
                     commands.extend(self.agent_gone(&id, now));
                 }
@@ -736,16 +772,132 @@ impl Controller {
     }
 
     fn updated(&self, call: &str) -> Vec<Command> {
-        match self.calls.get(call) {
-            Some(c) => match &c.agent {
-                Some(agent) => vec![Command::Notify {
-                    agent: agent.clone(),
-                    notice: Notice::Updated(Box::new(c.clone())),
-                }],
-                None => Vec::new(),
-            },
+        let Some(c) = self.calls.get(call) else {
+            return Vec::new();
+        };
+        let mut commands = Vec::new();
+        if let Some(agent) = &c.agent {
+            commands.push(Command::Notify {
+                agent: agent.clone(),
+                notice: Notice::Updated(Box::new(c.clone())),
+            });
+        }
+        for (supervisor, mode) in self.monitors_of(call) {
+            commands.push(Command::Notify {
+                agent: supervisor,
+                notice: Notice::Monitoring {
+                    call: Box::new(c.clone()),
+                    mode,
+                },
+            });
+        }
+        commands
+    }
+
+    /// The supervisors on this call.
+    fn monitors_of(&self, call: &str) -> Vec<(AgentId, MonitorMode)> {
+        let mut found: Vec<(AgentId, MonitorMode)> = self
+            .agents
+            .iter()
+            .filter_map(|(id, a)| match &a.monitoring {
+                Some((c, mode)) if c == call => Some((id.clone(), *mode)),
+                _ => None,
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// The supervisor leaves whatever call they monitor (to take a call of their own, or
+    /// because they are gone).
+    fn stop_monitoring(&mut self, supervisor: &str) -> Vec<Command> {
+        let Some(a) = self.agents.get_mut(supervisor) else {
+            return Vec::new();
+        };
+        match a.monitoring.take() {
+            Some((call, _)) => vec![Command::MonitorStop {
+                call,
+                supervisor: supervisor.to_string(),
+            }],
             None => Vec::new(),
         }
+    }
+
+    /// The supervisor's `call.monitor`.
+    fn monitor(
+        &mut self,
+        supervisor: &str,
+        call: CallId,
+        mode: Option<MonitorMode>,
+    ) -> (Result<CallId, RequestError>, Vec<Command>) {
+        let Some(a) = self.agents.get(supervisor) else {
+            return (Err(RequestError::NotFound), Vec::new());
+        };
+        if !a.supervisor {
+            return (
+                Err(RequestError::Forbidden(
+                    "only supervisors may monitor calls",
+                )),
+                Vec::new(),
+            );
+        }
+        let current = a.monitoring.clone();
+        let Some(mode) = mode else {
+            return match current {
+                Some((c, _)) if c == call => (Ok(call), self.stop_monitoring(supervisor)),
+                _ => (
+                    Err(RequestError::InvalidState("not monitoring this call")),
+                    Vec::new(),
+                ),
+            };
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return (Err(RequestError::NotFound), Vec::new());
+        };
+        if !matches!(c.status, Status::Active | Status::OnHold) || c.agent.is_none() {
+            return (
+                Err(RequestError::InvalidState(c.status.as_str())),
+                Vec::new(),
+            );
+        }
+        if c.agent.as_deref() == Some(supervisor) {
+            return (Err(RequestError::InvalidState("your own call")), Vec::new());
+        }
+        if self.active_call(supervisor).is_some() {
+            // Their one peer connection carries their own active call.
+            return (
+                Err(RequestError::InvalidState("busy with a call of your own")),
+                Vec::new(),
+            );
+        }
+        let mut commands = Vec::new();
+        match current {
+            Some((c, _)) if c == call => commands.push(Command::MonitorMode {
+                call: call.clone(),
+                mode,
+            }),
+            _ => {
+                commands.extend(self.stop_monitoring(supervisor));
+                commands.push(Command::MonitorStart {
+                    call: call.clone(),
+                    supervisor: supervisor.to_string(),
+                    mode,
+                });
+            }
+        }
+        if let Some(a) = self.agents.get_mut(supervisor) {
+            a.monitoring = Some((call.clone(), mode));
+        }
+        if let Some(c) = self.calls.get(&call) {
+            commands.push(Command::Notify {
+                agent: supervisor.to_string(),
+                notice: Notice::Monitoring {
+                    call: Box::new(c.clone()),
+                    mode,
+                },
+            });
+        }
+        (Ok(call), commands)
     }
 
     fn answered(&mut self, call: CallId, now: Instant) -> Vec<Command> {
@@ -819,6 +971,20 @@ impl Controller {
         }
         c.end_reason = Some(reason);
         self.ended.push(c.clone());
+        // Supervisors on the call are off it now (the media stops with the call).
+        for (supervisor, _) in self.monitors_of(&c.id) {
+            if let Some(a) = self.agents.get_mut(&supervisor) {
+                a.monitoring = None;
+            }
+            commands.push(Command::MonitorStop {
+                call: c.id.clone(),
+                supervisor: supervisor.clone(),
+            });
+            commands.push(Command::Notify {
+                agent: supervisor,
+                notice: Notice::MonitorEnded(Box::new(c.clone())),
+            });
+        }
         let Some(agent) = c.agent.clone() else {
             return commands;
         };
@@ -973,7 +1139,41 @@ impl Controller {
         if !self.is_connected(agent) {
             return (Err(RequestError::NotConnected), Vec::new());
         }
+        // A supervisor taking a call of their own leaves the call they monitor first: their
+        // one peer connection carries one call.
+        let takes_a_call = matches!(
+            request,
+            AgentRequest::Answer { .. }
+                | AgentRequest::Accept { .. }
+                | AgentRequest::Resume { .. }
+                | AgentRequest::Dial { .. }
+        );
+        let saved = self.agents.get(agent).and_then(|a| a.monitoring.clone());
+        let mut leave = if takes_a_call {
+            self.stop_monitoring(agent)
+        } else {
+            Vec::new()
+        };
+        let (result, commands) = self.agent_request(agent, request, now);
+        if result.is_err() {
+            // Nothing changed, so they go on monitoring.
+            if let Some(a) = self.agents.get_mut(agent) {
+                a.monitoring = saved;
+            }
+            return (result, commands);
+        }
+        leave.extend(commands);
+        (result, leave)
+    }
+
+    fn agent_request(
+        &mut self,
+        agent: &str,
+        request: AgentRequest,
+        now: Instant,
+    ) -> (Result<CallId, RequestError>, Vec<Command>) {
         match request {
+            AgentRequest::Monitor { call, mode } => self.monitor(agent, call, mode),
             AgentRequest::Answer { call } => {
                 let status = match self.own_call(agent, &call) {
                     Some(c) => c.status,
@@ -1408,6 +1608,117 @@ mod tests {
             },
             now,
         )
+    }
+
+    #[test]
+    fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
+        let mut boss = agent("boss", "+15550000900", 100);
+        boss.role = "supervisor".into();
+        let mut c = Controller::new(&[], &[agent("ann", "+15550000100", 100), boss]);
+        let now = Instant::now();
+        for (who, conn) in [("ann", 1), ("boss", 2)] {
+            c.handle(
+                Event::AgentConnected {
+                    agent: who.into(),
+                    conn,
+                },
+                now,
+            );
+        }
+        ring(&mut c, "c1", now);
+        let monitor = |c: &mut Controller, who: &str, call: &str, mode| {
+            c.request(
+                who,
+                AgentRequest::Monitor {
+                    call: call.into(),
+                    mode,
+                },
+                now,
+            )
+        };
+        // Ringing is not monitorable; agents may not monitor at all.
+        let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
+        assert_eq!(r.map_err(|e| e.code()), Err("invalid_state"));
+        let (r, _) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
+        assert!(r.is_ok());
+        let (r, _) = monitor(&mut c, "ann", "c1", Some(MonitorMode::Listen));
+        assert_eq!(r.map_err(|e| e.code()), Err("forbidden"));
+        let (r, cmds) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
+        assert_eq!(r, Ok("c1".to_string()));
+        assert!(cmds.contains(&Command::MonitorStart {
+            call: "c1".into(),
+            supervisor: "boss".into(),
+            mode: MonitorMode::Listen
+        }));
+        // Switching mode is a mode change, not a new join.
+        let (_, cmds) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Barge));
+        assert!(cmds.contains(&Command::MonitorMode {
+            call: "c1".into(),
+            mode: MonitorMode::Barge
+        }));
+        // The agent's hold is told to the supervisor too.
+        let (_, cmds) = c.request("ann", AgentRequest::Hold { call: "c1".into() }, now);
+        assert!(cmds.iter().any(|cmd| matches!(cmd,
+            Command::Notify { agent, notice: Notice::Monitoring { call, mode: MonitorMode::Barge } }
+                if agent == "boss" && call.status == Status::OnHold)));
+        let (r, _) = c.request("ann", AgentRequest::Resume { call: "c1".into() }, now);
+        assert!(r.is_ok());
+        // The supervisor answers a call of their own: they leave the monitored one first.
+        c.handle(
+            Event::Incoming {
+                call: "own".into(),
+                from: "+15551239999".into(),
+                from_name: None,
+                to_user: "+15550000900".into(),
+                trunk: None,
+            },
+            now,
+        );
+        let (r, cmds) = c.request("boss", AgentRequest::Answer { call: "own".into() }, now);
+        assert_eq!(r, Ok("own".to_string()));
+        assert_eq!(
+            cmds[0],
+            Command::MonitorStop {
+                call: "c1".into(),
+                supervisor: "boss".into()
+            }
+        );
+        // Busy with their own call, they cannot monitor; once it ends they can, and the end
+        // of the monitored call tells them.
+        let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
+        assert_eq!(r.map_err(|e| e.code()), Err("invalid_state"));
+        let (r, _) = c.request("boss", AgentRequest::Hangup { call: "own".into() }, now);
+        assert!(r.is_ok());
+        c.handle(
+            Event::LegEnded {
+                call: "own".into(),
+                remote: false,
+                failed: false,
+            },
+            now,
+        );
+        let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Whisper));
+        assert_eq!(r, Ok("c1".to_string()));
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "c1".into(),
+                remote: true,
+                failed: false,
+            },
+            now,
+        );
+        assert!(cmds.contains(&Command::MonitorStop {
+            call: "c1".into(),
+            supervisor: "boss".into()
+        }));
+        assert!(cmds.iter().any(|cmd| matches!(cmd,
+            Command::Notify { agent, notice: Notice::MonitorEnded(call) } if agent == "boss" && call.id == "c1")));
+        let (r, _) = monitor(&mut c, "boss", "c1", None);
+        assert_eq!(
+            r.map_err(|e| e.code()),
+            Err("invalid_state"),
+            "nothing left to stop"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct AgentLink {
 }
 
 /// One direction of a transcoded bridge: packets in, one PCM frame out per tick.
-struct Terminated {
+pub(crate) struct Terminated {
     codec: Codec,
     jitter: JitterBuffer,
     decoder: Decoder,
@@ -36,7 +36,7 @@ struct Terminated {
 }
 
 impl Terminated {
-    fn new(codec: Codec) -> Option<Terminated> {
+    pub(crate) fn new(codec: Codec) -> Option<Terminated> {
         Some(Terminated {
             codec,
             jitter: JitterBuffer::new(clock_rate(codec)),
@@ -46,8 +46,17 @@ impl Terminated {
         })
     }
 
+    pub(crate) fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// A packet (`arrival` in the codec's clock units).
+    pub(crate) fn push(&mut self, sequence: u16, timestamp: u32, arrival: u32, payload: &[u8]) {
+        self.jitter.push(sequence, timestamp, arrival, payload);
+    }
+
     /// The frame due now, concealed when lost; `None` while nothing is playing.
-    fn frame(&mut self, pcm: &mut Vec<i16>) -> Option<()> {
+    pub(crate) fn frame(&mut self, pcm: &mut Vec<i16>) -> Option<()> {
         pcm.clear();
         let decoded = match self.jitter.pop() {
             Playout::Idle => return None,
@@ -78,7 +87,7 @@ impl Terminated {
     }
 }
 
-fn clock_rate(codec: Codec) -> u32 {
+pub(crate) fn clock_rate(codec: Codec) -> u32 {
     match codec {
         Codec::Opus => 48_000,
         Codec::Pcmu | Codec::Pcma => 8_000,
@@ -109,6 +118,8 @@ pub struct Bridge {
     trunk_frame: bool,
     /// Decode both sides even when passing through: the call is being recorded.
     record: bool,
+    /// A supervisor whispers or barges: audio is mixed both ways, so nothing passes through.
+    mixing: bool,
     payload: Vec<u8>,
     pub frames_to_agent: u64,
     pub frames_from_agent: u64,
@@ -126,6 +137,7 @@ impl Bridge {
             pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
             trunk_frame: false,
             record: false,
+            mixing: false,
             payload: Vec::with_capacity(512),
             frames_to_agent: 0,
             frames_from_agent: 0,
@@ -145,8 +157,8 @@ impl Bridge {
         }
     }
 
-    /// Whether both sides must be decoded for the recorder.
-    pub fn set_recording(&mut self, on: bool) {
+    /// Whether both sides must be decoded for the recorder or a listening supervisor.
+    pub fn set_taps(&mut self, on: bool) {
         if self.record != on {
             self.record = on;
             if !on && self.passthrough() {
@@ -168,7 +180,57 @@ impl Bridge {
     }
 
     pub fn passthrough(&self) -> bool {
-        self.agent_codec() == Some(self.trunk_codec)
+        !self.mixing && self.agent_codec() == Some(self.trunk_codec)
+    }
+
+    /// Mix both ways (a supervisor's voice joins one side or both) instead of passing
+    /// packets through; the call media encodes what each side hears.
+    pub fn set_mixing(&mut self, on: bool) {
+        if self.mixing != on {
+            let was_passthrough = self.passthrough();
+            self.mixing = on;
+            if was_passthrough != self.passthrough() {
+                // Jitter buffers that sat idle while packets passed through hold stale audio.
+                self.from_trunk = None;
+                self.from_agent = None;
+            }
+        }
+    }
+
+    /// The trunk's frame of this tick, decoded but not sent (the caller mixes and sends it
+    /// with `send_pcm_to_agent`).
+    pub fn decode_trunk(&mut self) -> Option<&[i16]> {
+        self.trunk_frame = false;
+        self.from_trunk.as_mut()?.frame(&mut self.pcm)?;
+        self.trunk_frame = true;
+        Some(&self.pcm[..])
+    }
+
+    /// Encode a mixed frame for the agent's browser and send it.
+    pub fn send_pcm_to_agent(&mut self, pcm: &[i16]) {
+        let Some(agent_codec) = self.agent_codec() else {
+            return;
+        };
+        self.encode_for_agent(agent_codec, pcm);
+    }
+
+    /// Encode in the browser's codec (the encoder follows a renegotiated codec) and send.
+    fn encode_for_agent(&mut self, agent_codec: Codec, pcm: &[i16]) {
+        if self
+            .toward_agent
+            .as_ref()
+            .is_none_or(|(c, _)| *c != agent_codec)
+        {
+            self.toward_agent = Encoder::new(agent_codec).ok().map(|e| (agent_codec, e));
+        }
+        let Some((_, encoder)) = self.toward_agent.as_mut() else {
+            return;
+        };
+        let mut payload = std::mem::take(&mut self.payload);
+        if encoder.encode(pcm, &mut payload).is_ok() {
+            self.send_to_agent(agent_codec, payload.clone());
+        }
+        self.payload = payload;
     }
 
     fn send_to_agent(&mut self, codec: Codec, payload: Vec<u8>) {
@@ -258,20 +320,9 @@ impl Bridge {
         if !transcoding {
             return;
         }
-        if self
-            .toward_agent
-            .as_ref()
-            .is_none_or(|(c, _)| *c != agent_codec)
-        {
-            self.toward_agent = Encoder::new(agent_codec).ok().map(|e| (agent_codec, e));
-        }
-        let Some((_, encoder)) = self.toward_agent.as_mut() else {
-            return;
-        };
-        if encoder.encode(&self.pcm, &mut self.payload).is_ok() {
-            let payload = self.payload.clone();
-            self.send_to_agent(agent_codec, payload);
-        }
+        let pcm = std::mem::take(&mut self.pcm);
+        self.encode_for_agent(agent_codec, &pcm);
+        self.pcm = pcm;
     }
 
     /// One tick toward the trunk: the agent's frame as 8 kHz PCM, or `None` when the agent

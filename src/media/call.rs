@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use crate::media::bridge::{AgentLink, Bridge, FromAgent};
 use crate::media::codec::{Encoder, FRAME_SAMPLES};
 use crate::media::dtmf::{DigitReceiver, DigitSender};
+use crate::media::mixer::mix_minus;
+use crate::media::monitor::{Monitor, MonitorChange, MonitorMode};
 use crate::media::recording::{CallRecording, RecordWant, RecordingUpdate, RecordingWriter};
 use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
 use crate::media::rtp::{self, ReceptionStats, RtpStream};
@@ -56,6 +58,8 @@ pub enum MediaCommand {
     Unbridge,
     /// What the call's recording should do; it writes only while bridged.
     Record(RecordWant),
+    /// A supervisor joins, changes mode or leaves.
+    Monitor(MonitorChange),
     Stop,
 }
 
@@ -117,6 +121,20 @@ pub struct CallMedia {
     writer: Option<RecordingWriter>,
     recording: Option<CallRecording>,
     recording_updates: Vec<RecordingUpdate>,
+    monitor: Option<Monitor>,
+    /// What each party hears this tick while a supervisor is on the call.
+    mix: [[i16; FRAME_SAMPLES]; 3],
+    /// The frame the source played toward the peer this tick (hold audio, for a supervisor
+    /// listening to a held call).
+    source_frame: Option<[i16; FRAME_SAMPLES]>,
+}
+
+/// A decoded frame as a fixed array (frames are resized to `FRAME_SAMPLES` when decoded).
+fn frame_of(pcm: &[i16]) -> [i16; FRAME_SAMPLES] {
+    let mut frame = [0i16; FRAME_SAMPLES];
+    let n = pcm.len().min(FRAME_SAMPLES);
+    frame[..n].copy_from_slice(&pcm[..n]);
+    frame
 }
 
 fn random_u32() -> u32 {
@@ -163,6 +181,9 @@ impl CallMedia {
             writer: None,
             recording: None,
             recording_updates: Vec::new(),
+            monitor: None,
+            mix: [[0; FRAME_SAMPLES]; 3],
+            source_frame: None,
         }
     }
 
@@ -175,6 +196,9 @@ impl CallMedia {
     fn set_bridge(&mut self, bridge: Option<Bridge>) {
         let bridged = bridge.is_some();
         self.bridge = bridge;
+        if let (true, Some(monitor)) = (bridged, self.monitor.as_mut()) {
+            monitor.bridged();
+        }
         if let Some(recording) = self.recording.as_mut() {
             recording.set_bridged(bridged, &mut self.recording_updates);
         }
@@ -262,6 +286,18 @@ impl CallMedia {
                         self.source = Source::Silence;
                     }
                     Some(MediaCommand::Record(want)) => self.record(want),
+                    Some(MediaCommand::Monitor(change)) => match change {
+                        MonitorChange::Start(link, mode) => {
+                            tracing::debug!(peer = link.peer, mode = mode.as_str(), "supervisor joined");
+                            self.monitor = Some(Monitor::new(self.call.clone(), link, mode));
+                        }
+                        MonitorChange::Mode(mode) => {
+                            if let Some(monitor) = self.monitor.as_mut() {
+                                monitor.mode = mode;
+                            }
+                        }
+                        MonitorChange::Stop => self.monitor = None,
+                    },
                     Some(MediaCommand::Stop) | None => {
                         if let Some(recording) = self.recording.as_mut() {
                             recording.close(&mut self.recording_updates);
@@ -311,6 +347,24 @@ impl CallMedia {
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     // The WebRTC side dropped the route: the agent is gone.
                     self.set_bridge(None);
+                    break;
+                }
+            }
+        }
+        for _ in 0..MAX_READS_PER_FRAME {
+            let Some(monitor) = self.monitor.as_mut() else {
+                break;
+            };
+            match monitor.link.from_agent.try_recv() {
+                Ok(packet) => {
+                    let rate = Monitor::rate(packet.codec);
+                    let arrival =
+                        (self.started.elapsed().as_micros() as u64 * rate / 1_000_000) as u32;
+                    monitor.on_supervisor_packet(&packet, arrival);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.monitor = None;
                     break;
                 }
             }
@@ -411,6 +465,18 @@ impl CallMedia {
             }
             return;
         }
+        if let Some(monitor) = self.monitor.as_mut() {
+            // Held with a supervisor listening: the prospect is decoded for them.
+            if header.payload_type == self.audio.pt {
+                monitor.on_held_trunk_packet(
+                    self.audio.codec,
+                    header.sequence,
+                    header.timestamp,
+                    arrival,
+                    packet.payload,
+                );
+            }
+        }
         if matches!(self.source, Source::Echo) {
             // Map the peer's timestamps into our stream: a new peer SSRC continues from where
             // our stream is, so the far end never sees our timestamps jump.
@@ -508,29 +574,108 @@ impl CallMedia {
     }
 
     async fn on_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
+        self.source_frame = None;
+        self.play_frame(out, payload).await;
+        if self.bridge.is_none() {
+            self.monitor_held_call();
+        }
+    }
+
+    /// A supervisor on a held call hears what the call is going through: the prospect and
+    /// the hold audio played to them. Their own voice reaches nobody until the call resumes.
+    fn monitor_held_call(&mut self) {
+        let Some(monitor) = self.monitor.as_mut() else {
+            return;
+        };
+        let prospect = monitor.held_trunk_frame().map(frame_of);
+        let _ = monitor.supervisor_frame(); // keep their buffer in step
+        let frames = [
+            prospect.as_ref().map(|f| &f[..]),
+            self.source_frame.as_ref().map(|f| &f[..]),
+            None,
+        ];
+        let heard = mix_minus(&frames, &MonitorMode::Listen.hearing(), &mut self.mix);
+        if heard[MonitorMode::SUPERVISOR] {
+            monitor.send(&self.mix[MonitorMode::SUPERVISOR]);
+        }
+    }
+
+    async fn play_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
         let ticks = self
             .encoder
             .as_ref()
             .map(|e| e.frame_ticks())
             .unwrap_or(160);
         // Both sides' frames of this tick: the trunk's toward the agent (decoded when
-        // transcoding or recording), the agent's toward the trunk (encoded below).
+        // transcoding, recording or monitored), the agent's toward the trunk (encoded below).
         let mut agent_frame = false;
         if let Some(bridge) = self.bridge.as_mut() {
             let writing = self.recording.as_ref().is_some_and(|r| r.writing());
-            bridge.set_recording(writing);
+            let monitored = self.monitor.as_ref().map(|m| m.mode);
+            bridge.set_taps(writing || monitored.is_some());
+            bridge.set_mixing(monitored.is_some_and(MonitorMode::speaks));
             let started = Instant::now();
-            bridge.tick_toward_agent();
-            agent_frame = bridge.tick_toward_trunk(&mut self.pcm).is_some();
+            match (monitored, self.monitor.as_mut()) {
+                (Some(mode), Some(monitor)) if mode.speaks() => {
+                    // Whisper or barge: every side decoded, each hears its own mix.
+                    let prospect = bridge.decode_trunk().map(frame_of);
+                    let agent = bridge
+                        .tick_toward_trunk(&mut self.pcm)
+                        .map(|_| frame_of(&self.pcm));
+                    let supervisor = monitor.supervisor_frame().map(frame_of);
+                    let frames = [
+                        prospect.as_ref().map(|f| &f[..]),
+                        agent.as_ref().map(|f| &f[..]),
+                        supervisor.as_ref().map(|f| &f[..]),
+                    ];
+                    let heard = mix_minus(&frames, &mode.hearing(), &mut self.mix);
+                    if heard[MonitorMode::AGENT] {
+                        bridge.send_pcm_to_agent(&self.mix[MonitorMode::AGENT]);
+                    }
+                    if heard[MonitorMode::SUPERVISOR] {
+                        monitor.send(&self.mix[MonitorMode::SUPERVISOR]);
+                    }
+                    // What the prospect hears goes to the trunk below, and is the recording's
+                    // agent channel: barge is in it, a whisper never.
+                    agent_frame = heard[MonitorMode::PROSPECT];
+                    self.pcm.clear();
+                    self.pcm.extend_from_slice(&self.mix[MonitorMode::PROSPECT]);
+                    if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
+                        recording.frame(
+                            prospect.as_ref().map(|f| &f[..]),
+                            agent_frame.then_some(&self.pcm[..]),
+                            &mut self.recording_updates,
+                        );
+                    }
+                }
+                (_, monitor) => {
+                    bridge.tick_toward_agent();
+                    agent_frame = bridge.tick_toward_trunk(&mut self.pcm).is_some();
+                    if let Some(monitor) = monitor {
+                        // Listen: the supervisor hears both sides; their voice goes nowhere.
+                        let _ = monitor.supervisor_frame();
+                        let frames = [
+                            bridge.trunk_frame(),
+                            agent_frame.then_some(&self.pcm[..]),
+                            None,
+                        ];
+                        let heard =
+                            mix_minus(&frames, &MonitorMode::Listen.hearing(), &mut self.mix);
+                        if heard[MonitorMode::SUPERVISOR] {
+                            monitor.send(&self.mix[MonitorMode::SUPERVISOR]);
+                        }
+                    }
+                    if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
+                        recording.frame(
+                            bridge.trunk_frame(),
+                            agent_frame.then_some(&self.pcm[..]),
+                            &mut self.recording_updates,
+                        );
+                    }
+                }
+            }
             if !bridge.passthrough() {
                 self.counters.transcoded(started.elapsed());
-            }
-            if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
-                recording.frame(
-                    bridge.trunk_frame(),
-                    agent_frame.then_some(&self.pcm[..]),
-                    &mut self.recording_updates,
-                );
             }
         }
         if !self.recording_updates.is_empty() {
@@ -618,6 +763,7 @@ impl CallMedia {
                 frame[..end - self.play_pos].copy_from_slice(&samples[self.play_pos..end]);
                 let marker = self.play_pos == 0;
                 self.play_pos = end;
+                self.source_frame = Some(frame);
                 let Some(encoder) = self.encoder.as_mut() else {
                     return;
                 };

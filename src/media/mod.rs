@@ -7,6 +7,8 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod mixer;
+pub mod monitor;
 pub mod ports;
 pub mod recorder;
 pub mod recording;

@@ -30,6 +30,10 @@ pub struct SimulatedBrowser {
     media_time: u64,
     /// Audio frames received.
     pub received: u64,
+    /// Keep what arrives (`heard`), for tests that listen to it.
+    pub keep_audio: bool,
+    /// Each audio payload received, with its arrival time, in order.
+    pub heard: Vec<(Instant, Vec<u8>)>,
 }
 
 impl SimulatedBrowser {
@@ -57,6 +61,8 @@ impl SimulatedBrowser {
             connected: None,
             media_time: 0,
             received: 0,
+            keep_audio: false,
+            heard: Vec::new(),
         })
     }
 
@@ -89,7 +95,12 @@ impl SimulatedBrowser {
                 Ok(Output::Event(Event::Connected)) => {
                     self.connected = Some(self.started.elapsed());
                 }
-                Ok(Output::Event(Event::MediaData(_))) => self.received += 1,
+                Ok(Output::Event(Event::MediaData(data))) => {
+                    self.received += 1;
+                    if self.keep_audio {
+                        self.heard.push((Instant::now(), data.data.to_vec()));
+                    }
+                }
                 Ok(Output::Event(_)) => {}
                 Err(_) => return Instant::now() + Duration::from_secs(1),
             }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod agent_ws;
+pub mod browser;
 pub mod caller;
 #[allow(unused_imports)] // not every test binary speaks the agent protocol
 pub use agent_ws::*;
@@ -771,6 +772,15 @@ id = "demo"
 name = "Demo Agent"
 token_sha256 = "7c43ef5ae21d43ce2743f770c68e24def1a43ee2f416d2438410c8af7af2ff2c"
 dids = ["+15550000100"]
+"#;
+
+/// The demo supervisor (token `super-token`, no DIDs).
+pub const SUPERVISOR_AGENT: &str = r#"
+[[agent]]
+id = "super"
+name = "Demo Supervisor"
+token_sha256 = "a0a85699c09012035f8809a0c181e5ce770cdeed87b5086716cd809c65d62756"
+role = "supervisor"
 "#;
 
 /// The second demo agent (token `demo2-token`, DID +15550000200).

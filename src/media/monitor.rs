@@ -1,0 +1,183 @@
+//! A supervisor on a call: their own peer connection joined to the call's media task, which
+//! mixes on its 20 ms clock what each party hears (`media/mixer`). Listen: the supervisor
+//! hears the prospect and the agent. Whisper: the agent hears the supervisor too. Barge: both
+//! do. The link belongs to the call, not to the agent, so when the agent holds the call the
+//! supervisor hears what the call is going through (the prospect and the hold audio) instead
+//! of the agent's next call, and on resume monitoring simply carries on.
+
+use crate::media::bridge::{clock_rate, AgentLink, Terminated};
+use crate::media::codec::{Encoder, FRAME_SAMPLES};
+use crate::media::mixer::HearingMatrix;
+use crate::sdp::Codec;
+use crate::webrtc::{AgentPacket, WebrtcInput};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorMode {
+    Listen,
+    Whisper,
+    Barge,
+}
+
+impl MonitorMode {
+    pub fn parse(s: &str) -> Option<MonitorMode> {
+        match s {
+            "listen" => Some(MonitorMode::Listen),
+            "whisper" => Some(MonitorMode::Whisper),
+            "barge" => Some(MonitorMode::Barge),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorMode::Listen => "listen",
+            MonitorMode::Whisper => "whisper",
+            MonitorMode::Barge => "barge",
+        }
+    }
+
+    /// Parties in mixer order.
+    pub const PROSPECT: usize = 0;
+    pub const AGENT: usize = 1;
+    pub const SUPERVISOR: usize = 2;
+
+    /// Who hears whom in this mode (`[listener][speaker]`).
+    pub fn hearing(self) -> HearingMatrix<3> {
+        let whisper = matches!(self, MonitorMode::Whisper | MonitorMode::Barge);
+        let barge = self == MonitorMode::Barge;
+        [
+            // The prospect hears the agent, and the supervisor only when barging.
+            [false, true, barge],
+            // The agent hears the prospect, and the supervisor when whispered to or barged.
+            [true, false, whisper],
+            // The supervisor hears both.
+            [true, true, false],
+        ]
+    }
+
+    /// Whether the supervisor's voice goes anywhere.
+    pub fn speaks(self) -> bool {
+        self != MonitorMode::Listen
+    }
+}
+
+/// What a call's media is told about its supervisor.
+#[derive(Debug)]
+pub enum MonitorChange {
+    Start(AgentLink, MonitorMode),
+    Mode(MonitorMode),
+    Stop,
+}
+
+pub struct Monitor {
+    pub link: AgentLink,
+    pub mode: MonitorMode,
+    call: String,
+    from_supervisor: Option<Terminated>,
+    /// The prospect's audio while the call is not bridged to its agent (on hold): the bridge
+    /// decodes it otherwise.
+    from_trunk: Option<Terminated>,
+    toward: Option<(Codec, Encoder)>,
+    supervisor_pcm: Vec<i16>,
+    trunk_pcm: Vec<i16>,
+    payload: Vec<u8>,
+    pub frames_to_supervisor: u64,
+}
+
+impl Monitor {
+    pub fn new(call: String, link: AgentLink, mode: MonitorMode) -> Monitor {
+        Monitor {
+            link,
+            mode,
+            call,
+            from_supervisor: None,
+            from_trunk: None,
+            toward: None,
+            supervisor_pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
+            trunk_pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
+            payload: Vec::with_capacity(512),
+            frames_to_supervisor: 0,
+        }
+    }
+
+    /// A packet of the supervisor's microphone (`arrival` in its codec's clock units).
+    pub fn on_supervisor_packet(&mut self, packet: &AgentPacket, arrival: u32) {
+        if self
+            .from_supervisor
+            .as_ref()
+            .is_none_or(|t| t.codec() != packet.codec)
+        {
+            self.from_supervisor = Terminated::new(packet.codec);
+        }
+        if let Some(t) = self.from_supervisor.as_mut() {
+            t.push(packet.sequence, packet.timestamp, arrival, &packet.payload);
+        }
+    }
+
+    /// The supervisor's frame of this tick, if they are heard at all and sent something.
+    pub fn supervisor_frame(&mut self) -> Option<&[i16]> {
+        let t = self.from_supervisor.as_mut()?;
+        t.frame(&mut self.supervisor_pcm)?;
+        // Listening only: the frame is taken (the buffer keeps pace) and dropped.
+        self.mode.speaks().then_some(&self.supervisor_pcm[..])
+    }
+
+    /// A trunk packet while the call is held (arrival in the trunk codec's clock units).
+    pub fn on_held_trunk_packet(
+        &mut self,
+        codec: Codec,
+        sequence: u16,
+        timestamp: u32,
+        arrival: u32,
+        payload: &[u8],
+    ) {
+        if self.from_trunk.as_ref().is_none_or(|t| t.codec() != codec) {
+            self.from_trunk = Terminated::new(codec);
+        }
+        if let Some(t) = self.from_trunk.as_mut() {
+            t.push(sequence, timestamp, arrival, payload);
+        }
+    }
+
+    /// The prospect's frame of this tick while held.
+    pub fn held_trunk_frame(&mut self) -> Option<&[i16]> {
+        let t = self.from_trunk.as_mut()?;
+        t.frame(&mut self.trunk_pcm)?;
+        Some(&self.trunk_pcm[..])
+    }
+
+    /// The call is bridged again: the bridge decodes the prospect from now on.
+    pub fn bridged(&mut self) {
+        self.from_trunk = None;
+    }
+
+    /// Encode what the supervisor hears and send it to their peer connection.
+    pub fn send(&mut self, pcm: &[i16]) {
+        let Some(codec) = self.link.codec.get() else {
+            return; // their browser has not negotiated media yet
+        };
+        if self.toward.as_ref().is_none_or(|(c, _)| *c != codec) {
+            self.toward = Encoder::new(codec).ok().map(|e| (codec, e));
+        }
+        let Some((_, encoder)) = self.toward.as_mut() else {
+            return;
+        };
+        if encoder.encode(pcm, &mut self.payload).is_err() {
+            return;
+        }
+        let sent = self.link.webrtc.try_send(WebrtcInput::Audio {
+            peer: self.link.peer,
+            call: self.call.clone(),
+            codec,
+            payload: self.payload.clone(),
+        });
+        if sent.is_ok() {
+            self.frames_to_supervisor += 1;
+        }
+    }
+
+    /// Clock units of a packet's codec per microsecond of arrival time.
+    pub fn rate(codec: Codec) -> u64 {
+        u64::from(clock_rate(codec))
+    }
+}

@@ -1,0 +1,124 @@
+//! An agent's (or supervisor's) browser for tests that need exact timing: a str0m peer with
+//! ICE, DTLS and SRTP on a thread of its own, negotiated over the agent's WebSocket, sending a
+//! tone as Opus every 20 ms and keeping what it hears, decoded, with arrival times.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callgate::media::codec::Decoder;
+use callgate::sdp::Codec;
+use callgate::webrtc::peer::{tone_frames, SimulatedBrowser};
+use serde_json::json;
+
+use super::{request, AgentSocket};
+
+/// 8 kHz PCM frames as they arrived.
+pub type Heard = Arc<Mutex<Vec<(Instant, Vec<i16>)>>>;
+
+pub struct Browser {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+    heard: Heard,
+}
+
+impl Browser {
+    /// Negotiate over the agent's socket (`webrtc.offer` → `webrtc.answer`) and start sending
+    /// a tone at `hz`.
+    pub fn connect(agent: &mut AgentSocket, hz: f64) -> Browser {
+        let (offer_tx, offer_rx) = std::sync::mpsc::channel::<String>();
+        let (answer_tx, answer_rx) = std::sync::mpsc::channel::<String>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let heard: Heard = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::clone(&stop);
+        let keep = Arc::clone(&heard);
+        let thread =
+            std::thread::spawn(move || {
+                callgate::webrtc::install_crypto();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                let mut browser = SimulatedBrowser::new(false).await.expect("browser socket");
+                browser.keep_audio = true;
+                offer_tx.send(browser.offer().expect("offer")).expect("offer sent");
+                let answer = answer_rx.recv().expect("answer");
+                assert!(browser.answer(&answer), "the gateway's answer is accepted");
+                let frames = tone_frames(Codec::Opus, hz);
+                let mut decoder = Decoder::new(Codec::Opus).expect("decoder");
+                let socket = Arc::clone(&browser.socket);
+                let mut buf = vec![0u8; 2048];
+                let mut clock = tokio::time::interval(Duration::from_millis(20));
+                let mut sent = 0usize;
+                while !stopped.load(Ordering::SeqCst) {
+                    tokio::select! {
+                        _ = clock.tick() => {
+                            if browser.connected.is_some() {
+                                browser.send_frame(&frames[sent % frames.len()]);
+                                sent += 1;
+                            }
+                            let _ = browser.rtc.handle_input(str0m::Input::Timeout(Instant::now()));
+                            browser.drain().await;
+                        }
+                        received = socket.recv_from(&mut buf) => {
+                            if let Ok((n, from)) = received {
+                                browser.receive(from, &buf[..n]);
+                                browser.drain().await;
+                            }
+                        }
+                    }
+                    if !browser.heard.is_empty() {
+                        let mut kept = keep.lock().expect("heard");
+                        for (at, payload) in browser.heard.drain(..) {
+                            let mut pcm = Vec::new();
+                            if decoder.decode(&payload, &mut pcm).is_ok() {
+                                kept.push((at, pcm));
+                            }
+                        }
+                    }
+                }
+                browser.received
+            })
+            });
+        let offer = offer_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("offer");
+        let answer = request(agent, json!({"type": "webrtc.offer", "sdp": offer}));
+        assert_eq!(answer["type"], "webrtc.answer", "{answer}");
+        answer_tx
+            .send(answer["sdp"].as_str().expect("sdp").to_string())
+            .expect("answer handed over");
+        Browser {
+            stop,
+            thread: Some(thread),
+            heard,
+        }
+    }
+
+    /// What it heard between `from` and `to`, as one run of samples.
+    pub fn heard_between(&self, from: Instant, to: Instant) -> Vec<i16> {
+        self.heard
+            .lock()
+            .expect("heard")
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .flat_map(|(_, pcm)| pcm.iter().copied())
+            .collect()
+    }
+
+    /// Stop; the number of audio frames it received.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("browser thread"))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,329 @@
+//! Supervisors over the wire: raw SIP callers, the demo agent and the demo supervisor on the
+//! agent protocol, each with a simulated browser (str0m) sending its own tone: the caller
+//! 440 Hz, the agent 1000 Hz, the supervisor 1600 Hz. What each party hears is measured by
+//! the strength of each tone in it. Listen, whisper and barge, a hold of the monitored call
+//! while the agent has other calls held and waiting, resume, stop, the errors, the end of
+//! the call, and what the recording keeps.
+
+mod common;
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::caller::Caller;
+use common::*;
+use serde_json::{json, Value};
+
+const CALLER_HZ: f64 = 440.0;
+const AGENT_HZ: f64 = 1000.0;
+const SUPERVISOR_HZ: f64 = 1600.0;
+/// A tone this strong (Goertzel amplitude, full scale 32768) is there; this weak, absent.
+const PRESENT: f64 = 400.0;
+const ABSENT: f64 = 120.0;
+
+fn amplitude(samples: &[i16], hz: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let w = std::f64::consts::TAU * hz / 8000.0;
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, s) in samples.iter().enumerate() {
+        re += f64::from(*s) * (w * i as f64).cos();
+        im += f64::from(*s) * (w * i as f64).sin();
+    }
+    2.0 * (re * re + im * im).sqrt() / samples.len() as f64
+}
+
+/// The three tones' amplitudes in what someone heard.
+#[derive(Debug)]
+struct Heard {
+    caller: f64,
+    agent: f64,
+    supervisor: f64,
+}
+
+fn tones(samples: &[i16]) -> Heard {
+    Heard {
+        caller: amplitude(samples, CALLER_HZ),
+        agent: amplitude(samples, AGENT_HZ),
+        supervisor: amplitude(samples, SUPERVISOR_HZ),
+    }
+}
+
+/// What a caller heard (PCMU from the gateway) between two moments.
+fn caller_heard(caller: &Caller, from: Instant, to: Instant) -> Vec<i16> {
+    caller
+        .received
+        .lock()
+        .expect("packets")
+        .iter()
+        .filter(|p| p.arrival >= from && p.arrival <= to && p.payload_type == 0)
+        .flat_map(|p| p.payload.iter().map(|b| ulaw_to_linear(*b)))
+        .collect()
+}
+
+fn call_id_of(event: &Value) -> String {
+    event["call"]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_string()
+}
+
+/// Each party's ears over the last 1.2 s of a phase.
+struct Ears<'a> {
+    caller: &'a Caller,
+    agent: &'a Browser,
+    supervisor: &'a Browser,
+}
+
+impl Ears<'_> {
+    fn listen(&self, phase: &str) -> (Heard, Heard, Heard) {
+        let to = Instant::now();
+        let from = to - Duration::from_millis(1200);
+        let heard = (
+            tones(&caller_heard(self.caller, from, to)),
+            tones(&self.agent.heard_between(from, to)),
+            tones(&self.supervisor.heard_between(from, to)),
+        );
+        println!(
+            "{phase}: caller hears {:?}\n{phase}: agent hears {:?}\n{phase}: supervisor hears {:?}",
+            heard.0, heard.1, heard.2
+        );
+        heard
+    }
+}
+
+/// The supervisor hears of the monitored call reaching `status` within 5 s.
+fn status_becomes(supervisor: &mut AgentSocket, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if next_of(supervisor, "monitor.updated")["call"]["status"] == status {
+            return;
+        }
+    }
+    panic!("the monitored call never became {status}");
+}
+
+fn ok(reply: &Value) {
+    assert_eq!(reply["type"], "ok", "{reply}");
+}
+
+#[test]
+fn listen_whisper_barge_follow_the_call_through_hold_and_resume() {
+    let ports = Ports::block(22);
+    let gw = Gateway::start(
+        "supervisor",
+        ports,
+        &(default_trunk(28490) + DEMO_AGENT + SUPERVISOR_AGENT),
+    );
+    let mut agent = connect_agent(&gw, "?token=demo-token");
+    next_of(&mut agent, "calls.snapshot");
+    let agent_browser = Browser::connect(&mut agent, AGENT_HZ);
+    let mut supervisor = connect_agent(&gw, "?token=super-token");
+    next_of(&mut supervisor, "calls.snapshot");
+    let supervisor_browser = Browser::connect(&mut supervisor, SUPERVISOR_HZ);
+
+    // The agent's other calls: one held, one waiting.
+    let mut held = Caller::dial(&gw, "+15551230011", 28400);
+    let held_id = call_id_of(&next_of(&mut agent, "call.incoming"));
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.answer", "call_id": held_id}),
+    ));
+    assert_eq!(held.final_response(Duration::from_secs(5)), 200);
+    held.play_tone(600.0);
+    let mut prospect = Caller::dial(&gw, "+15551230012", 28410);
+    let id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.accept", "call_id": id, "mode": "hold"}),
+    ));
+    let answered = Instant::now();
+    assert_eq!(prospect.final_response(Duration::from_secs(5)), 200);
+    prospect.play_tone(CALLER_HZ);
+    let _waiting = Caller::dial(&gw, "+15551230013", 28420);
+    let waiting_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+
+    // Errors first: only supervisors, known modes, answered calls.
+    let e = request(
+        &mut agent,
+        json!({"type": "call.monitor", "call_id": id, "mode": "listen"}),
+    );
+    assert_eq!(e["code"], "forbidden", "{e}");
+    let e = request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": id, "mode": "spy"}),
+    );
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(e["message"].as_str().unwrap_or("").contains("mode"), "{e}");
+    let e = request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": waiting_id, "mode": "listen"}),
+    );
+    assert_eq!(e["code"], "invalid_state", "{e}");
+    let e = request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": "c_none", "mode": "listen"}),
+    );
+    assert_eq!(e["code"], "not_found", "{e}");
+    let e = request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": id, "mode": "stop"}),
+    );
+    assert_eq!(e["code"], "invalid_state", "{e}");
+
+    let ears = Ears {
+        caller: &prospect,
+        agent: &agent_browser,
+        supervisor: &supervisor_browser,
+    };
+    let monitor = |supervisor: &mut AgentSocket, mode: &str| {
+        let reply = request(
+            supervisor,
+            json!({"type": "call.monitor", "call_id": id, "mode": mode}),
+        );
+        ok(&reply);
+        let update = next_of(supervisor, "monitor.updated");
+        assert_eq!(update["mode"], mode, "{update}");
+        assert_eq!(update["call"]["call_id"], id.as_str());
+        std::thread::sleep(Duration::from_millis(2000));
+    };
+
+    // Listen: the supervisor hears both; nobody hears the supervisor.
+    let listen_at = Instant::now();
+    monitor(&mut supervisor, "listen");
+    let (caller, agent_ears, sup) = ears.listen("listen");
+    assert!(sup.caller > PRESENT && sup.agent > PRESENT, "{sup:?}");
+    assert!(sup.supervisor < ABSENT, "never their own voice: {sup:?}");
+    assert!(agent_ears.caller > PRESENT && agent_ears.supervisor < ABSENT);
+    assert!(caller.agent > PRESENT && caller.supervisor < ABSENT);
+
+    // Whisper: the agent hears the supervisor, the caller does not.
+    let whisper_at = Instant::now();
+    monitor(&mut supervisor, "whisper");
+    let (caller, agent_ears, sup) = ears.listen("whisper");
+    assert!(agent_ears.caller > PRESENT && agent_ears.supervisor > PRESENT);
+    assert!(
+        caller.agent > PRESENT && caller.supervisor < ABSENT,
+        "{caller:?}"
+    );
+    assert!(sup.caller > PRESENT && sup.agent > PRESENT);
+
+    // Barge: both hear the supervisor.
+    let barge_at = Instant::now();
+    monitor(&mut supervisor, "barge");
+    let (caller, agent_ears, sup) = ears.listen("barge");
+    assert!(
+        caller.agent > PRESENT && caller.supervisor > PRESENT,
+        "{caller:?}"
+    );
+    assert!(agent_ears.caller > PRESENT && agent_ears.supervisor > PRESENT);
+    assert!(sup.caller > PRESENT && sup.agent > PRESENT && sup.supervisor < ABSENT);
+    let hold_at = Instant::now();
+
+    // The agent holds the monitored call: the supervisor follows the call (the prospect
+    // and the hold audio), not the agent; their voice reaches nobody meanwhile.
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.hold", "call_id": id}),
+    ));
+    status_becomes(&mut supervisor, "on_hold");
+    std::thread::sleep(Duration::from_millis(2000));
+    let (caller, agent_ears, sup) = ears.listen("held");
+    assert!(sup.caller > PRESENT, "the held prospect: {sup:?}");
+    // The hold audio (an arpeggio) has a little energy near 1 kHz; the agent's tone would
+    // be twenty times that.
+    assert!(sup.agent < 600.0, "not the agent: {sup:?}");
+    assert!(
+        caller.supervisor < ABSENT && caller.agent < 600.0,
+        "{caller:?}"
+    );
+    assert!(agent_ears.supervisor < ABSENT && agent_ears.caller < ABSENT);
+    // The supervisor hears the hold audio the prospect hears: its strongest note is there.
+    let to = Instant::now();
+    let from = to - Duration::from_millis(1200);
+    let hold_audio = caller_heard(&prospect, from, to);
+    let note = (200..1500)
+        .step_by(5)
+        .map(f64::from)
+        .max_by(|a, b| amplitude(&hold_audio, *a).total_cmp(&amplitude(&hold_audio, *b)))
+        .expect("a note");
+    let note_level = amplitude(&supervisor_browser.heard_between(from, to), note);
+    println!(
+        "held: hold audio's strongest note {note} Hz, {note_level:.0} in the supervisor's ears"
+    );
+    assert!(note_level > 100.0, "the supervisor hears the hold audio");
+
+    // Resume: monitoring carries on in barge.
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.resume", "call_id": id}),
+    ));
+    status_becomes(&mut supervisor, "active");
+    std::thread::sleep(Duration::from_millis(2000));
+    let (caller, agent_ears, sup) = ears.listen("resumed");
+    assert!(
+        caller.agent > PRESENT && caller.supervisor > PRESENT,
+        "{caller:?}"
+    );
+    assert!(agent_ears.caller > PRESENT && agent_ears.supervisor > PRESENT);
+    assert!(sup.caller > PRESENT && sup.agent > PRESENT);
+
+    // Stop: the supervisor is off the call.
+    ok(&request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": id, "mode": "stop"}),
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (caller, _, sup) = ears.listen("stopped");
+    assert!(caller.supervisor < ABSENT && sup.caller < ABSENT && sup.agent < ABSENT);
+
+    // Listening again, then the prospect hangs up: the supervisor is told.
+    monitor(&mut supervisor, "listen");
+    prospect.hang_up();
+    let ended = next_of(&mut supervisor, "monitor.ended");
+    assert_eq!(ended["call"]["call_id"], id.as_str(), "{ended}");
+    assert_eq!(ended["call"]["end_reason"], "caller_hangup");
+
+    // The recording (the call was answered at `answered`): in the whisper the supervisor is
+    // in neither channel; in the barge they are in what the prospect heard (right).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bytes = loop {
+        let (status, _, bytes) =
+            gw.get_bytes(&format!("/v1/calls/{id}/recording"), "super-token", "");
+        if status == 200 && bytes.len() > 44 {
+            let (_, body) = gw
+                .http("GET", &format!("/v1/calls/{id}"), Some("super-token"), None)
+                .expect("call");
+            if body.contains("\"status\":\"ended\"") {
+                break bytes;
+            }
+        }
+        assert!(Instant::now() < deadline, "no recording");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut reader = hound::WavReader::new(Cursor::new(&bytes)).expect("WAV");
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("s")).collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let stretch = |side: &[i16], from: Instant, to: Instant| -> Heard {
+        let at = |t: Instant| (t.duration_since(answered).as_secs_f64() * 8000.0) as usize;
+        let (a, b) = (at(from).min(side.len()), at(to).min(side.len()));
+        tones(&side[a..b])
+    };
+    let settle = Duration::from_millis(500);
+    let whisper_left = stretch(&left, whisper_at + settle, barge_at);
+    let whisper_right = stretch(&right, whisper_at + settle, barge_at);
+    let barge_right = stretch(&right, barge_at + settle, hold_at);
+    let barge_left = stretch(&left, barge_at + settle, hold_at);
+    println!("recording: whisper left {whisper_left:?} right {whisper_right:?}");
+    println!("recording: barge left {barge_left:?} right {barge_right:?}");
+    assert!(whisper_left.caller > PRESENT && whisper_left.supervisor < ABSENT);
+    assert!(whisper_right.agent > PRESENT && whisper_right.supervisor < ABSENT);
+    assert!(barge_right.agent > PRESENT && barge_right.supervisor > PRESENT);
+    assert!(barge_left.caller > PRESENT && barge_left.supervisor < ABSENT);
+    let _ = listen_at;
+    agent_browser.stop();
+    supervisor_browser.stop();
+}
