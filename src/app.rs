@@ -16,9 +16,9 @@ use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
 use crate::config::Config;
 use crate::controller::{
     AgentId, AgentRequest, Call, Command, ConnId, Controller, Event, MediaPlan, Notice,
-    RequestError,
+    RequestError, TransferTarget,
 };
-use crate::media::bridge::AgentLink;
+use crate::media::bridge::{AgentLink, JoinedLeg};
 use crate::media::call::{
     CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY,
 };
@@ -193,6 +193,12 @@ pub enum AgentCall {
         call: String,
         mode: Option<MonitorMode>,
     },
+    /// `to` (`agent:<id>` or a number) for a blind transfer, `attended` for an attended one.
+    Transfer {
+        call: String,
+        to: Option<String>,
+        attended: Option<String>,
+    },
 }
 
 /// An agent request's failure, with the agent protocol's error code.
@@ -268,6 +274,8 @@ struct AgentConnection {
 struct MediaHandle {
     commands: mpsc::Sender<MediaCommand>,
     port: u16,
+    /// The trunk side's codec, as the other leg of a joined pair encodes for it.
+    codec: Arc<PeerCodec>,
 }
 
 struct Signalling {
@@ -437,6 +445,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     b2bua.set_unix_time(unix_secs());
     let mut controller = Controller::new(&config.routes, &config.agents);
     controller.set_recording_policy(config.recording_policy());
+    controller.set_transfer_ring(Duration::from_secs(config.transfer.ring_seconds));
     let mut sig = Signalling {
         b2bua,
         controller,
@@ -466,6 +475,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut udp_buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
     let mut terminate = signal_stream()?;
     let mut shutting_down: Option<Instant> = None;
+    // The controller's own clock: transfers that ring too long come back.
+    let mut controller_clock = tokio::time::interval(Duration::from_millis(500));
     loop {
         let deadline = sig
             .b2bua
@@ -490,6 +501,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 WebrtcEvent::Disconnected { peer } => tracing::debug!(peer, "agent media down"),
             },
             _ = sleep => sig.b2bua.handle_timeout(Instant::now()),
+            _ = controller_clock.tick() => {
+                let commands = sig.controller.handle(Event::Tick, Instant::now());
+                sig.execute(commands);
+            }
             _ = terminate.recv(), if shutting_down.is_none() => {
                 tracing::info!(calls = sig.b2bua.live_legs(), "shutting down: ending live calls");
                 shutting_down = Some(Instant::now());
@@ -694,6 +709,7 @@ impl Signalling {
             }
             LegEvent::MediaChanged { leg, audio } => {
                 if let Some(media) = self.media.get(&leg) {
+                    media.codec.set(Some(audio.codec));
                     let _ = media.commands.try_send(MediaCommand::Update(audio));
                 }
                 return;
@@ -871,8 +887,9 @@ impl Signalling {
     fn source_for(&mut self, plan: &MediaPlan) -> Source {
         match plan {
             MediaPlan::Echo => Source::Echo,
-            // The bridge replaces the source once the agent's media is attached.
-            MediaPlan::Agent(_) => Source::Silence,
+            // The bridge replaces the source once the agent's (or the other leg's) media is
+            // attached.
+            MediaPlan::Agent(_) | MediaPlan::Join(_) => Source::Silence,
             MediaPlan::Announce(path) => match self.audio(path) {
                 Some(samples) => Source::Play(samples),
                 None => Source::Silence,
@@ -889,6 +906,7 @@ impl Signalling {
     ) {
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
         let port = sockets.port;
+        let codec = Arc::new(PeerCodec::of(audio.codec));
         let media = CallMedia::new(
             call.to_string(),
             sockets,
@@ -899,8 +917,14 @@ impl Signalling {
         )
         .with_recording_writer(self.recordings.clone());
         tokio::spawn(media.run(rx));
-        self.media
-            .insert(call.to_string(), MediaHandle { commands: tx, port });
+        self.media.insert(
+            call.to_string(),
+            MediaHandle {
+                commands: tx,
+                port,
+                codec,
+            },
+        );
     }
 
     /// Tell the call log about every call whose status changed and every call that ended.
@@ -936,7 +960,8 @@ impl Signalling {
             from_name: c.from_name.clone(),
             to_number: c.to.clone(),
             prospect: c.prospect().to_string(),
-            agent_id: c.agent.clone(),
+            // A call that left every agent (joined to a number) stays with the last one.
+            agent_id: c.agent.clone().or_else(|| c.handled_by.clone()),
             status: c.status.as_str().into(),
             created_at: ms(c.created_at),
             answered_at: c.answered_at.map(ms),
@@ -962,6 +987,46 @@ impl Signalling {
             .map(|(id, _)| *id)
     }
 
+    /// Run two calls' media into each other: each takes the other's place of a browser, so
+    /// packets pass through when the codecs match and are transcoded when not. Recordings of
+    /// either call continue.
+    fn join(&mut self, a: &str, b: &str) {
+        let (Some(ma), Some(mb)) = (self.media.get(a), self.media.get(b)) else {
+            tracing::warn!(%a, %b, "join without media");
+            return;
+        };
+        let (into_a, from_b) = mpsc::channel(AGENT_AUDIO_CAPACITY);
+        let (into_b, from_a) = mpsc::channel(AGENT_AUDIO_CAPACITY);
+        let link = |codec: &Arc<PeerCodec>, from_agent, toward| AgentLink {
+            peer: 0,
+            codec: Arc::clone(codec),
+            webrtc: self.webrtc.clone(),
+            from_agent,
+            joined: Some(JoinedLeg::new(toward)),
+        };
+        let links = [
+            (ma, link(&mb.codec, from_b, into_b), a),
+            (mb, link(&ma.codec, from_a, into_a), b),
+        ];
+        for (media, link, call) in links {
+            self.attach(media, call, link);
+        }
+        tracing::info!(%a, %b, "calls joined");
+    }
+
+    /// Hand a call's media its link (to a browser or the other leg). The recording learns
+    /// what is wanted of it first, so it may start with the bridge.
+    fn attach(&self, media: &MediaHandle, call: &str, link: AgentLink) {
+        let want = self
+            .controller
+            .call(call)
+            .map_or(RecordWant::Off, |c| c.record_want);
+        let _ = media.commands.try_send(MediaCommand::Record(want));
+        if media.commands.try_send(MediaCommand::Bridge(link)).is_err() {
+            tracing::warn!(%call, "media task not taking commands; bridge lost");
+        }
+    }
+
     /// A new link from an agent's peer connection to a call's media: the link for the media
     /// task, and the sender the WebRTC task routes the agent's microphone into.
     fn agent_link(
@@ -976,6 +1041,7 @@ impl Signalling {
             codec,
             webrtc: self.webrtc.clone(),
             from_agent,
+            joined: None,
         };
         Some((conn, link, to_call))
     }
@@ -1014,15 +1080,7 @@ impl Signalling {
             tracing::warn!(%call, "bridge without media");
             return;
         };
-        // The recording learns what is wanted of it before it is bridged (and so may start).
-        let want = self
-            .controller
-            .call(call)
-            .map_or(RecordWant::Off, |c| c.record_want);
-        let _ = media.commands.try_send(MediaCommand::Record(want));
-        if media.commands.try_send(MediaCommand::Bridge(link)).is_err() {
-            tracing::warn!(%call, "media task not taking commands; bridge lost");
-        }
+        self.attach(media, call, link);
         let route = Route {
             call: call.to_string(),
             to_call,
@@ -1132,6 +1190,40 @@ impl Signalling {
             AgentCall::Resume { call } => AgentRequest::Resume { call },
             AgentCall::Record { call, action } => AgentRequest::Record { call, action },
             AgentCall::Monitor { call, mode } => AgentRequest::Monitor { call, mode },
+            AgentCall::Transfer { call, to, attended } => {
+                let target = match (to, attended) {
+                    (_, Some(consult)) => TransferTarget::Attended(consult),
+                    (Some(to), None) => match to.strip_prefix("agent:") {
+                        Some(id) => TransferTarget::Agent(id.to_string()),
+                        None => {
+                            // Through a trunk, as a dial: the dial plan decides.
+                            if let Err(e) = self.b2bua.trunks_for(&to) {
+                                let code = match e {
+                                    crate::b2bua::DialError::DialPlanDenied(_) => {
+                                        "dial_plan_denied"
+                                    }
+                                    _ => "bad_request",
+                                };
+                                return Err(AgentError {
+                                    code,
+                                    message: format!("to: {e}"),
+                                });
+                            }
+                            TransferTarget::Number {
+                                to,
+                                leg: new_call_id(),
+                            }
+                        }
+                    },
+                    (None, None) => {
+                        return Err(AgentError {
+                            code: "bad_request",
+                            message: "to: required".into(),
+                        })
+                    }
+                };
+                AgentRequest::Transfer { call, target }
+            }
             AgentCall::Dial { to } => {
                 let to = to.trim().to_string();
                 if let Err(e) = self.b2bua.trunks_for(&to) {
@@ -1262,6 +1354,7 @@ impl Signalling {
                         });
                     }
                 }
+                Command::Join { a, b } => self.join(&a, &b),
                 Command::MonitorStart {
                     call,
                     supervisor,

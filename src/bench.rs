@@ -239,6 +239,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                 codec,
                 webrtc: webrtc_tx.clone(),
                 from_agent,
+                joined: None,
             }))?;
         webrtc_tx.blocking_send(WebrtcInput::Route {
             peer: i as u64,

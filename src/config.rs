@@ -44,6 +44,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub transfer: TransferConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "trunk")]
@@ -52,6 +54,27 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// SHA-256 (hex) of the admin bearer token.
     pub admin_token_sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Seconds a call transferred to an agent rings before it comes back to the agent who
+    /// transferred it.
+    #[serde(default = "default_transfer_ring")]
+    pub ring_seconds: u64,
+}
+
+fn default_transfer_ring() -> u64 {
+    20
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            ring_seconds: default_transfer_ring(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -484,6 +507,9 @@ impl Config {
             ));
         }
         check_record_mode("recording.mode".into(), Some(&self.recording.mode))?;
+        if !(1..=600).contains(&self.transfer.ring_seconds) {
+            return Err(invalid("transfer.ring_seconds", "must be 1..=600"));
+        }
         match self.recording.channels.as_str() {
             "stereo" | "mono" => {}
             _ => return Err(invalid("recording.channels", "must be stereo or mono")),

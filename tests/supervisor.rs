@@ -22,19 +22,6 @@ const SUPERVISOR_HZ: f64 = 1600.0;
 const PRESENT: f64 = 400.0;
 const ABSENT: f64 = 120.0;
 
-fn amplitude(samples: &[i16], hz: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    let w = std::f64::consts::TAU * hz / 8000.0;
-    let (mut re, mut im) = (0.0, 0.0);
-    for (i, s) in samples.iter().enumerate() {
-        re += f64::from(*s) * (w * i as f64).cos();
-        im += f64::from(*s) * (w * i as f64).sin();
-    }
-    2.0 * (re * re + im * im).sqrt() / samples.len() as f64
-}
-
 /// The three tones' amplitudes in what someone heard.
 #[derive(Debug)]
 struct Heard {
@@ -45,22 +32,10 @@ struct Heard {
 
 fn tones(samples: &[i16]) -> Heard {
     Heard {
-        caller: amplitude(samples, CALLER_HZ),
-        agent: amplitude(samples, AGENT_HZ),
-        supervisor: amplitude(samples, SUPERVISOR_HZ),
+        caller: tone_amplitude(samples, CALLER_HZ),
+        agent: tone_amplitude(samples, AGENT_HZ),
+        supervisor: tone_amplitude(samples, SUPERVISOR_HZ),
     }
-}
-
-/// What a caller heard (PCMU from the gateway) between two moments.
-fn caller_heard(caller: &Caller, from: Instant, to: Instant) -> Vec<i16> {
-    caller
-        .received
-        .lock()
-        .expect("packets")
-        .iter()
-        .filter(|p| p.arrival >= from && p.arrival <= to && p.payload_type == 0)
-        .flat_map(|p| p.payload.iter().map(|b| ulaw_to_linear(*b)))
-        .collect()
 }
 
 fn call_id_of(event: &Value) -> String {
@@ -82,7 +57,7 @@ impl Ears<'_> {
         let to = Instant::now();
         let from = to - Duration::from_millis(1200);
         let heard = (
-            tones(&caller_heard(self.caller, from, to)),
+            tones(&self.caller.heard_between(from, to)),
             tones(&self.agent.heard_between(from, to)),
             tones(&self.supervisor.heard_between(from, to)),
         );
@@ -243,13 +218,13 @@ fn listen_whisper_barge_follow_the_call_through_hold_and_resume() {
     // The supervisor hears the hold audio the prospect hears: its strongest note is there.
     let to = Instant::now();
     let from = to - Duration::from_millis(1200);
-    let hold_audio = caller_heard(&prospect, from, to);
+    let hold_audio = prospect.heard_between(from, to);
     let note = (200..1500)
         .step_by(5)
         .map(f64::from)
-        .max_by(|a, b| amplitude(&hold_audio, *a).total_cmp(&amplitude(&hold_audio, *b)))
+        .max_by(|a, b| tone_amplitude(&hold_audio, *a).total_cmp(&tone_amplitude(&hold_audio, *b)))
         .expect("a note");
-    let note_level = amplitude(&supervisor_browser.heard_between(from, to), note);
+    let note_level = tone_amplitude(&supervisor_browser.heard_between(from, to), note);
     println!(
         "held: hold audio's strongest note {note} Hz, {note_level:.0} in the supervisor's ears"
     );

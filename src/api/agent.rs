@@ -374,13 +374,26 @@ impl Session {
                     Err(_) => error(&req, "unavailable", "gateway stopping"),
                 });
             }
-            "call.transfer" => {
-                return Some(error(
-                    &req,
-                    "invalid_state",
-                    format!("{kind} is not available on this gateway yet"),
-                ));
-            }
+            "call.transfer" => call_request(field("call_id").and_then(|call| {
+                let text = |name: &str| value.get(name).and_then(Value::as_str);
+                match (text("to"), text("attended_call_id")) {
+                    (Some(to), None) if !to.trim().is_empty() => Ok(AgentCall::Transfer {
+                        call,
+                        to: Some(to.trim().to_string()),
+                        attended: None,
+                    }),
+                    (None, Some(consult)) if !consult.is_empty() => Ok(AgentCall::Transfer {
+                        call,
+                        to: None,
+                        attended: Some(consult.to_string()),
+                    }),
+                    _ => Err(error(
+                        &req,
+                        "bad_request",
+                        "to: either \"to\" (agent:<id> or a number) or \"attended_call_id\" is required",
+                    )),
+                }
+            })),
             other => {
                 return Some(error(
                     &req,

@@ -30,6 +30,8 @@ pub enum MediaPlan {
     Announce(PathBuf),
     /// Bridged to this agent's browser while the call is active.
     Agent(AgentId),
+    /// The far end of a transfer to a number: joined to this call once answered.
+    Join(CallId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,12 @@ pub struct Call {
     pub record_want: RecordWant,
     /// The recording as the media last reported it.
     pub recording: RecordingState,
+    /// A transfer under way (the call rings another agent, or waits for a number to answer).
+    pub transfer: Option<transfer::Transfer>,
+    /// The leg this one's media is joined to (a transfer to a number, or an attended one).
+    pub joined: Option<CallId>,
+    /// The last agent who had the call: the call log's agent after it left every agent.
+    pub handled_by: Option<AgentId>,
 }
 
 impl Call {
@@ -173,6 +181,8 @@ pub enum Event {
     AgentConnected { agent: AgentId, conn: ConnId },
     /// An agent's WebSocket closed (any reason): all its calls end.
     AgentDisconnected { agent: AgentId, conn: ConnId },
+    /// The clock moved (about once a second): transfers not answered in time come back.
+    Tick,
     /// Shut down: end every call.
     Shutdown,
 }
@@ -201,6 +211,11 @@ pub enum AgentRequest {
     Monitor {
         call: CallId,
         mode: Option<MonitorMode>,
+    },
+    /// `call.transfer`: hand the call to another agent, a number, or a call set up first.
+    Transfer {
+        call: CallId,
+        target: TransferTarget,
     },
     /// `call.record`: start, pause, resume or stop the call's recording.
     Record {
@@ -319,6 +334,11 @@ pub enum Command {
         call: CallId,
         agent: AgentId,
     },
+    /// Run two calls' media into each other (a transfer's two legs).
+    Join {
+        a: CallId,
+        b: CallId,
+    },
     /// Join a supervisor's peer connection to the call's media, in this mode.
     MonitorStart {
         call: CallId,
@@ -432,6 +452,8 @@ impl Default for RecordingPolicy {
 pub struct Controller {
     routes: HashMap<String, MediaPlan>,
     recording: RecordingPolicy,
+    /// How long a call transferred to an agent rings before it comes back.
+    transfer_ring: std::time::Duration,
     agents: HashMap<AgentId, Agent>,
     /// DID → agent.
     dids: HashMap<String, AgentId>,
@@ -477,11 +499,17 @@ impl Controller {
         Controller {
             routes,
             recording: RecordingPolicy::default(),
+            transfer_ring: std::time::Duration::from_secs(20),
             agents,
             dids,
             calls: HashMap::new(),
             ended: Vec::new(),
         }
+    }
+
+    /// How long a call transferred to an agent rings before it comes back (20 s unless set).
+    pub fn set_transfer_ring(&mut self, ring: std::time::Duration) {
+        self.transfer_ring = ring;
     }
 
     /// Which calls are recorded (nothing is, until this is set).
@@ -648,6 +676,7 @@ impl Controller {
                 }
                 commands
             }
+            Event::Tick => self.expire_transfers(now),
             Event::Shutdown => {
                 let mut ids: Vec<CallId> = self.calls.keys().cloned().collect();
                 ids.sort();
@@ -923,6 +952,21 @@ impl Controller {
                 commands.extend(self.updated(&call));
                 commands
             }
+            (MediaPlan::Join(other), _) => {
+                // The far end of a transfer to a number answered: the caller meets them.
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.status = Status::Active;
+                }
+                if let Some(o) = self.calls.get_mut(&other) {
+                    o.transfer = None;
+                }
+                let mut commands = vec![Command::Join {
+                    a: other.clone(),
+                    b: call.clone(),
+                }];
+                commands.extend(self.updated_monitors(&other));
+                commands
+            }
             (plan, _) => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.status = Status::Active;
@@ -935,7 +979,12 @@ impl Controller {
     /// The call is over, whoever ended it: stop its media, tell its agent, prompt for the
     /// call log, and offer the queue's head when the active call went.
     fn end(&mut self, call: &str, reason: EndReason, now: Instant) -> Vec<Command> {
-        self.end_call(call, reason, now, true)
+        let joined = self.calls.get(call).filter(|c| c.joined.is_some()).cloned();
+        let mut commands = self.end_call(call, reason, now, true);
+        if let Some(c) = joined {
+            commands.extend(self.joined_leg_ended(&c, reason, now));
+        }
+        commands
     }
 
     fn end_call(
@@ -989,12 +1038,7 @@ impl Controller {
             return commands;
         };
         let connected = self.is_connected(&agent);
-        if let Some(a) = self.agents.get_mut(&agent) {
-            a.recent.push_back(c.clone());
-            while a.recent.len() > RECENT_ENDED {
-                a.recent.pop_front();
-            }
-        }
+        self.remember_ended(&agent, &c);
         commands.push(Command::Notify {
             agent: agent.clone(),
             notice: Notice::Ended(Box::new(c.clone())),
@@ -1019,6 +1063,16 @@ impl Controller {
             commands.extend(self.announce_waiting(&agent));
         }
         commands
+    }
+
+    /// Keep an ended call (as the agent saw it end) for the agent's snapshots.
+    fn remember_ended(&mut self, agent: &str, call: &Call) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.recent.push_back(call.clone());
+            while a.recent.len() > RECENT_ENDED {
+                a.recent.pop_front();
+            }
+        }
     }
 
     /// Open (or merge into) the call-log prompt for the call's prospect.
@@ -1051,6 +1105,10 @@ impl Controller {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
+        if c.transfer.is_some() && matches!(c.status, Status::Ringing | Status::Waiting) {
+            // It was only ringing here on its way from another agent: it goes back.
+            return self.transfer_failed(call, now);
+        }
         c.end_reason = Some(EndReason::AgentDisconnected);
         let status = c.status;
         let id = c.id.clone();
@@ -1107,7 +1165,10 @@ impl Controller {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
-        let answer = matches!(c.status, Status::Ringing | Status::Waiting);
+        // A transferred call was answered long ago: it only needs bridging.
+        let answer =
+            matches!(c.status, Status::Ringing | Status::Waiting) && c.answered_at.is_none();
+        c.transfer = None;
         c.status = Status::Active;
         c.queued_at = None;
         if answer {
@@ -1249,6 +1310,10 @@ impl Controller {
                         Vec::new(),
                     );
                 }
+                if c.transfer.is_some() {
+                    // Declining a transferred call sends it back, not away.
+                    return (Ok(call.clone()), self.transfer_failed(&call, now));
+                }
                 c.end_reason = Some(EndReason::Declined);
                 let mut commands = vec![Command::Reject {
                     call: call.clone(),
@@ -1262,6 +1327,9 @@ impl Controller {
                     return (Err(RequestError::NotFound), Vec::new());
                 };
                 match c.status {
+                    Status::Ringing | Status::Waiting if c.transfer.is_some() => {
+                        (Ok(call.clone()), self.transfer_failed(&call, now))
+                    }
                     Status::Ringing | Status::Waiting => {
                         c.end_reason = Some(EndReason::Declined);
                         let mut commands = vec![Command::Reject {
@@ -1277,6 +1345,7 @@ impl Controller {
                     }
                 }
             }
+            AgentRequest::Transfer { call, target } => self.transfer(agent, call, target, now),
             AgentRequest::Record { call, action } => {
                 let Some(c) = self.own_call(agent, &call) else {
                     return (Err(RequestError::NotFound), Vec::new());
@@ -1420,6 +1489,7 @@ fn new_call(
             Status::Dialing
         },
         plan,
+        handled_by: agent.clone(),
         agent,
         created_at: now,
         answered_at: None,
@@ -1430,8 +1500,13 @@ fn new_call(
         record_mode: RecordMode::Off,
         record_want: RecordWant::Off,
         recording: RecordingState::Off,
+        transfer: None,
+        joined: None,
     }
 }
+
+mod transfer;
+pub use transfer::{Transfer, TransferTarget};
 
 #[cfg(test)]
 mod props;

@@ -16,7 +16,8 @@ use crate::media::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::sdp::Codec;
 use crate::webrtc::{AgentPacket, PeerCodec, PeerId, WebrtcInput};
 
-/// What a call needs to reach its agent's peer connection.
+/// What a call needs to reach its agent's peer connection (or, for the two legs of a
+/// transfer, the other leg's media, which then stands where the browser would).
 #[derive(Debug)]
 pub struct AgentLink {
     pub peer: PeerId,
@@ -24,6 +25,40 @@ pub struct AgentLink {
     pub codec: Arc<PeerCodec>,
     pub webrtc: mpsc::Sender<WebrtcInput>,
     pub from_agent: mpsc::Receiver<AgentPacket>,
+    /// Set for a leg joined to another call: frames go to that call's media as packets, and
+    /// `peer`/`webrtc` are unused.
+    pub joined: Option<JoinedLeg>,
+}
+
+/// The other leg of a joined pair, fed as if it were a browser's microphone.
+#[derive(Debug)]
+pub struct JoinedLeg {
+    pub to: mpsc::Sender<AgentPacket>,
+    sequence: u16,
+    timestamp: u32,
+}
+
+impl JoinedLeg {
+    pub fn new(to: mpsc::Sender<AgentPacket>) -> JoinedLeg {
+        JoinedLeg {
+            to,
+            sequence: rand::random(),
+            timestamp: rand::random(),
+        }
+    }
+
+    /// One 20 ms frame, numbered and timed for the other leg's jitter buffer.
+    fn send(&mut self, codec: Codec, payload: Vec<u8>) -> bool {
+        let packet = AgentPacket {
+            sequence: self.sequence,
+            timestamp: self.timestamp,
+            codec,
+            payload,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(clock_rate(codec) / 50);
+        self.to.try_send(packet).is_ok()
+    }
 }
 
 /// One direction of a transcoded bridge: packets in, one PCM frame out per tick.
@@ -234,13 +269,20 @@ impl Bridge {
     }
 
     fn send_to_agent(&mut self, codec: Codec, payload: Vec<u8>) {
-        let sent = self.link.webrtc.try_send(WebrtcInput::Audio {
-            peer: self.link.peer,
-            call: self.call.clone(),
-            codec,
-            payload,
-        });
-        if sent.is_ok() {
+        let sent = match self.link.joined.as_mut() {
+            Some(leg) => leg.send(codec, payload),
+            None => self
+                .link
+                .webrtc
+                .try_send(WebrtcInput::Audio {
+                    peer: self.link.peer,
+                    call: self.call.clone(),
+                    codec,
+                    payload,
+                })
+                .is_ok(),
+        };
+        if sent {
             self.frames_to_agent += 1;
         }
     }

@@ -69,7 +69,14 @@ impl PeerCodec {
         }
     }
 
-    fn set(&self, codec: Option<Codec>) {
+    /// A codec fixed from the start (the far leg of a transfer, whose trunk codec it is).
+    pub fn of(codec: Codec) -> PeerCodec {
+        let c = PeerCodec::default();
+        c.set(Some(codec));
+        c
+    }
+
+    pub(crate) fn set(&self, codec: Option<Codec>) {
         let value = match codec {
             None => 0,
             Some(Codec::Pcmu) => 1,

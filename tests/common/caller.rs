@@ -2,7 +2,7 @@
 //! gateway sends each caller at any moment, and make a caller talk: a PCMU tone paced by the
 //! clock, as a phone would send it.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -53,36 +53,7 @@ impl Caller {
             received: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
             tone_stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
-        let socket = caller.rtp.try_clone().expect("clone RTP socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let received = std::sync::Arc::clone(&caller.received);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 2048];
-            // Ends with the test process; reads are bounded by the timeout.
-            loop {
-                if std::sync::Arc::strong_count(&received) == 1 {
-                    return;
-                }
-                if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                    let p = &buf[..n];
-                    if n > 12 && p[0] >> 6 == 2 {
-                        let packet = Packet {
-                            sequence: u16::from_be_bytes([p[2], p[3]]),
-                            timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
-                            ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
-                            payload_type: p[1] & 0x7f,
-                            arrival: Instant::now(),
-                            payload: p[12..].to_vec(),
-                        };
-                        if let Ok(mut all) = received.lock() {
-                            all.push(packet);
-                        }
-                    }
-                }
-            }
-        });
+        read_rtp(&caller.rtp, &caller.received);
         let sdp = sdp_offer(sip_port + 2, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
         let invite = caller.request("INVITE", 1, "Content-Type: application/sdp\r\n", &sdp);
         caller
@@ -112,12 +83,7 @@ impl Caller {
     /// Wait for a final response; on 2xx, remember the dialog and send ACK.
     pub fn final_response(&mut self, within: Duration) -> u16 {
         let deadline = Instant::now() + within;
-        let mut buf = vec![0u8; 65536];
-        while Instant::now() < deadline {
-            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        while let Some((text, _)) = next_sip(&self.sip, deadline) {
             let status = sip_status(&text);
             if status < 200 {
                 continue;
@@ -128,12 +94,7 @@ impl Caller {
                     .find(|l| l.to_ascii_lowercase().starts_with("to:"))
                     .and_then(|l| l.split(";tag=").nth(1))
                     .map(|t| t.trim().to_string());
-                let port = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("m=audio "))
-                    .and_then(|m| m.split_whitespace().next())
-                    .and_then(|p| p.parse::<u16>().ok());
-                self.remote_rtp = port.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+                self.remote_rtp = sdp_audio(&text);
                 let ack = self.request("ACK", 1, "", "");
                 self.sip.send_to(ack.as_bytes(), self.gateway).expect("ACK");
             } else {
@@ -152,31 +113,7 @@ impl Caller {
 
     /// Answer a BYE from the gateway if one arrives within `within`.
     pub fn expect_bye(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        let mut buf = vec![0u8; 65536];
-        while Instant::now() < deadline {
-            let Ok((n, from)) = self.sip.recv_from(&mut buf) else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            if text.starts_with("BYE ") {
-                let mut ok = String::from("SIP/2.0 200 OK\r\n");
-                for line in text.lines() {
-                    let l = line.to_ascii_lowercase();
-                    if ["via:", "from:", "to:", "call-id:", "cseq:"]
-                        .iter()
-                        .any(|h| l.starts_with(h))
-                    {
-                        ok.push_str(line);
-                        ok.push_str("\r\n");
-                    }
-                }
-                ok.push_str("Content-Length: 0\r\n\r\n");
-                let _ = self.sip.send_to(ok.as_bytes(), from);
-                return true;
-            }
-        }
-        false
+        answer_bye(&self.sip, within)
     }
 
     /// RMS of the PCMU the gateway sends this caller over the next `window` (0 when nothing
@@ -235,11 +172,148 @@ impl Caller {
     /// Send a PCMU tone at `hz` toward the gateway, 20 ms a packet, from a thread of its own
     /// until the caller is dropped or `stop_tone` is called. Needs the answer (`final_response`).
     pub fn play_tone(&self, hz: f64) {
-        let socket = self.rtp.try_clone().expect("clone RTP socket");
         let to = self
             .remote_rtp
             .expect("the gateway's RTP address (answer first)");
-        let stop = std::sync::Arc::clone(&self.tone_stop);
+        play_tone(&self.rtp, to, hz, &self.tone_stop);
+    }
+
+    /// Send a request inside the call's dialog; returns its text.
+    pub fn in_dialog_request(&self, method: &str, cseq: u32, extra: &str) -> String {
+        let request = self.request(method, cseq, extra, "");
+        self.sip
+            .send_to(request.as_bytes(), self.gateway)
+            .expect("request");
+        request
+    }
+
+    /// The final response to `request` (matched by its CSeq), within `within`.
+    pub fn response_to(&self, request: &str, within: Duration) -> String {
+        let cseq = request
+            .lines()
+            .find_map(|l| l.strip_prefix("CSeq: "))
+            .unwrap_or("")
+            .to_string();
+        let deadline = Instant::now() + within;
+        while let Some((text, _)) = next_sip(&self.sip, deadline) {
+            if sip_status(&text) >= 200 && text.contains(&format!("CSeq: {cseq}")) {
+                return text;
+            }
+        }
+        panic!("no response to {cseq}");
+    }
+
+    /// The PCMU the gateway sent this caller between two moments, decoded.
+    pub fn heard_between(&self, from: Instant, to: Instant) -> Vec<i16> {
+        pcmu_between(&self.received, from, to)
+    }
+
+    pub fn stop_tone(&self) {
+        self.tone_stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Wait up to `within` for a BYE on `sip` and answer it 200; whether one came.
+fn answer_bye(sip: &UdpSocket, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while let Some((text, from)) = next_sip(sip, deadline) {
+        if text.starts_with("BYE ") {
+            let mut ok = String::from("SIP/2.0 200 OK\r\n");
+            for line in text.lines() {
+                let l = line.to_ascii_lowercase();
+                if ["via:", "from:", "to:", "call-id:", "cseq:"]
+                    .iter()
+                    .any(|h| l.starts_with(h))
+                {
+                    ok.push_str(line);
+                    ok.push_str("\r\n");
+                }
+            }
+            ok.push_str("Content-Length: 0\r\n\r\n");
+            let _ = sip.send_to(ok.as_bytes(), from);
+            return true;
+        }
+    }
+    false
+}
+
+/// The next SIP message on `sip` before `deadline` (`None` once it has passed).
+fn next_sip(sip: &UdpSocket, deadline: Instant) -> Option<(String, SocketAddr)> {
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = sip.recv_from(&mut buf) {
+            return Some((String::from_utf8_lossy(&buf[..n]).to_string(), from));
+        }
+    }
+    None
+}
+
+/// Where a message's SDP wants audio (loopback, the `m=audio` port).
+fn sdp_audio(text: &str) -> Option<SocketAddr> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<Packet>>>;
+
+/// Read every RTP packet arriving on `socket` into `received`, with arrival times, on a thread
+/// that ends when `received` has no other owner.
+fn read_rtp(socket: &UdpSocket, received: &Received) {
+    let socket = socket.try_clone().expect("clone RTP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let received = std::sync::Arc::clone(received);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            if std::sync::Arc::strong_count(&received) == 1 {
+                return;
+            }
+            if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                let p = &buf[..n];
+                if n > 12 && p[0] >> 6 == 2 {
+                    let packet = Packet {
+                        sequence: u16::from_be_bytes([p[2], p[3]]),
+                        timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                        ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+                        payload_type: p[1] & 0x7f,
+                        arrival: Instant::now(),
+                        payload: p[12..].to_vec(),
+                    };
+                    if let Ok(mut all) = received.lock() {
+                        all.push(packet);
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn pcmu_between(received: &Received, from: Instant, to: Instant) -> Vec<i16> {
+    received
+        .lock()
+        .expect("packets")
+        .iter()
+        .filter(|p| p.arrival >= from && p.arrival <= to && p.payload_type == 0)
+        .flat_map(|p| p.payload.iter().map(|b| ulaw_to_linear(*b)))
+        .collect()
+}
+
+/// Send a PCMU tone at `hz` to `to` from `socket`, 20 ms a packet paced by the clock, on a
+/// thread of its own until `stop` is set.
+fn play_tone(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    hz: f64,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    {
+        let socket = socket.try_clone().expect("clone RTP socket");
+        let stop = std::sync::Arc::clone(stop);
         stop.store(false, Ordering::SeqCst);
         let ssrc = rand_u64() as u32;
         std::thread::spawn(move || {
@@ -266,8 +340,138 @@ impl Caller {
             }
         });
     }
+}
 
-    pub fn stop_tone(&self) {
+/// The far end of an outbound call: a raw UAS on the trunk's proxy address that answers the
+/// gateway's INVITE with PCMU, talks (a tone) and listens.
+pub struct Callee {
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    invite: Option<(String, SocketAddr)>,
+    remote_rtp: Option<SocketAddr>,
+    received: Received,
+    tone_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A header's value from a SIP message's text.
+fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+impl Callee {
+    /// Listen for SIP on `sip_port` (RTP on the port after next).
+    pub fn listen(sip_port: u16) -> Callee {
+        let sip = bind_udp(&format!("127.0.0.1:{sip_port}"));
+        let rtp = bind_udp(&format!("127.0.0.1:{}", sip_port + 2));
+        sip.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let callee = Callee {
+            sip,
+            rtp,
+            invite: None,
+            remote_rtp: None,
+            received: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+            tone_stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        read_rtp(&callee.rtp, &callee.received);
+        callee
+    }
+
+    fn respond(&self, request: &str, status: &str, extra: &str, body: &str, to: SocketAddr) {
+        let mut response = format!("SIP/2.0 {status}\r\n");
+        for name in ["Via", "From", "Call-ID", "CSeq"] {
+            for line in request.lines() {
+                if line
+                    .split_once(':')
+                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                {
+                    response.push_str(line);
+                    response.push_str("\r\n");
+                }
+            }
+        }
+        let to_header = header(request, "To").unwrap_or("");
+        if to_header.contains(";tag=") {
+            response.push_str(&format!("To: {to_header}\r\n"));
+        } else {
+            response.push_str(&format!("To: {to_header};tag=callee\r\n"));
+        }
+        response.push_str(&format!(
+            "{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        self.sip.send_to(response.as_bytes(), to).expect("response");
+    }
+
+    /// Wait for the gateway's INVITE and answer it (200 with our SDP); true when answered.
+    pub fn answer(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while let Some((text, from)) = next_sip(&self.sip, deadline) {
+            if !text.starts_with("INVITE ") {
+                if text.starts_with("OPTIONS ") {
+                    self.respond(&text, "200 OK", "", "", from);
+                }
+                continue;
+            }
+            self.remote_rtp = sdp_audio(&text);
+            let local = self.sip.local_addr().expect("addr");
+            let rtp_port = self.rtp.local_addr().expect("addr").port();
+            let sdp = sdp_offer(rtp_port, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+            self.respond(
+                &text,
+                "200 OK",
+                &format!("Contact: <sip:callee@{local}>\r\nContent-Type: application/sdp\r\n"),
+                &sdp,
+                from,
+            );
+            self.invite = Some((text, from));
+            return true;
+        }
+        false
+    }
+
+    pub fn play_tone(&self, hz: f64) {
+        let to = self
+            .remote_rtp
+            .expect("the gateway's RTP address (answer first)");
+        play_tone(&self.rtp, to, hz, &self.tone_stop);
+    }
+
+    pub fn heard_between(&self, from: Instant, to: Instant) -> Vec<i16> {
+        pcmu_between(&self.received, from, to)
+    }
+
+    /// Answer a BYE from the gateway if one arrives within `within`.
+    pub fn expect_bye(&self, within: Duration) -> bool {
+        answer_bye(&self.sip, within)
+    }
+
+    /// Hang up: BYE to the gateway in the dialog the INVITE made.
+    pub fn hang_up(&self) {
+        let Some((invite, from)) = &self.invite else {
+            return;
+        };
+        let local = self.sip.local_addr().expect("addr");
+        let contact = header(invite, "Contact")
+            .and_then(|c| c.split('<').nth(1))
+            .and_then(|c| c.split('>').next())
+            .unwrap_or("sip:gateway@127.0.0.1");
+        let bye = format!(
+            "BYE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{:x}\r\nFrom: {};tag=callee\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            rand_u64(),
+            header(invite, "To").unwrap_or(""),
+            header(invite, "From").unwrap_or(""),
+            header(invite, "Call-ID").unwrap_or(""),
+        );
+        self.sip.send_to(bye.as_bytes(), from).expect("BYE");
+    }
+}
+
+impl Drop for Callee {
+    fn drop(&mut self) {
         self.tone_stop.store(true, Ordering::SeqCst);
     }
 }

@@ -551,6 +551,20 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
     !(sign | (exponent << 4) as u8 | mantissa as u8)
 }
 
+/// The amplitude of the `hz` component of 8 kHz samples (a full-scale sine: 32767).
+pub fn tone_amplitude(samples: &[i16], hz: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let w = std::f64::consts::TAU * hz / 8000.0;
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, s) in samples.iter().enumerate() {
+        re += f64::from(*s) * (w * i as f64).cos();
+        im += f64::from(*s) * (w * i as f64).sin();
+    }
+    2.0 * (re * re + im * im).sqrt() / samples.len() as f64
+}
+
 pub fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
