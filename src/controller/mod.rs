@@ -957,13 +957,20 @@ impl Controller {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.status = Status::Active;
                 }
-                if let Some(o) = self.calls.get_mut(&other) {
-                    o.transfer = None;
-                }
+                let landed = self.calls.get_mut(&other).and_then(|o| {
+                    let from = o.transfer.take()?.from;
+                    Some((from, o.clone()))
+                });
                 let mut commands = vec![Command::Join {
                     a: other.clone(),
                     b: call.clone(),
                 }];
+                // The transfer landed: the agent it came from logs the call now.
+                if let Some((from, caller)) = landed {
+                    if caller.answered_at.is_some() {
+                        commands.extend(self.prompt(&from, &caller));
+                    }
+                }
                 commands.extend(self.updated_monitors(&other));
                 commands
             }
@@ -1668,6 +1675,19 @@ mod tests {
         }
     }
 
+    /// Sign these agents in, with connections 1, 2, …
+    fn connect(c: &mut Controller, agents: &[&str], now: Instant) {
+        for (i, agent) in agents.iter().enumerate() {
+            c.handle(
+                Event::AgentConnected {
+                    agent: agent.to_string(),
+                    conn: i as u64 + 1,
+                },
+                now,
+            );
+        }
+    }
+
     fn with_agent(max_calls: u32) -> Controller {
         Controller::new(&[], &[agent("ann", "+15550000100", max_calls)])
     }
@@ -1686,20 +1706,154 @@ mod tests {
     }
 
     #[test]
+    fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
+        let mut c = Controller::new(
+            &[],
+            &[
+                agent("ann", "+15550000100", 100),
+                agent("bob", "+15550000200", 100),
+            ],
+        );
+        let mut now = Instant::now();
+        connect(&mut c, &["ann", "bob"], now);
+        ring(&mut c, "c1", now);
+        assert!(c
+            .request("ann", AgentRequest::Answer { call: "c1".into() }, now)
+            .0
+            .is_ok());
+        let transfer = |c: &mut Controller, target, now| {
+            c.request(
+                "ann",
+                AgentRequest::Transfer {
+                    call: "c1".into(),
+                    target,
+                },
+                now,
+            )
+        };
+        // To bob: ann sees it go (transferred, no prompt: it is bob's to log), bob rings, the
+        // caller is parked, and nothing is answered again at the SIP level.
+        let (r, cmds) = transfer(&mut c, TransferTarget::Agent("bob".into()), now);
+        assert_eq!(r, Ok("c1".to_string()));
+        assert!(cmds.contains(&Command::Park { call: "c1".into() }));
+        assert!(cmds.iter().any(
+            |cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Ended(call) }
+            if agent == "ann" && call.end_reason == Some(EndReason::Transferred))
+        ));
+        assert!(!cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Notify {
+                notice: Notice::LogPrompt { .. },
+                ..
+            }
+        )));
+        assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Incoming(_) } if agent == "bob")));
+        // Bob declines: back on hold in ann's queue, offered to her (she is free).
+        let (r, cmds) = c.request("bob", AgentRequest::Decline { call: "c1".into() }, now);
+        assert_eq!(r, Ok("c1".to_string()));
+        assert!(
+            !cmds.iter().any(|cmd| matches!(cmd, Command::Reject { .. })),
+            "{cmds:?}"
+        );
+        assert_eq!(
+            c.call("c1").map(|x| (x.status, x.agent.clone())),
+            Some((Status::OnHold, Some("ann".into())))
+        );
+        assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Offer(_) } if agent == "ann")));
+        // Again, and nobody answers within the ring time (20 s by default).
+        assert!(c
+            .request("ann", AgentRequest::Resume { call: "c1".into() }, now)
+            .0
+            .is_ok());
+        assert!(transfer(&mut c, TransferTarget::Agent("bob".into()), now)
+            .0
+            .is_ok());
+        now += std::time::Duration::from_secs(19);
+        assert!(c.handle(Event::Tick, now).is_empty());
+        now += std::time::Duration::from_secs(2);
+        let cmds = c.handle(Event::Tick, now);
+        assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Ended(_) } if agent == "bob")));
+        assert_eq!(c.call("c1").map(|x| x.status), Some(Status::OnHold));
+        // To a number that fails: back again, no prompt yet; one that answers: joined, and
+        // ann logs it.
+        assert!(c
+            .request("ann", AgentRequest::Resume { call: "c1".into() }, now)
+            .0
+            .is_ok());
+        let (_, cmds) = transfer(
+            &mut c,
+            TransferTarget::Number {
+                to: "+15559990001".into(),
+                leg: "t1".into(),
+            },
+            now,
+        );
+        assert!(cmds.contains(&Command::Dial {
+            call: "t1".into(),
+            to: "+15559990001".into()
+        }));
+        assert!(!cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Notify {
+                notice: Notice::LogPrompt { .. },
+                ..
+            }
+        )));
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "t1".into(),
+                remote: true,
+                failed: true,
+            },
+            now,
+        );
+        assert_eq!(
+            c.call("c1").map(|x| (x.status, x.agent.clone())),
+            Some((Status::OnHold, Some("ann".into())))
+        );
+        assert!(
+            !cmds.iter().any(|cmd| matches!(cmd, Command::Hangup { .. })),
+            "the caller stays: {cmds:?}"
+        );
+        assert!(c
+            .request("ann", AgentRequest::Resume { call: "c1".into() }, now)
+            .0
+            .is_ok());
+        let (r, _) = transfer(
+            &mut c,
+            TransferTarget::Number {
+                to: "+15559990001".into(),
+                leg: "t2".into(),
+            },
+            now,
+        );
+        assert!(r.is_ok());
+        let cmds = c.handle(Event::Answered { call: "t2".into() }, now);
+        assert!(cmds.contains(&Command::Join {
+            a: "c1".into(),
+            b: "t2".into()
+        }));
+        assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::LogPrompt { .. } } if agent == "ann")));
+        // Either leg ending ends the other.
+        let cmds = c.handle(
+            Event::LegEnded {
+                call: "t2".into(),
+                remote: true,
+                failed: false,
+            },
+            now,
+        );
+        assert!(cmds.contains(&Command::Hangup { call: "c1".into() }));
+        assert!(c.call("c1").is_none() && c.call("t2").is_none());
+    }
+
+    #[test]
     fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         let mut boss = agent("boss", "+15550000900", 100);
         boss.role = "supervisor".into();
         let mut c = Controller::new(&[], &[agent("ann", "+15550000100", 100), boss]);
         let now = Instant::now();
-        for (who, conn) in [("ann", 1), ("boss", 2)] {
-            c.handle(
-                Event::AgentConnected {
-                    agent: who.into(),
-                    conn,
-                },
-                now,
-            );
-        }
+        connect(&mut c, &["ann", "boss"], now);
         ring(&mut c, "c1", now);
         let monitor = |c: &mut Controller, who: &str, call: &str, mode| {
             c.request(
@@ -1811,15 +1965,7 @@ mod tests {
             trunks: HashMap::from([("carrier".to_string(), RecordMode::OnDemand)]),
         });
         let now = Instant::now();
-        for (agent, conn) in [("ann", 1), ("bob", 2)] {
-            c.handle(
-                Event::AgentConnected {
-                    agent: agent.into(),
-                    conn,
-                },
-                now,
-            );
-        }
+        connect(&mut c, &["ann", "bob"], now);
         let arrive = |c: &mut Controller, call: &str, did: &str, trunk: Option<&str>| {
             c.handle(
                 Event::Incoming {

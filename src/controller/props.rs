@@ -20,7 +20,10 @@ const PROSPECTS: [&str; 4] = [
 
 #[derive(Debug, Clone)]
 enum Step {
-    Arrive { agent: usize, prospect: usize },
+    Arrive {
+        agent: usize,
+        prospect: usize,
+    },
     CallerHangup(usize),
     AgentHangup(usize),
     Answer(usize),
@@ -28,10 +31,21 @@ enum Step {
     Decline(usize),
     Hold(usize),
     Resume(usize),
-    Dial { agent: usize, prospect: usize },
+    Dial {
+        agent: usize,
+        prospect: usize,
+    },
     FarEndAnswers(usize),
     Disconnect(usize),
     Connect(usize),
+    /// Blind transfer of call i to the other agent.
+    TransferToAgent(usize),
+    /// Blind transfer of call i to a number.
+    TransferToNumber(usize, usize),
+    /// Attended transfer of call i with call j.
+    TransferAttended(usize, usize),
+    /// Five seconds pass (transfers ringing too long come back).
+    Wait,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -48,6 +62,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..64usize).prop_map(Step::FarEndAnswers),
         1 => (0..2usize).prop_map(Step::Disconnect),
         1 => (0..2usize).prop_map(Step::Connect),
+        1 => (0..64usize).prop_map(Step::TransferToAgent),
+        1 => (0..64usize, 0..4usize).prop_map(|(i, p)| Step::TransferToNumber(i, p)),
+        1 => (0..64usize, 0..64usize).prop_map(|(i, j)| Step::TransferAttended(i, j)),
+        1 => Just(Step::Wait),
     ]
 }
 
@@ -133,7 +151,7 @@ impl World {
                     Command::Notify {
                         notice: Notice::Ended(call),
                         ..
-                    } => {
+                    } if call.end_reason != Some(EndReason::Transferred) => {
                         assert!(
                             self.ended.insert(call.id.clone()),
                             "{} ended twice",
@@ -165,7 +183,10 @@ impl World {
                 ..
             } = command
             {
-                if call.answered_at.is_some() {
+                // A transfer is the call leaving one agent, not its end: whether that agent
+                // logs it depends on where it went (the unit tests cover it).
+                let transferred = call.end_reason == Some(EndReason::Transferred);
+                if call.answered_at.is_some() && !transferred {
                     assert_eq!(
                         self.prompted.get(&call.id),
                         Some(&1),
@@ -231,6 +252,46 @@ impl World {
                     },
                     now,
                 )
+            }
+            Step::Wait => {
+                self.now += Duration::from_secs(5);
+                self.controller.handle(Event::Tick, self.now)
+            }
+            Step::TransferToAgent(i)
+            | Step::TransferToNumber(i, _)
+            | Step::TransferAttended(i, _) => {
+                let Some(call) = self.id(i) else {
+                    return;
+                };
+                let agent = self
+                    .owner(&call)
+                    .unwrap_or_else(|| AGENTS[i % 2].to_string());
+                let target = match step {
+                    Step::TransferToAgent(_) => {
+                        let other = if agent == AGENTS[0] {
+                            AGENTS[1]
+                        } else {
+                            AGENTS[0]
+                        };
+                        TransferTarget::Agent(other.to_string())
+                    }
+                    Step::TransferToNumber(_, prospect) => {
+                        let leg = format!("leg{}", self.ids.len());
+                        self.ids.push(leg.clone());
+                        TransferTarget::Number {
+                            to: PROSPECTS[prospect].to_string(),
+                            leg,
+                        }
+                    }
+                    Step::TransferAttended(_, j) => match self.id(j) {
+                        Some(consult) => TransferTarget::Attended(consult),
+                        None => return,
+                    },
+                    _ => return,
+                };
+                self.controller
+                    .request(&agent, AgentRequest::Transfer { call, target }, now)
+                    .1
             }
             Step::Dial { agent, prospect } => {
                 let id = format!("out{}", self.ids.len());
@@ -313,6 +374,24 @@ impl World {
                         .count(),
                     0,
                     "{agent} is disconnected but has live calls"
+                );
+            }
+        }
+        // Joined legs point at each other (a far end still being dialled points back too).
+        for c in self.controller.calls() {
+            if let Some(other) = &c.joined {
+                if let Some(o) = self.controller.call(other) {
+                    assert_eq!(
+                        o.joined.as_deref(),
+                        Some(c.id.as_str()),
+                        "{} half joined",
+                        c.id
+                    );
+                }
+                assert!(
+                    c.agent.is_none() || c.transfer.is_some() || c.status == Status::Dialing,
+                    "{} is joined and still an agent's",
+                    c.id
                 );
             }
         }

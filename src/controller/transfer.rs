@@ -143,7 +143,8 @@ impl Controller {
                 Vec::new(),
             );
         }
-        let mut commands = self.leave_agent(from, &call, now, true);
+        // The log prompt waits for the far end to answer: a failed transfer comes back.
+        let mut commands = self.leave_agent(from, &call, now, false);
         commands.extend(self.offer_next(from));
         if let Some(c) = self.calls.get_mut(&call) {
             c.agent = None;
@@ -221,8 +222,9 @@ impl Controller {
 
     /// The call leaves `agent`: off their peer connection (the caller hears hold audio until
     /// the call lands), and to them it is over (`transferred`), with the call-log prompt when
-    /// `prompt` (the agent keeps the call's log when it leaves for a number; a call handed to
-    /// another agent is theirs to log). The caller offers the agent's next call after.
+    /// `prompt` (an attended transfer is done at once; a transfer to a number prompts when the
+    /// far end answers; a call handed to another agent is theirs to log). The caller offers
+    /// the agent's next call after.
     fn leave_agent(&mut self, agent: &str, call: &str, now: Instant, prompt: bool) -> Vec<Command> {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
