@@ -396,3 +396,96 @@ fn the_call_log_prompt_saves_through_the_api() {
     assert_eq!(log["comments"][0]["author"], "demo");
     assert!(dir.join("log-unsaved.png").exists());
 }
+
+/// A supervisor in the page: the live-calls list shows the demo agent's call, Listen joins
+/// it (the page receives the call's audio), Barge and Stop work from the same row
+/// (screenshot `supervisor.png`). The agent is a simulated browser at 1600 Hz.
+#[test]
+fn a_supervisor_listens_and_barges_from_the_page() {
+    let ports = Ports::block(28);
+    let gw = Gateway::start(
+        "agent_supervisor_page",
+        ports,
+        &(default_trunk(29090) + DEMO_AGENT + SUPERVISOR_AGENT),
+    );
+    let dir = gw.dir.clone();
+    let mut agent = connect_agent(&gw, "?token=demo-token");
+    next_of(&mut agent, "calls.snapshot");
+    let agent_browser = common::browser::Browser::connect(&mut agent, 1600.0);
+    let mut caller = common::caller::Caller::dial(&gw, "+15551230031", 29000);
+    let id = next_of(&mut agent, "call.incoming")["call"]["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let ok = request(
+        &mut agent,
+        serde_json::json!({"type": "call.answer", "call_id": id}),
+    );
+    assert_eq!(ok["type"], "ok");
+    assert_eq!(caller.final_response(Duration::from_secs(5)), 200);
+    caller.play_tone(440.0);
+
+    let page = BrowserAgent::start(
+        &gw,
+        &dir,
+        "supervise",
+        &[("CALLGATE_TOKEN", "super-token"), ("TALK_MS", "300")],
+    );
+    page.expect("READY", Duration::from_secs(40), &dir, &gw);
+    page.expect("MONITORING", Duration::from_secs(30), &dir, &gw);
+    let result = page.expect("RESULT", Duration::from_secs(30), &dir, &gw);
+    let before = number(&result, "packets_before");
+    let after = number(&result, "packets_after");
+    assert!(
+        after > before + 50.0,
+        "the supervisor receives the call: {result}"
+    );
+    assert!(number(&result, "audio_level") > 0.01, "{result}");
+    page.expect("STOPPED", Duration::from_secs(30), &dir, &gw);
+    page.expect("CLOSED", Duration::from_secs(30), &dir, &gw);
+    assert!(dir.join("supervisor.png").exists());
+    caller.hang_up();
+    agent_browser.stop();
+}
+
+/// The page's transfer form hands an answered call to another agent, who takes it: the
+/// caller then hears them.
+#[test]
+fn the_page_transfers_a_call_to_another_agent() {
+    let ports = Ports::block(29);
+    let gw = Gateway::start(
+        "agent_transfer_page",
+        ports,
+        &(default_trunk(29091) + DEMO_AGENT + DEMO2_AGENT),
+    );
+    let dir = gw.dir.clone();
+    let mut agent2 = connect_agent(&gw, "?token=demo2-token");
+    next_of(&mut agent2, "calls.snapshot");
+    let agent2_browser = common::browser::Browser::connect(&mut agent2, 1600.0);
+    let page = BrowserAgent::start(&gw, &dir, "transfer", &[("TRANSFER_TO", "agent:demo2")]);
+    page.expect("READY", Duration::from_secs(40), &dir, &gw);
+    let mut caller = common::caller::Caller::dial(&gw, "+15551230032", 29010);
+    page.expect("ANSWERED", Duration::from_secs(30), &dir, &gw);
+    assert_eq!(caller.final_response(Duration::from_secs(5)), 200);
+    caller.play_tone(440.0);
+    page.expect("TRANSFERRED", Duration::from_secs(30), &dir, &gw);
+    let id = next_of(&mut agent2, "call.incoming")["call"]["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let ok = request(
+        &mut agent2,
+        serde_json::json!({"type": "call.answer", "call_id": id}),
+    );
+    assert_eq!(ok["type"], "ok");
+    std::thread::sleep(Duration::from_millis(1500));
+    let to = Instant::now();
+    let heard = caller.heard_between(to - Duration::from_secs(1), to);
+    assert!(
+        tone_amplitude(&heard, 1600.0) > 400.0,
+        "the caller hears demo2 after the page's transfer"
+    );
+    page.expect("CLOSED", Duration::from_secs(30), &dir, &gw);
+    caller.hang_up();
+    agent2_browser.stop();
+}

@@ -67,7 +67,28 @@ try {
   await page.waitForFunction(() => window.callgate.pc && window.callgate.pc.connectionState === "connected", null, { timeout: 20000 });
   say("READY");
 
-  if (mode === "answer") {
+  if (mode === "transfer") {
+    // Answer, then hand the call on with the transfer form (TRANSFER_TO), and see it leave.
+    await page.waitForSelector("#incoming:not([hidden])", { timeout: 30000 });
+    await page.click("#answer-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    say("ANSWERED");
+    await page.fill("#transfer-to", env("TRANSFER_TO", "agent:demo2"));
+    if (shots) await page.screenshot({ path: join(shots, "transfer-form.png") });
+    await page.click("#transfer-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "ended" && c.end_reason === "transferred"), null, { timeout: 10000 });
+    say("TRANSFERRED");
+    await browser.close();
+    say("CLOSED");
+    clearTimeout(watchdog);
+    process.exit(0);
+  } else if (mode === "supervise") {
+    // A supervisor: the live calls list, Listen on the first call.
+    await page.waitForSelector('#live-calls li button[data-mode="listen"]', { timeout: 20000 });
+    await page.click('#live-calls li button[data-mode="listen"]');
+    await page.waitForFunction(() => (document.querySelector("#monitor-status").textContent || "").startsWith("listen"), null, { timeout: 10000 });
+    say("MONITORING");
+  } else if (mode === "answer") {
     await page.waitForSelector("#incoming:not([hidden])", { timeout: 30000 });
     if (shots) await page.screenshot({ path: join(shots, "incoming.png") });
     await page.click("#answer-button");
@@ -167,6 +188,15 @@ try {
   });
   say(`RESULT ${JSON.stringify(result)}`);
   if (shots) await page.screenshot({ path: join(shots, "in-call.png") });
+  if (mode === "supervise") {
+    // Barge (a screenshot of the supervisor view), then stop.
+    await page.click('#live-calls li button[data-mode="barge"]');
+    await page.waitForFunction(() => (document.querySelector("#monitor-status").textContent || "").startsWith("barge"), null, { timeout: 10000 });
+    if (shots) await page.screenshot({ path: join(shots, "supervisor.png") });
+    await page.click('#live-calls li button[data-mode="stop"]');
+    await page.waitForFunction(() => document.querySelector("#monitor-status").hidden, null, { timeout: 10000 });
+    say("STOPPED");
+  }
   if (mode === "answer") {
     // Calls are recorded (the tests' configs keep the default `always`): the badge shows it,
     // and the page's button pauses and resumes the recording with call.record, each change

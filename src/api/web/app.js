@@ -22,6 +22,10 @@ const state = {
   queueLength: 0,
   offered: null,
   prompts: [],
+  // The call this supervisor monitors and how ({ call_id, mode }), and the other agents'
+  // live calls they may join.
+  monitoring: null,
+  liveCalls: [],
 };
 window.callgate = state;
 
@@ -198,6 +202,68 @@ function renderRecording(call) {
   button.dataset.action = state.action || "";
 }
 
+// Transfer: blind to `agent:<id>` or a number; attended when the active call is a consult
+// and a held call is waiting to be connected to it.
+function renderTransfer(call) {
+  $("transfer-form").hidden = call.status !== "active";
+  const held = [...state.calls.values()].filter((c) => c.status === "on_hold" && c.call_id !== call.call_id);
+  $("attended-box").hidden = call.status !== "active" || held.length === 0;
+  const select = $("attended-with");
+  const chosen = select.value;
+  select.replaceChildren(...held.map((c) => {
+    const option = document.createElement("option");
+    option.value = c.call_id;
+    option.textContent = `Connect ${formatNumber(c.prospect.number)} to this call`;
+    return option;
+  }));
+  if (held.some((c) => c.call_id === chosen)) select.value = chosen;
+}
+
+// Supervisors: other agents' live calls (GET /v1/calls shows an agent only their own, so the
+// list is empty for them and the card stays hidden), each with Listen / Whisper / Barge.
+async function refreshLiveCalls() {
+  if (!state.token || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+  const response = await fetch("/v1/calls?status=active,on_hold&limit=100", {
+    headers: { Authorization: `Bearer ${state.token}` },
+  });
+  if (!response.ok) return;
+  const page = await response.json();
+  state.liveCalls = page.calls.filter((c) => c.agent_id && c.agent_id !== state.agentId);
+  renderLiveCalls();
+}
+
+function renderLiveCalls() {
+  $("supervise").hidden = state.liveCalls.length === 0 && !state.monitoring;
+  const status = $("monitor-status");
+  status.hidden = !state.monitoring;
+  if (state.monitoring) status.textContent = `${state.monitoring.mode} · ${formatNumber(state.monitoring.number)}`;
+  $("live-calls").replaceChildren(...state.liveCalls.map((c) => {
+    const li = document.createElement("li");
+    li.dataset.callId = c.call_id;
+    const who = document.createElement("span");
+    who.textContent = `${c.agent_id} · ${formatNumber(c.prospect.number)} · ${c.status.replace("_", " ")}`;
+    const actions = document.createElement("span");
+    actions.className = "monitor-actions";
+    const watching = state.monitoring && state.monitoring.call_id === c.call_id;
+    for (const mode of ["listen", "whisper", "barge", "stop"]) {
+      if (mode === "stop" && !watching) continue;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.mode = mode;
+      button.textContent = mode[0].toUpperCase() + mode.slice(1);
+      button.classList.toggle("on", watching && state.monitoring.mode === mode);
+      button.addEventListener("click", () => {
+        send({ type: "call.monitor", call_id: c.call_id, mode }).then(() => {
+          if (mode === "stop") { state.monitoring = null; renderLiveCalls(); }
+        }).catch((err) => { $("dial-error").textContent = err.message; });
+      });
+      actions.append(button);
+    }
+    li.append(who, actions);
+    return li;
+  }));
+}
+
 function render() {
   const current = activeCall();
   $("no-call").hidden = !!current;
@@ -209,6 +275,7 @@ function render() {
     $("current-status").textContent = current.status;
     $("current-call").dataset.callId = current.call_id;
     renderRecording(current);
+    renderTransfer(current);
     const started = current.answered_at ? Date.parse(current.answered_at) : null;
     const tick = () => {
       if (!started) { $("current-timer").textContent = "--:--"; return; }
@@ -302,6 +369,14 @@ function onMessage(event) {
       if ($("log-prompt").hidden) showPrompt(open || msg);
       break;
     }
+    case "monitor.updated":
+      state.monitoring = { call_id: msg.call.call_id, mode: msg.mode, number: msg.call.prospect.number };
+      renderLiveCalls();
+      break;
+    case "monitor.ended":
+      state.monitoring = null;
+      refreshLiveCalls().catch(() => {});
+      break;
     case "webrtc.answer":
       state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch((e) => { state.lastError = String(e); });
       if (msg.req) state.requests.delete(msg.req);
@@ -437,6 +512,26 @@ $("record-button").addEventListener("click", () => {
     send({ type: "call.record", call_id: id, action }).catch((err) => { $("dial-error").textContent = err.message; });
   }
 });
+
+$("transfer-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const id = $("current-call").dataset.callId;
+  const to = $("transfer-to").value.trim();
+  if (!id || !to) return;
+  send({ type: "call.transfer", call_id: id, to }).then(() => { $("transfer-to").value = ""; })
+    .catch((err) => { $("dial-error").textContent = err.message; });
+});
+
+$("attended-button").addEventListener("click", () => {
+  const consult = $("current-call").dataset.callId;
+  const held = $("attended-with").value;
+  if (consult && held) {
+    send({ type: "call.transfer", call_id: held, attended_call_id: consult })
+      .catch((err) => { $("dial-error").textContent = err.message; });
+  }
+});
+
+setInterval(() => { refreshLiveCalls().catch(() => {}); }, 2000);
 
 $("hangup-button").addEventListener("click", () => {
   const id = $("current-call").dataset.callId;
