@@ -163,7 +163,7 @@ fn browser_answers_a_pstn_call_and_closing_it_hangs_up() {
     let dir = gw.dir.clone();
     make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
     let browser = BrowserAgent::start(&gw, &dir, "answer", &[("TALK_MS", "3000")]);
-    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
 
     let media_port = 26610;
     let capture = capture_rtp_to(&gw, media_port);
@@ -228,7 +228,7 @@ fn browser_dials_out_through_the_trunk() {
             ("TALK_MS", "3000"),
         ],
     );
-    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
     browser.expect("DIALED", Duration::from_secs(30), &dir, &gw);
     let result = browser.expect("RESULT", Duration::from_secs(30), &dir, &gw);
     assert_browser_heard_tone(&result);
@@ -254,7 +254,7 @@ fn the_demo_caller_rings_the_page() {
     let gw = Gateway::start("agent_demo", ports, &(default_trunk(26994) + DEMO_AGENT));
     let dir = gw.dir.clone();
     let browser = BrowserAgent::start(&gw, &dir, "answer", &[("TALK_MS", "1000")]);
-    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
     let demo = Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["demo", "--seconds", "8", "--config"])
         .arg(dir.join("callgate.toml"))
@@ -306,7 +306,7 @@ fn browser_holds_accepts_and_resumes_from_the_calls_popup() {
     );
     let dir = gw.dir.clone();
     let browser = BrowserAgent::start(&gw, &dir, "waiting", &[("TALK_MS", "1000")]);
-    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
     let caller = |name: &str, number: &str, sip_port: u16| {
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub).expect("caller dir");
@@ -366,7 +366,7 @@ fn the_call_log_prompt_saves_through_the_api() {
     let dir = gw.dir.clone();
     make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
     let browser = BrowserAgent::start(&gw, &dir, "log", &[]);
-    browser.expect("READY", Duration::from_secs(40), &dir, &gw);
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
     let args = single_call_sipp_args(
         &dir,
         "uac_agent_call.xml",
@@ -431,7 +431,7 @@ fn a_supervisor_listens_and_barges_from_the_page() {
         "supervise",
         &[("CALLGATE_TOKEN", "super-token"), ("TALK_MS", "300")],
     );
-    page.expect("READY", Duration::from_secs(40), &dir, &gw);
+    page.expect("READY", Duration::from_secs(70), &dir, &gw);
     page.expect("MONITORING", Duration::from_secs(30), &dir, &gw);
     let result = page.expect("RESULT", Duration::from_secs(30), &dir, &gw);
     let before = number(&result, "packets_before");
@@ -463,7 +463,7 @@ fn the_page_transfers_a_call_to_another_agent() {
     next_of(&mut agent2, "calls.snapshot");
     let agent2_browser = common::browser::Browser::connect(&mut agent2, 1600.0);
     let page = BrowserAgent::start(&gw, &dir, "transfer", &[("TRANSFER_TO", "agent:demo2")]);
-    page.expect("READY", Duration::from_secs(40), &dir, &gw);
+    page.expect("READY", Duration::from_secs(70), &dir, &gw);
     let mut caller = common::caller::Caller::dial(&gw, "+15551230032", 29010);
     page.expect("ANSWERED", Duration::from_secs(30), &dir, &gw);
     assert_eq!(caller.final_response(Duration::from_secs(5)), 200);

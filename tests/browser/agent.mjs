@@ -64,7 +64,8 @@ try {
   await page.goto(`${url}#processing=off`);
   await page.fill("#token", token);
   await page.click("#signin-button");
-  await page.waitForFunction(() => window.callgate.pc && window.callgate.pc.connectionState === "connected", null, { timeout: 20000 });
+  // Generous: with several browsers starting at once on two cores, ICE and DTLS can queue.
+  await page.waitForFunction(() => window.callgate.pc && window.callgate.pc.connectionState === "connected", null, { timeout: 45000 });
   say("READY");
 
   if (mode === "transfer") {
