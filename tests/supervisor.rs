@@ -302,3 +302,98 @@ fn listen_whisper_barge_follow_the_call_through_hold_and_resume() {
     agent_browser.stop();
     supervisor_browser.stop();
 }
+
+/// The same with sipp as the caller (its tone looped from a file, what reaches it captured on
+/// loopback with tcpdump): the supervisor hears sipp and the agent when listening, and sipp
+/// hears the supervisor only once they barge.
+#[test]
+fn a_sipp_caller_hears_a_barging_supervisor_and_not_a_listening_one() {
+    require_tool("sipp");
+    require_tool("tcpdump");
+    let ports = Ports::block(30);
+    let gw = Gateway::start(
+        "supervisor_sipp",
+        ports,
+        &(default_trunk(28491) + DEMO_AGENT + SUPERVISOR_AGENT),
+    );
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let mut agent = connect_agent(&gw, "?token=demo-token");
+    next_of(&mut agent, "calls.snapshot");
+    let agent_browser = Browser::connect(&mut agent, AGENT_HZ);
+    let mut supervisor = connect_agent(&gw, "?token=super-token");
+    next_of(&mut supervisor, "calls.snapshot");
+    let supervisor_browser = Browser::connect(&mut supervisor, SUPERVISOR_HZ);
+
+    let media_port = 28470;
+    let capture = capture_rtp_to(&gw, media_port);
+    let args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        28460,
+        media_port,
+    );
+    let mut caller = KillOnDrop::new(spawn_sipp(&dir, &args));
+    let id = call_id_of(&next_of(&mut agent, "call.incoming"));
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.answer", "call_id": id}),
+    ));
+    std::thread::sleep(Duration::from_millis(1000));
+    ok(&request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": id, "mode": "listen"}),
+    ));
+    std::thread::sleep(Duration::from_millis(2000));
+    let to = Instant::now();
+    let sup = tones(&supervisor_browser.heard_between(to - Duration::from_millis(1200), to));
+    println!("sipp, listen: supervisor hears {sup:?}");
+    assert!(sup.caller > PRESENT && sup.agent > PRESENT, "{sup:?}");
+    ok(&request(
+        &mut supervisor,
+        json!({"type": "call.monitor", "call_id": id, "mode": "barge"}),
+    ));
+    std::thread::sleep(Duration::from_millis(2000));
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.hangup", "call_id": id}),
+    ));
+    let out = wait_child(caller.take(), Duration::from_secs(30));
+    let packets = capture.stop();
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (1, 0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // What sipp heard, 20 ms a packet: the last 1.3 s were barge, 2.5 to 4 s before the end
+    // were listen.
+    let frames: Vec<Vec<i16>> = packets
+        .iter()
+        .filter(|p| p.payload.len() > 12 && p.payload[1] & 0x7f == 0)
+        .map(|p| p.payload[12..].iter().map(|b| ulaw_to_linear(*b)).collect())
+        .collect();
+    assert!(
+        frames.len() > 220,
+        "only {} packets reached sipp",
+        frames.len()
+    );
+    let stretch = |from_end: usize, to_end: usize| -> Heard {
+        let n = frames.len();
+        tones(&frames[n - from_end..n - to_end].concat())
+    };
+    let barge = stretch(75, 10);
+    let listen = stretch(200, 125);
+    println!("sipp hears, listening: {listen:?}; barging: {barge:?}");
+    assert!(
+        listen.agent > PRESENT && listen.supervisor < ABSENT,
+        "{listen:?}"
+    );
+    assert!(
+        barge.agent > PRESENT && barge.supervisor > PRESENT,
+        "{barge:?}"
+    );
+    agent_browser.stop();
+    supervisor_browser.stop();
+}
