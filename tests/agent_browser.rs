@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::browser::signed_in;
 use common::*;
 
 /// The browser agent script, its stdout lines arriving on a channel.
@@ -409,9 +410,7 @@ fn a_supervisor_listens_and_barges_from_the_page() {
         &(default_trunk(29090) + DEMO_AGENT + SUPERVISOR_AGENT),
     );
     let dir = gw.dir.clone();
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let agent_browser = common::browser::Browser::connect(&mut agent, 1600.0);
+    let (mut agent, agent_browser) = signed_in(&gw, "demo-token", 1600.0);
     let mut caller = common::caller::Caller::dial(&gw, "+15551230031", 29000);
     let id = next_of(&mut agent, "call.incoming")["call"]["call_id"]
         .as_str()
@@ -459,9 +458,7 @@ fn the_page_transfers_a_call_to_another_agent() {
         &(default_trunk(29091) + DEMO_AGENT + DEMO2_AGENT),
     );
     let dir = gw.dir.clone();
-    let mut agent2 = connect_agent(&gw, "?token=demo2-token");
-    next_of(&mut agent2, "calls.snapshot");
-    let agent2_browser = common::browser::Browser::connect(&mut agent2, 1600.0);
+    let (mut agent2, agent2_browser) = signed_in(&gw, "demo2-token", 1600.0);
     let page = BrowserAgent::start(&gw, &dir, "transfer", &[("TRANSFER_TO", "agent:demo2")]);
     page.expect("READY", Duration::from_secs(70), &dir, &gw);
     let mut caller = common::caller::Caller::dial(&gw, "+15551230032", 29010);

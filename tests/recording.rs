@@ -9,7 +9,7 @@ mod common;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use common::browser::Browser;
+use common::browser::signed_in;
 use common::caller::Caller;
 use common::*;
 use serde_json::{json, Value};
@@ -137,9 +137,7 @@ fn hold_pauses_the_recording_and_the_file_holds_only_the_conversation() {
         ports,
         &(default_trunk(28390) + DEMO_AGENT + DEMO2_AGENT),
     );
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent, 1000.0);
+    let (mut agent, browser) = signed_in(&gw, "demo-token", 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230001", 28300);
     let id = answered_call(&mut agent, &mut caller);
     let answered = Instant::now();
@@ -279,9 +277,7 @@ fn a_killed_gateway_leaves_a_readable_recording_the_restart_repairs() {
         ports,
         &(default_trunk(28391) + DEMO_AGENT),
     );
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let _browser = Browser::connect(&mut agent, 1000.0);
+    let (mut agent, _browser) = signed_in(&gw, "demo-token", 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230002", 28310);
     let id = answered_call(&mut agent, &mut caller);
     recording_becomes(&mut agent, &id, "recording");
@@ -363,9 +359,7 @@ fn an_unwritable_recordings_directory_fails_the_recording_not_the_call() {
     // A file where the directory should be (root may write anywhere, so permissions would
     // not stop it).
     std::fs::write(gw.dir.join("recordings"), b"not a directory").expect("blocker");
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent, 1000.0);
+    let (mut agent, browser) = signed_in(&gw, "demo-token", 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230003", 28320);
     let id = answered_call(&mut agent, &mut caller);
     recording_becomes(&mut agent, &id, "failed");
@@ -409,9 +403,7 @@ fn call_record_drives_an_on_demand_recording() {
         ports,
         &(default_trunk(28393) + &agent_on_demand),
     );
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent, 1000.0);
+    let (mut agent, browser) = signed_in(&gw, "demo-token", 1000.0);
     let mut caller = Caller::dial(&gw, "+15551230004", 28330);
     let id = answered_call(&mut agent, &mut caller);
     std::thread::sleep(Duration::from_millis(1000));

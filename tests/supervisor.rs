@@ -10,7 +10,7 @@ mod common;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use common::browser::Browser;
+use common::browser::{signed_in, Browser};
 use common::caller::Caller;
 use common::*;
 use serde_json::{json, Value};
@@ -92,12 +92,8 @@ fn listen_whisper_barge_follow_the_call_through_hold_and_resume() {
         ports,
         &(default_trunk(28490) + DEMO_AGENT + SUPERVISOR_AGENT),
     );
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let agent_browser = Browser::connect(&mut agent, AGENT_HZ);
-    let mut supervisor = connect_agent(&gw, "?token=super-token");
-    next_of(&mut supervisor, "calls.snapshot");
-    let supervisor_browser = Browser::connect(&mut supervisor, SUPERVISOR_HZ);
+    let (mut agent, agent_browser) = signed_in(&gw, "demo-token", AGENT_HZ);
+    let (mut supervisor, supervisor_browser) = signed_in(&gw, "super-token", SUPERVISOR_HZ);
 
     // The agent's other calls: one held, one waiting.
     let mut held = Caller::dial(&gw, "+15551230011", 28400);
@@ -318,12 +314,8 @@ fn a_sipp_caller_hears_a_barging_supervisor_and_not_a_listening_one() {
     );
     let dir = gw.dir.clone();
     make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let agent_browser = Browser::connect(&mut agent, AGENT_HZ);
-    let mut supervisor = connect_agent(&gw, "?token=super-token");
-    next_of(&mut supervisor, "calls.snapshot");
-    let supervisor_browser = Browser::connect(&mut supervisor, SUPERVISOR_HZ);
+    let (mut agent, agent_browser) = signed_in(&gw, "demo-token", AGENT_HZ);
+    let (mut supervisor, supervisor_browser) = signed_in(&gw, "super-token", SUPERVISOR_HZ);
 
     let media_port = 28470;
     let capture = capture_rtp_to(&gw, media_port);

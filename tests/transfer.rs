@@ -9,7 +9,7 @@ mod common;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use common::browser::Browser;
+use common::browser::{signed_in, Browser};
 use common::caller::{Callee, Caller};
 use common::*;
 use serde_json::{json, Value};
@@ -89,9 +89,7 @@ fn desk(name: &str, block: u16, caller_port: u16, extra: &str) -> Desk {
         ports,
         &(default_trunk(caller_port + 90) + DEMO_AGENT + DEMO2_AGENT + extra),
     );
-    let mut agent = connect_agent(&gw, "?token=demo-token");
-    next_of(&mut agent, "calls.snapshot");
-    let browser = Browser::connect(&mut agent, AGENT_HZ);
+    let (mut agent, browser) = signed_in(&gw, "demo-token", AGENT_HZ);
     let mut held = Caller::dial(&gw, "+15551230021", caller_port);
     let held_id = call_id_of(&next_of(&mut agent, "call.incoming"));
     ok(&request(
@@ -126,9 +124,7 @@ fn desk(name: &str, block: u16, caller_port: u16, extra: &str) -> Desk {
 #[test]
 fn blind_transfer_to_another_agent_rings_them_and_the_recording_follows() {
     let mut d = desk("transfer_agent", 23, 28500, "");
-    let mut agent2 = connect_agent(&d.gw, "?token=demo2-token");
-    next_of(&mut agent2, "calls.snapshot");
-    let browser2 = Browser::connect(&mut agent2, AGENT2_HZ);
+    let (mut agent2, browser2) = signed_in(&d.gw, "demo2-token", AGENT2_HZ);
 
     // Errors: no such agent, oneself, nothing to say where.
     let e = request(

@@ -11,7 +11,16 @@ use callgate::sdp::Codec;
 use callgate::webrtc::peer::{tone_frames, SimulatedBrowser};
 use serde_json::json;
 
-use super::{request, AgentSocket};
+use super::{connect_agent, next_of, request, AgentSocket, Gateway};
+
+/// Sign in with `token` on the agent WebSocket (the snapshot taken) and connect a browser
+/// sending a tone at `hz`.
+pub fn signed_in(gw: &Gateway, token: &str, hz: f64) -> (AgentSocket, Browser) {
+    let mut socket = connect_agent(gw, &format!("?token={token}"));
+    next_of(&mut socket, "calls.snapshot");
+    let browser = Browser::connect(&mut socket, hz);
+    (socket, browser)
+}
 
 /// 8 kHz PCM frames as they arrived.
 pub type Heard = Arc<Mutex<Vec<(Instant, Vec<i16>)>>>;
