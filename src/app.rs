@@ -1140,9 +1140,13 @@ impl Signalling {
                         outbound,
                     },
                 );
-                // Calls inherited from a replaced connection keep their media on this one.
+                // Calls inherited from a replaced connection keep their media on this one, and
+                // so does a call the supervisor was monitoring.
                 if let Some(active) = self.controller.active_call(&agent).map(|c| c.id.clone()) {
                     self.bridge(&active, &agent);
+                }
+                if let Some((call, mode)) = self.controller.monitoring(&agent) {
+                    self.monitor_start(&call, &agent, mode);
                 }
                 let _ = reply.send(self.controller.snapshot(&agent));
             }

@@ -389,3 +389,44 @@ fn a_sipp_caller_hears_a_barging_supervisor_and_not_a_listening_one() {
     agent_browser.stop();
     supervisor_browser.stop();
 }
+
+/// A supervisor who signs in again (a second tab takes over, the first gets 4409) keeps
+/// monitoring: the new browser hears the call.
+#[test]
+fn monitoring_moves_with_a_supervisors_second_sign_in() {
+    let ports = Ports::block(31);
+    let gw = Gateway::start(
+        "supervisor_replaced",
+        ports,
+        &(default_trunk(28492) + DEMO_AGENT + SUPERVISOR_AGENT),
+    );
+    let (mut agent, agent_browser) = signed_in(&gw, "demo-token", AGENT_HZ);
+    let (mut first, first_browser) = signed_in(&gw, "super-token", SUPERVISOR_HZ);
+    let mut prospect = Caller::dial(&gw, "+15551230014", 28430);
+    let id = call_id_of(&next_of(&mut agent, "call.incoming"));
+    ok(&request(
+        &mut agent,
+        json!({"type": "call.answer", "call_id": id}),
+    ));
+    assert_eq!(prospect.final_response(Duration::from_secs(5)), 200);
+    prospect.play_tone(CALLER_HZ);
+    ok(&request(
+        &mut first,
+        json!({"type": "call.monitor", "call_id": id, "mode": "listen"}),
+    ));
+    let (_second, second_browser) = signed_in(&gw, "super-token", SUPERVISOR_HZ);
+    let closed = loop {
+        if let Err(code) = next_message(&mut first) {
+            break code;
+        }
+    };
+    assert_eq!(closed, Some(4409), "the first tab is replaced");
+    first_browser.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    let to = Instant::now();
+    let heard = tones(&second_browser.heard_between(to - Duration::from_millis(1200), to));
+    println!("after the second sign-in the supervisor hears {heard:?}");
+    assert!(heard.caller > PRESENT && heard.agent > PRESENT, "{heard:?}");
+    second_browser.stop();
+    agent_browser.stop();
+}

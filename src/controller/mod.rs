@@ -559,6 +559,11 @@ impl Controller {
             .is_some_and(|a| a.connection.is_some())
     }
 
+    /// The call this supervisor monitors, and how.
+    pub fn monitoring(&self, supervisor: &str) -> Option<(CallId, MonitorMode)> {
+        self.agents.get(supervisor)?.monitoring.clone()
+    }
+
     /// The agent's call that is bridged to its browser.
     pub fn active_call(&self, agent: &str) -> Option<&Call> {
         self.calls
