@@ -162,7 +162,6 @@ fn listen_whisper_barge_follow_the_call_through_hold_and_resume() {
     };
 
     // Listen: the supervisor hears both; nobody hears the supervisor.
-    let listen_at = Instant::now();
     monitor(&mut supervisor, "listen");
     let (caller, agent_ears, sup) = ears.listen("listen");
     assert!(sup.caller > PRESENT && sup.agent > PRESENT, "{sup:?}");
@@ -294,7 +293,6 @@ fn listen_whisper_barge_follow_the_call_through_hold_and_resume() {
     assert!(whisper_right.agent > PRESENT && whisper_right.supervisor < ABSENT);
     assert!(barge_right.agent > PRESENT && barge_right.supervisor > PRESENT);
     assert!(barge_left.caller > PRESENT && barge_left.supervisor < ABSENT);
-    let _ = listen_at;
     agent_browser.stop();
     supervisor_browser.stop();
 }
