@@ -206,15 +206,9 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("callgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(callgate::app::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,6 +217,14 @@ fn serve(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Build a runtime from `builder`, or say why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("callgate: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
@@ -304,15 +306,9 @@ fn demo(config: PathBuf, to: Option<String>, seconds: u64) -> ExitCode {
     if gateway.ip().is_unspecified() {
         gateway.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("callgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     println!("calling {did} at {gateway}");
     match runtime.block_on(callgate::demo::run(

@@ -150,27 +150,9 @@ fn sipp_uas_args(
     media_port: u16,
     dir: &std::path::Path,
 ) -> Vec<String> {
-    vec![
-        "-sf".into(),
-        scenario,
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "-mi".into(),
-        "127.0.0.1".into(),
-        "-mp".into(),
-        media_port.to_string(),
-        "-m".into(),
-        "1".into(),
-        "-timeout".into(),
-        "60s".into(),
-        "-timeout_error".into(),
-        "-trace_stat".into(),
-        "-stf".into(),
-        dir.join("uas_stats.csv").display().to_string(),
-        "-nostdin".into(),
-    ]
+    let mut args = one_call_sipp_args(scenario, port, media_port, &dir.join("uas_stats.csv"));
+    set_sipp_arg(&mut args, "-timeout", "60s");
+    args
 }
 
 fn dial(gw: &Gateway, to: &str) -> std::process::Output {

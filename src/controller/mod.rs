@@ -1265,12 +1265,9 @@ impl Controller {
                 (Ok(call), commands)
             }
             AgentRequest::Accept { call, hold_active } => {
-                let status = match self.own_call(agent, &call) {
-                    Some(c) => c.status,
-                    None => return (Err(RequestError::NotFound), Vec::new()),
-                };
-                if !matches!(status, Status::Ringing | Status::Waiting | Status::OnHold) {
-                    return (Err(RequestError::InvalidState(status.as_str())), Vec::new());
+                let queued = [Status::Ringing, Status::Waiting, Status::OnHold];
+                if let Err(e) = self.own_call_in(agent, &call, &queued) {
+                    return (Err(e), Vec::new());
                 }
                 let mut commands = Vec::new();
                 if let Some(active) = self.active_call(agent).map(|c| c.id.clone()) {
@@ -1290,38 +1287,25 @@ impl Controller {
                 (Ok(call), commands)
             }
             AgentRequest::Hold { call } => {
-                let status = match self.own_call(agent, &call) {
-                    Some(c) => c.status,
-                    None => return (Err(RequestError::NotFound), Vec::new()),
-                };
-                if status != Status::Active {
-                    return (Err(RequestError::InvalidState(status.as_str())), Vec::new());
+                if let Err(e) = self.own_call_in(agent, &call, &[Status::Active]) {
+                    return (Err(e), Vec::new());
                 }
                 let commands = self.hold(agent, &call, now);
                 (Ok(call), commands)
             }
             AgentRequest::Resume { call } => {
-                let status = match self.own_call(agent, &call) {
-                    Some(c) => c.status,
-                    None => return (Err(RequestError::NotFound), Vec::new()),
-                };
-                if !matches!(status, Status::OnHold | Status::Waiting) {
-                    return (Err(RequestError::InvalidState(status.as_str())), Vec::new());
+                if let Err(e) = self.own_call_in(agent, &call, &[Status::OnHold, Status::Waiting]) {
+                    return (Err(e), Vec::new());
                 }
                 let mut commands = self.hold_active(agent, now);
                 commands.extend(self.activate(agent, &call, now));
                 (Ok(call), commands)
             }
             AgentRequest::Decline { call } => {
-                let Some(c) = self.own_call(agent, &call) else {
-                    return (Err(RequestError::NotFound), Vec::new());
+                let c = match self.own_call_in(agent, &call, &[Status::Ringing, Status::Waiting]) {
+                    Ok(c) => c,
+                    Err(e) => return (Err(e), Vec::new()),
                 };
-                if !matches!(c.status, Status::Ringing | Status::Waiting) {
-                    return (
-                        Err(RequestError::InvalidState(c.status.as_str())),
-                        Vec::new(),
-                    );
-                }
                 if c.transfer.is_some() {
                     // Declining a transferred call sends it back, not away.
                     return (Ok(call.clone()), self.transfer_failed(&call, now));
@@ -1475,6 +1459,22 @@ impl Controller {
         self.calls
             .get_mut(call)
             .filter(|c| c.agent.as_deref() == Some(agent))
+    }
+
+    /// The agent's call, if it is in one of `allowed` statuses: `not_found` or
+    /// `invalid_state` otherwise.
+    fn own_call_in(
+        &mut self,
+        agent: &str,
+        call: &str,
+        allowed: &[Status],
+    ) -> Result<&mut Call, RequestError> {
+        let c = self.own_call(agent, call).ok_or(RequestError::NotFound)?;
+        if allowed.contains(&c.status) {
+            Ok(c)
+        } else {
+            Err(RequestError::InvalidState(c.status.as_str()))
+        }
     }
 }
 
@@ -1680,6 +1680,12 @@ mod tests {
         }
     }
 
+    /// Ann takes c1 back from her queue.
+    fn resume(c: &mut Controller, now: Instant) {
+        let (result, _) = c.request("ann", AgentRequest::Resume { call: "c1".into() }, now);
+        assert!(result.is_ok(), "{result:?}");
+    }
+
     /// Sign these agents in, with connections 1, 2, …
     fn connect(c: &mut Controller, agents: &[&str], now: Instant) {
         for (i, agent) in agents.iter().enumerate() {
@@ -1766,10 +1772,7 @@ mod tests {
         );
         assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Offer(_) } if agent == "ann")));
         // Again, and nobody answers within the ring time (20 s by default).
-        assert!(c
-            .request("ann", AgentRequest::Resume { call: "c1".into() }, now)
-            .0
-            .is_ok());
+        resume(&mut c, now);
         assert!(transfer(&mut c, TransferTarget::Agent("bob".into()), now)
             .0
             .is_ok());
@@ -1781,10 +1784,7 @@ mod tests {
         assert_eq!(c.call("c1").map(|x| x.status), Some(Status::OnHold));
         // To a number that fails: back again, no prompt yet; one that answers: joined, and
         // ann logs it.
-        assert!(c
-            .request("ann", AgentRequest::Resume { call: "c1".into() }, now)
-            .0
-            .is_ok());
+        resume(&mut c, now);
         let (_, cmds) = transfer(
             &mut c,
             TransferTarget::Number {
@@ -1820,10 +1820,7 @@ mod tests {
             !cmds.iter().any(|cmd| matches!(cmd, Command::Hangup { .. })),
             "the caller stays: {cmds:?}"
         );
-        assert!(c
-            .request("ann", AgentRequest::Resume { call: "c1".into() }, now)
-            .0
-            .is_ok());
+        resume(&mut c, now);
         let (r, _) = transfer(
             &mut c,
             TransferTarget::Number {
@@ -2077,13 +2074,7 @@ mod tests {
                 status: 480
             }]
         );
-        c.handle(
-            Event::AgentConnected {
-                agent: "ann".into(),
-                conn: 1,
-            },
-            now,
-        );
+        connect(&mut c, &["ann"], now);
         let cmds = ring(&mut c, "c2", now);
         assert_eq!(cmds[0], Command::Ring { call: "c2".into() });
         assert!(matches!(
@@ -2105,13 +2096,7 @@ mod tests {
     fn answering_bridges_and_a_disconnect_ends_every_call() {
         let mut c = with_agent(100);
         let now = Instant::now();
-        c.handle(
-            Event::AgentConnected {
-                agent: "ann".into(),
-                conn: 1,
-            },
-            now,
-        );
+        connect(&mut c, &["ann"], now);
         ring(&mut c, "c1", now);
         let (result, cmds) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
         assert_eq!(result, Ok("c1".to_string()));
@@ -2200,13 +2185,7 @@ mod tests {
             now,
         );
         assert_eq!(result, Err(RequestError::NotConnected));
-        c.handle(
-            Event::AgentConnected {
-                agent: "ann".into(),
-                conn: 1,
-            },
-            now,
-        );
+        connect(&mut c, &["ann"], now);
         let (result, cmds) = c.request(
             "ann",
             AgentRequest::Dial {
@@ -2271,13 +2250,7 @@ mod tests {
 
     fn answered_one(now: Instant) -> Controller {
         let mut c = with_agent(100);
-        c.handle(
-            Event::AgentConnected {
-                agent: "ann".into(),
-                conn: 1,
-            },
-            now,
-        );
+        connect(&mut c, &["ann"], now);
         ring(&mut c, "a", now);
         let _ = c.request("ann", AgentRequest::Answer { call: "a".into() }, now);
         c
@@ -2423,13 +2396,7 @@ mod tests {
     fn dialing_while_on_a_call_holds_it_and_the_limit_turns_callers_away() {
         let now = Instant::now();
         let mut c = with_agent(2);
-        c.handle(
-            Event::AgentConnected {
-                agent: "ann".into(),
-                conn: 1,
-            },
-            now,
-        );
+        connect(&mut c, &["ann"], now);
         ring(&mut c, "a", now);
         let _ = c.request("ann", AgentRequest::Answer { call: "a".into() }, now);
         let (result, cmds) = c.request(

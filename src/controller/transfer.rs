@@ -28,6 +28,15 @@ pub struct Transfer {
     pub deadline: Option<Instant>,
 }
 
+/// The call as an agent it left sees it: over for them, `transferred`.
+fn transferred_away(c: &Call, now: Instant) -> Call {
+    let mut gone = c.clone();
+    gone.status = Status::Ended;
+    gone.ended_at = Some(now);
+    gone.end_reason = Some(EndReason::Transferred);
+    gone
+}
+
 impl Controller {
     /// `call.transfer` from `agent`.
     pub(super) fn transfer(
@@ -37,14 +46,8 @@ impl Controller {
         target: TransferTarget,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
-        let Some(c) = self.own_call(agent, &call) else {
-            return (Err(RequestError::NotFound), Vec::new());
-        };
-        if !matches!(c.status, Status::Active | Status::OnHold) {
-            return (
-                Err(RequestError::InvalidState(c.status.as_str())),
-                Vec::new(),
-            );
+        if let Err(e) = self.own_call_in(agent, &call, &[Status::Active, Status::OnHold]) {
+            return (Err(e), Vec::new());
         }
         match target {
             TransferTarget::Agent(to) => self.transfer_to_agent(agent, call, &to, now),
@@ -241,10 +244,7 @@ impl Controller {
                 call: call.to_string(),
             });
         }
-        let mut gone = c.clone();
-        gone.status = Status::Ended;
-        gone.ended_at = Some(now);
-        gone.end_reason = Some(EndReason::Transferred);
+        let gone = transferred_away(c, now);
         self.remember_ended(agent, &gone);
         commands.push(Command::Notify {
             agent: agent.to_string(),
@@ -289,10 +289,7 @@ impl Controller {
         let mut commands = Vec::new();
         // The agent it rang sees it go.
         if let Some(target) = c.agent.take() {
-            let mut gone = c.clone();
-            gone.status = Status::Ended;
-            gone.ended_at = Some(now);
-            gone.end_reason = Some(EndReason::Transferred);
+            let gone = transferred_away(c, now);
             commands.push(Command::Notify {
                 agent: target.clone(),
                 notice: Notice::Ended(Box::new(gone)),

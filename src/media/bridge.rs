@@ -56,7 +56,7 @@ impl JoinedLeg {
             payload,
         };
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(clock_rate(codec) / 50);
+        self.timestamp = self.timestamp.wrapping_add(codec.clock_rate() / 50);
         self.to.try_send(packet).is_ok()
     }
 }
@@ -74,7 +74,7 @@ impl Terminated {
     pub(crate) fn new(codec: Codec) -> Option<Terminated> {
         Some(Terminated {
             codec,
-            jitter: JitterBuffer::new(clock_rate(codec)),
+            jitter: JitterBuffer::new(codec.clock_rate()),
             decoder: Decoder::new(codec).ok()?,
             last: [0; FRAME_SAMPLES],
             losses: 0,
@@ -119,13 +119,6 @@ impl Terminated {
         pcm.resize(FRAME_SAMPLES, 0);
         self.last.copy_from_slice(&pcm[..FRAME_SAMPLES]);
         Some(())
-    }
-}
-
-pub(crate) fn clock_rate(codec: Codec) -> u32 {
-    match codec {
-        Codec::Opus => 48_000,
-        Codec::Pcmu | Codec::Pcma => 8_000,
     }
 }
 

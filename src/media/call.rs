@@ -129,6 +129,11 @@ pub struct CallMedia {
     source_frame: Option<[i16; FRAME_SAMPLES]>,
 }
 
+/// Now, in `codec`'s RTP clock units since `started` (arrival times for a jitter buffer).
+fn arrival_in(started: Instant, codec: crate::sdp::Codec) -> u32 {
+    (started.elapsed().as_micros() as u64 * u64::from(codec.clock_rate()) / 1_000_000) as u32
+}
+
 /// A decoded frame as a fixed array (frames are resized to `FRAME_SAMPLES` when decoded).
 fn frame_of(pcm: &[i16]) -> [i16; FRAME_SAMPLES] {
     let mut frame = [0i16; FRAME_SAMPLES];
@@ -357,9 +362,7 @@ impl CallMedia {
             };
             match monitor.link.from_agent.try_recv() {
                 Ok(packet) => {
-                    let rate = Monitor::rate(packet.codec);
-                    let arrival =
-                        (self.started.elapsed().as_micros() as u64 * rate / 1_000_000) as u32;
+                    let arrival = arrival_in(self.started, packet.codec);
                     monitor.on_supervisor_packet(&packet, arrival);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -538,12 +541,7 @@ impl CallMedia {
         let Some(bridge) = self.bridge.as_mut() else {
             return;
         };
-        let rate = if packet.codec == crate::sdp::Codec::Opus {
-            48_000
-        } else {
-            8_000
-        };
-        let arrival = (self.started.elapsed().as_micros() as u64 * rate / 1_000_000) as u32;
+        let arrival = arrival_in(self.started, packet.codec);
         let timestamp = packet.timestamp;
         let FromAgent::Forward(payload) = bridge.on_agent_packet(packet, arrival) else {
             return;

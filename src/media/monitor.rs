@@ -5,7 +5,7 @@
 //! supervisor hears what the call is going through (the prospect and the hold audio) instead
 //! of the agent's next call, and on resume monitoring simply carries on.
 
-use crate::media::bridge::{clock_rate, AgentLink, Terminated};
+use crate::media::bridge::{AgentLink, Terminated};
 use crate::media::codec::{Encoder, FRAME_SAMPLES};
 use crate::media::mixer::HearingMatrix;
 use crate::sdp::Codec;
@@ -174,10 +174,5 @@ impl Monitor {
         if sent.is_ok() {
             self.frames_to_supervisor += 1;
         }
-    }
-
-    /// Clock units of a packet's codec per microsecond of arrival time.
-    pub fn rate(codec: Codec) -> u64 {
-        u64::from(clock_rate(codec))
     }
 }

@@ -275,18 +275,11 @@ fn write_loop(format: &RecordingFormat, ops: mpsc::Receiver<WriterOp>) {
 /// want wideband files.
 fn upsample(input: &[i16], factor: usize, last: &mut i16, out: &mut Vec<i16>) {
     out.clear();
-    if factor == 1 {
-        out.extend_from_slice(input);
-    } else {
-        for &s in input {
-            let (from, to) = (i32::from(*last), i32::from(s));
-            for j in 1..=factor {
-                out.push((from + (to - from) * j as i32 / factor as i32) as i16);
-            }
-            *last = s;
+    for &s in input {
+        let (from, to) = (i32::from(*last), i32::from(s));
+        for j in 1..=factor {
+            out.push((from + (to - from) * j as i32 / factor as i32) as i16);
         }
-    }
-    if let Some(&s) = input.last() {
         *last = s;
     }
 }

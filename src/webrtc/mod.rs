@@ -204,13 +204,6 @@ fn codec_of(codec: RtcCodec) -> Option<Codec> {
     }
 }
 
-fn clock_rate(codec: Codec) -> u32 {
-    match codec {
-        Codec::Opus => 48_000,
-        Codec::Pcmu | Codec::Pcma => 8_000,
-    }
-}
-
 /// The str0m process-wide crypto provider (aws-lc-rs); call once before any peer exists.
 pub fn install_crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -531,12 +524,12 @@ impl WebrtcHost {
             return;
         };
         let now = Instant::now();
-        let rate = clock_rate(codec);
+        let rate = codec.clock_rate();
         let frame = u64::from(rate / 50);
         if peer.stream_codec != Some(codec) {
             // Another clock rate: carry the stream's time over in the new units.
             if let Some(old) = peer.stream_codec {
-                peer.stream_time = peer.stream_time * u64::from(rate) / u64::from(clock_rate(old));
+                peer.stream_time = peer.stream_time * u64::from(rate) / u64::from(old.clock_rate());
             }
             peer.stream_codec = Some(codec);
         }

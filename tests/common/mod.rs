@@ -752,9 +752,31 @@ pub fn single_call_sipp_args(
             "+15551230001".into(),
         ]);
     }
-    args.extend([
-        "-sf".into(),
+    args.extend(one_call_sipp_args(
         scenario(scenario_file),
+        local_port,
+        media_port,
+        &dir.join("stats.csv"),
+    ));
+    args.extend([
+        "-trace_err".into(),
+        "-error_file".into(),
+        dir.join("errors.log").display().to_string(),
+    ]);
+    args
+}
+
+/// The core of a single-call sipp run on loopback: the scenario file (a path), its SIP and
+/// media ports, a 120 s limit that counts as an error, and statistics into `stats`.
+pub fn one_call_sipp_args(
+    scenario_path: String,
+    local_port: u16,
+    media_port: u16,
+    stats: &Path,
+) -> Vec<String> {
+    vec![
+        "-sf".into(),
+        scenario_path,
         "-i".into(),
         "127.0.0.1".into(),
         "-p".into(),
@@ -770,13 +792,9 @@ pub fn single_call_sipp_args(
         "-timeout_error".into(),
         "-trace_stat".into(),
         "-stf".into(),
-        dir.join("stats.csv").display().to_string(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        dir.join("errors.log").display().to_string(),
+        stats.display().to_string(),
         "-nostdin".into(),
-    ]);
-    args
+    ]
 }
 
 /// The demo agent of the shipped config (token `demo-token`, DID +15550000100).
