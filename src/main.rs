@@ -84,6 +84,15 @@ enum Cmd {
         #[arg(long, default_value_t = 500_000)]
         frames: usize,
     },
+    /// Measure the codecs of a transcoded call: G.711 and Opus (clean path, and with in-band
+    /// FEC for reported loss) per 20 ms frame, on voice-like audio.
+    BenchCodec {
+        #[arg(long, default_value_t = 3000)]
+        frames: usize,
+        /// Rounds of each operation; the median counts.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
     /// Measure the call log: write N calls with segments and logs into a scratch database,
     /// then time the calls page queries.
     BenchStore {
@@ -161,6 +170,26 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Cmd::BenchCodec { frames, rounds } => match callgate::bench::codecs(frames, rounds) {
+            Ok(costs) => {
+                println!(
+                    "callgate bench-codec: {frames} frames of 20 ms of voice-like audio per round, median of {rounds} rounds"
+                );
+                for cost in &costs {
+                    println!(
+                        "  {:<40} {:>6.1} us a frame, {:>6.0} us per call-second",
+                        cost.what,
+                        cost.per_frame.as_secs_f64() * 1e6,
+                        cost.us_per_call_second()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("callgate bench-codec: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::BenchStore { rows, database } => match callgate::store::bench(&database, rows) {
             Ok(r) => {
                 println!(

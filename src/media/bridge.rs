@@ -16,6 +16,25 @@ use crate::media::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::sdp::Codec;
 use crate::webrtc::{AgentPacket, PeerCodec, PeerId, WebrtcInput};
 
+/// The encoder toward a browser's peer connection: it follows the codec the browser
+/// negotiated and the loss it reports (which turns Opus in-band FEC on and off).
+#[derive(Default)]
+pub struct PeerEncoder(Option<(Codec, Encoder)>);
+
+impl PeerEncoder {
+    /// The encoder for `codec`, planned for the loss `peer` last reported.
+    pub fn for_peer(&mut self, codec: Codec, peer: &PeerCodec) -> Option<&mut Encoder> {
+        if self.0.as_ref().is_none_or(|(c, _)| *c != codec) {
+            self.0 = Encoder::new(codec).ok().map(|e| (codec, e));
+        }
+        let (_, encoder) = self.0.as_mut()?;
+        if let Err(e) = encoder.set_expected_loss(peer.loss_percent()) {
+            tracing::debug!(error = %e, "cannot adapt the encoder to reported loss");
+        }
+        Some(encoder)
+    }
+}
+
 /// What a call needs to reach its agent's peer connection (or, for the two legs of a
 /// transfer, the other leg's media, which then stands where the browser would).
 #[derive(Debug)]
@@ -140,7 +159,7 @@ pub struct Bridge {
     from_trunk: Option<Terminated>,
     /// Agent → trunk, when transcoding.
     from_agent: Option<Terminated>,
-    toward_agent: Option<(Codec, Encoder)>,
+    toward_agent: PeerEncoder,
     pcm: Vec<i16>,
     /// `pcm` holds the trunk's frame of this tick.
     trunk_frame: bool,
@@ -161,7 +180,7 @@ impl Bridge {
             trunk_codec,
             from_trunk: None,
             from_agent: None,
-            toward_agent: None,
+            toward_agent: PeerEncoder::default(),
             pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
             trunk_frame: false,
             record: false,
@@ -244,14 +263,7 @@ impl Bridge {
 
     /// Encode in the browser's codec (the encoder follows a renegotiated codec) and send.
     fn encode_for_agent(&mut self, agent_codec: Codec, pcm: &[i16]) {
-        if self
-            .toward_agent
-            .as_ref()
-            .is_none_or(|(c, _)| *c != agent_codec)
-        {
-            self.toward_agent = Encoder::new(agent_codec).ok().map(|e| (agent_codec, e));
-        }
-        let Some((_, encoder)) = self.toward_agent.as_mut() else {
+        let Some(encoder) = self.toward_agent.for_peer(agent_codec, &self.link.codec) else {
             return;
         };
         let mut payload = std::mem::take(&mut self.payload);

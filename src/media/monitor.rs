@@ -5,8 +5,8 @@
 //! supervisor hears what the call is going through (the prospect and the hold audio) instead
 //! of the agent's next call, and on resume monitoring simply carries on.
 
-use crate::media::bridge::{AgentLink, Terminated};
-use crate::media::codec::{Encoder, FRAME_SAMPLES};
+use crate::media::bridge::{AgentLink, PeerEncoder, Terminated};
+use crate::media::codec::FRAME_SAMPLES;
 use crate::media::mixer::HearingMatrix;
 use crate::sdp::Codec;
 use crate::webrtc::{AgentPacket, WebrtcInput};
@@ -77,7 +77,7 @@ pub struct Monitor {
     /// The prospect's audio while the call is not bridged to its agent (on hold): the bridge
     /// decodes it otherwise.
     from_trunk: Option<Terminated>,
-    toward: Option<(Codec, Encoder)>,
+    toward: PeerEncoder,
     supervisor_pcm: Vec<i16>,
     trunk_pcm: Vec<i16>,
     payload: Vec<u8>,
@@ -92,7 +92,7 @@ impl Monitor {
             call,
             from_supervisor: None,
             from_trunk: None,
-            toward: None,
+            toward: PeerEncoder::default(),
             supervisor_pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
             trunk_pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
             payload: Vec::with_capacity(512),
@@ -156,10 +156,7 @@ impl Monitor {
         let Some(codec) = self.link.codec.get() else {
             return; // their browser has not negotiated media yet
         };
-        if self.toward.as_ref().is_none_or(|(c, _)| *c != codec) {
-            self.toward = Encoder::new(codec).ok().map(|e| (codec, e));
-        }
-        let Some((_, encoder)) = self.toward.as_mut() else {
+        let Some(encoder) = self.toward.for_peer(codec, &self.link.codec) else {
             return;
         };
         if encoder.encode(pcm, &mut self.payload).is_err() {

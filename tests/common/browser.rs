@@ -2,7 +2,7 @@
 //! ICE, DTLS and SRTP on a thread of its own, negotiated over the agent's WebSocket, sending a
 //! tone as Opus every 20 ms and keeping what it hears, decoded, with arrival times.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,19 @@ pub fn signed_in(gw: &Gateway, token: &str, hz: f64) -> (AgentSocket, Browser) {
 
 /// 8 kHz PCM frames as they arrived.
 pub type Heard = Arc<Mutex<Vec<(Instant, Vec<i16>)>>>;
+/// Audio payloads as they arrived, undecoded.
+pub type Payloads = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
 
 pub struct Browser {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
     heard: Heard,
+    /// The audio payloads as they arrived, undecoded.
+    payloads: Payloads,
+    /// The path toward the browser loses every n-th RTP packet (0: none).
+    drop_every: Arc<AtomicUsize>,
+    /// The gateway's answer to its offer.
+    pub answer: String,
 }
 
 impl Browser {
@@ -41,6 +49,10 @@ impl Browser {
         let heard: Heard = Arc::new(Mutex::new(Vec::new()));
         let stopped = Arc::clone(&stop);
         let keep = Arc::clone(&heard);
+        let payloads: Payloads = Arc::new(Mutex::new(Vec::new()));
+        let keep_payloads = Arc::clone(&payloads);
+        let drop_every = Arc::new(AtomicUsize::new(0));
+        let lossy = Arc::clone(&drop_every);
         let thread =
             std::thread::spawn(move || {
                 callgate::webrtc::install_crypto();
@@ -60,6 +72,7 @@ impl Browser {
                 let mut buf = vec![0u8; 2048];
                 let mut clock = tokio::time::interval(Duration::from_millis(20));
                 let mut sent = 0usize;
+                let mut rtp_seen = 0usize;
                 while !stopped.load(Ordering::SeqCst) {
                     tokio::select! {
                         _ = clock.tick() => {
@@ -72,6 +85,17 @@ impl Browser {
                         }
                         received = socket.recv_from(&mut buf) => {
                             if let Ok((n, from)) = received {
+                                // RTP (not RTCP, RFC 5761 types 192-223) is what the path loses.
+                                let rtp = n > 12
+                                    && buf[0] >> 6 == 2
+                                    && !(192..=223).contains(&buf[1]);
+                                if rtp {
+                                    rtp_seen += 1;
+                                    let every = lossy.load(Ordering::Relaxed);
+                                    if every > 0 && rtp_seen.is_multiple_of(every) {
+                                        continue;
+                                    }
+                                }
                                 browser.receive(from, &buf[..n]);
                                 browser.drain().await;
                             }
@@ -79,7 +103,9 @@ impl Browser {
                     }
                     if !browser.heard.is_empty() {
                         let mut kept = keep.lock().expect("heard");
+                        let mut raw = keep_payloads.lock().expect("payloads");
                         for (at, payload) in browser.heard.drain(..) {
+                            raw.push((at, payload.clone()));
                             let mut pcm = Vec::new();
                             if decoder.decode(&payload, &mut pcm).is_ok() {
                                 kept.push((at, pcm));
@@ -95,14 +121,33 @@ impl Browser {
             .expect("offer");
         let answer = request(agent, json!({"type": "webrtc.offer", "sdp": offer}));
         assert_eq!(answer["type"], "webrtc.answer", "{answer}");
-        answer_tx
-            .send(answer["sdp"].as_str().expect("sdp").to_string())
-            .expect("answer handed over");
+        let answer = answer["sdp"].as_str().expect("sdp").to_string();
+        answer_tx.send(answer.clone()).expect("answer handed over");
         Browser {
             stop,
             thread: Some(thread),
             heard,
+            payloads,
+            drop_every,
+            answer,
         }
+    }
+
+    /// From now on the path toward the browser loses every `n`-th RTP packet (0: none); the
+    /// browser's receiver reports tell the gateway.
+    pub fn lose_every(&self, n: usize) {
+        self.drop_every.store(n, Ordering::Relaxed);
+    }
+
+    /// The audio payloads that arrived between `from` and `to`, undecoded.
+    pub fn payloads_between(&self, from: Instant, to: Instant) -> Vec<Vec<u8>> {
+        self.payloads
+            .lock()
+            .expect("payloads")
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// What it heard between `from` and `to`, as one run of samples.

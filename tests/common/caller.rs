@@ -178,6 +178,20 @@ impl Caller {
         play_tone(&self.rtp, to, hz, &self.tone_stop);
     }
 
+    /// Talk rather than hum (`callgate::bench::voice_sample`): codecs' voice detectors soon
+    /// call a steady tone background noise.
+    pub fn play_voice(&self) {
+        let to = self
+            .remote_rtp
+            .expect("the gateway's RTP address (answer first)");
+        play_signal(
+            &self.rtp,
+            to,
+            &self.tone_stop,
+            callgate::bench::voice_sample,
+        );
+    }
+
     /// Send a request inside the call's dialog; returns its text.
     pub fn in_dialog_request(&self, method: &str, cseq: u32, extra: &str) -> String {
         let request = self.request(method, cseq, extra, "");
@@ -311,6 +325,19 @@ fn play_tone(
     hz: f64,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
+    play_signal(socket, to, stop, move |t| {
+        (t * hz * std::f64::consts::TAU).sin() * 8000.0
+    });
+}
+
+/// Send `signal` (sample value at time t in seconds) as PCMU, 20 ms a packet, paced on the
+/// clock, until `stop`.
+fn play_signal(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    signal: impl Fn(f64) -> f64 + Send + 'static,
+) {
     {
         let socket = socket.try_clone().expect("clone RTP socket");
         let stop = std::sync::Arc::clone(stop);
@@ -327,7 +354,7 @@ fn play_tone(
                 packet.extend_from_slice(&ssrc.to_be_bytes());
                 for i in 0..160u32 {
                     let t = f64::from(frame * 160 + i) / 8000.0;
-                    let s = ((t * hz * std::f64::consts::TAU).sin() * 8000.0) as i16;
+                    let s = signal(t) as i16;
                     packet.push(linear_to_ulaw(s));
                 }
                 let _ = socket.send_to(&packet, to);
