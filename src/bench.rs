@@ -20,7 +20,7 @@ use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, Codec, Direction};
-use crate::webrtc::peer::{tone_frames, SimulatedBrowser};
+use crate::webrtc::peer::{tone_frames, voice_frames, SimulatedBrowser};
 use crate::webrtc::{PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
 
 /// Gateway threads are named so their CPU time can be told from the load's.
@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Record every call (stereo, 8 kHz) into this directory.
     pub record: Option<std::path::PathBuf>,
+    /// Both sides play a steady tone rather than voice-like audio.
+    pub tone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -254,11 +256,15 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     // The load: every browser and trunk sends a frame each 20 ms and reads what arrives.
     let seconds = options.seconds;
     let passthrough = options.passthrough;
+    let tone = options.tone;
     let ports: Vec<u16> = calls.iter().map(|c| c.rtp_port).collect();
     let (result_tx, result_rx) = std::sync::mpsc::channel();
     load_rt.spawn(async move {
-        let opus_frames = tone_frames(Codec::Opus, 440.0);
-        let pcmu_frames = tone_frames(Codec::Pcmu, 440.0);
+        let (opus_frames, pcmu_frames) = if tone {
+            (tone_frames(Codec::Opus, 440.0), tone_frames(Codec::Pcmu, 440.0))
+        } else {
+            (voice_frames(Codec::Opus), voice_frames(Codec::Pcmu))
+        };
         let browser_frames = if passthrough { &pcmu_frames } else { &opus_frames };
         let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(65536);
         for (i, b) in browsers.iter().enumerate() {

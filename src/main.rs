@@ -77,6 +77,10 @@ enum Cmd {
         /// recording adds.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Both sides play a steady tone instead of voice-like audio (cheaper for Opus to
+        /// encode; for comparing with figures taken that way).
+        #[arg(long)]
+        tone: bool,
     },
     /// Measure the conference mixer: a 3-party mix-minus (a supervisor barging) of 20 ms
     /// frames, timed over many frames.
@@ -149,12 +153,14 @@ fn main() -> ExitCode {
             passthrough,
             threads,
             record,
+            tone,
         } => bench(callgate::bench::BenchOptions {
             calls,
             seconds,
             passthrough,
             record,
             threads,
+            tone,
         }),
         Cmd::BenchMixer { frames } => {
             let r = callgate::bench::mixer(frames);
@@ -265,8 +271,13 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
             } else {
                 "transcoded (PCMU trunk, Opus browser)"
             };
+            let audio = if options.tone {
+                "a steady 440 Hz tone"
+            } else {
+                "voice-like audio"
+            };
             println!(
-                "callgate bench: {} calls, {mode}, {} gateway thread(s)",
+                "callgate bench: {} calls, {mode}, {audio}, {} gateway thread(s)",
                 r.calls, options.threads
             );
             println!("  connected peers          {}/{}", r.connected, r.calls);

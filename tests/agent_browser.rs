@@ -199,6 +199,14 @@ fn browser_answers_a_pstn_call_and_closing_it_hangs_up() {
         "BYE came {bye_after:?} after the browser closed"
     );
     assert_sipp_heard_browser(&packets);
+    // Our answer's `maxplaybackrate=8000` made Chrome encode narrowband, all an 8 kHz call
+    // can use and a quarter of the decoding work of its fullband default.
+    let log = gw.log_text();
+    let opus = log
+        .lines()
+        .find(|l| l.contains("browser sends Opus"))
+        .unwrap_or_else(|| panic!("no Opus from the browser logged:\n{log}"));
+    assert!(opus.contains("narrowband"), "{opus}");
     gw.wait_idle(Duration::from_secs(5));
 }
 

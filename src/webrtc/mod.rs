@@ -178,6 +178,8 @@ struct Peer {
     stream_codec: Option<Codec>,
     last_write: Option<Instant>,
     next_timeout: Instant,
+    /// The browser's Opus bandwidth was logged (once per peer connection).
+    opus_logged: bool,
 }
 
 impl Peer {
@@ -502,6 +504,7 @@ impl WebrtcHost {
             stream_codec: None,
             last_write: None,
             next_timeout: now,
+            opus_logged: false,
         };
         // The audio m-line is known from the offer already; media flows once ICE is up.
         let audio_mid = sdp_audio_mids(sdp);
@@ -669,6 +672,12 @@ impl WebrtcHost {
                 let Some(codec) = codec_of(data.params.spec().codec) else {
                     return;
                 };
+                if codec == Codec::Opus && !peer.opus_logged {
+                    if let Some(toc) = data.data.first() {
+                        peer.opus_logged = true;
+                        tracing::info!(peer = id, "browser sends Opus {}", opus_bandwidth(*toc));
+                    }
+                }
                 let Some(route) = self.routes.get(&id) else {
                     return;
                 };
@@ -721,6 +730,17 @@ fn opus_narrowband(sdp: &str) -> String {
     out
 }
 
+/// The audio bandwidth an Opus packet's TOC byte announces (RFC 6716 section 3.1).
+fn opus_bandwidth(toc: u8) -> &'static str {
+    match toc >> 3 {
+        0..=3 | 16..=19 => "narrowband",
+        4..=7 => "mediumband",
+        8..=11 | 20..=23 => "wideband",
+        12 | 13 | 24..=27 => "super-wideband",
+        _ => "fullband",
+    }
+}
+
 /// The mids of the offer's audio m-lines, in order.
 fn sdp_audio_mids(sdp: &str) -> Vec<String> {
     let mut mids = Vec::new();
@@ -760,6 +780,23 @@ mod tests {
         assert!(out.contains("a=fmtp:0 foo=1\r\n"), "PCMU untouched: {out}");
         assert_eq!(opus_narrowband(&out), out, "applied once");
         assert_eq!(out.len(), sdp.len() + 47);
+    }
+
+    #[test]
+    fn opus_toc_names_the_bandwidth() {
+        // Configs: 1 SILK NB 20 ms, 9 SILK WB 20 ms, 15 hybrid FB 20 ms, 19 CELT NB 20 ms,
+        // 31 CELT FB 20 ms.
+        for (config, want) in [
+            (1u8, "narrowband"),
+            (5, "mediumband"),
+            (9, "wideband"),
+            (13, "super-wideband"),
+            (15, "fullband"),
+            (19, "narrowband"),
+            (31, "fullband"),
+        ] {
+            assert_eq!(opus_bandwidth(config << 3), want, "config {config}");
+        }
     }
 
     #[test]

@@ -145,6 +145,17 @@ impl SimulatedBrowser {
 
 /// A second of a tone at `hz`, encoded once in `codec` (a load must stay cheap).
 pub fn tone_frames(codec: Codec, hz: f64) -> Vec<Vec<u8>> {
+    second_of(codec, |t| (t * hz * std::f64::consts::TAU).sin() * 8000.0)
+}
+
+/// A second of voice-like audio (`bench::voice_sample`), encoded once in `codec`. What Opus
+/// costs depends on the signal: voice costs it about half again as much as a steady tone.
+pub fn voice_frames(codec: Codec) -> Vec<Vec<u8>> {
+    second_of(codec, crate::bench::voice_sample)
+}
+
+/// Fifty 20 ms frames of `signal` (sample value at t seconds), encoded in `codec`.
+fn second_of(codec: Codec, signal: impl Fn(f64) -> f64) -> Vec<Vec<u8>> {
     let mut encoder = match Encoder::new(codec) {
         Ok(e) => e,
         Err(_) => return vec![vec![0xff; 160]],
@@ -152,10 +163,7 @@ pub fn tone_frames(codec: Codec, hz: f64) -> Vec<Vec<u8>> {
     (0..50)
         .map(|f| {
             let pcm: Vec<i16> = (0..160)
-                .map(|i| {
-                    let t = (f * 160 + i) as f64 / 8000.0;
-                    ((t * hz * std::f64::consts::TAU).sin() * 8000.0) as i16
-                })
+                .map(|i| signal((f * 160 + i) as f64 / 8000.0) as i16)
                 .collect();
             let mut out = Vec::new();
             if codec == Codec::Pcmu {
