@@ -12,16 +12,11 @@ use common::caller::Caller;
 use common::*;
 use serde_json::json;
 
-fn has_fec(packet: &[u8]) -> bool {
-    // SAFETY: the pointer and length describe one live slice; libopus only reads it.
-    unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), packet.len() as i32) == 1 }
-}
-
 /// Share (0-1) of the Opus packets of the last second that carry FEC, and how many there were.
 fn fec_share(browser: &Browser) -> (f64, usize) {
     let now = Instant::now();
     let packets = browser.payloads_between(now - Duration::from_secs(1), now);
-    let with = packets.iter().filter(|p| has_fec(p)).count();
+    let with = packets.iter().filter(|p| opus_has_fec(p)).count();
     (with as f64 / packets.len().max(1) as f64, packets.len())
 }
 

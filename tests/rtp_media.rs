@@ -295,3 +295,81 @@ fn dtmf_both_ways_with_rfc4733() {
     call.bye();
     gw.wait_idle(Duration::from_secs(5));
 }
+
+/// An Opus trunk peer that takes in-band FEC (`useinbandfec=1`) gets it once its receiver
+/// report says it loses packets, and no longer once a report says it does not.
+#[test]
+fn an_opus_peer_reporting_loss_gets_in_band_fec() {
+    let ports = Ports::block(34);
+    let gw = Gateway::start("rtp_opus_fec", ports, &default_trunk(25341));
+    let call = RawCall::invite(
+        gw.sip_addr(),
+        "127.0.0.1:28130",
+        "announce",
+        28120,
+        (
+            "111",
+            "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n",
+        ),
+    );
+    let rtp = UdpSocket::bind("127.0.0.1:28120").expect("bind RTP");
+    let rtcp = UdpSocket::bind("127.0.0.1:28121").expect("bind RTCP");
+    rtp.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let gateway_rtcp = SocketAddr::new(call.remote_rtp.ip(), call.remote_rtp.port() + 1);
+    let mut buf = [0u8; 2048];
+    // Opus packets received over `window`, and the gateway's SSRC.
+    let mut listen = |window: Duration| -> (Vec<Vec<u8>>, u32) {
+        let until = Instant::now() + window;
+        let mut packets = Vec::new();
+        let mut ssrc = 0;
+        while Instant::now() < until {
+            if let Ok(n) = rtp.recv(&mut buf) {
+                if n > 12 && buf[1] & 0x7f == 111 {
+                    ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                    packets.push(buf[12..n].to_vec());
+                }
+            }
+        }
+        (packets, ssrc)
+    };
+    // A receiver report on the gateway's stream: `fraction_lost` of 256 lost.
+    let report = |about: u32, fraction_lost: u8| {
+        let mut rr = vec![0x81, 201, 0, 7];
+        rr.extend_from_slice(&0x7e57_0001u32.to_be_bytes());
+        rr.extend_from_slice(&about.to_be_bytes());
+        rr.extend_from_slice(&[fraction_lost, 0, 0, 5]);
+        rr.extend_from_slice(&[0; 16]);
+        rtcp.send_to(&rr, gateway_rtcp).expect("send RR");
+    };
+
+    let (clean, ssrc) = listen(Duration::from_millis(1500));
+    assert!(
+        clean.len() > 50,
+        "the announcement plays: {} packets",
+        clean.len()
+    );
+    let fec = |p: &[Vec<u8>]| p.iter().filter(|p| opus_has_fec(p)).count();
+    assert_eq!(fec(&clean), 0, "no loss reported, no FEC");
+
+    report(ssrc, 26); // 10 %
+    let (lossy, _) = listen(Duration::from_millis(1500));
+    let with = fec(&lossy);
+    println!(
+        "10 % loss reported: {with} of {} packets carry FEC",
+        lossy.len()
+    );
+    assert!(
+        with * 2 > lossy.len(),
+        "{with} of {} carry FEC",
+        lossy.len()
+    );
+
+    report(ssrc, 0);
+    // What was sent before the report landed, and the one packet after it that still
+    // carries the frame before, are not what the report changed.
+    listen(Duration::from_millis(200));
+    let (healed, _) = listen(Duration::from_millis(1300));
+    assert_eq!(fec(&healed), 0, "the loss is over, and so is FEC");
+    call.bye();
+}

@@ -525,6 +525,9 @@ impl CallMedia {
                             );
                             self.counters
                                 .peer_report(report.cumulative_lost, report.jitter);
+                            if report.ssrc == self.stream.ssrc() {
+                                self.on_reported_loss(report.fraction_lost);
+                            }
                         }
                     }
                 }
@@ -532,6 +535,20 @@ impl CallMedia {
             Err(e) => {
                 tracing::trace!(error = %e, "bad RTCP");
                 self.counters.bad_packet();
+            }
+        }
+    }
+
+    /// The peer's report on our stream: the share it lost (of 256) since its last report.
+    /// An Opus peer that takes in-band FEC (`useinbandfec=1`) gets it while it loses packets.
+    fn on_reported_loss(&mut self, fraction_lost: u8) {
+        if !self.audio.opus_fec {
+            return;
+        }
+        let percent = (u32::from(fraction_lost) * 100).div_ceil(256) as u8;
+        if let Some(encoder) = self.encoder.as_mut() {
+            if let Err(e) = encoder.set_expected_loss(percent) {
+                tracing::debug!(error = %e, "cannot adapt the encoder to reported loss");
             }
         }
     }

@@ -682,6 +682,12 @@ pub fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// Whether an Opus packet carries in-band FEC for the frame before it.
+pub fn opus_has_fec(packet: &[u8]) -> bool {
+    // SAFETY: the pointer and length describe one live slice; libopus only reads it.
+    unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), packet.len() as i32) == 1 }
+}
+
 pub fn sdp_offer(port: u16, formats: &str, rtpmaps: &str, direction: &str) -> String {
     format!(
         "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {formats}\r\n{rtpmaps}a={direction}\r\n"
