@@ -1374,15 +1374,10 @@ impl Controller {
                 (Ok(call.clone()), vec![Command::Record { call, want }])
             }
             AgentRequest::Dial { call, to, trunk } => {
-                let to = to.trim().to_string();
-                if to.is_empty() {
-                    return (
-                        Err(RequestError::BadRequest(
-                            "to: a number or SIP URI is required".into(),
-                        )),
-                        Vec::new(),
-                    );
-                }
+                let to = match dial_target(&to) {
+                    Ok(to) => to,
+                    Err(e) => return (Err(e), Vec::new()),
+                };
                 let max = self.agents.get(agent).map_or(0, |a| a.max_calls);
                 if self.live_calls_of(agent) >= max as usize {
                     return (Err(RequestError::LimitReached(max)), Vec::new());
@@ -1476,6 +1471,17 @@ impl Controller {
             Err(RequestError::InvalidState(c.status.as_str()))
         }
     }
+}
+
+/// The number or SIP URI an agent asked to reach, trimmed; blank is a bad request.
+fn dial_target(to: &str) -> Result<String, RequestError> {
+    let to = to.trim();
+    if to.is_empty() {
+        return Err(RequestError::BadRequest(
+            "to: a number or SIP URI is required".into(),
+        ));
+    }
+    Ok(to.to_string())
 }
 
 #[allow(clippy::too_many_arguments)]

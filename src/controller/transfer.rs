@@ -137,15 +137,10 @@ impl Controller {
         leg: CallId,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
-        let to = to.trim().to_string();
-        if to.is_empty() {
-            return (
-                Err(RequestError::BadRequest(
-                    "to: a number or SIP URI is required".into(),
-                )),
-                Vec::new(),
-            );
-        }
+        let to = match dial_target(&to) {
+            Ok(to) => to,
+            Err(e) => return (Err(e), Vec::new()),
+        };
         // The log prompt waits for the far end to answer: a failed transfer comes back.
         let mut commands = self.leave_agent(from, &call, now, false);
         commands.extend(self.offer_next(from));
