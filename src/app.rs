@@ -28,7 +28,9 @@ use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::stats::MediaCounters;
 use crate::sdp::LocalMedia;
 use crate::sip::message::{Message, ParseError, MAX_MESSAGE_SIZE};
-use crate::sip::transaction::{LocalAddress, TimerValues, TransactionLayer, Transmit, Transport};
+use crate::sip::transaction::{
+    LocalAddress, TimerValues, TransactionLayer, TransactionLimits, Transmit, Transport,
+};
 use crate::store::{CallRecord, StoreOp};
 use crate::webrtc::{
     PeerCodec, Route, WebrtcCounters, WebrtcEvent, WebrtcHost, WebrtcInput, AGENT_AUDIO_CAPACITY,
@@ -320,6 +322,15 @@ fn new_call_id() -> String {
     )
 }
 
+/// 32 bytes from the operating system's generator: the seeds of everything an attacker must
+/// not guess (SIP identifiers, digest nonces).
+fn os_random() -> [u8; 32] {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    seed
+}
+
 fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -432,14 +443,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             port: sip_addr.port(),
         },
         TimerValues::default(),
-        rand::random(),
+        os_random(),
         config.sip.user_agent.clone(),
     );
     let settings = B2buaSettings {
         contact_host: host,
         contact_port: sip_addr.port(),
         codecs: config.codec_preference(),
-        nonce_secret: rand::random(),
+        nonce_secret: os_random(),
+        guard: config.security.guard(Vec::new()),
+        limits: TransactionLimits {
+            max_server: config.security.max_transactions,
+            max_per_source: config.security.max_transactions_per_source,
+        },
     };
     let mut b2bua = B2bua::new(layer, settings, &config.trunks, now);
     b2bua.set_unix_time(unix_secs());
@@ -517,6 +533,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         sig.drain().await;
         sig.sync_store();
+        sig.gateway_counters
+            .set_sip_dropped(sig.b2bua.guard_drops());
         if let Some(started) = shutting_down {
             if sig.b2bua.live_legs() == 0 || started.elapsed() > SHUTDOWN_GRACE {
                 break;
@@ -665,7 +683,9 @@ impl Signalling {
             }
             TcpInput::Message(peer, message) => {
                 self.gateway_counters.sip_in_label(match &*message {
-                    Message::Request(r) => r.method.as_str().to_string(),
+                    Message::Request(r) => {
+                        crate::metrics::method_label(r.method.as_str()).to_string()
+                    }
                     Message::Response(r) => r.status.to_string(),
                 });
                 self.b2bua.set_unix_time(unix_secs());

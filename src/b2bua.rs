@@ -12,10 +12,11 @@ use crate::config::{dial_plan_matches, Cidr, TrunkConfig};
 use crate::sdp::{self, AudioSession, Codec, Direction, LocalMedia, SessionDescription};
 use crate::sip::dialog::{uri_socket_addr, Dialog};
 use crate::sip::digest::{self, Authorization, Challenge, NonceIssuer, NonceState};
+use crate::sip::guard::{DropReason, GuardSettings};
 use crate::sip::message::{Headers, Message, Method, NameAddr, ParseError, Request, Response};
 use crate::sip::transaction::{
-    response_to, set_to_tag, ClientTxId, ServerTxId, TransactionEvent, TransactionLayer, Transmit,
-    Transport,
+    response_to, set_to_tag, ClientTxId, ServerTxId, TransactionEvent, TransactionLayer,
+    TransactionLimits, Transmit, Transport,
 };
 use crate::sip::uri::{Scheme, Uri};
 
@@ -24,6 +25,9 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 
 /// How long a dialled call may ring or wait before we give up on the trunk.
 const NONCE_MAX_AGE_SECS: u64 = 300;
+/// Nonces whose highest nonce-count we remember (only nonces that authenticated someone get
+/// an entry, so strangers cannot fill it; past this, entries older than a nonce's life go).
+const NONCE_COUNTS_MAX: usize = 100_000;
 /// Unanswered OPTIONS in a row that mark a trunk down.
 const KEEPALIVE_FAILURES_DOWN: u32 = 3;
 
@@ -176,6 +180,9 @@ pub struct B2buaSettings {
     pub contact_port: u16,
     pub codecs: Vec<Codec>,
     pub nonce_secret: [u8; 32],
+    /// The SIP guard's limits; the trunks' addresses are added to its trusted sources.
+    pub guard: GuardSettings,
+    pub limits: TransactionLimits,
 }
 
 pub struct B2bua {
@@ -190,7 +197,35 @@ pub struct B2bua {
     by_dialog: HashMap<(String, String), usize>,
     events: VecDeque<LegEvent>,
     nonces: NonceIssuer,
+    /// Nonce → (its issue time, the highest nonce-count accepted with it): a replayed
+    /// Authorization repeats a count and is refused.
+    nonce_counts: HashMap<String, (u64, u32)>,
     unix_secs: u64,
+}
+
+/// Why presented credentials were refused (logged, never told the peer: every wrong
+/// credential gets the same 401).
+#[derive(Debug, Clone, Copy)]
+enum AuthFailure {
+    UnknownUser,
+    WrongPassword,
+    WrongRealm,
+    WrongUri,
+    Replayed,
+    ForgedNonce,
+}
+
+impl AuthFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown user",
+            AuthFailure::WrongPassword => "wrong password",
+            AuthFailure::WrongRealm => "wrong realm",
+            AuthFailure::WrongUri => "uri is not the Request-URI",
+            AuthFailure::Replayed => "nonce count replayed",
+            AuthFailure::ForgedNonce => "nonce not ours",
+        }
+    }
 }
 
 fn e164_or_user(uri: &Uri) -> String {
@@ -199,12 +234,12 @@ fn e164_or_user(uri: &Uri) -> String {
 
 impl B2bua {
     pub fn new(
-        layer: TransactionLayer,
+        mut layer: TransactionLayer,
         settings: B2buaSettings,
         trunks: &[TrunkConfig],
         now: Instant,
     ) -> B2bua {
-        let trunks = trunks
+        let trunks: Vec<TrunkState> = trunks
             .iter()
             .map(|config| {
                 let proxy = config.outbound_proxy.as_deref().and_then(|p| {
@@ -240,6 +275,17 @@ impl B2bua {
             })
             .collect();
         let nonces = NonceIssuer::new(settings.nonce_secret);
+        // A trunk's networks and its proxy's address are trusted by the guard: no rate limit,
+        // and 100 Trying and retransmissions as RFC 3261 has them.
+        let mut guard = settings.guard.clone();
+        for trunk in trunks.iter() {
+            let trunk: &TrunkState = trunk;
+            guard.trusted.extend(trunk.sources.iter().copied());
+            if let Some((_, addr, _)) = &trunk.proxy {
+                guard.trusted.push(Cidr::host(addr.ip()));
+            }
+        }
+        layer.protect(guard, settings.limits);
         B2bua {
             layer,
             settings,
@@ -251,6 +297,7 @@ impl B2bua {
             by_dialog: HashMap::new(),
             events: VecDeque::new(),
             nonces,
+            nonce_counts: HashMap::new(),
             unix_secs: 0,
         }
     }
@@ -281,6 +328,11 @@ impl B2bua {
             .flatten()
             .chain(self.layer.poll_timeout())
             .min()
+    }
+
+    /// What the SIP guard dropped so far, by reason.
+    pub fn guard_drops(&self) -> crate::sip::guard::DropCounts {
+        self.layer.guard().drops()
     }
 
     pub fn live_legs(&self) -> usize {
@@ -421,14 +473,32 @@ impl B2bua {
             Method::Bye | Method::Update | Method::Info | Method::Prack => {
                 self.reply(now, tx, &request, 481, None);
             }
+            Method::Register => {
+                // Not a registrar. A stranger is challenged exactly as for a call, whatever
+                // the user, so a REGISTER sweep (svwar) learns nothing and a password guesser
+                // (svcrack) meets the same failure count and ban as an INVITE would.
+                match self.authorize_inbound(now, tx, &request, source) {
+                    Ok(_) => self.reply(now, tx, &request, 405, None),
+                    Err(mut response) => {
+                        let tag = self.layer.ids().token();
+                        set_to_tag(&mut response, &tag);
+                        self.layer.respond(now, tx, response);
+                    }
+                }
+            }
             _ => self.reply(now, tx, &request, 405, None),
         }
     }
 
     /// Which trunk may send this request: by source address first, then by digest
-    /// credentials. `Err` carries the response already decided (401 challenge or 403).
+    /// credentials. `Err` carries the response already decided: 403 when no trunk takes
+    /// credentials, else 401 with fresh challenges. Every wrong credential gets the same 401
+    /// (no oracle between a wrong user and a wrong password), counts toward the source's ban
+    /// and is logged in one line fail2ban can match.
     fn authorize_inbound(
         &mut self,
+        now: Instant,
+        tx: ServerTxId,
         request: &Request,
         source: SocketAddr,
     ) -> Result<usize, Response> {
@@ -451,34 +521,39 @@ impl B2bua {
         }
         let realm = self.settings.contact_host.clone();
         let mut stale = false;
-        if let Some(auth) = request
-            .headers
-            .get("Authorization")
-            .and_then(|h| Authorization::parse(h).ok())
-        {
-            let method = request.method.as_str();
-            match self
-                .nonces
-                .check(&auth.nonce, &realm, self.unix_secs, NONCE_MAX_AGE_SECS)
-            {
-                NonceState::Fresh => {
-                    for &index in &with_credentials {
-                        let t = &self.trunks[index].config;
-                        if t.inbound_username.as_deref() == Some(auth.username.as_str())
-                            && digest::verify(
-                                &auth,
-                                method,
-                                t.inbound_password.as_deref().unwrap_or(""),
-                                &request.body,
-                            )
-                        {
-                            return Ok(index);
-                        }
-                    }
-                    return Err(response_to(request, 403, Some("Bad Credentials")));
+        if let Some(header) = request.headers.get("Authorization") {
+            let verdict = match Authorization::parse(header) {
+                Ok(auth) => self.check_credentials(&auth, request, &realm, &with_credentials),
+                Err(_) => Err(Some(AuthFailure::ForgedNonce)),
+            };
+            match verdict {
+                Ok(index) => {
+                    self.layer.guard_mut().authenticated(now, source.ip());
+                    self.layer.trust(tx);
+                    return Ok(index);
                 }
-                NonceState::Stale => stale = true,
-                NonceState::Invalid => {}
+                Err(None) => stale = true,
+                Err(Some(failure)) => {
+                    let user = Authorization::parse(header)
+                        .map(|a| a.username)
+                        .unwrap_or_default();
+                    // One line per failure, always this shape: the fail2ban filter in the
+                    // README matches "SIP auth failure from <HOST>".
+                    tracing::warn!(
+                        "SIP auth failure from {}: {} (user {:?}, {})",
+                        source.ip(),
+                        failure.as_str(),
+                        user,
+                        request.method
+                    );
+                    if let Some(banned) = self.layer.guard_mut().auth_failed(now, source.ip()) {
+                        tracing::warn!(
+                            "SIP source {} banned for {} s after repeated auth failures",
+                            banned.source,
+                            banned.until.saturating_duration_since(now).as_secs()
+                        );
+                    }
+                }
             }
         }
         let mut response = response_to(request, 401, None);
@@ -497,6 +572,77 @@ impl B2bua {
                 .push("WWW-Authenticate", challenge.to_string());
         }
         Err(response)
+    }
+
+    /// The trunk these credentials prove, `Err(None)` for a stale nonce (challenge again,
+    /// not a failure), `Err(Some(why))` for anything wrong.
+    fn check_credentials(
+        &mut self,
+        auth: &Authorization,
+        request: &Request,
+        realm: &str,
+        candidates: &[usize],
+    ) -> Result<usize, Option<AuthFailure>> {
+        match self
+            .nonces
+            .check(&auth.nonce, realm, self.unix_secs, NONCE_MAX_AGE_SECS)
+        {
+            NonceState::Fresh => {}
+            NonceState::Stale => return Err(None),
+            NonceState::Invalid => return Err(Some(AuthFailure::ForgedNonce)),
+        }
+        if auth.realm != realm {
+            return Err(Some(AuthFailure::WrongRealm));
+        }
+        // RFC 3261 §22.4 and RFC 7616 §3.4.6: the digest is bound to this Request-URI.
+        let same_uri =
+            Uri::parse(&auth.uri).is_ok_and(|u| u.to_string() == request.uri.to_string());
+        if !same_uri {
+            return Err(Some(AuthFailure::WrongUri));
+        }
+        let index = candidates
+            .iter()
+            .copied()
+            .find(|&i| {
+                self.trunks[i].config.inbound_username.as_deref() == Some(auth.username.as_str())
+            })
+            .ok_or(Some(AuthFailure::UnknownUser))?;
+        let password = self.trunks[index]
+            .config
+            .inbound_password
+            .as_deref()
+            .unwrap_or("");
+        if !digest::verify(auth, request.method.as_str(), password, &request.body) {
+            return Err(Some(AuthFailure::WrongPassword));
+        }
+        // A nonce-count must grow with every use of a nonce (RFC 7616 §3.4): a replay repeats
+        // one. Without qop there is no count, and the nonce serves once.
+        let count = match auth.nc.as_deref() {
+            Some(nc) => u32::from_str_radix(nc, 16).unwrap_or(0),
+            None => 1,
+        };
+        let issued = u64::from_str_radix(auth.nonce.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+        if self
+            .nonce_counts
+            .get(&auth.nonce)
+            .is_some_and(|(_, last)| count <= *last)
+            || count == 0
+        {
+            return Err(Some(AuthFailure::Replayed));
+        }
+        if self.nonce_counts.len() >= NONCE_COUNTS_MAX {
+            let now = self.unix_secs;
+            self.nonce_counts
+                .retain(|_, (at, _)| now.saturating_sub(*at) <= NONCE_MAX_AGE_SECS);
+        }
+        if self.nonce_counts.len() < NONCE_COUNTS_MAX {
+            self.nonce_counts
+                .insert(auth.nonce.clone(), (issued, count));
+        } else {
+            // Every slot holds a live nonce: refuse rather than forget a count.
+            return Err(Some(AuthFailure::Replayed));
+        }
+        Ok(index)
     }
 
     fn on_invite(
@@ -531,7 +677,7 @@ impl B2bua {
             self.reply(now, tx, &request, 416, None);
             return;
         }
-        let trunk = match self.authorize_inbound(&request, source) {
+        let trunk = match self.authorize_inbound(now, tx, &request, source) {
             Ok(trunk) => trunk,
             Err(mut response) => {
                 if response.status == 403 {
@@ -834,14 +980,35 @@ impl B2bua {
         let Some(&index) = self.by_dialog.get(&key) else {
             return;
         };
+        if !self.leg_accepts_from(index, source) {
+            self.layer.guard_mut().count(DropReason::ForeignInDialog);
+            return;
+        }
         if let Some(leg) = self.legs[index].as_mut() {
             if matches!(leg.state, LegState::Accepted) {
                 leg.state = LegState::Confirmed;
-                if let Some(d) = leg.dialog.as_mut() {
-                    d.note_peer(source);
-                }
             }
         }
+    }
+
+    /// May `source` send requests in leg `index`'s dialog? Only its trunk may: the trunk's
+    /// networks, its proxy, and the host the dialog was made with. Whoever else knows the
+    /// Call-ID and tags (a capture, a guess) is not the peer.
+    fn leg_accepts_from(&self, index: usize, source: SocketAddr) -> bool {
+        let Some(leg) = self.legs.get(index).and_then(Option::as_ref) else {
+            return false;
+        };
+        let ip = source.ip();
+        let host = Cidr::host(ip);
+        let same = |other: IpAddr| host.contains(other);
+        let trunk = &self.trunks[leg.trunk];
+        trunk.sources.iter().any(|c| c.contains(ip))
+            || trunk
+                .proxy
+                .as_ref()
+                .is_some_and(|(_, addr, _)| same(addr.ip()))
+            || same(leg.source.ip())
+            || leg.dialog.as_ref().is_some_and(|d| same(d.peer.ip()))
     }
 
     fn on_in_dialog_request(
@@ -868,6 +1035,13 @@ impl B2bua {
             self.reply(now, tx, &request, status, None);
             return;
         };
+        if !self.leg_accepts_from(index, source) {
+            // A forged BYE or re-INVITE: no answer, no effect, counted.
+            tracing::info!(%source, method = %request.method, "in-dialog request from outside the dialog's trunk dropped");
+            self.layer.guard_mut().count(DropReason::ForeignInDialog);
+            self.layer.discard(tx);
+            return;
+        }
         let Some(leg) = self.legs[index].as_mut() else {
             self.reply(now, tx, &request, 481, None);
             return;
@@ -877,7 +1051,13 @@ impl B2bua {
                 self.reply(now, tx, &request, status, None);
                 return;
             }
-            dialog.note_peer(source);
+            // §12.2.2: a re-INVITE or UPDATE is a target refresh; nothing else moves the
+            // remote target, and never a packet's source address.
+            if matches!(request.method, Method::Invite | Method::Update) {
+                if let Some(contact) = request.headers.contact() {
+                    dialog.remote_target = contact.uri;
+                }
+            }
         }
         match request.method {
             Method::Bye => {

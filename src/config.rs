@@ -46,6 +46,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub transfer: TransferConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "trunk")]
@@ -73,6 +75,131 @@ impl Default for TransferConfig {
     fn default() -> Self {
         TransferConfig {
             ring_seconds: default_transfer_ring(),
+        }
+    }
+}
+
+/// What callgate does about strangers on its public ports: rate limits, bans, caps and
+/// timeouts. The defaults are meant for a public address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// SIP requests a second one source that is not a trunk (and has not authenticated) may
+    /// send, sustained; past it they are dropped unanswered.
+    pub untrusted_rate: u32,
+    /// ... and at once, before the rate applies.
+    pub untrusted_burst: u32,
+    /// Wrong credentials from one source within `auth_failure_window` seconds before the
+    /// source is banned for `ban_seconds`.
+    pub auth_failures: u32,
+    pub auth_failure_window: u64,
+    pub ban_seconds: u64,
+    /// Requests whose User-Agent contains one of these (any case) get no answer at all.
+    pub user_agent_blocklist: Vec<String>,
+    /// Live SIP server transactions at most, and per source that is not a trunk.
+    pub max_transactions: usize,
+    pub max_transactions_per_source: usize,
+    /// An inbound call that rings or waits in a queue this long gets 480.
+    pub ring_timeout: u64,
+    /// Open SIP TCP connections at most (in and out), and per remote address.
+    pub max_sip_tcp_connections: usize,
+    pub max_sip_tcp_per_source: usize,
+    /// Open HTTP connections (page, API and agent WebSockets) at most, and per address.
+    pub max_http_connections: usize,
+    pub max_http_per_source: usize,
+    /// Seconds a connection may take to send a whole request head (SIP TCP and HTTP).
+    pub header_timeout: u64,
+    /// Seconds a SIP TCP or HTTP connection may stay idle before it is closed.
+    pub idle_timeout: u64,
+}
+
+impl SecurityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = self;
+        let positive: [(&str, u64); 13] = [
+            ("security.untrusted_rate", s.untrusted_rate.into()),
+            ("security.untrusted_burst", s.untrusted_burst.into()),
+            ("security.auth_failures", s.auth_failures.into()),
+            ("security.auth_failure_window", s.auth_failure_window),
+            ("security.ban_seconds", s.ban_seconds),
+            ("security.max_transactions", s.max_transactions as u64),
+            (
+                "security.max_transactions_per_source",
+                s.max_transactions_per_source as u64,
+            ),
+            ("security.ring_timeout", s.ring_timeout),
+            (
+                "security.max_sip_tcp_connections",
+                s.max_sip_tcp_connections as u64,
+            ),
+            (
+                "security.max_sip_tcp_per_source",
+                s.max_sip_tcp_per_source as u64,
+            ),
+            (
+                "security.max_http_connections",
+                s.max_http_connections as u64,
+            ),
+            ("security.max_http_per_source", s.max_http_per_source as u64),
+            ("security.header_timeout", s.header_timeout),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if s.idle_timeout < s.header_timeout {
+            return Err(invalid(
+                "security.idle_timeout",
+                "must not be shorter than security.header_timeout",
+            ));
+        }
+        if s.untrusted_burst < s.untrusted_rate {
+            return Err(invalid(
+                "security.untrusted_burst",
+                "must be at least security.untrusted_rate",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SIP guard's settings, trusting `trusted` (the trunks' addresses).
+    pub fn guard(&self, trusted: Vec<Cidr>) -> crate::sip::guard::GuardSettings {
+        use std::time::Duration;
+        crate::sip::guard::GuardSettings {
+            trusted,
+            rate: self.untrusted_rate,
+            burst: self.untrusted_burst,
+            auth_failures: self.auth_failures,
+            failure_window: Duration::from_secs(self.auth_failure_window),
+            ban: Duration::from_secs(self.ban_seconds),
+            user_agent_blocklist: self.user_agent_blocklist.clone(),
+            ..crate::sip::guard::GuardSettings::default()
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            untrusted_rate: 20,
+            untrusted_burst: 40,
+            auth_failures: 5,
+            auth_failure_window: 600,
+            ban_seconds: 900,
+            user_agent_blocklist: crate::sip::guard::DEFAULT_USER_AGENT_BLOCKLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            max_transactions: 20_000,
+            max_transactions_per_source: 32,
+            ring_timeout: 120,
+            max_sip_tcp_connections: 1024,
+            max_sip_tcp_per_source: 32,
+            max_http_connections: 1024,
+            max_http_per_source: 64,
+            header_timeout: 10,
+            idle_timeout: 120,
         }
     }
 }
@@ -395,48 +522,7 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// An inbound source filter: an IP network in CIDR form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub network: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
-            None => (text.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr {
-            network: addr,
-            prefix,
-        })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::sip::guard::Cidr;
 
 /// A `*` glob over a dialled number or URI, as the dial plan writes it.
 pub fn dial_plan_matches(pattern: &str, target: &str) -> bool {
@@ -510,6 +596,7 @@ impl Config {
         if !(1..=600).contains(&self.transfer.ring_seconds) {
             return Err(invalid("transfer.ring_seconds", "must be 1..=600"));
         }
+        self.security.validate()?;
         match self.recording.channels.as_str() {
             "stereo" | "mono" => {}
             _ => return Err(invalid("recording.channels", "must be stereo or mono")),

@@ -1,16 +1,52 @@
 //! Counters `/metrics` reports that are not media's: SIP messages by direction and method or
-//! status code, and open agent WebSockets. Counting a SIP message takes an uncontended lock
-//! in the signalling task; the media path never touches these.
+//! status code, SIP dropped by the guard, and open agent WebSockets. Counting a SIP message
+//! takes an uncontended lock in the signalling task; the media path never touches these.
+//! Label values come from fixed sets, so no input can grow the metrics without bound.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+
+use crate::sip::guard::{DropCounts, DropReason};
 
 #[derive(Debug, Default)]
 pub struct GatewayCounters {
     /// (direction `in`/`out`, method or status code) → messages.
     sip: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// The SIP guard's drops, by `DropReason::ALL` order (copied from the signalling core).
+    sip_dropped: [AtomicU64; DropReason::ALL.len()],
     pub websockets: AtomicI64,
+    /// Open connections by listener, and those refused for being over a cap.
+    pub sip_tcp_connections: AtomicI64,
+    pub http_connections: AtomicI64,
+    pub connections_refused: AtomicU64,
+}
+
+/// Methods counted by name; any other is `other`.
+const KNOWN_METHODS: &[&str] = &[
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "UPDATE",
+    "INFO",
+    "PRACK",
+    "REFER",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+/// A request's method as a label: one of a fixed set.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// The method of a request or the status code of a response, from a message's first line.
@@ -27,7 +63,7 @@ fn label(bytes: &[u8]) -> String {
             .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
             .unwrap_or("invalid")
             .to_string(),
-        Some(m) if m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase()) => m.to_string(),
+        Some(m) if m.bytes().all(|b| b.is_ascii_uppercase()) => method_label(m).to_string(),
         _ => "invalid".to_string(),
     }
 }
@@ -54,6 +90,21 @@ impl GatewayCounters {
         }
     }
 
+    /// The guard's totals so far (the signalling task copies them after each input).
+    pub fn set_sip_dropped(&self, drops: DropCounts) {
+        for (slot, reason) in self.sip_dropped.iter().zip(DropReason::ALL) {
+            slot.store(drops.get(reason), Relaxed);
+        }
+    }
+
+    pub fn sip_dropped(&self) -> Vec<(&'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .zip(&self.sip_dropped)
+            .map(|(r, n)| (r.as_str(), n.load(Relaxed)))
+            .collect()
+    }
+
     pub fn sip(&self) -> Vec<(&'static str, String, u64)> {
         self.sip
             .lock()
@@ -72,6 +123,8 @@ mod tests {
         assert_eq!(label(b"SIP/2.0 486 Busy Here\r\n"), "486");
         assert_eq!(label(b"\x00garbage"), "invalid");
         assert_eq!(label(b"SIP/2.0 99999 x"), "invalid");
+        assert_eq!(label(b"FOOBARBAZ sip:a@b SIP/2.0\r\n"), "other");
+        assert_eq!(method_label("XYZZY"), "other");
         let c = GatewayCounters::default();
         c.sip_in(b"OPTIONS sip:x SIP/2.0\r\n");
         c.sip_in(b"OPTIONS sip:x SIP/2.0\r\n");

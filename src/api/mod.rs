@@ -274,6 +274,11 @@ async fn metrics(
             c.bad_packets.load(Relaxed),
         ),
         (
+            "callgate_rtp_foreign_packets_total",
+            "RTP/RTCP packets from an address that is not the call's peer, dropped.",
+            c.foreign_packets.load(Relaxed),
+        ),
+        (
             "callgate_transcoded_frames_total",
             "20 ms frames decoded and encoded for bridges.",
             c.transcoded_frames.load(Relaxed),
@@ -311,6 +316,17 @@ async fn metrics(
         "gauge",
         "Interarrival jitter (RTP units) the last RTCP report gave.",
         one(c.peer_jitter.load(Relaxed).to_string()),
+    );
+    metric(
+        "callgate_sip_dropped_total",
+        "counter",
+        "SIP packets dropped unanswered, by reason.",
+        handle
+            .gateway_counters
+            .sip_dropped()
+            .into_iter()
+            .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n.to_string()))
+            .collect(),
     );
     metric(
         "callgate_websocket_connections",

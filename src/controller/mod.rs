@@ -20,6 +20,10 @@ pub type ConnId = u64;
 
 /// Ended calls an agent still sees in its snapshot.
 const RECENT_ENDED: usize = 50;
+/// DTMF digits a call remembers from the far end (the latest ones).
+pub const MAX_DTMF_HISTORY: usize = 64;
+/// Digits one agent request may send at once.
+const MAX_DTMF_SEND: usize = 32;
 
 /// What a call's media does toward its SIP leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,6 +645,10 @@ impl Controller {
             }
             Event::Dtmf { call, digit } => {
                 if let Some(c) = self.calls.get_mut(&call) {
+                    // The far end may send digits forever; the call keeps the latest ones.
+                    if c.dtmf.len() >= MAX_DTMF_HISTORY {
+                        c.dtmf.remove(0);
+                    }
                     c.dtmf.push(digit);
                 }
                 Vec::new()
@@ -1415,12 +1423,15 @@ impl Controller {
             }
             AgentRequest::Dtmf { call, digits } => {
                 if digits.is_empty()
+                    || digits.len() > MAX_DTMF_SEND
                     || !digits
                         .chars()
                         .all(|d| matches!(d, '0'..='9' | '*' | '#' | 'A'..='D'))
                 {
                     return (
-                        Err(RequestError::BadRequest("digits: 0-9, *, # or A-D".into())),
+                        Err(RequestError::BadRequest(
+                            "digits: 1 to 32 of 0-9, *, # or A-D".into(),
+                        )),
                         Vec::new(),
                     );
                 }

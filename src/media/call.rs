@@ -1,6 +1,7 @@
 //! One call's media toward its SIP peer: a task that owns the call's RTP and RTCP sockets and
 //! runs on its own 20 ms clock. It echoes, plays a file, sends and hears RFC 4733 DTMF,
-//! latches onto the peer's real source address (symmetric RTP), keeps our SSRC, sequence and
+//! latches onto the peer's real source address (symmetric RTP, strict: once learned, no other
+//! source is heard; see `latch`), keeps our SSRC, sequence and
 //! timestamps continuous whatever it switches to, and reports RTCP. It never waits on the
 //! signalling task: commands arrive on a channel and events leave with `try_send`.
 
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::media::bridge::{AgentLink, Bridge, FromAgent};
 use crate::media::codec::{Encoder, FRAME_SAMPLES};
 use crate::media::dtmf::{DigitReceiver, DigitSender};
+use crate::media::latch::SourceLatch;
 use crate::media::mixer::mix_minus;
 use crate::media::monitor::{Monitor, MonitorChange, MonitorMode};
 use crate::media::recording::{CallRecording, RecordWant, RecordingUpdate, RecordingWriter};
@@ -99,9 +101,9 @@ pub struct CallMedia {
     play_pos: usize,
     encoder: Option<Encoder>,
     stream: RtpStream,
-    /// The peer's address as learned from its packets, preferred over SDP (NAT).
-    latched: Option<SocketAddr>,
-    latched_rtcp: Option<SocketAddr>,
+    /// Which source is the peer's: learned from its first packets (NAT), the SDP's address
+    /// preferred, everyone else ignored.
+    latch: SourceLatch,
     reception: Option<ReceptionStats>,
     /// Offset mapping the peer's RTP timestamps into ours when echoing.
     echo_offset: Option<u32>,
@@ -156,6 +158,7 @@ impl CallMedia {
         counters: Arc<MediaCounters>,
     ) -> CallMedia {
         let now = Instant::now();
+        let latch = SourceLatch::new(now, audio.remote, audio.remote_rtcp);
         let encoder = Encoder::new(audio.codec)
             .map_err(|e| tracing::error!(%call, error = %e, "cannot create encoder"))
             .ok();
@@ -167,8 +170,7 @@ impl CallMedia {
             play_pos: 0,
             encoder,
             stream: RtpStream::new(random_u32(), rand::random(), random_u32()),
-            latched: None,
-            latched_rtcp: None,
+            latch,
             reception: None,
             echo_offset: None,
             started: now,
@@ -235,11 +237,11 @@ impl CallMedia {
     }
 
     fn destination(&self) -> Option<SocketAddr> {
-        self.latched.or(self.audio.remote)
+        self.latch.rtp_destination()
     }
 
     fn rtcp_destination(&self) -> Option<SocketAddr> {
-        self.latched_rtcp.or(self.audio.remote_rtcp)
+        self.latch.rtcp_destination()
     }
 
     /// Run until stopped. The task owns everything it touches.
@@ -383,8 +385,8 @@ impl CallMedia {
         }
         if audio.remote != self.audio.remote {
             // A new address from offer/answer overrides what we latched onto.
-            self.latched = None;
-            self.latched_rtcp = None;
+            self.latch
+                .renegotiated(Instant::now(), audio.remote, audio.remote_rtcp);
         }
         self.audio = audio;
     }
@@ -429,14 +431,17 @@ impl CallMedia {
             self.counters.bad_packet();
             return;
         };
-        // Symmetric RTP: answer where the packets really come from (peers behind NAT).
-        if self.latched != Some(from) {
+        let now = Instant::now();
+        let before = self.latch.rtp_destination();
+        if !self.latch.accept_rtp(now, from) {
+            // Injected or stray: never heard, never answered.
+            self.counters.foreign_packet();
+            return;
+        }
+        if before != Some(from) {
             tracing::debug!(%from, "latched RTP source");
-            self.latched = Some(from);
-            self.latched_rtcp = Some(SocketAddr::new(from.ip(), from.port().wrapping_add(1)));
         }
         self.counters.packet_in(bytes.len());
-        let now = Instant::now();
         self.last_rtp_in = now;
         let header = &packet.header;
         let arrival = (now.duration_since(self.started).as_micros() as u64
@@ -507,7 +512,10 @@ impl CallMedia {
     }
 
     fn on_rtcp(&mut self, bytes: &[u8], from: SocketAddr) {
-        self.latched_rtcp = Some(from);
+        if !self.latch.accept_rtcp(from) {
+            self.counters.foreign_packet();
+            return;
+        }
         match rtcp::parse_compound(bytes) {
             Ok(packets) => {
                 for packet in packets {

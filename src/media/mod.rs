@@ -7,6 +7,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod latch;
 pub mod mixer;
 pub mod monitor;
 pub mod ports;

@@ -10,6 +10,8 @@ pub struct MediaCounters {
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub bad_packets: AtomicU64,
+    /// RTP and RTCP from an address that is not the call's peer (dropped).
+    pub foreign_packets: AtomicU64,
     pub codec_errors: AtomicU64,
     /// Latest cumulative loss and jitter a peer reported over RTCP (last writer wins).
     pub peer_lost: AtomicI64,
@@ -27,6 +29,9 @@ impl MediaCounters {
     pub fn packet_out(&self, bytes: usize) {
         self.packets_out.fetch_add(1, Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Relaxed);
+    }
+    pub fn foreign_packet(&self) {
+        self.foreign_packets.fetch_add(1, Relaxed);
     }
     pub fn bad_packet(&self) {
         self.bad_packets.fetch_add(1, Relaxed);

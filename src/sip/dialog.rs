@@ -181,11 +181,6 @@ impl Dialog {
             .unwrap_or_else(|| self.remote_target.clone());
         uri_socket_addr(&first_hop).unwrap_or(self.peer)
     }
-
-    /// A later message of the peer's came from here: follow it (symmetric signalling).
-    pub fn note_peer(&mut self, source: SocketAddr) {
-        self.peer = source;
-    }
 }
 
 /// The socket address a URI names, when its host is an IP literal.

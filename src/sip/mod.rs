@@ -4,6 +4,7 @@
 
 pub mod dialog;
 pub mod digest;
+pub mod guard;
 pub mod message;
 pub mod transaction;
 pub mod uri;

@@ -2,13 +2,23 @@
 //! requests and responses to transactions, retransmissions over UDP, timers A–M as data, and
 //! stateless answers to unparsable requests. Sans-IO: the shell feeds datagrams/messages and
 //! the time, and drains `Transmit`s, `TransactionEvent`s and the next deadline. It never owns
-//! a socket, reads the clock or draws randomness of its own (ids come from a seeded
-//! generator), and knows nothing of dialogs, calls or SDP.
+//! a socket, reads the clock or draws randomness of its own (ids come from a generator the
+//! shell seeds from the operating system), and knows nothing of dialogs, calls or SDP.
+//!
+//! It is also the first line against strangers: every packet passes the `FloodGuard`, a
+//! response counts only from where its request went, live transactions are capped, and a
+//! source that is neither a trunk nor authenticated gets no 100 Trying and no retransmitted
+//! final response (one answer per request, so a spoofed Via cannot make us amplify).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use super::guard::{DropReason, FloodGuard, GuardSettings};
 use super::message::{Headers, Message, Method, ParseError, Request, Response, Via};
 
 /// Which transport a message came over or must leave by.
@@ -118,23 +128,23 @@ impl Default for TimerValues {
     }
 }
 
-/// Deterministic id source seeded by the shell (branches, tags, Call-IDs).
+/// Branches, tags and Call-IDs. They travel to anyone who sends us a request, and an
+/// off-path attacker who could predict the next ones could answer or end calls, so they come
+/// from a cryptographic generator (ChaCha) that the shell seeds with 32 bytes from the
+/// operating system; tests seed it with constants and stay reproducible.
 #[derive(Debug, Clone)]
 pub struct IdSource {
-    state: u64,
+    rng: StdRng,
 }
 
 impl IdSource {
-    pub fn new(seed: u64) -> Self {
-        IdSource { state: seed }
+    pub fn new(seed: [u8; 32]) -> Self {
+        IdSource {
+            rng: StdRng::from_seed(seed),
+        }
     }
     pub fn next_u64(&mut self) -> u64 {
-        // splitmix64: cheap, well-distributed, and reproducible in tests.
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
     pub fn token(&mut self) -> String {
         format!("{:016x}", self.next_u64())
@@ -175,6 +185,11 @@ struct ServerTransaction {
     key: ServerKey,
     request: Request,
     transport: Transport,
+    /// Where the request came from: a CANCEL or ACK for it must come from the same host.
+    source: SocketAddr,
+    /// A trunk's or an authenticated source's: 100 Trying and retransmitted responses.
+    /// Anyone else gets one response per request and leaves no state behind it.
+    trusted: bool,
     response_destination: SocketAddr,
     state: ServerState,
     last_response: Option<Vec<u8>>,
@@ -215,11 +230,44 @@ struct SentAck {
     until: Instant,
 }
 
+/// Caps on live state.
+#[derive(Debug, Clone, Copy)]
+pub struct TransactionLimits {
+    /// Server transactions at most; new requests past it are dropped (trunks' INVITEs get a
+    /// stateless 503 first).
+    pub max_server: usize,
+    /// Server transactions one untrusted source may hold at once.
+    pub max_per_source: usize,
+}
+
+impl Default for TransactionLimits {
+    fn default() -> Self {
+        TransactionLimits {
+            max_server: 20_000,
+            max_per_source: 32,
+        }
+    }
+}
+
+/// Something with a deadline: the heap holds these, and a stale one (its transaction gone or
+/// its timer cancelled) wakes the layer for nothing, which is cheaper than finding it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    Server(ServerTxId),
+    Client(ClientTxId),
+    Ack((String, u32)),
+}
+
 pub struct TransactionLayer {
     local: LocalAddress,
     timers: TimerValues,
     ids: IdSource,
     next_id: u64,
+    guard: FloodGuard,
+    limits: TransactionLimits,
+    /// Live server transactions per untrusted source host.
+    per_source: HashMap<IpAddr, usize>,
+    wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
     servers: HashMap<ServerTxId, ServerTransaction>,
     server_index: HashMap<ServerKey, ServerTxId>,
     /// (Call-ID, CSeq number) of INVITEs answered 2xx, for matching their ACKs.
@@ -264,12 +312,21 @@ pub fn set_to_tag(response: &mut Response, tag: &str) {
 }
 
 impl TransactionLayer {
-    pub fn new(local: LocalAddress, timers: TimerValues, seed: u64, user_agent: String) -> Self {
+    pub fn new(
+        local: LocalAddress,
+        timers: TimerValues,
+        seed: [u8; 32],
+        user_agent: String,
+    ) -> Self {
         TransactionLayer {
             local,
             timers,
             ids: IdSource::new(seed),
             next_id: 1,
+            guard: FloodGuard::new(GuardSettings::default()),
+            limits: TransactionLimits::default(),
+            per_source: HashMap::new(),
+            wakeups: BinaryHeap::new(),
             servers: HashMap::new(),
             server_index: HashMap::new(),
             accepted: HashMap::new(),
@@ -286,6 +343,48 @@ impl TransactionLayer {
         &mut self.ids
     }
 
+    /// Replace the guard's settings and the caps (at start, from config).
+    pub fn protect(&mut self, guard: GuardSettings, limits: TransactionLimits) {
+        self.guard = FloodGuard::new(guard);
+        self.limits = limits;
+    }
+
+    pub fn guard(&self) -> &FloodGuard {
+        &self.guard
+    }
+
+    pub fn guard_mut(&mut self) -> &mut FloodGuard {
+        &mut self.guard
+    }
+
+    /// The request of server transaction `id` came from a source that has now proved itself
+    /// (digest): it gets 100 Trying and retransmissions like a trunk from here on.
+    pub fn trust(&mut self, id: ServerTxId) {
+        let Some(tx) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if tx.trusted {
+            return;
+        }
+        tx.trusted = true;
+        let ip = tx.source.ip();
+        let untracked = self.per_source.get_mut(&ip).map(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+        if untracked == Some(true) {
+            self.per_source.remove(&ip);
+        }
+        if matches!(tx.state, ServerState::InviteProceeding) && tx.last_response.is_none() {
+            let mut trying = response_to(&tx.request, 100, None);
+            trying.headers.push("Server", self.user_agent.clone());
+            let bytes = Message::Response(trying).to_bytes();
+            tx.last_response = Some(bytes.clone());
+            let (transport, destination) = (tx.transport, tx.response_destination);
+            self.send(transport, destination, bytes);
+        }
+    }
+
     pub fn local(&self) -> &LocalAddress {
         &self.local
     }
@@ -299,10 +398,14 @@ impl TransactionLayer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let servers = self.servers.values().flat_map(|t| t.timers.iter());
-        let clients = self.clients.values().flat_map(|t| t.timers.iter());
-        let acks = self.sent_acks.values().map(|a| a.until);
-        servers.chain(clients).map(|(_, at)| *at).chain(acks).min()
+        self.wakeups.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn arm_server(&mut self, id: ServerTxId, timer: Timer, at: Instant) {
+        if let Some(tx) = self.servers.get_mut(&id) {
+            tx.timers.push((timer, at));
+            self.wakeups.push(Reverse((at, Wake::Server(id))));
+        }
     }
 
     pub fn live_transactions(&self) -> (usize, usize) {
@@ -330,6 +433,10 @@ impl TransactionLayer {
             .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
         {
             return; // RFC 5626 keepalive or padding
+        }
+        // Before parsing: a flooding or banned source costs one lookup.
+        if self.guard.admit_packet(now, source.ip()).is_err() {
+            return;
         }
         match Message::parse_datagram(bytes) {
             Ok(message) => self.handle_message(now, source, Transport::Udp, message),
@@ -378,9 +485,12 @@ impl TransactionLayer {
         transport: Transport,
         message: Message,
     ) {
+        if transport.is_reliable() && self.guard.admit_packet(now, source.ip()).is_err() {
+            return;
+        }
         match message {
             Message::Request(request) => self.handle_request(now, source, transport, request),
-            Message::Response(response) => self.handle_response(now, response),
+            Message::Response(response) => self.handle_response(now, source, transport, response),
         }
     }
 
@@ -456,7 +566,25 @@ impl TransactionLayer {
             return;
         };
         if let Some(&id) = self.server_index.get(&key) {
+            // Only its own source may retransmit into (or ACK) a transaction.
+            if self
+                .servers
+                .get(&id)
+                .is_some_and(|tx| tx.source.ip() != source.ip())
+            {
+                self.guard.count(DropReason::ForeignInDialog);
+                return;
+            }
             self.retransmitted_request(now, id, &request);
+            return;
+        }
+        let trusted = self.guard.is_trusted(now, source.ip());
+        if !trusted
+            && self
+                .guard
+                .admit_user_agent(request.headers.get("User-Agent"))
+                .is_err()
+        {
             return;
         }
         match request.method {
@@ -465,24 +593,39 @@ impl TransactionLayer {
                 if let (Some(call_id), Some(cseq)) =
                     (request.headers.call_id(), request.headers.cseq())
                 {
-                    if let Some(id) = self.accepted.remove(&(call_id.to_string(), cseq.seq)) {
-                        if let Some(tx) = self.servers.get_mut(&id) {
-                            tx.timers
-                                .retain(|(t, _)| !matches!(t, Timer::Retransmit2xx | Timer::H));
+                    let key = (call_id.to_string(), cseq.seq);
+                    let from_its_peer = self.accepted.get(&key).is_some_and(|id| {
+                        self.servers
+                            .get(id)
+                            .is_some_and(|tx| tx.source.ip() == source.ip())
+                    });
+                    if from_its_peer {
+                        if let Some(id) = self.accepted.remove(&key) {
+                            if let Some(tx) = self.servers.get_mut(&id) {
+                                tx.timers
+                                    .retain(|(t, _)| !matches!(t, Timer::Retransmit2xx | Timer::H));
+                            }
                         }
                     }
                 }
                 self.events
                     .push_back(TransactionEvent::Ack { request, source });
             }
-            Method::Cancel => self.handle_cancel(now, destination, transport, request, key),
+            Method::Cancel => {
+                self.handle_cancel(now, source, destination, transport, request, key, trusted)
+            }
             _ => {
+                if !self.room_for(source.ip(), trusted) {
+                    return;
+                }
                 let id = ServerTxId(self.allocate());
                 let invite = request.method == Method::Invite;
                 let mut tx = ServerTransaction {
                     key: key.clone(),
                     request: request.clone(),
                     transport,
+                    source,
+                    trusted,
                     response_destination: destination,
                     state: if invite {
                         ServerState::InviteProceeding
@@ -492,16 +635,16 @@ impl TransactionLayer {
                     last_response: None,
                     timers: Vec::new(),
                 };
-                if invite {
+                if invite && trusted {
                     // §17.2.1: answer 100 Trying at once so the client stops retransmitting.
+                    // Not toward strangers: their one answer comes at once anyway.
                     let mut trying = response_to(&request, 100, None);
                     trying.headers.push("Server", self.user_agent.clone());
                     let bytes = Message::Response(trying).to_bytes();
                     tx.last_response = Some(bytes.clone());
                     self.send(transport, destination, bytes);
                 }
-                self.servers.insert(id, tx);
-                self.server_index.insert(key, id);
+                self.insert_server(id, tx);
                 self.events.push_back(TransactionEvent::Request {
                     tx: id,
                     request,
@@ -527,6 +670,7 @@ impl TransactionLayer {
                     self.timers.t4
                 };
                 tx.timers.push((Timer::I, now + wait));
+                self.wakeups.push(Reverse((now + wait, Wake::Server(id))));
             }
             (_, true) => {}
             (ServerState::InviteConfirmed, false) => {}
@@ -540,19 +684,51 @@ impl TransactionLayer {
         }
     }
 
+    /// Room for one more server transaction from `ip`? Counts the drop when not.
+    fn room_for(&mut self, ip: IpAddr, trusted: bool) -> bool {
+        let full = self.servers.len() >= self.limits.max_server
+            || (!trusted
+                && self.per_source.get(&ip).copied().unwrap_or(0) >= self.limits.max_per_source);
+        if full {
+            self.guard.count(DropReason::TransactionLimit);
+        }
+        !full
+    }
+
+    fn insert_server(&mut self, id: ServerTxId, tx: ServerTransaction) {
+        if !tx.trusted {
+            *self.per_source.entry(tx.source.ip()).or_default() += 1;
+        }
+        self.server_index.insert(tx.key.clone(), id);
+        self.servers.insert(id, tx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn handle_cancel(
         &mut self,
         now: Instant,
+        source: SocketAddr,
         destination: SocketAddr,
         transport: Transport,
         cancel: Request,
         key: ServerKey,
+        trusted: bool,
     ) {
         let invite_key = ServerKey {
             method: Method::Invite,
             ..key.clone()
         };
         let target = self.server_index.get(&invite_key).copied();
+        // A CANCEL ends a call only when it comes from the host that sent the INVITE.
+        if let Some(tx) = target.and_then(|id| self.servers.get(&id)) {
+            if tx.source.ip() != source.ip() {
+                self.guard.count(DropReason::ForeignInDialog);
+                return;
+            }
+        }
+        if !self.room_for(source.ip(), trusted) {
+            return;
+        }
         let status = match target.and_then(|id| self.servers.get(&id).map(|t| (id, t))) {
             Some((id, tx)) if matches!(tx.state, ServerState::InviteProceeding) => {
                 self.events
@@ -564,16 +740,17 @@ impl TransactionLayer {
         };
         let id = ServerTxId(self.allocate());
         let tx = ServerTransaction {
-            key: key.clone(),
+            key,
             request: cancel.clone(),
             transport,
+            source,
+            trusted,
             response_destination: destination,
             state: ServerState::Trying,
             last_response: None,
             timers: Vec::new(),
         };
-        self.servers.insert(id, tx);
-        self.server_index.insert(key, id);
+        self.insert_server(id, tx);
         let response = response_to(&cancel, status, None);
         self.respond(now, id, response);
     }
@@ -589,25 +766,33 @@ impl TransactionLayer {
         }
         let status = response.status;
         let reliable = tx.transport.is_reliable();
+        let trusted = tx.trusted;
         let bytes = Message::Response(response).to_bytes();
         let mut terminate = false;
+        let mut arm: Vec<(Timer, Instant)> = Vec::new();
         match tx.state {
             ServerState::InviteProceeding => {
                 if status >= 300 {
                     tx.state = ServerState::InviteCompleted { interval: t1 };
-                    if !reliable {
-                        tx.timers.push((Timer::G, now + t1));
+                    if !trusted {
+                        // One answer per request toward strangers, and nothing kept: a
+                        // retransmitted INVITE is a new request and gets one answer again.
+                        terminate = true;
+                    } else {
+                        if !reliable {
+                            arm.push((Timer::G, now + t1));
+                        }
+                        arm.push((Timer::H, now + t1 * 64));
                     }
-                    tx.timers.push((Timer::H, now + t1 * 64));
                 } else if status >= 200 {
                     tx.state = ServerState::InviteAccepted { interval: t1 };
-                    tx.timers.push((Timer::L, now + t1 * 64));
+                    arm.push((Timer::L, now + t1 * 64));
                     // The 2xx is retransmitted until the ACK comes, over TCP too: the ACK
                     // is end to end (§13.3.1.4); only its retransmission is skipped on TCP.
                     if !reliable {
-                        tx.timers.push((Timer::Retransmit2xx, now + t1));
+                        arm.push((Timer::Retransmit2xx, now + t1));
                     }
-                    tx.timers.push((Timer::H, now + t1 * 64));
+                    arm.push((Timer::H, now + t1 * 64));
                     if let (Some(call_id), Some(cseq)) =
                         (tx.request.headers.call_id(), tx.request.headers.cseq())
                     {
@@ -618,10 +803,10 @@ impl TransactionLayer {
             ServerState::Trying | ServerState::Proceeding => {
                 if status >= 200 {
                     tx.state = ServerState::Completed;
-                    if reliable {
+                    if reliable || !trusted {
                         terminate = true;
                     } else {
-                        tx.timers.push((Timer::J, now + t1 * 64));
+                        arm.push((Timer::J, now + t1 * 64));
                     }
                 } else {
                     tx.state = ServerState::Proceeding;
@@ -639,9 +824,18 @@ impl TransactionLayer {
         tx.last_response = Some(bytes.clone());
         let (transport, destination) = (tx.transport, tx.response_destination);
         self.send(transport, destination, bytes);
+        for (timer, at) in arm {
+            self.arm_server(id, timer, at);
+        }
         if terminate {
             self.remove_server(id);
         }
+    }
+
+    /// Forget a server transaction without answering it (a request dropped by policy after
+    /// it formed one, such as an in-dialog request from outside the dialog).
+    pub fn discard(&mut self, id: ServerTxId) {
+        self.remove_server(id);
     }
 
     /// The request of a server transaction (for building responses later).
@@ -652,6 +846,15 @@ impl TransactionLayer {
     fn remove_server(&mut self, id: ServerTxId) {
         if let Some(tx) = self.servers.remove(&id) {
             self.server_index.remove(&tx.key);
+            if !tx.trusted {
+                let ip = tx.source.ip();
+                if let Some(n) = self.per_source.get_mut(&ip) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.per_source.remove(&ip);
+                    }
+                }
+            }
             if let (Some(call_id), Some(cseq)) =
                 (tx.request.headers.call_id(), tx.request.headers.cseq())
             {
@@ -713,6 +916,9 @@ impl TransactionLayer {
         };
         self.client_index
             .insert((branch.clone(), request.method.clone()), id);
+        for (_, at) in &timers {
+            self.wakeups.push(Reverse((*at, Wake::Client(id))));
+        }
         self.clients.insert(
             id,
             ClientTransaction {
@@ -796,6 +1002,8 @@ impl TransactionLayer {
         };
         let bytes = Message::Request(ack).to_bytes();
         if let Some(key) = key {
+            let until = now + self.timers.t1 * 64;
+            self.wakeups.push(Reverse((until, Wake::Ack(key.clone()))));
             self.sent_acks.insert(
                 key,
                 SentAck {
@@ -820,7 +1028,16 @@ impl TransactionLayer {
         self.send(transport, destination, bytes);
     }
 
-    fn handle_response(&mut self, now: Instant, response: Response) {
+    /// A response counts only when it comes from where its request went: the same address
+    /// and port over the same transport (for TCP, the same connection's peer). Anything else
+    /// is someone guessing or replaying a branch, and is dropped and counted.
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        response: Response,
+    ) {
         let Some(via) = response.headers.top_via() else {
             return;
         };
@@ -833,6 +1050,10 @@ impl TransactionLayer {
             if (200..300).contains(&response.status) && cseq.method == Method::Invite {
                 if let Some(call_id) = response.headers.call_id() {
                     if let Some(ack) = self.sent_acks.get(&(call_id.to_string(), cseq.seq)) {
+                        if ack.destination != source || ack.transport != transport {
+                            self.guard.count(DropReason::ForeignResponse);
+                            return;
+                        }
                         let (t, d, b) = (ack.transport, ack.destination, ack.bytes.clone());
                         self.send(t, d, b);
                     }
@@ -840,6 +1061,15 @@ impl TransactionLayer {
             }
             return;
         };
+        let from_its_peer = self
+            .clients
+            .get(&id)
+            .is_some_and(|tx| tx.destination == source && tx.transport == transport);
+        if !from_its_peer {
+            tracing::debug!(%source, status = response.status, "response from a stranger dropped");
+            self.guard.count(DropReason::ForeignResponse);
+            return;
+        }
         self.client_response(now, id, response);
     }
 
@@ -868,6 +1098,8 @@ impl TransactionLayer {
                     tx.state = ClientState::InviteAccepted;
                     tx.timers.clear();
                     tx.timers.push((Timer::M, now + t1 * 64));
+                    self.wakeups
+                        .push(Reverse((now + t1 * 64, Wake::Client(id))));
                 } else {
                     let ack = ack_for_failure(&tx.request, &response);
                     tx.ack = Some(ack.clone());
@@ -879,6 +1111,7 @@ impl TransactionLayer {
                         Duration::from_secs(32)
                     };
                     tx.timers.push((Timer::D, now + wait));
+                    self.wakeups.push(Reverse((now + wait, Wake::Client(id))));
                     let (t, d) = (tx.transport, tx.destination);
                     self.transmits.push_back(Transmit {
                         transport: t,
@@ -929,6 +1162,7 @@ impl TransactionLayer {
                         remove = true;
                     } else {
                         tx.timers.push((Timer::K, now + t4));
+                        self.wakeups.push(Reverse((now + t4, Wake::Client(id))));
                     }
                 }
             }
@@ -959,33 +1193,54 @@ impl TransactionLayer {
 
     /// Run every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due_servers: Vec<(ServerTxId, Timer)> = self
-            .servers
-            .iter()
-            .flat_map(|(id, tx)| {
-                tx.timers
-                    .iter()
-                    .filter(|(_, at)| *at <= now)
-                    .map(move |(t, _)| (*id, *t))
-            })
-            .collect();
-        for (id, timer) in due_servers {
-            self.fire_server(now, id, timer);
+        // Only what is due is looked at: the heap's head, never every transaction.
+        while let Some(Reverse((at, _))) = self.wakeups.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, wake))) = self.wakeups.pop() else {
+                break;
+            };
+            match wake {
+                Wake::Server(id) => {
+                    let due: Vec<Timer> = self
+                        .servers
+                        .get(&id)
+                        .map(|tx| {
+                            tx.timers
+                                .iter()
+                                .filter(|(_, at)| *at <= now)
+                                .map(|(t, _)| *t)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for timer in due {
+                        self.fire_server(now, id, timer);
+                    }
+                }
+                Wake::Client(id) => {
+                    let due: Vec<Timer> = self
+                        .clients
+                        .get(&id)
+                        .map(|tx| {
+                            tx.timers
+                                .iter()
+                                .filter(|(_, at)| *at <= now)
+                                .map(|(t, _)| *t)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for timer in due {
+                        self.fire_client(now, id, timer);
+                    }
+                }
+                Wake::Ack(key) => {
+                    if self.sent_acks.get(&key).is_some_and(|a| a.until <= now) {
+                        self.sent_acks.remove(&key);
+                    }
+                }
+            }
         }
-        let due_clients: Vec<(ClientTxId, Timer)> = self
-            .clients
-            .iter()
-            .flat_map(|(id, tx)| {
-                tx.timers
-                    .iter()
-                    .filter(|(_, at)| *at <= now)
-                    .map(move |(t, _)| (*id, *t))
-            })
-            .collect();
-        for (id, timer) in due_clients {
-            self.fire_client(now, id, timer);
-        }
-        self.sent_acks.retain(|_, ack| ack.until > now);
     }
 
     fn fire_server(&mut self, now: Instant, id: ServerTxId, timer: Timer) {
@@ -1005,6 +1260,8 @@ impl TransactionLayer {
                     _ => return,
                 };
                 tx.timers.push((timer, now + interval));
+                self.wakeups
+                    .push(Reverse((now + interval, Wake::Server(id))));
                 if let Some(bytes) = tx.last_response.clone() {
                     let (t, d) = (tx.transport, tx.response_destination);
                     self.send(t, d, bytes);
@@ -1048,6 +1305,8 @@ impl TransactionLayer {
                     _ => return,
                 };
                 tx.timers.push((timer, now + interval));
+                self.wakeups
+                    .push(Reverse((now + interval, Wake::Client(id))));
                 let (t, d, b) = (tx.transport, tx.destination, tx.bytes.clone());
                 self.send(t, d, b);
             }
@@ -1102,15 +1361,21 @@ mod tests {
     const PEER: &str = "127.0.0.1:5070";
 
     fn layer() -> TransactionLayer {
-        TransactionLayer::new(
+        let mut l = TransactionLayer::new(
             LocalAddress {
                 host: "127.0.0.1".into(),
                 port: 5060,
             },
             TimerValues::default(),
-            7,
+            [7; 32],
             "callgate-test".into(),
-        )
+        );
+        let trusted = GuardSettings {
+            trusted: vec![super::super::guard::Cidr::parse("127.0.0.1/32").expect("cidr")],
+            ..GuardSettings::default()
+        };
+        l.protect(trusted, TransactionLimits::default());
+        l
     }
 
     fn peer() -> SocketAddr {
