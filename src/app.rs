@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
-use crate::config::Config;
+use crate::config::{Cidr, Config};
+use crate::conn::{ConnectionCaps, LimitedTcp, Timeouts};
 use crate::controller::{
     AgentId, AgentRequest, Call, Command, ConnId, Controller, Event, MediaPlan, Notice,
     RequestError, TransferTarget,
@@ -54,6 +55,8 @@ const AGENT_INPUT_CAPACITY: usize = 1024;
 pub const AGENT_OUTBOUND_CAPACITY: usize = 256;
 /// Peer connection events toward the signalling task.
 const WEBRTC_EVENT_CAPACITY: usize = 256;
+/// SIP datagrams read in one turn of the signalling loop before its other inputs are served.
+const SIP_UDP_BATCH: usize = 64;
 /// How long a clean shutdown waits for BYEs to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -338,6 +341,63 @@ fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Put the SIP TCP and HTTP listeners under their connection caps and deadlines, after
+/// raising the open-file limit; caps that the limit cannot hold next to a full RTP range are
+/// lowered (and said so), so a call never fails for want of a descriptor.
+fn limit_listeners(
+    config: &Config,
+    tcp: TcpListener,
+    http: TcpListener,
+    counters: &Arc<crate::metrics::GatewayCounters>,
+) -> (LimitedTcp, LimitedTcp) {
+    let security = &config.security;
+    let nofile = crate::conn::raise_nofile_limit().unwrap_or(1024);
+    // Two descriptors a call for RTP/RTCP, and room for the database, logs and recordings.
+    let rtp = u64::from(config.rtp.port_max - config.rtp.port_min) + 1;
+    let budget = nofile.saturating_sub(rtp + 256).max(64) as usize;
+    let (mut sip_cap, mut http_cap) = (
+        security.max_sip_tcp_connections,
+        security.max_http_connections,
+    );
+    if sip_cap + http_cap > budget {
+        sip_cap = (budget / 2).max(16);
+        http_cap = (budget - budget / 2).max(16);
+        tracing::warn!(
+            nofile,
+            sip_cap,
+            http_cap,
+            "open-file limit too low for the configured connection caps; caps lowered"
+        );
+    }
+    let timeouts = Timeouts {
+        header: Duration::from_secs(security.header_timeout),
+        idle: Some(Duration::from_secs(security.idle_timeout)),
+    };
+    let trunks: Vec<Cidr> = config
+        .trunks
+        .iter()
+        .flat_map(|t| t.inbound_from.iter().filter_map(|s| Cidr::parse(s)))
+        .collect();
+    let sip_caps = ConnectionCaps::new(
+        sip_cap,
+        security.max_sip_tcp_per_source,
+        trunks,
+        Arc::clone(&counters.sip_tcp_connections),
+        Arc::clone(&counters.connections_refused),
+    );
+    let http_caps = ConnectionCaps::new(
+        http_cap,
+        security.max_http_per_source,
+        Vec::new(),
+        Arc::clone(&counters.http_connections),
+        Arc::clone(&counters.connections_refused),
+    );
+    (
+        LimitedTcp::new(tcp, sip_caps, timeouts, "SIP TCP"),
+        LimitedTcp::new(http, http_caps, timeouts, "HTTP"),
+    )
+}
+
 /// The error for a listener that could not bind, naming it and its address.
 fn bind_failed(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> AppError {
     move |source| AppError::Bind { what, addr, source }
@@ -356,6 +416,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http.listen)
         .await
         .map_err(bind_failed("HTTP", config.http.listen))?;
+    let gateway_counters = Arc::new(crate::metrics::GatewayCounters::default());
+    let (tcp, http) = limit_listeners(&config, tcp, http, &gateway_counters);
     let webrtc_socket = UdpSocket::bind(config.webrtc.listen)
         .await
         .map_err(bind_failed("WebRTC UDP", config.webrtc.listen))?;
@@ -399,7 +461,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (store_tx, store_rx) = mpsc::channel(crate::store::WRITE_CAPACITY);
     let writer = tokio::spawn(crate::store::run_writer(database, store_rx));
     let clock = WallClock::now();
-    let gateway_counters = Arc::new(crate::metrics::GatewayCounters::default());
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);
@@ -452,6 +513,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         codecs: config.codec_preference(),
         nonce_secret: os_random(),
         guard: config.security.guard(Vec::new()),
+        digest_algorithms: config.security.digest_algorithms(),
         limits: TransactionLimits {
             max_server: config.security.max_transactions,
             max_per_source: config.security.max_transactions_per_source,
@@ -489,6 +551,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
 
     let mut udp_buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
+    if let Err(e) = crate::overload::enable_timestamps(&udp) {
+        tracing::warn!(error = %e, "no SIP receive timestamps: overload control is off");
+    }
+    let mut load = crate::overload::LoadGauge::default();
     let mut terminate = signal_stream()?;
     let mut shutting_down: Option<Instant> = None;
     // The controller's own clock: transfers that ring too long come back.
@@ -500,13 +566,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::select! {
-            received = udp.recv_from(&mut udp_buf) => match received {
-                Ok((n, source)) => {
+            ready = udp.readable() => match ready {
+                Ok(()) => {
                     sig.b2bua.set_unix_time(unix_secs());
-                    sig.gateway_counters.sip_in(&udp_buf[..n]);
-                    sig.b2bua.handle_datagram(Instant::now(), source, &udp_buf[..n]);
+                    // Everything queued, up to a batch, then the other inputs get a turn.
+                    for _ in 0..SIP_UDP_BATCH {
+                        match crate::overload::try_recv_timed(&udp, &mut udp_buf) {
+                            Ok((n, source, waited)) => {
+                                if let Some(waited) = waited {
+                                    let overloaded = load.observe(waited);
+                                    sig.b2bua.set_overloaded(overloaded);
+                                }
+                                sig.gateway_counters.sip_in(&udp_buf[..n]);
+                                sig.b2bua.handle_datagram(Instant::now(), source, &udp_buf[..n]);
+                                sig.drain().await;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "SIP UDP receive error");
+                                break;
+                            }
+                        }
+                    }
                 }
-                Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
+                Err(e) => tracing::debug!(error = %e, "SIP UDP readiness error"),
             },
             Some(input) = tcp_rx.recv() => sig.on_tcp(input),
             Some(event) = media_rx.recv() => sig.on_media_event(event),
@@ -535,6 +618,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sig.sync_store();
         sig.gateway_counters
             .set_sip_dropped(sig.b2bua.guard_drops());
+        sig.gateway_counters
+            .calls_shed
+            .store(sig.b2bua.shed_calls(), std::sync::atomic::Ordering::Relaxed);
         if let Some(started) = shutting_down {
             if sig.b2bua.live_legs() == 0 || started.elapsed() > SHUTDOWN_GRACE {
                 break;
@@ -1441,21 +1527,14 @@ impl Signalling {
     }
 }
 
-async fn accept_sip_tcp(listener: TcpListener, input: mpsc::Sender<TcpInput>) {
+async fn accept_sip_tcp(listener: LimitedTcp, input: mpsc::Sender<TcpInput>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
-                if input.send(TcpInput::Connected(peer, tx)).await.is_err() {
-                    return;
-                }
-                tokio::spawn(run_sip_tcp(stream, peer, rx, input.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "SIP TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let (stream, peer) = listener.accept_limited().await;
+        let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
+        if input.send(TcpInput::Connected(peer, tx)).await.is_err() {
+            return;
         }
+        tokio::spawn(run_sip_tcp(stream, peer, rx, input.clone()));
     }
 }
 
@@ -1475,13 +1554,15 @@ async fn connect_sip_tcp(
 
 /// One SIP TCP connection: frames messages by Content-Length (RFC 3261 §18.3) and writes
 /// what the signalling task queues.
-async fn run_sip_tcp(
-    stream: TcpStream,
+async fn run_sip_tcp<S>(
+    stream: S,
     peer: SocketAddr,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     input: mpsc::Sender<TcpInput>,
-) {
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     // RFC 5626 §3.5.1: a double-CRLF "ping" between messages is answered with a CRLF "pong".
     let (pong_tx, mut pongs) = mpsc::channel::<()>(4);
     let write_task = tokio::spawn(async move {

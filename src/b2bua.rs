@@ -183,6 +183,8 @@ pub struct B2buaSettings {
     /// The SIP guard's limits; the trunks' addresses are added to its trusted sources.
     pub guard: GuardSettings,
     pub limits: TransactionLimits,
+    /// Offered in 401 challenges, most preferred first; no other is accepted.
+    pub digest_algorithms: Vec<digest::Algorithm>,
 }
 
 pub struct B2bua {
@@ -211,6 +213,7 @@ enum AuthFailure {
     WrongPassword,
     WrongRealm,
     WrongUri,
+    WrongAlgorithm,
     Replayed,
     ForgedNonce,
 }
@@ -222,6 +225,7 @@ impl AuthFailure {
             AuthFailure::WrongPassword => "wrong password",
             AuthFailure::WrongRealm => "wrong realm",
             AuthFailure::WrongUri => "uri is not the Request-URI",
+            AuthFailure::WrongAlgorithm => "algorithm not offered",
             AuthFailure::Replayed => "nonce count replayed",
             AuthFailure::ForgedNonce => "nonce not ours",
         }
@@ -328,6 +332,14 @@ impl B2bua {
             .flatten()
             .chain(self.layer.poll_timeout())
             .min()
+    }
+
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.layer.set_overloaded(overloaded);
+    }
+
+    pub fn shed_calls(&self) -> u64 {
+        self.layer.shed_calls()
     }
 
     /// What the SIP guard dropped so far, by reason.
@@ -557,7 +569,7 @@ impl B2bua {
             }
         }
         let mut response = response_to(request, 401, None);
-        for algorithm in [digest::Algorithm::Sha256, digest::Algorithm::Md5] {
+        for &algorithm in &self.settings.digest_algorithms {
             let challenge = Challenge {
                 realm: realm.clone(),
                 nonce: self.nonces.issue(self.unix_secs, &realm),
@@ -593,6 +605,9 @@ impl B2bua {
         }
         if auth.realm != realm {
             return Err(Some(AuthFailure::WrongRealm));
+        }
+        if !self.settings.digest_algorithms.contains(&auth.algorithm) {
+            return Err(Some(AuthFailure::WrongAlgorithm));
         }
         // RFC 3261 §22.4 and RFC 7616 §3.4.6: the digest is bound to this Request-URI.
         let same_uri =

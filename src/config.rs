@@ -96,6 +96,9 @@ pub struct SecurityConfig {
     pub ban_seconds: u64,
     /// Requests whose User-Agent contains one of these (any case) get no answer at all.
     pub user_agent_blocklist: Vec<String>,
+    /// Digest algorithms offered to peers that authenticate, most preferred first
+    /// (`SHA-256`, `MD5`); credentials computed with any other are refused.
+    pub digest_algorithms: Vec<String>,
     /// Live SIP server transactions at most, and per source that is not a trunk.
     pub max_transactions: usize,
     pub max_transactions_per_source: usize,
@@ -154,6 +157,23 @@ impl SecurityConfig {
                 "must not be shorter than security.header_timeout",
             ));
         }
+        if s.digest_algorithms.is_empty() {
+            return Err(invalid(
+                "security.digest_algorithms",
+                "must name at least one algorithm",
+            ));
+        }
+        for (i, name) in s.digest_algorithms.iter().enumerate() {
+            match crate::sip::digest::Algorithm::parse(name) {
+                Ok(crate::sip::digest::Algorithm::Md5 | crate::sip::digest::Algorithm::Sha256) => {}
+                _ => {
+                    return Err(invalid(
+                        format!("security.digest_algorithms[{i}]"),
+                        format!("{name:?} is not SHA-256 or MD5"),
+                    ))
+                }
+            }
+        }
         if s.untrusted_burst < s.untrusted_rate {
             return Err(invalid(
                 "security.untrusted_burst",
@@ -161,6 +181,14 @@ impl SecurityConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The digest algorithms to offer, in order.
+    pub fn digest_algorithms(&self) -> Vec<crate::sip::digest::Algorithm> {
+        self.digest_algorithms
+            .iter()
+            .filter_map(|a| crate::sip::digest::Algorithm::parse(a).ok())
+            .collect()
     }
 
     /// The SIP guard's settings, trusting `trusted` (the trunks' addresses).
@@ -191,6 +219,7 @@ impl Default for SecurityConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             max_transactions: 20_000,
             max_transactions_per_source: 32,
             ring_timeout: 120,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::sip::guard::{DropCounts, DropReason};
 
@@ -17,9 +17,11 @@ pub struct GatewayCounters {
     sip_dropped: [AtomicU64; DropReason::ALL.len()],
     pub websockets: AtomicI64,
     /// Open connections by listener, and those refused for being over a cap.
-    pub sip_tcp_connections: AtomicI64,
-    pub http_connections: AtomicI64,
-    pub connections_refused: AtomicU64,
+    pub sip_tcp_connections: Arc<AtomicI64>,
+    pub http_connections: Arc<AtomicI64>,
+    pub connections_refused: Arc<AtomicU64>,
+    /// New calls answered 503 because SIP was queueing.
+    pub calls_shed: AtomicU64,
 }
 
 /// Methods counted by name; any other is `other`.

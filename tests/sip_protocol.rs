@@ -172,7 +172,8 @@ fn only_configured_trunks_may_call() {
     let sdp_type = "Content-Type: application/sdp\r\n";
 
     // 127.0.0.2 is on loopback but not in the trunk's inbound_from: challenged (a trunk
-    // has credentials), and a wrong password is refused with 403.
+    // has credentials), and a wrong password is challenged again (401, the same answer as
+    // for a wrong user, so nothing tells a guesser which was wrong).
     let local = "127.0.0.2:27201";
     let invite = raw_request("INVITE", &uri, local, sdp_type, &pcmu_offer());
     let r = sip_exchange(local, to, &invite).expect("answered");
@@ -195,7 +196,7 @@ fn only_configured_trunks_may_call() {
         "{r}"
     );
 
-    for (password, expected) in [("wrong", 403), ("carrier-pass", 200)] {
+    for (password, expected) in [("wrong", 401), ("carrier-pass", 200)] {
         for challenge in &challenges {
             let auth = digest::respond(
                 challenge, "INVITE", &uri, "carrier", password, "abcdef", 1, b"",

@@ -12,13 +12,13 @@ pub mod wire;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::conn::LimitedTcp;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::app::{AdminRequest, AppHandle};
@@ -30,7 +30,7 @@ const DIAL_WAIT: Duration = Duration::from_secs(40);
 /// Serve HTTP, or HTTPS when `tls` is given (built at startup so a bad certificate stops the
 /// gateway with a message naming the key rather than leaving it without its API).
 pub async fn serve(
-    listener: TcpListener,
+    listener: LimitedTcp,
     handle: AppHandle,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
@@ -157,8 +157,8 @@ async fn healthz() -> impl IntoResponse {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(std::net::SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Peer {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedTcp>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedTcp>) -> Peer {
         Peer(*stream.remote_addr())
     }
 }
@@ -327,6 +327,36 @@ async fn metrics(
             .into_iter()
             .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n.to_string()))
             .collect(),
+    );
+    for (name, help, value) in [
+        (
+            "callgate_sip_tcp_connections",
+            "Open SIP TCP connections accepted.",
+            handle.gateway_counters.sip_tcp_connections.load(Relaxed),
+        ),
+        (
+            "callgate_http_connections",
+            "Open HTTP connections (page, API, agent WebSockets).",
+            handle.gateway_counters.http_connections.load(Relaxed),
+        ),
+    ] {
+        metric(name, "gauge", help, one(value.to_string()));
+    }
+    metric(
+        "callgate_sip_calls_shed_total",
+        "counter",
+        "New calls answered 503 while SIP was queueing (overload control).",
+        one(handle.gateway_counters.calls_shed.load(Relaxed).to_string()),
+    );
+    metric(
+        "callgate_connections_refused_total",
+        "counter",
+        "SIP TCP and HTTP connections closed at once for being over a cap.",
+        one(handle
+            .gateway_counters
+            .connections_refused
+            .load(Relaxed)
+            .to_string()),
     );
     metric(
         "callgate_websocket_connections",

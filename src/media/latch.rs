@@ -53,10 +53,10 @@ impl SourceLatch {
         let learn =
             Some(from) == self.expected || (self.latched.is_none() && now < self.learn_until);
         if learn {
+            // RTCP follows RTP through the same NAT, one port up, until its own packets say
+            // where they come from.
             self.latched = Some(from);
-            if self.expected_rtcp.is_none() || Some(from) == self.expected {
-                self.latched_rtcp = Some(SocketAddr::new(from.ip(), from.port().wrapping_add(1)));
-            }
+            self.latched_rtcp = Some(SocketAddr::new(from.ip(), from.port().wrapping_add(1)));
         }
         learn
     }

@@ -44,7 +44,7 @@ impl Algorithm {
     }
 
     /// Case-insensitive, as RFC 7616 §3.3 asks of algorithm names.
-    fn parse(s: &str) -> Result<Algorithm, DigestError> {
+    pub fn parse(s: &str) -> Result<Algorithm, DigestError> {
         match s.to_ascii_uppercase().as_str() {
             "MD5" => Ok(Algorithm::Md5),
             "MD5-SESS" => Ok(Algorithm::Md5Sess),

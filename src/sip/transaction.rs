@@ -265,6 +265,9 @@ pub struct TransactionLayer {
     next_id: u64,
     guard: FloodGuard,
     limits: TransactionLimits,
+    /// The shell measured that SIP is queueing: new INVITEs get a stateless 503.
+    overloaded: bool,
+    shed_calls: u64,
     /// Live server transactions per untrusted source host.
     per_source: HashMap<IpAddr, usize>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
@@ -325,6 +328,8 @@ impl TransactionLayer {
             next_id: 1,
             guard: FloodGuard::new(GuardSettings::default()),
             limits: TransactionLimits::default(),
+            overloaded: false,
+            shed_calls: 0,
             per_source: HashMap::new(),
             wakeups: BinaryHeap::new(),
             servers: HashMap::new(),
@@ -347,6 +352,16 @@ impl TransactionLayer {
     pub fn protect(&mut self, guard: GuardSettings, limits: TransactionLimits) {
         self.guard = FloodGuard::new(guard);
         self.limits = limits;
+    }
+
+    /// Overload control: while set, a new INVITE is answered 503 at once and forgotten.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+    }
+
+    /// New calls refused with 503 for overload since start.
+    pub fn shed_calls(&self) -> u64 {
+        self.shed_calls
     }
 
     pub fn guard(&self) -> &FloodGuard {
@@ -585,6 +600,21 @@ impl TransactionLayer {
                 .admit_user_agent(request.headers.get("User-Agent"))
                 .is_err()
         {
+            return;
+        }
+        let new_call = request.method == Method::Invite
+            && request.headers.to().is_some_and(|t| t.tag().is_none());
+        if self.overloaded && new_call {
+            // Stateless and cheap: no transaction, no retransmission, no call. The peer
+            // tries again later or elsewhere, and the calls already admitted keep their time.
+            let mut response = response_to(&request, 503, Some("Overloaded"));
+            let tag = self.ids.token();
+            set_to_tag(&mut response, &tag);
+            response.headers.push("Retry-After", "5");
+            response.headers.push("Server", self.user_agent.clone());
+            let bytes = Message::Response(response).to_bytes();
+            self.send(transport, destination, bytes);
+            self.shed_calls += 1;
             return;
         }
         match request.method {

@@ -435,6 +435,14 @@ impl Callee {
 
     /// Wait for the gateway's INVITE and answer it (200 with our SDP); true when answered.
     pub fn answer(&mut self, within: Duration) -> bool {
+        self.receive_invite(within).is_some() && {
+            self.accept();
+            true
+        }
+    }
+
+    /// Wait for the gateway's INVITE without answering it yet; its text.
+    pub fn receive_invite(&mut self, within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         while let Some((text, from)) = next_sip(&self.sip, deadline) {
             if !text.starts_with("INVITE ") {
@@ -444,20 +452,33 @@ impl Callee {
                 continue;
             }
             self.remote_rtp = sdp_audio(&text);
-            let local = self.sip.local_addr().expect("addr");
-            let rtp_port = self.rtp.local_addr().expect("addr").port();
-            let sdp = sdp_offer(rtp_port, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
-            self.respond(
-                &text,
-                "200 OK",
-                &format!("Contact: <sip:callee@{local}>\r\nContent-Type: application/sdp\r\n"),
-                &sdp,
-                from,
-            );
-            self.invite = Some((text, from));
-            return true;
+            self.invite = Some((text.clone(), from));
+            return Some(text);
         }
-        false
+        None
+    }
+
+    /// Answer the INVITE `receive_invite` returned: 200 with our SDP.
+    pub fn accept(&self) {
+        let Some((text, from)) = &self.invite else {
+            panic!("no INVITE to answer");
+        };
+        let local = self.sip.local_addr().expect("addr");
+        let rtp_port = self.rtp.local_addr().expect("addr").port();
+        let sdp = sdp_offer(rtp_port, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+        self.respond(
+            text,
+            "200 OK",
+            &format!("Contact: <sip:callee@{local}>\r\nContent-Type: application/sdp\r\n"),
+            &sdp,
+            *from,
+        );
+    }
+
+    /// Every SIP message this callee received from now for `window`, as text.
+    pub fn messages_for(&self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        std::iter::from_fn(|| next_sip(&self.sip, deadline).map(|(t, _)| t)).collect()
     }
 
     pub fn play_tone(&self, hz: f64) {
