@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what callgate's build and tests need, when it is missing:
 #   cmake (builds the bundled libopus and aws-lc), sip-tester (sipp), baresip-core, sox,
-#   tcpdump, chromium (the dialer page's end-to-end tests), nodejs/npm and playwright-core
+#   tcpdump, sipvicious (the scanners the security tests attack with), chromium (the dialer
+#   page's end-to-end tests), nodejs/npm and playwright-core
 #   (drives Chromium; never downloads a browser of its own).
 # Safe to run repeatedly; does nothing when everything is there. Needs root (or sudo) only
 # when something is missing.
@@ -12,6 +13,7 @@ command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v sox     >/dev/null 2>&1 || need+=(sox)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v svmap   >/dev/null 2>&1 || need+=(sipvicious)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

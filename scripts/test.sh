@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests, torture fixtures, and the end-to-end
-# tests against real peers (sipp, baresip, tcpdump on loopback). Installs what is missing.
+# The whole test suite: formatting, lints, the fuzz targets' build, unit tests, torture
+# fixtures, and the end-to-end tests against real peers (sipp, baresip, sipvicious, tcpdump
+# on loopback). Installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The fuzz targets (their own crate) must keep compiling against the library.
+cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir target/fuzz-check
 cargo test --all-targets -- --test-threads=4

@@ -524,6 +524,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut controller = Controller::new(&config.routes, &config.agents);
     controller.set_recording_policy(config.recording_policy());
     controller.set_transfer_ring(Duration::from_secs(config.transfer.ring_seconds));
+    controller.set_ring_timeout(Duration::from_secs(config.security.ring_timeout));
     let mut sig = Signalling {
         b2bua,
         controller,
@@ -551,7 +552,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
 
     let mut udp_buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
-    if let Err(e) = crate::overload::enable_timestamps(&udp) {
+    if let Err(e) = crate::overload::prepare_socket(&udp) {
         tracing::warn!(error = %e, "no SIP receive timestamps: overload control is off");
     }
     let mut load = crate::overload::LoadGauge::default();
@@ -572,10 +573,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     // Everything queued, up to a batch, then the other inputs get a turn.
                     for _ in 0..SIP_UDP_BATCH {
                         match crate::overload::try_recv_timed(&udp, &mut udp_buf) {
-                            Ok((n, source, waited)) => {
-                                if let Some(waited) = waited {
-                                    let overloaded = load.observe(waited);
-                                    sig.b2bua.set_overloaded(overloaded);
+                            Ok(got) => {
+                                let (n, source) = (got.len, got.source);
+                                if let Some(waited) = got.waited {
+                                    let admission = load.observe(
+                                        Instant::now(),
+                                        waited,
+                                        got.dropped,
+                                        sig.b2bua.admitted_calls(),
+                                    );
+                                    sig.b2bua.set_admission(admission.rate, admission.shed_all);
                                 }
                                 sig.gateway_counters.sip_in(&udp_buf[..n]);
                                 sig.b2bua.handle_datagram(Instant::now(), source, &udp_buf[..n]);
@@ -621,6 +628,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sig.gateway_counters
             .calls_shed
             .store(sig.b2bua.shed_calls(), std::sync::atomic::Ordering::Relaxed);
+        let (servers, clients) = sig.b2bua.live_transactions();
+        sig.gateway_counters
+            .server_transactions
+            .store(servers as u64, std::sync::atomic::Ordering::Relaxed);
+        sig.gateway_counters
+            .client_transactions
+            .store(clients as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(started) = shutting_down {
             if sig.b2bua.live_legs() == 0 || started.elapsed() > SHUTDOWN_GRACE {
                 break;

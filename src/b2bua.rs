@@ -334,8 +334,17 @@ impl B2bua {
             .min()
     }
 
-    pub fn set_overloaded(&mut self, overloaded: bool) {
-        self.layer.set_overloaded(overloaded);
+    pub fn set_admission(&mut self, rate: Option<f64>, shed_all: bool) {
+        self.layer.set_admission(rate, shed_all);
+    }
+
+    /// Live (server, client) transactions.
+    pub fn live_transactions(&self) -> (usize, usize) {
+        self.layer.live_transactions()
+    }
+
+    pub fn admitted_calls(&self) -> u64 {
+        self.layer.admitted_calls()
     }
 
     pub fn shed_calls(&self) -> u64 {
@@ -569,10 +578,12 @@ impl B2bua {
             }
         }
         let mut response = response_to(request, 401, None);
-        for &algorithm in &self.settings.digest_algorithms {
+        for &algorithm in &self.settings.digest_algorithms.clone() {
+            // Every challenge its own nonce, so nonce-counts never collide between clients.
+            let salt = self.layer.ids().next_u64();
             let challenge = Challenge {
                 realm: realm.clone(),
-                nonce: self.nonces.issue(self.unix_secs, &realm),
+                nonce: self.nonces.issue(self.unix_secs, salt, &realm),
                 opaque: None,
                 algorithm,
                 qop: vec!["auth".into()],

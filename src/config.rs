@@ -220,7 +220,7 @@ impl Default for SecurityConfig {
                 .map(|s| s.to_string())
                 .collect(),
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
-            max_transactions: 20_000,
+            max_transactions: 100_000,
             max_transactions_per_source: 32,
             ring_timeout: 120,
             max_sip_tcp_connections: 1024,
@@ -553,18 +553,65 @@ pub fn sha256_hex(text: &str) -> String {
 /// An inbound source filter: an IP network in CIDR form.
 pub use crate::sip::guard::Cidr;
 
-/// A `*` glob over a dialled number or URI, as the dial plan writes it.
+/// Does a dial-plan pattern allow `target`? A `*` stands for any run of the characters a
+/// number or a URI's user part may hold, never for `@`, `;`, `?`, `:` or `/`: a number
+/// pattern (`+1*`) matches a whole E.164 number, a URI pattern (`sip:*@host`, `sip:*@host:*`)
+/// the user part, with the host exact and the port (when the pattern has one) exact or `*`.
+/// A dialled URI with parameters or headers matches nothing, so `;maddr=` or a second `@`
+/// cannot smuggle a call past the plan. Linear in the target's length.
 pub fn dial_plan_matches(pattern: &str, target: &str) -> bool {
-    fn glob(p: &[u8], t: &[u8]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((b'*', rest)) => (0..=t.len()).any(|i| glob(rest, &t[i..])),
-            Some((c, rest)) => t
-                .split_first()
-                .is_some_and(|(tc, trest)| tc.eq_ignore_ascii_case(c) && glob(rest, trest)),
-        }
+    let pattern = pattern.to_ascii_lowercase();
+    let target = target.to_ascii_lowercase();
+    if !pattern.starts_with("sip:") && !pattern.starts_with("sips:") {
+        return !target.contains(['@', ';', '?', ':', '/'])
+            && glob(pattern.as_bytes(), target.as_bytes());
     }
-    glob(pattern.as_bytes(), target.as_bytes())
+    let (Some((p_scheme, p_rest)), Some((t_scheme, t_rest))) =
+        (pattern.split_once(':'), target.split_once(':'))
+    else {
+        return false;
+    };
+    if p_scheme != t_scheme || t_rest.contains([';', '?', '/']) {
+        return false;
+    }
+    let (Some((p_user, p_host)), Some((t_user, t_host))) =
+        (p_rest.rsplit_once('@'), t_rest.split_once('@'))
+    else {
+        return false;
+    };
+    if t_user.is_empty() || t_user.contains([':', '@']) || t_host.contains('@') {
+        return false;
+    }
+    let (p_host, p_port) = p_host.split_once(':').unwrap_or((p_host, ""));
+    let (t_host, t_port) = t_host.split_once(':').unwrap_or((t_host, ""));
+    let port_ok = match p_port {
+        "" => t_port.is_empty(),
+        "*" => !t_port.is_empty() && t_port.bytes().all(|b| b.is_ascii_digit()),
+        exact => exact == t_port,
+    };
+    p_host == t_host && port_ok && glob(p_user.as_bytes(), t_user.as_bytes())
+}
+
+/// `*` glob in linear time: the literal pieces between stars are found left to right, each
+/// at its first place after the one before (the leftmost place never loses a match), so no
+/// pattern backtracks.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let pieces: Vec<&[u8]> = pattern.split(|b| *b == b'*').collect();
+    let [first, middle @ .., last] = pieces.as_slice() else {
+        return pattern == text; // no star at all
+    };
+    if !text.starts_with(first) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut at = first.len();
+    let end = text.len() - last.len();
+    for piece in middle.iter().filter(|p| !p.is_empty()) {
+        let Some(found) = text[at..end].windows(piece.len()).position(|w| w == *piece) else {
+            return false;
+        };
+        at += found + piece.len();
+    }
+    text.ends_with(last)
 }
 
 impl Config {
@@ -892,5 +939,42 @@ mod tests {
             "sip:bob@127.0.0.1:5080"
         ));
         assert!(!dial_plan_matches("sip:*@127.0.0.1", "sip:bob@10.0.0.1"));
+    }
+
+    #[test]
+    fn dial_plan_stars_stay_in_the_user_part_and_never_backtrack() {
+        // What a `*` must not reach: other hosts through parameters, headers or a second @.
+        for target in [
+            "sip:x@evil.example;maddr=127.0.0.1",
+            "sip:x@evil.example;x=@127.0.0.1",
+            "sip:x@evil.example?h=@127.0.0.1",
+            "sip:x@evil.example@127.0.0.1",
+            "sip:x:pw@127.0.0.1",
+            "sip:bob@127.0.0.1;transport=tcp",
+            "sip:@127.0.0.1",
+        ] {
+            assert!(!dial_plan_matches("sip:*@127.0.0.1", target), "{target}");
+            assert!(!dial_plan_matches("sip:*@127.0.0.1:*", target), "{target}");
+        }
+        assert!(!dial_plan_matches("+1*", "+1555@evil.example"));
+        assert!(!dial_plan_matches("+1*", "+1555;phone-context=x"));
+        assert!(!dial_plan_matches("sip:*@127.0.0.1:*", "sip:bob@127.0.0.1"));
+        assert!(!dial_plan_matches(
+            "sip:*@127.0.0.1:*",
+            "sip:bob@127.0.0.1:50x"
+        ));
+        assert!(dial_plan_matches(
+            "sip:*@127.0.0.1:5080",
+            "sip:bob@127.0.0.1:5080"
+        ));
+        assert!(dial_plan_matches("+1555*99", "+15551234599"));
+        assert!(!dial_plan_matches("+1555*99", "+1555"));
+        assert!(dial_plan_matches("+1*2*3*", "+1x2y3z"));
+        assert!(dial_plan_matches("*", "+4420"));
+        // Many stars against a long near miss: the recursive glob took exponential time.
+        let pattern = format!("+{}b", "*a".repeat(20));
+        let target = format!("+{}", "a".repeat(5000));
+        assert!(!dial_plan_matches(&pattern, &target));
+        assert!(dial_plan_matches(&pattern, &(target + "b")));
     }
 }

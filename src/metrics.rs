@@ -22,6 +22,9 @@ pub struct GatewayCounters {
     pub connections_refused: Arc<AtomicU64>,
     /// New calls answered 503 because SIP was queueing.
     pub calls_shed: AtomicU64,
+    /// Live SIP server and client transactions.
+    pub server_transactions: AtomicU64,
+    pub client_transactions: AtomicU64,
 }
 
 /// Methods counted by name; any other is `other`.

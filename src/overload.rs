@@ -1,8 +1,8 @@
 //! How far behind the signalling task is, measured where it shows: the time a SIP datagram
 //! waited in the socket's queue, from the kernel's receive timestamp (`SO_TIMESTAMPNS`) to the
-//! moment the task reads it. Past a threshold the gateway is overloaded and sheds new calls
-//! (a stateless 503 with Retry-After) until the queue has drained, so the calls it admitted
-//! keep completing instead of every call timing out together.
+//! moment the task reads it. From that delay `LoadGauge` sets how many new calls a second the
+//! gateway admits; the rest get a stateless 503 with Retry-After, so the calls it admitted keep
+//! completing instead of every call timing out together.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -11,20 +11,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// Queueing delay that starts shedding, and the one that ends it.
+/// Queueing delay that counts as congestion.
 pub const SHED_ABOVE: Duration = Duration::from_millis(100);
-pub const ADMIT_BELOW: Duration = Duration::from_millis(20);
 
-/// Ask the kernel to stamp every datagram with its arrival time.
-pub fn enable_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
+/// The SIP socket's receive buffer: a burst queues (and shows as delay) instead of being
+/// dropped. The kernel caps it at `net.core.rmem_max` unless the process may force it.
+const RECEIVE_BUFFER: libc::c_int = 8 * 1024 * 1024;
+
+fn set_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
     // SAFETY: the option value is a live c_int of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            option,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -35,19 +36,34 @@ pub fn enable_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
     }
 }
 
-/// One datagram without waiting: its length, source, and how long it sat in the queue
-/// (`None` when the kernel gave no timestamp). `WouldBlock` when the queue is empty.
-pub fn try_recv_timed(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<Duration>)> {
+/// Ask the kernel to stamp every datagram with its arrival time and to report the datagrams
+/// it dropped for want of room, and give the socket a large receive buffer.
+pub fn prepare_socket(socket: &UdpSocket) -> std::io::Result<()> {
+    if set_option(socket, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER).is_err() {
+        let _ = set_option(socket, libc::SO_RCVBUF, RECEIVE_BUFFER);
+    }
+    set_option(socket, libc::SO_RXQ_OVFL, 1)?;
+    set_option(socket, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// One datagram read without waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub len: usize,
+    pub source: SocketAddr,
+    /// How long it sat in the queue (`None` when the kernel gave no timestamp).
+    pub waited: Option<Duration>,
+    /// Datagrams the kernel dropped on this socket since it opened, as of this one (the
+    /// kernel says nothing while it is zero).
+    pub dropped: Option<u32>,
+}
+
+/// One datagram without waiting; `WouldBlock` when the queue is empty.
+pub fn try_recv_timed(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
     socket.try_io(Interest::READABLE, || recv_timed(socket, buf))
 }
 
-fn recv_timed(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<Duration>)> {
+fn recv_timed(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
     // SAFETY: every pointer handed to recvmsg points into a live local or `buf`, with its
     // true length; the kernel writes at most those lengths, and the control messages are
     // read back only through the CMSG macros over the length it reported.
@@ -73,8 +89,14 @@ fn recv_timed(
             std::io::Error::new(std::io::ErrorKind::InvalidData, "unknown address family")
         })?;
         let mut waited = None;
+        let mut dropped = None;
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
+                dropped = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<u32>(),
+                ));
+            }
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
             {
                 let stamp: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
@@ -86,7 +108,12 @@ fn recv_timed(
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
-        Ok((n as usize, source, waited))
+        Ok(Received {
+            len: n as usize,
+            source,
+            waited,
+            dropped,
+        })
     }
 }
 
@@ -110,33 +137,136 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Overloaded or not, with hysteresis so that one slow datagram does not flip it.
-#[derive(Debug, Default)]
+/// How many new calls a second to admit, adjusted every 100 ms from the worst queueing delay
+/// seen (additive increase, multiplicative decrease, as TCP finds a link's rate): while
+/// datagrams wait longer than `SHED_ABOVE` (or the kernel drops them), the rate drops to 70 %
+/// of what was admitted; otherwise it grows by 5 % a window until no limit is needed. A delay
+/// past `SHED_ALL_ABOVE` sheds every new call at once. Admitted calls bring their own later work
+/// (ACK, BYE, media), which a plain threshold on the delay reacts to too late.
+#[derive(Debug)]
 pub struct LoadGauge {
-    overloaded: bool,
-    /// Calls shed since start, for `/metrics` and the log.
-    pub shed_episodes: u64,
+    rate: Option<f64>,
+    shed_all: bool,
+    window_start: Option<std::time::Instant>,
+    window_worst: Duration,
+    admitted_at_start: u64,
+    /// The kernel's drop count at the window's start, and now.
+    dropped_at_start: Option<u32>,
+    dropped: Option<u32>,
+    /// Times the gateway started limiting new calls since start.
+    pub episodes: u64,
+}
+
+/// Delay past which every new call is shed until the queue is back under `SHED_ABOVE`.
+pub const SHED_ALL_ABOVE: Duration = Duration::from_millis(300);
+/// The rate never drops below this many calls a second while limited.
+const MIN_RATE: f64 = 5.0;
+const WINDOW: Duration = Duration::from_millis(100);
+
+impl Default for LoadGauge {
+    fn default() -> Self {
+        LoadGauge {
+            rate: None,
+            shed_all: false,
+            window_start: None,
+            window_worst: Duration::ZERO,
+            admitted_at_start: 0,
+            dropped_at_start: None,
+            dropped: None,
+            episodes: 0,
+        }
+    }
+}
+
+/// What the SIP core is told to do with new calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    /// New calls a second at most (`None`: no limit).
+    pub rate: Option<f64>,
+    /// Shed every new call now.
+    pub shed_all: bool,
 }
 
 impl LoadGauge {
-    /// A datagram waited `waited`; whether the gateway is overloaded now.
-    pub fn observe(&mut self, waited: Duration) -> bool {
-        if !self.overloaded && waited > SHED_ABOVE {
-            self.overloaded = true;
-            self.shed_episodes += 1;
+    /// A datagram waited `waited`, the kernel has dropped `dropped` so far, and `admitted`
+    /// is the core's count of new calls admitted so far. Returns the admission the core
+    /// should apply from now. Drops count as the worst delay: the queue overflowed.
+    pub fn observe(
+        &mut self,
+        now: std::time::Instant,
+        waited: Duration,
+        dropped: Option<u32>,
+        admitted: u64,
+    ) -> Admission {
+        let mut start = *self.window_start.get_or_insert(now);
+        if now.saturating_duration_since(start) > WINDOW * 10 {
+            // Quiet for a while: whatever limit held then says nothing about the load now.
+            if self.rate.take().is_some() {
+                tracing::info!("SIP quiet: admitting every new call again");
+            }
+            self.shed_all = false;
+            self.window_start = Some(now);
+            self.window_worst = Duration::ZERO;
+            self.admitted_at_start = admitted;
+            self.dropped_at_start = None;
+            start = now;
+        }
+        self.window_worst = self.window_worst.max(waited);
+        if dropped.is_some() {
+            self.dropped = dropped;
+        }
+        if self.dropped_at_start.is_none() {
+            self.dropped_at_start = self.dropped;
+        }
+        if waited > SHED_ALL_ABOVE && !self.shed_all {
+            self.shed_all = true;
             tracing::warn!(
                 waited_ms = waited.as_millis() as u64,
-                "SIP is queueing: shedding new calls with 503 until it drains"
+                "SIP is queueing: shedding every new call with 503"
             );
-        } else if self.overloaded && waited < ADMIT_BELOW {
-            self.overloaded = false;
-            tracing::info!("SIP queue drained: admitting new calls again");
+        } else if self.shed_all && waited < SHED_ABOVE {
+            self.shed_all = false;
         }
-        self.overloaded
-    }
-
-    pub fn overloaded(&self) -> bool {
-        self.overloaded
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= WINDOW {
+            let dropped_now = self.dropped.unwrap_or(0) != self.dropped_at_start.unwrap_or(0);
+            if dropped_now {
+                self.window_worst = self.window_worst.max(SHED_ALL_ABOVE);
+            }
+            let admitted_rate =
+                admitted.saturating_sub(self.admitted_at_start) as f64 / elapsed.as_secs_f64();
+            if self.window_worst > SHED_ABOVE {
+                let base = self.rate.unwrap_or(f64::INFINITY).min(admitted_rate);
+                if self.rate.is_none() {
+                    self.episodes += 1;
+                    tracing::warn!(
+                        waited_ms = self.window_worst.as_millis() as u64,
+                        admitted_per_s = admitted_rate as u64,
+                        "SIP is queueing: limiting new calls, the rest get 503"
+                    );
+                }
+                self.rate = Some((base * 0.7).max(MIN_RATE));
+            } else if let Some(rate) = self.rate {
+                {
+                    let grown = rate + (rate * 0.05).max(1.0);
+                    // Offered load well under the limit: the limit no longer matters.
+                    if grown > admitted_rate * 4.0 + 100.0 {
+                        self.rate = None;
+                        tracing::info!("SIP queue drained: admitting every new call again");
+                    } else {
+                        self.rate = Some(grown);
+                    }
+                }
+            }
+            self.window_start = Some(now);
+            self.window_worst = Duration::ZERO;
+            self.admitted_at_start = admitted;
+            self.dropped_at_start = self.dropped;
+        }
+        Admission {
+            rate: self.rate,
+            shed_all: self.shed_all,
+        }
     }
 }
 
@@ -145,20 +275,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sheds_above_the_threshold_until_the_queue_drains() {
+    fn the_call_rate_backs_off_under_delay_and_recovers_after() {
         let mut g = LoadGauge::default();
-        assert!(!g.observe(Duration::from_millis(5)));
-        assert!(!g.observe(Duration::from_millis(90)));
-        assert!(g.observe(Duration::from_millis(150)));
-        assert!(g.observe(Duration::from_millis(60)), "still behind");
-        assert!(!g.observe(Duration::from_millis(10)), "drained");
-        assert_eq!(g.shed_episodes, 1);
+        let t0 = std::time::Instant::now();
+        let ms = Duration::from_millis;
+        // 1,000 calls a second admitted, then the queue builds up.
+        let a = g.observe(t0, ms(5), None, 0);
+        assert_eq!(a.rate, None);
+        let a = g.observe(t0 + ms(100), ms(150), None, 100);
+        assert_eq!(a.rate, Some(700.0), "70 % of what was admitted");
+        assert!(!a.shed_all);
+        let a = g.observe(t0 + ms(150), ms(400), None, 150);
+        assert!(a.shed_all, "far behind: shed everything");
+        let a = g.observe(t0 + ms(200), ms(200), None, 160);
+        assert_eq!(
+            a.rate,
+            Some(420.0),
+            "again 70 % of the 600/s admitted since"
+        );
+        let a = g.observe(t0 + ms(210), ms(50), None, 161);
+        assert!(!a.shed_all);
+        // The queue drains: the limit grows back, then goes.
+        let mut admitted = 161;
+        let mut at = t0 + ms(210);
+        let mut rate = a.rate;
+        for _ in 0..200 {
+            at += ms(100);
+            admitted += 5;
+            rate = g.observe(at, ms(1), Some(0), admitted).rate;
+            if rate.is_none() {
+                break;
+            }
+        }
+        assert_eq!(rate, None, "no limit once the load is well under it");
+        assert_eq!(g.episodes, 1);
     }
 
     #[tokio::test]
     async fn datagrams_carry_how_long_they_waited() {
         let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        enable_timestamps(&server).expect("timestamps");
+        prepare_socket(&server).expect("timestamps");
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         // The kernel turns receive timestamps on a moment after the first socket asks (a
         // deferred switch): the first datagrams may come unstamped or stamped late.
@@ -171,11 +327,13 @@ mod tests {
                 .expect("send");
             std::thread::sleep(Duration::from_millis(30));
             server.readable().await.expect("readable");
-            let (n, from, w) = try_recv_timed(&server, &mut buf).expect("a datagram");
-            assert_eq!(&buf[..n], b"hello");
-            assert_eq!(from, client.local_addr().expect("addr"));
-            if w.is_some_and(|w| w >= Duration::from_millis(25)) {
-                waited = w;
+            let got = try_recv_timed(&server, &mut buf).expect("a datagram");
+            assert_eq!(&buf[..got.len], b"hello");
+            assert_eq!(got.source, client.local_addr().expect("addr"));
+            // The kernel adds the drop count only once it is above zero.
+            assert_eq!(got.dropped.unwrap_or(0), 0, "nothing dropped");
+            if got.waited.is_some_and(|w| w >= Duration::from_millis(25)) {
+                waited = got.waited;
                 break;
             }
         }

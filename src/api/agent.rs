@@ -100,6 +100,186 @@ async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Option<V
     Some((token, value.get("req").cloned()))
 }
 
+/// One agent message as the protocol reads it, before anything is done about it.
+#[derive(Debug)]
+pub enum AgentMessage {
+    Auth {
+        req: Option<Value>,
+    },
+    Ping {
+        req: Option<Value>,
+    },
+    List {
+        req: Option<Value>,
+    },
+    Offer {
+        req: Option<Value>,
+        sdp: String,
+    },
+    Candidate {
+        req: Option<Value>,
+        value: Value,
+    },
+    DismissLog {
+        req: Option<Value>,
+        number: String,
+    },
+    Call {
+        req: Option<Value>,
+        request: AgentCall,
+    },
+    /// Not a valid request: the `error` message to send back (the connection stays).
+    Invalid(Value),
+}
+
+/// Read one text frame of the agent protocol. Pure, and never panics on any input: a bad
+/// message becomes the `error` to answer with (`fuzz/fuzz_targets/agent_message.rs`).
+pub fn parse_message(text: &str) -> AgentMessage {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        Ok(_) => {
+            return AgentMessage::Invalid(error(
+                &None,
+                "bad_request",
+                "a message is one JSON object",
+            ))
+        }
+        Err(e) => {
+            return AgentMessage::Invalid(error(
+                &None,
+                "bad_request",
+                format!("malformed JSON: {e}"),
+            ))
+        }
+    };
+    let req = value.get("req").cloned();
+    let Some(kind) = value.get("type").and_then(Value::as_str) else {
+        return AgentMessage::Invalid(error(&req, "bad_request", "type: missing"));
+    };
+    let field = |name: &str| -> Result<String, Value> {
+        match value.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(_) => Err(error(
+                &req,
+                "bad_request",
+                format!("{name}: must be a non-empty string"),
+            )),
+            None => Err(error(&req, "bad_request", format!("{name}: missing"))),
+        }
+    };
+    let call_request = |request: Result<AgentCall, Value>| request;
+    let request = match kind {
+        "auth" => return AgentMessage::Auth { req },
+        "ping" => return AgentMessage::Ping { req },
+        "calls.list" => return AgentMessage::List { req },
+        "webrtc.offer" => {
+            return match field("sdp") {
+                Ok(sdp) => AgentMessage::Offer { req, sdp },
+                Err(e) => AgentMessage::Invalid(e),
+            }
+        }
+        "webrtc.candidate" => return AgentMessage::Candidate { req, value: value.clone() },
+        "call.answer" => call_request(field("call_id").map(|call| AgentCall::Answer { call })),
+        "call.decline" => {
+            call_request(field("call_id").map(|call| AgentCall::Decline { call }))
+        }
+        "call.hangup" => call_request(field("call_id").map(|call| AgentCall::Hangup { call })),
+        "call.dial" => call_request(field("to").map(|to| AgentCall::Dial { to })),
+        "call.dtmf" => {
+            call_request(field("call_id").and_then(|call| {
+                field("digits").map(|digits| AgentCall::Dtmf { call, digits })
+            }))
+        }
+        "call.accept" => call_request(field("call_id").and_then(|call| {
+            match value.get("mode").and_then(Value::as_str) {
+                Some("end") => Ok(AgentCall::Accept {
+                    call,
+                    hold_active: false,
+                }),
+                Some("hold") => Ok(AgentCall::Accept {
+                    call,
+                    hold_active: true,
+                }),
+                _ => Err(error(
+                    &req,
+                    "bad_request",
+                    "mode: must be \"end\" or \"hold\"",
+                )),
+            }
+        })),
+        "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
+        "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
+        "call.monitor" => call_request(field("call_id").and_then(|call| {
+            match value.get("mode").and_then(Value::as_str) {
+                Some("stop") => Ok(AgentCall::Monitor { call, mode: None }),
+                Some(m) if crate::media::monitor::MonitorMode::parse(m).is_some() => {
+                    Ok(AgentCall::Monitor {
+                        call,
+                        mode: crate::media::monitor::MonitorMode::parse(m),
+                    })
+                }
+                _ => Err(error(
+                    &req,
+                    "bad_request",
+                    "mode: must be \"listen\", \"whisper\", \"barge\" or \"stop\"",
+                )),
+            }
+        })),
+        "call.record" => call_request(field("call_id").and_then(|call| {
+            match value
+                .get("action")
+                .and_then(Value::as_str)
+                .and_then(crate::controller::RecordAction::parse)
+            {
+                Some(action) => Ok(AgentCall::Record { call, action }),
+                None => Err(error(
+                    &req,
+                    "bad_request",
+                    "action: must be \"start\", \"pause\", \"resume\" or \"stop\"",
+                )),
+            }
+        })),
+        "call_log.dismiss" => {
+            // The agent chose not to log this prospect: the open prompt closes.
+            return match field("number") {
+                Ok(number) => AgentMessage::DismissLog { req, number },
+                Err(e) => AgentMessage::Invalid(e),
+            };
+        }
+        "call.transfer" => call_request(field("call_id").and_then(|call| {
+            let text = |name: &str| value.get(name).and_then(Value::as_str);
+            match (text("to"), text("attended_call_id")) {
+                (Some(to), None) if !to.trim().is_empty() => Ok(AgentCall::Transfer {
+                    call,
+                    to: Some(to.trim().to_string()),
+                    attended: None,
+                }),
+                (None, Some(consult)) if !consult.is_empty() => Ok(AgentCall::Transfer {
+                    call,
+                    to: None,
+                    attended: Some(consult.to_string()),
+                }),
+                _ => Err(error(
+                    &req,
+                    "bad_request",
+                    "to: either \"to\" (agent:<id> or a number) or \"attended_call_id\" is required",
+                )),
+            }
+        })),
+        other => {
+            return AgentMessage::Invalid(error(
+                &req,
+                "bad_request",
+                format!("type: unknown message type {other:?}"),
+            ))
+        }
+    };
+    match request {
+        Ok(request) => AgentMessage::Call { req, request },
+        Err(e) => AgentMessage::Invalid(e),
+    }
+}
+
 async fn session(handle: AppHandle, mut socket: WebSocket, token: Option<String>) {
     let (token, auth_req) = match token {
         Some(t) => (Some(t), None),
@@ -242,37 +422,17 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Option<Value> {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => Value::Object(map),
-            Ok(_) => return Some(error(&None, "bad_request", "a message is one JSON object")),
-            Err(e) => return Some(error(&None, "bad_request", format!("malformed JSON: {e}"))),
-        };
-        let req = value.get("req").cloned();
-        let Some(kind) = value.get("type").and_then(Value::as_str) else {
-            return Some(error(&req, "bad_request", "type: missing"));
-        };
-        let field = |name: &str| -> Result<String, Value> {
-            match value.get(name) {
-                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(_) => Err(error(
-                    &req,
-                    "bad_request",
-                    format!("{name}: must be a non-empty string"),
-                )),
-                None => Err(error(&req, "bad_request", format!("{name}: missing"))),
-            }
-        };
-        let call_request = |request: Result<AgentCall, Value>| request;
-        let request = match kind {
-            "auth" => return Some(ok(&req, json!({"agent_id": self.agent}))),
-            "ping" => {
+        let (req, request) = match parse_message(text) {
+            AgentMessage::Invalid(error) => return Some(error),
+            AgentMessage::Auth { req } => return Some(ok(&req, json!({"agent_id": self.agent}))),
+            AgentMessage::Ping { req } => {
                 let mut pong = json!({"type": "pong"});
                 if let Some(r) = &req {
                     pong["req"] = r.clone();
                 }
                 return Some(pong);
             }
-            "calls.list" => {
+            AgentMessage::List { req } => {
                 let (reply, answer) = oneshot::channel();
                 let asked = self
                     .handle
@@ -293,74 +453,11 @@ impl Session {
                     _ => Some(error(&req, "unavailable", "gateway stopping")),
                 };
             }
-            "webrtc.offer" => return Some(self.offer(&req, field("sdp")).await),
-            "webrtc.candidate" => return Some(self.candidate(&req, &value).await),
-            "call.answer" => call_request(field("call_id").map(|call| AgentCall::Answer { call })),
-            "call.decline" => {
-                call_request(field("call_id").map(|call| AgentCall::Decline { call }))
+            AgentMessage::Offer { req, sdp } => return Some(self.offer(&req, Ok(sdp)).await),
+            AgentMessage::Candidate { req, value } => {
+                return Some(self.candidate(&req, &value).await)
             }
-            "call.hangup" => call_request(field("call_id").map(|call| AgentCall::Hangup { call })),
-            "call.dial" => call_request(field("to").map(|to| AgentCall::Dial { to })),
-            "call.dtmf" => {
-                call_request(field("call_id").and_then(|call| {
-                    field("digits").map(|digits| AgentCall::Dtmf { call, digits })
-                }))
-            }
-            "call.accept" => call_request(field("call_id").and_then(|call| {
-                match value.get("mode").and_then(Value::as_str) {
-                    Some("end") => Ok(AgentCall::Accept {
-                        call,
-                        hold_active: false,
-                    }),
-                    Some("hold") => Ok(AgentCall::Accept {
-                        call,
-                        hold_active: true,
-                    }),
-                    _ => Err(error(
-                        &req,
-                        "bad_request",
-                        "mode: must be \"end\" or \"hold\"",
-                    )),
-                }
-            })),
-            "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
-            "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
-            "call.monitor" => call_request(field("call_id").and_then(|call| {
-                match value.get("mode").and_then(Value::as_str) {
-                    Some("stop") => Ok(AgentCall::Monitor { call, mode: None }),
-                    Some(m) if crate::media::monitor::MonitorMode::parse(m).is_some() => {
-                        Ok(AgentCall::Monitor {
-                            call,
-                            mode: crate::media::monitor::MonitorMode::parse(m),
-                        })
-                    }
-                    _ => Err(error(
-                        &req,
-                        "bad_request",
-                        "mode: must be \"listen\", \"whisper\", \"barge\" or \"stop\"",
-                    )),
-                }
-            })),
-            "call.record" => call_request(field("call_id").and_then(|call| {
-                match value
-                    .get("action")
-                    .and_then(Value::as_str)
-                    .and_then(crate::controller::RecordAction::parse)
-                {
-                    Some(action) => Ok(AgentCall::Record { call, action }),
-                    None => Err(error(
-                        &req,
-                        "bad_request",
-                        "action: must be \"start\", \"pause\", \"resume\" or \"stop\"",
-                    )),
-                }
-            })),
-            "call_log.dismiss" => {
-                // The agent chose not to log this prospect: the open prompt closes.
-                let number = match field("number") {
-                    Ok(n) => n,
-                    Err(e) => return Some(e),
-                };
+            AgentMessage::DismissLog { req, number } => {
                 let closed = self
                     .handle
                     .agents
@@ -374,37 +471,7 @@ impl Session {
                     Err(_) => error(&req, "unavailable", "gateway stopping"),
                 });
             }
-            "call.transfer" => call_request(field("call_id").and_then(|call| {
-                let text = |name: &str| value.get(name).and_then(Value::as_str);
-                match (text("to"), text("attended_call_id")) {
-                    (Some(to), None) if !to.trim().is_empty() => Ok(AgentCall::Transfer {
-                        call,
-                        to: Some(to.trim().to_string()),
-                        attended: None,
-                    }),
-                    (None, Some(consult)) if !consult.is_empty() => Ok(AgentCall::Transfer {
-                        call,
-                        to: None,
-                        attended: Some(consult.to_string()),
-                    }),
-                    _ => Err(error(
-                        &req,
-                        "bad_request",
-                        "to: either \"to\" (agent:<id> or a number) or \"attended_call_id\" is required",
-                    )),
-                }
-            })),
-            other => {
-                return Some(error(
-                    &req,
-                    "bad_request",
-                    format!("type: unknown message type {other:?}"),
-                ))
-            }
-        };
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return Some(e),
+            AgentMessage::Call { req, request } => (req, request),
         };
         let (reply, answer) = oneshot::channel();
         let input = AgentInput::Request {

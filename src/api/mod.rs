@@ -2,7 +2,7 @@
 //! /v1/dial`, hangup, live calls). Wire types live here at the edge; no call state is kept
 //! here: every request is a message to the signalling task.
 
-mod agent;
+pub mod agent;
 mod calls;
 mod recording;
 pub mod tls;
@@ -327,6 +327,18 @@ async fn metrics(
             .into_iter()
             .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n.to_string()))
             .collect(),
+    );
+    metric(
+        "callgate_sip_transactions",
+        "gauge",
+        "Live SIP transactions.",
+        [
+            ("server", &handle.gateway_counters.server_transactions),
+            ("client", &handle.gateway_counters.client_transactions),
+        ]
+        .into_iter()
+        .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), n.load(Relaxed).to_string()))
+        .collect(),
     );
     for (name, help, value) in [
         (

@@ -22,6 +22,8 @@ pub type ConnId = u64;
 const RECENT_ENDED: usize = 50;
 /// DTMF digits a call remembers from the far end (the latest ones).
 pub const MAX_DTMF_HISTORY: usize = 64;
+/// The longest number or SIP URI an agent may dial.
+pub const MAX_DIAL_TARGET: usize = 256;
 /// Digits one agent request may send at once.
 const MAX_DTMF_SEND: usize = 32;
 
@@ -85,6 +87,8 @@ pub enum EndReason {
     AgentDisconnected,
     Failed,
     Transferred,
+    /// An inbound call rang or waited longer than the ring timeout (the caller got 480).
+    NoAnswer,
 }
 
 impl EndReason {
@@ -97,6 +101,7 @@ impl EndReason {
             EndReason::AgentDisconnected => "agent_disconnected",
             EndReason::Failed => "failed",
             EndReason::Transferred => "transferred",
+            EndReason::NoAnswer => "no_answer",
         }
     }
 }
@@ -458,6 +463,8 @@ pub struct Controller {
     recording: RecordingPolicy,
     /// How long a call transferred to an agent rings before it comes back.
     transfer_ring: std::time::Duration,
+    /// How long an inbound call may ring or wait before the caller gets 480.
+    ring_timeout: std::time::Duration,
     agents: HashMap<AgentId, Agent>,
     /// DID → agent.
     dids: HashMap<String, AgentId>,
@@ -504,6 +511,7 @@ impl Controller {
             routes,
             recording: RecordingPolicy::default(),
             transfer_ring: std::time::Duration::from_secs(20),
+            ring_timeout: std::time::Duration::from_secs(120),
             agents,
             dids,
             calls: HashMap::new(),
@@ -512,6 +520,10 @@ impl Controller {
     }
 
     /// How long a call transferred to an agent rings before it comes back (20 s unless set).
+    pub fn set_ring_timeout(&mut self, timeout: std::time::Duration) {
+        self.ring_timeout = timeout;
+    }
+
     pub fn set_transfer_ring(&mut self, ring: std::time::Duration) {
         self.transfer_ring = ring;
     }
@@ -689,7 +701,11 @@ impl Controller {
                 }
                 commands
             }
-            Event::Tick => self.expire_transfers(now),
+            Event::Tick => {
+                let mut commands = self.expire_transfers(now);
+                commands.extend(self.expire_unanswered(now));
+                commands
+            }
             Event::Shutdown => {
                 let mut ids: Vec<CallId> = self.calls.keys().cloned().collect();
                 ids.sort();
@@ -698,6 +714,36 @@ impl Controller {
                     .collect()
             }
         }
+    }
+
+    /// Inbound calls nobody took within the ring timeout: the caller gets 480 (a caller
+    /// cannot hold a slot in an agent's queue, and its media, forever).
+    fn expire_unanswered(&mut self, now: Instant) -> Vec<Command> {
+        let timeout = self.ring_timeout;
+        let mut due: Vec<CallId> = self
+            .calls
+            .values()
+            .filter(|c| {
+                c.direction == Direction::Inbound
+                    && c.transfer.is_none()
+                    && matches!(c.status, Status::Ringing | Status::Waiting)
+                    && now.saturating_duration_since(c.created_at) >= timeout
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        due.sort();
+        let mut commands = Vec::new();
+        for call in due {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.end_reason = Some(EndReason::NoAnswer);
+            }
+            commands.push(Command::Reject {
+                call: call.clone(),
+                status: 480,
+            });
+            commands.extend(self.end(&call, EndReason::NoAnswer, now));
+        }
+        commands
     }
 
     fn incoming(
@@ -1492,6 +1538,11 @@ fn dial_target(to: &str) -> Result<String, RequestError> {
             "to: a number or SIP URI is required".into(),
         ));
     }
+    if to.len() > MAX_DIAL_TARGET {
+        return Err(RequestError::BadRequest(format!(
+            "to: at most {MAX_DIAL_TARGET} characters"
+        )));
+    }
     Ok(to.to_string())
 }
 
@@ -2107,6 +2158,38 @@ mod tests {
             Command::Notify { notice: Notice::Waiting { call, queue_length: 1 }, .. }
                 if call.status == Status::Waiting
         ));
+    }
+
+    #[test]
+    fn unanswered_callers_get_480_after_the_ring_timeout() {
+        let mut c = with_agent(100);
+        c.set_ring_timeout(std::time::Duration::from_secs(120));
+        let t0 = Instant::now();
+        connect(&mut c, &["ann"], t0);
+        ring(&mut c, "c1", t0);
+        // A second caller waits while the first rings; both go unanswered.
+        ring(&mut c, "c2", t0 + std::time::Duration::from_secs(30));
+        assert!(c
+            .handle(Event::Tick, t0 + std::time::Duration::from_secs(119))
+            .is_empty());
+        let cmds = c.handle(Event::Tick, t0 + std::time::Duration::from_secs(120));
+        assert_eq!(
+            cmds[0],
+            Command::Reject {
+                call: "c1".into(),
+                status: 480
+            }
+        );
+        assert!(cmds.iter().any(|cmd| matches!(cmd,
+            Command::Notify { notice: Notice::Ended(call), .. }
+                if call.id == "c1" && call.end_reason == Some(EndReason::NoAnswer))));
+        assert!(c.call("c1").is_none());
+        assert!(c.call("c2").is_some(), "the later caller has time left");
+        let cmds = c.handle(Event::Tick, t0 + std::time::Duration::from_secs(150));
+        assert!(cmds.contains(&Command::Reject {
+            call: "c2".into(),
+            status: 480
+        }));
     }
 
     #[test]

@@ -488,14 +488,17 @@ pub enum NonceState {
     Invalid,
 }
 
-/// Stateless nonces: the issue time in hex and an HMAC over it and the realm, so the server
-/// keeps nothing per challenge and a forged or altered nonce is rejected.
+/// Stateless nonces: the issue time and a unique salt in hex, and an HMAC over them and the
+/// realm, so the server keeps nothing per challenge and a forged or altered nonce is rejected.
+/// The salt makes every challenge's nonce its own, so that a nonce-count seen with one
+/// challenge never collides with another's.
 pub struct NonceIssuer {
     secret: [u8; 32],
 }
 
-/// Hex digits of the issue time, then of the truncated MAC.
+/// Hex digits of the issue time, of the salt, then of the truncated MAC.
 const NONCE_TIME_HEX: usize = 16;
+const NONCE_SALT_HEX: usize = 16;
 const NONCE_MAC_BYTES: usize = 16;
 /// Nonces dated up to this far ahead are accepted, so a clock stepped back a little does not
 /// reject every client at once.
@@ -506,13 +509,19 @@ impl NonceIssuer {
         NonceIssuer { secret }
     }
 
-    pub fn issue(&self, now_unix_secs: u64, realm: &str) -> String {
+    /// A nonce for `realm` issued now; `salt` must differ between challenges (the caller's
+    /// id generator gives it).
+    pub fn issue(&self, now_unix_secs: u64, salt: u64, realm: &str) -> String {
         let mac = hmac_sha256(
             &self.secret,
-            &[&now_unix_secs.to_be_bytes(), realm.as_bytes()],
+            &[
+                &now_unix_secs.to_be_bytes(),
+                &salt.to_be_bytes(),
+                realm.as_bytes(),
+            ],
         );
         let mac = mac.get(..NONCE_MAC_BYTES).unwrap_or(&[]);
-        format!("{now_unix_secs:016x}{}", hex(mac))
+        format!("{now_unix_secs:016x}{salt:016x}{}", hex(mac))
     }
 
     pub fn check(
@@ -522,21 +531,25 @@ impl NonceIssuer {
         now_unix_secs: u64,
         max_age_secs: u64,
     ) -> NonceState {
-        let Some(time_hex) = nonce.get(..NONCE_TIME_HEX) else {
+        let (Some(time_hex), Some(salt_hex)) = (
+            nonce.get(..NONCE_TIME_HEX),
+            nonce.get(NONCE_TIME_HEX..NONCE_TIME_HEX + NONCE_SALT_HEX),
+        ) else {
             return NonceState::Invalid;
         };
         // from_str_radix alone would also take a sign; only our own lowercase form is valid.
-        if !time_hex
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !lower_hex(time_hex) || !lower_hex(salt_hex) {
             return NonceState::Invalid;
         }
-        let Ok(issued) = u64::from_str_radix(time_hex, 16) else {
+        let (Ok(issued), Ok(salt)) = (
+            u64::from_str_radix(time_hex, 16),
+            u64::from_str_radix(salt_hex, 16),
+        ) else {
             return NonceState::Invalid;
         };
         // Recomputing the whole nonce also rejects any other spelling of the same time.
-        if !constant_time_eq(self.issue(issued, realm).as_bytes(), nonce.as_bytes()) {
+        if !constant_time_eq(self.issue(issued, salt, realm).as_bytes(), nonce.as_bytes()) {
             return NonceState::Invalid;
         }
         if issued > now_unix_secs.saturating_add(FUTURE_SKEW_SECS) {
@@ -853,8 +866,13 @@ mod tests {
     #[test]
     fn nonces_are_fresh_stale_or_invalid() {
         let issuer = NonceIssuer::new([7; 32]);
-        let nonce = issuer.issue(1000, "realm");
-        assert_eq!(nonce.len(), 48);
+        let nonce = issuer.issue(1000, 42, "realm");
+        assert_eq!(nonce.len(), 64);
+        assert_ne!(
+            nonce,
+            issuer.issue(1000, 43, "realm"),
+            "each challenge its own"
+        );
         assert!(nonce.starts_with("00000000000003e8"));
         assert_eq!(issuer.check(&nonce, "realm", 1000, 300), NonceState::Fresh);
         assert_eq!(issuer.check(&nonce, "realm", 1300, 300), NonceState::Fresh);
@@ -886,7 +904,7 @@ mod tests {
         );
         let mut mac_flip = nonce.clone();
         let last = if nonce.ends_with('0') { "1" } else { "0" };
-        mac_flip.replace_range(47..48, last);
+        mac_flip.replace_range(63..64, last);
         assert_eq!(
             issuer.check(&mac_flip, "realm", 1100, 300),
             NonceState::Invalid
@@ -907,7 +925,7 @@ mod tests {
         ] {
             assert_eq!(issuer.check(junk, "realm", 1100, 300), NonceState::Invalid);
         }
-        let far = issuer.issue(u64::MAX, "realm");
+        let far = issuer.issue(u64::MAX, 7, "realm");
         assert_eq!(issuer.check(&far, "realm", u64::MAX, 0), NonceState::Fresh);
         assert_eq!(
             issuer.check(&nonce, "realm", u64::MAX, u64::MAX),

@@ -194,6 +194,8 @@ struct ServerTransaction {
     state: ServerState,
     last_response: Option<Vec<u8>>,
     timers: Vec<(Timer, Instant)>,
+    /// (Call-ID, CSeq) under which an accepted INVITE waits for its ACK.
+    accepted_key: Option<(String, u32)>,
 }
 
 #[derive(Debug)]
@@ -243,7 +245,7 @@ pub struct TransactionLimits {
 impl Default for TransactionLimits {
     fn default() -> Self {
         TransactionLimits {
-            max_server: 20_000,
+            max_server: 100_000,
             max_per_source: 32,
         }
     }
@@ -265,9 +267,14 @@ pub struct TransactionLayer {
     next_id: u64,
     guard: FloodGuard,
     limits: TransactionLimits,
-    /// The shell measured that SIP is queueing: new INVITEs get a stateless 503.
-    overloaded: bool,
+    /// Overload control, set by the shell from how long SIP waits in its socket: new INVITEs
+    /// past `call_rate` (a token bucket), or all of them while `shed_all`, get a stateless 503.
+    call_rate: Option<f64>,
+    call_tokens: f64,
+    call_tokens_at: Option<Instant>,
+    shed_all: bool,
     shed_calls: u64,
+    admitted_calls: u64,
     /// Live server transactions per untrusted source host.
     per_source: HashMap<IpAddr, usize>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
@@ -328,8 +335,12 @@ impl TransactionLayer {
             next_id: 1,
             guard: FloodGuard::new(GuardSettings::default()),
             limits: TransactionLimits::default(),
-            overloaded: false,
+            call_rate: None,
+            call_tokens: 0.0,
+            call_tokens_at: None,
+            shed_all: false,
             shed_calls: 0,
+            admitted_calls: 0,
             per_source: HashMap::new(),
             wakeups: BinaryHeap::new(),
             servers: HashMap::new(),
@@ -354,14 +365,48 @@ impl TransactionLayer {
         self.limits = limits;
     }
 
-    /// Overload control: while set, a new INVITE is answered 503 at once and forgotten.
-    pub fn set_overloaded(&mut self, overloaded: bool) {
-        self.overloaded = overloaded;
+    /// Overload control: new calls a second at most (`None`: no limit), and whether to shed
+    /// every new call now. A shed INVITE is answered 503 at once and forgotten.
+    pub fn set_admission(&mut self, rate: Option<f64>, shed_all: bool) {
+        if rate.is_some() && self.call_rate.is_none() {
+            self.call_tokens = 0.0;
+            self.call_tokens_at = None;
+        }
+        self.call_rate = rate;
+        self.shed_all = shed_all;
     }
 
     /// New calls refused with 503 for overload since start.
     pub fn shed_calls(&self) -> u64 {
         self.shed_calls
+    }
+
+    /// New calls let through to the transaction user since start.
+    pub fn admitted_calls(&self) -> u64 {
+        self.admitted_calls
+    }
+
+    /// May one more new call in now? Tokens accrue at the admitted rate, a tenth of a second's
+    /// worth at most, so a limit never lets a burst through.
+    fn admit_call(&mut self, now: Instant) -> bool {
+        if self.shed_all {
+            return false;
+        }
+        let Some(rate) = self.call_rate else {
+            return true;
+        };
+        let since = self
+            .call_tokens_at
+            .map(|t| now.saturating_duration_since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        self.call_tokens_at = Some(now);
+        self.call_tokens = (self.call_tokens + since * rate).min((rate / 10.0).max(1.0));
+        if self.call_tokens >= 1.0 {
+            self.call_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     pub fn guard(&self) -> &FloodGuard {
@@ -604,7 +649,7 @@ impl TransactionLayer {
         }
         let new_call = request.method == Method::Invite
             && request.headers.to().is_some_and(|t| t.tag().is_none());
-        if self.overloaded && new_call {
+        if new_call && !self.admit_call(now) {
             // Stateless and cheap: no transaction, no retransmission, no call. The peer
             // tries again later or elsewhere, and the calls already admitted keep their time.
             let mut response = response_to(&request, 503, Some("Overloaded"));
@@ -631,9 +676,15 @@ impl TransactionLayer {
                     });
                     if from_its_peer {
                         if let Some(id) = self.accepted.remove(&key) {
+                            let t4 = self.timers.t4;
                             if let Some(tx) = self.servers.get_mut(&id) {
-                                tx.timers
-                                    .retain(|(t, _)| !matches!(t, Timer::Retransmit2xx | Timer::H));
+                                // The client has our 2xx, so it sends the INVITE no more:
+                                // the Accepted state need not last all of Timer L's 32 s.
+                                tx.timers.retain(|(t, _)| {
+                                    !matches!(t, Timer::Retransmit2xx | Timer::H | Timer::L)
+                                });
+                                tx.timers.push((Timer::L, now + t4));
+                                self.wakeups.push(Reverse((now + t4, Wake::Server(id))));
                             }
                         }
                     }
@@ -647,6 +698,9 @@ impl TransactionLayer {
             _ => {
                 if !self.room_for(source.ip(), trusted) {
                     return;
+                }
+                if new_call {
+                    self.admitted_calls += 1;
                 }
                 let id = ServerTxId(self.allocate());
                 let invite = request.method == Method::Invite;
@@ -664,6 +718,7 @@ impl TransactionLayer {
                     },
                     last_response: None,
                     timers: Vec::new(),
+                    accepted_key: None,
                 };
                 if invite && trusted {
                     // §17.2.1: answer 100 Trying at once so the client stops retransmitting.
@@ -779,6 +834,7 @@ impl TransactionLayer {
             state: ServerState::Trying,
             last_response: None,
             timers: Vec::new(),
+            accepted_key: None,
         };
         self.insert_server(id, tx);
         let response = response_to(&cancel, status, None);
@@ -826,7 +882,9 @@ impl TransactionLayer {
                     if let (Some(call_id), Some(cseq)) =
                         (tx.request.headers.call_id(), tx.request.headers.cseq())
                     {
-                        self.accepted.insert((call_id.to_string(), cseq.seq), id);
+                        let key = (call_id.to_string(), cseq.seq);
+                        tx.accepted_key = Some(key.clone());
+                        self.accepted.insert(key, id);
                     }
                 }
             }
@@ -852,6 +910,12 @@ impl TransactionLayer {
             }
         }
         tx.last_response = Some(bytes.clone());
+        if status >= 200 {
+            // Answered: what is left to do needs the key and the response, not the request.
+            // A busy trunk keeps tens of thousands of these alive for 32 s (Timer J).
+            tx.request.headers = Headers::new();
+            tx.request.body = Vec::new();
+        }
         let (transport, destination) = (tx.transport, tx.response_destination);
         self.send(transport, destination, bytes);
         for (timer, at) in arm {
@@ -885,10 +949,7 @@ impl TransactionLayer {
                     }
                 }
             }
-            if let (Some(call_id), Some(cseq)) =
-                (tx.request.headers.call_id(), tx.request.headers.cseq())
-            {
-                let key = (call_id.to_string(), cseq.seq);
+            if let Some(key) = tx.accepted_key {
                 if self.accepted.get(&key) == Some(&id) {
                     self.accepted.remove(&key);
                 }
