@@ -373,10 +373,25 @@ fn limit_listeners(
         header: Duration::from_secs(security.header_timeout),
         idle: Some(Duration::from_secs(security.idle_timeout)),
     };
+    // Trunks' networks and their proxies: never capped, never idled out.
     let trunks: Vec<Cidr> = config
         .trunks
         .iter()
-        .flat_map(|t| t.inbound_from.iter().filter_map(|s| Cidr::parse(s)))
+        .flat_map(|t| {
+            let proxy = t
+                .outbound_proxy
+                .as_deref()
+                .and_then(|p| crate::sip::uri::Uri::parse(p).ok())
+                .and_then(|u| {
+                    crate::sip::dialog::uri_socket_addr(&u)
+                        .or_else(|| crate::config::resolve_host(&u.host, u.port.unwrap_or(5060)))
+                })
+                .map(|a| Cidr::host(a.ip()));
+            t.inbound_from
+                .iter()
+                .filter_map(|s| Cidr::parse(s))
+                .chain(proxy)
+        })
         .collect();
     let sip_caps = ConnectionCaps::new(
         sip_cap,
@@ -587,6 +602,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                                 sig.gateway_counters.sip_in(&udp_buf[..n]);
                                 sig.b2bua.handle_datagram(Instant::now(), source, &udp_buf[..n]);
                                 sig.drain().await;
+                                // Reads that bypass tokio's own recv spend no cooperative
+                                // budget: spend it here, so that a burst of SIP yields the
+                                // worker to the media tasks as a recv per datagram would.
+                                tokio::task::consume_budget().await;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => {
@@ -1035,7 +1054,8 @@ impl Signalling {
             self.media_events.clone(),
             Arc::clone(&self.counters),
         )
-        .with_recording_writer(self.recordings.clone());
+        .with_recording_writer(self.recordings.clone())
+        .with_signalling_peer(self.b2bua.signalling_peer(call));
         tokio::spawn(media.run(rx));
         self.media.insert(
             call.to_string(),

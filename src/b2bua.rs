@@ -219,6 +219,11 @@ enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Someone tried a user or password they do not have (what bans are for).
+    fn is_a_guess(self) -> bool {
+        !matches!(self, AuthFailure::WrongUri | AuthFailure::Replayed)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             AuthFailure::UnknownUser => "unknown user",
@@ -351,6 +356,18 @@ impl B2bua {
         self.layer.shed_calls()
     }
 
+    /// The host a leg's SIP comes from (the caller's, or the trunk proxy's for calls out).
+    pub fn signalling_peer(&self, id: &str) -> Option<IpAddr> {
+        let leg = self.legs.get(self.leg_index(id)?)?.as_ref()?;
+        Some(
+            leg.dialog
+                .as_ref()
+                .map(|d| d.peer)
+                .unwrap_or(leg.source)
+                .ip(),
+        )
+    }
+
     /// What the SIP guard dropped so far, by reason.
     pub fn guard_drops(&self) -> crate::sip::guard::DropCounts {
         self.layer.guard().drops()
@@ -422,7 +439,7 @@ impl B2bua {
                     transport,
                 } => self.on_request(now, tx, request, source, transport),
                 TransactionEvent::Cancelled { invite } => self.on_cancelled(now, invite),
-                TransactionEvent::Ack { request, source } => self.on_ack(request, source),
+                TransactionEvent::Ack { request, source } => self.on_ack(now, request, source),
                 TransactionEvent::Response { tx, response } => self.on_response(now, tx, response),
                 TransactionEvent::Timeout { tx } => self.on_client_timeout(now, tx),
                 TransactionEvent::AckTimeout { tx } => {
@@ -554,6 +571,16 @@ impl B2bua {
                     return Ok(index);
                 }
                 Err(None) => stale = true,
+                Err(Some(failure)) if !failure.is_a_guess() => {
+                    // A replay, or a proxy that rewrote the Request-URI: refused, but nothing
+                    // was guessed, so it counts toward no ban (and fail2ban ignores the line).
+                    tracing::info!(
+                        "SIP auth refused from {}: {} ({})",
+                        source.ip(),
+                        failure.as_str(),
+                        request.method
+                    );
+                }
                 Err(Some(failure)) => {
                     let user = Authorization::parse(header)
                         .map(|a| a.username)
@@ -998,7 +1025,7 @@ impl B2bua {
         }
     }
 
-    fn on_ack(&mut self, request: Request, source: SocketAddr) {
+    fn on_ack(&mut self, now: Instant, request: Request, source: SocketAddr) {
         let (Some(call_id), Some(to)) = (request.headers.call_id(), request.headers.to()) else {
             return;
         };
@@ -1009,6 +1036,9 @@ impl B2bua {
         if !self.leg_accepts_from(index, source) {
             self.layer.guard_mut().count(DropReason::ForeignInDialog);
             return;
+        }
+        if let Some(cseq) = request.headers.cseq() {
+            self.layer.ack_received(now, call_id, cseq.seq);
         }
         if let Some(leg) = self.legs[index].as_mut() {
             if matches!(leg.state, LegState::Accepted) {
@@ -1034,7 +1064,10 @@ impl B2bua {
                 .as_ref()
                 .is_some_and(|(_, addr, _)| same(addr.ip()))
             || same(leg.source.ip())
-            || leg.dialog.as_ref().is_some_and(|d| same(d.peer.ip()))
+            || leg.dialog.as_ref().is_some_and(|d| {
+                // The peer's own Contact (its remote target) came from the trunk too.
+                same(d.peer.ip()) || uri_socket_addr(&d.remote_target).is_some_and(|a| same(a.ip()))
+            })
     }
 
     fn on_in_dialog_request(
@@ -1077,13 +1110,6 @@ impl B2bua {
                 self.reply(now, tx, &request, status, None);
                 return;
             }
-            // §12.2.2: a re-INVITE or UPDATE is a target refresh; nothing else moves the
-            // remote target, and never a packet's source address.
-            if matches!(request.method, Method::Invite | Method::Update) {
-                if let Some(contact) = request.headers.contact() {
-                    dialog.remote_target = contact.uri;
-                }
-            }
         }
         match request.method {
             Method::Bye => {
@@ -1120,8 +1146,16 @@ impl B2bua {
             self.reply(now, tx, &request, 491, None);
             return;
         };
+        // §12.2.2: an accepted re-INVITE or UPDATE is a target refresh; nothing else moves
+        // the remote target, and never a packet's source address.
+        let refresh = |dialog: &mut Option<Dialog>, request: &Request| {
+            if let (Some(dialog), Some(contact)) = (dialog.as_mut(), request.headers.contact()) {
+                dialog.remote_target = contact.uri;
+            }
+        };
         if request.body.is_empty() {
             // Offerless re-INVITE (session refresh): answer with our current SDP.
+            refresh(&mut leg.dialog, &request);
             let mut response = response_to(&request, 200, None);
             response.headers.push("Contact", contact);
             if request.method == Method::Invite {
@@ -1147,6 +1181,7 @@ impl B2bua {
         };
         match sdp::reanswer(&offer, &current, &leg.codecs, local, want) {
             Ok((answer, audio)) => {
+                refresh(&mut leg.dialog, &request);
                 let mut response = response_to(&request, 200, None);
                 response.headers.push("Contact", contact);
                 response.headers.push("Content-Type", "application/sdp");

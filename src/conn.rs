@@ -23,8 +23,9 @@ use crate::config::Cidr;
 /// How many connections one listener keeps open.
 ///
 /// When the listener is full, a new connection takes the place of the oldest one that has
-/// not yet sent a complete message head: strangers holding idle sockets from many addresses
-/// cannot lock an agent out of the page, they only push each other out.
+/// not yet sent a complete message head, or failing that of the one silent the longest:
+/// strangers holding idle sockets from many addresses cannot lock an agent out of the page,
+/// they only push each other out.
 #[derive(Debug)]
 pub struct ConnectionCaps {
     max_total: usize,
@@ -32,6 +33,7 @@ pub struct ConnectionCaps {
     state: Mutex<CapState>,
     /// Sources (trunks) neither capped nor timed out for idleness.
     exempt: Vec<Cidr>,
+    epoch: Instant,
     pub gauge: Arc<AtomicI64>,
     pub refused: Arc<AtomicU64>,
 }
@@ -40,21 +42,25 @@ pub struct ConnectionCaps {
 struct CapState {
     open: HashMap<IpAddr, usize>,
     total: usize,
-    /// Connections in the order they came, for eviction (those gone or headed are skipped).
-    pending: VecDeque<Weak<Slot>>,
+    /// Every capped connection in the order they came (gone ones are skipped and pruned).
+    slots: VecDeque<Weak<Slot>>,
 }
 
 /// One connection's place, shared between its `Permit` and its stream.
 #[derive(Debug, Default)]
 struct Slot {
     source: Option<IpAddr>,
-    /// Its first message head is in: no longer a candidate for eviction.
+    /// Its first message head is in: evicted only after every connection without one.
     headed: AtomicBool,
+    /// Milliseconds since the caps' epoch at its last byte either way.
+    last_active: AtomicU64,
     /// Its place went to a newer connection: the stream fails at its next poll.
     evicted: AtomicBool,
     /// Its counts were given back (by eviction or by drop), exactly once.
     released: AtomicBool,
-    waker: AtomicWaker,
+    /// The reading and the writing half wait apart (a split stream has both).
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
 }
 
 /// One open connection's place under the caps; dropping it frees the place.
@@ -86,6 +92,7 @@ impl ConnectionCaps {
             max_per_source,
             state: Mutex::new(CapState::default()),
             exempt,
+            epoch: Instant::now(),
             gauge,
             refused,
         })
@@ -93,6 +100,10 @@ impl ConnectionCaps {
 
     pub fn is_exempt(&self, ip: IpAddr) -> bool {
         self.exempt.iter().any(|c| c.contains(ip))
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now().duration_since(self.epoch).as_millis() as u64
     }
 
     fn release(state: &mut CapState, slot: &Slot) {
@@ -111,36 +122,45 @@ impl ConnectionCaps {
         }
     }
 
-    /// Give the place of the oldest connection still without a head to someone new.
-    fn evict_oldest(state: &mut CapState) -> bool {
-        while let Some(weak) = state.pending.pop_front() {
-            let Some(slot) = weak.upgrade() else {
-                continue;
-            };
-            if slot.headed.load(Relaxed) || slot.released.load(Relaxed) {
-                continue;
-            }
-            slot.evicted.store(true, Relaxed);
-            ConnectionCaps::release(state, &slot);
-            slot.waker.wake();
-            return true;
-        }
-        false
+    /// Give a place to someone new: the oldest connection without a head, else the one
+    /// silent the longest.
+    fn evict_one(state: &mut CapState) -> bool {
+        state
+            .slots
+            .retain(|w| w.upgrade().is_some_and(|s| !s.released.load(Relaxed)));
+        let live: Vec<Arc<Slot>> = state.slots.iter().filter_map(Weak::upgrade).collect();
+        let victim = live
+            .iter()
+            .find(|s| !s.headed.load(Relaxed))
+            .or_else(|| live.iter().min_by_key(|s| s.last_active.load(Relaxed)));
+        let Some(victim) = victim.cloned() else {
+            return false;
+        };
+        victim.evicted.store(true, Relaxed);
+        ConnectionCaps::release(state, &victim);
+        victim.read_waker.wake();
+        victim.write_waker.wake();
+        true
     }
 
-    /// A place for a connection from `ip`, or `None` when a cap is reached.
+    /// A place for a connection from `ip`, or `None` when its address is at its cap (or
+    /// nothing could be evicted).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
+        let now = self.now_ms();
         if self.is_exempt(ip) {
             self.gauge.fetch_add(1, Relaxed);
             return Some(Permit {
                 caps: Arc::clone(self),
-                slot: Arc::new(Slot::default()),
+                slot: Arc::new(Slot {
+                    last_active: AtomicU64::new(now),
+                    ..Slot::default()
+                }),
             });
         }
         let mut state = self.state.lock().ok()?;
         let mine = state.open.get(&ip).copied().unwrap_or(0);
         let full = mine >= self.max_per_source
-            || (state.total >= self.max_total && !ConnectionCaps::evict_oldest(&mut state));
+            || (state.total >= self.max_total && !ConnectionCaps::evict_one(&mut state));
         if full {
             self.refused.fetch_add(1, Relaxed);
             return None;
@@ -149,14 +169,15 @@ impl ConnectionCaps {
         state.total += 1;
         let slot = Arc::new(Slot {
             source: Some(ip),
+            last_active: AtomicU64::new(now),
             ..Slot::default()
         });
-        if state.pending.len() >= 2 * self.max_total {
+        if state.slots.len() >= 2 * self.max_total {
             state
-                .pending
-                .retain(|w| w.upgrade().is_some_and(|s| !s.headed.load(Relaxed)));
+                .slots
+                .retain(|w| w.upgrade().is_some_and(|s| !s.released.load(Relaxed)));
         }
-        state.pending.push_back(Arc::downgrade(&slot));
+        state.slots.push_back(Arc::downgrade(&slot));
         self.gauge.fetch_add(1, Relaxed);
         Some(Permit {
             caps: Arc::clone(self),
@@ -174,24 +195,31 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
 }
 
-/// A stream that fails with `TimedOut` once its deadline passes, and holds its `Permit`.
+/// A stream that fails with `TimedOut` once its deadline passes (or its place is given to a
+/// newer connection), and holds its `Permit`. Reading and writing each have their own timer
+/// and waker, so a split stream's two halves both hear of it.
 pub struct Guarded<S> {
     inner: S,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    read_timer: Pin<Box<Sleep>>,
+    write_timer: Pin<Box<Sleep>>,
     timeouts: Timeouts,
     /// The last bytes read while the first head is awaited (a head may straddle reads).
     head_tail: Option<[u8; 3]>,
-    _permit: Permit,
+    permit: Permit,
 }
 
 impl<S> Guarded<S> {
     pub fn new(inner: S, permit: Permit, timeouts: Timeouts) -> Guarded<S> {
+        let deadline = Instant::now() + timeouts.header;
         Guarded {
             inner,
-            deadline: Box::pin(tokio::time::sleep(timeouts.header)),
+            deadline,
+            read_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            write_timer: Box::pin(tokio::time::sleep_until(deadline)),
             timeouts,
             head_tail: Some([0; 3]),
-            _permit: permit,
+            permit,
         }
     }
 
@@ -199,14 +227,25 @@ impl<S> Guarded<S> {
         &self.inner
     }
 
+    /// The first head is in by other means (a TLS handshake finished: what follows is
+    /// encrypted, and no head can be seen in it).
+    pub fn mark_headed(&mut self) {
+        self.head_tail = None;
+        self.permit.slot.headed.store(true, Relaxed);
+        self.progressed();
+    }
+
     /// Bytes moved: the idle deadline starts again (once the first head is in).
     fn progressed(&mut self) {
+        let slot = &self.permit.slot;
+        slot.last_active.store(self.permit.caps.now_ms(), Relaxed);
         if self.head_tail.is_none() {
             let idle = self
                 .timeouts
                 .idle
                 .unwrap_or(Duration::from_secs(86_400 * 365));
-            self.deadline.as_mut().reset(Instant::now() + idle);
+            // Moving the deadline is cheap; the timers are reset when they would fire.
+            self.deadline = Instant::now() + idle;
         }
     }
 
@@ -216,21 +255,39 @@ impl<S> Guarded<S> {
             return;
         };
         let mut window: Vec<u8> = tail.to_vec();
-        window.extend_from_slice(read);
+        window.extend_from_slice(read.get(..read.len().min(64 * 1024)).unwrap_or(read));
         if window.windows(4).any(|w| w == b"\r\n\r\n") {
             self.head_tail = None;
-            self._permit.slot.headed.store(true, Relaxed);
+            self.permit.slot.headed.store(true, Relaxed);
         } else {
             let n = window.len();
             self.head_tail = Some([window[n - 3], window[n - 2], window[n - 1]]);
         }
     }
 
-    /// Past its deadline, or its place given to a newer connection.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let slot = &self._permit.slot;
-        slot.waker.register(cx.waker());
-        slot.evicted.load(Relaxed) || self.deadline.as_mut().poll(cx).is_ready()
+    /// Past its deadline, or its place given to a newer connection. `writing` picks the
+    /// half whose timer and waker to use.
+    fn expired(&mut self, cx: &mut Context<'_>, writing: bool) -> bool {
+        let slot = &self.permit.slot;
+        let (waker, timer) = if writing {
+            (&slot.write_waker, &mut self.write_timer)
+        } else {
+            (&slot.read_waker, &mut self.read_timer)
+        };
+        waker.register(cx.waker());
+        if slot.evicted.load(Relaxed) {
+            return true;
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            // Fired for a deadline that has since moved on: wait for the new one.
+            timer.as_mut().reset(self.deadline);
+        }
     }
 }
 
@@ -245,7 +302,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this._permit.slot.evicted.load(Relaxed) {
+        if this.permit.slot.evicted.load(Relaxed) {
             return Poll::Ready(Err(timed_out()));
         }
         let before = buf.filled().len();
@@ -260,7 +317,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.expired(cx) {
+                if this.expired(cx, false) {
                     Poll::Ready(Err(timed_out()))
                 } else {
                     Poll::Pending
@@ -277,6 +334,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.permit.slot.evicted.load(Relaxed) {
+            return Poll::Ready(Err(timed_out()));
+        }
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
@@ -284,7 +344,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending if this.expired(cx, true) => Poll::Ready(Err(timed_out())),
             other => other,
         }
     }
@@ -414,29 +474,37 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
         let a1 = c.admit(a).expect("first");
-        let _a2 = c.admit(a).expect("second");
+        let a2 = c.admit(a).expect("second");
         assert!(c.admit(a).is_none(), "per-source cap");
         let b1 = c.admit(b).expect("another source");
         // A trunk is never capped.
         let _t = c.admit("10.1.1.1".parse().expect("ip")).expect("exempt");
         // Full: a newcomer takes the place of the oldest without a head (a1).
-        a1.slot.headed.store(false, Relaxed);
-        let _c1 = c
+        let c1 = c
             .admit("192.0.2.3".parse().expect("ip"))
             .expect("evicts the oldest");
         assert!(a1.slot.evicted.load(Relaxed));
-        // When every connection has sent a head, nobody is pushed out.
-        for slot in [&_a2.slot, &b1.slot, &_c1.slot] {
+        // When every connection has sent a head, the one silent longest goes.
+        for (slot, last) in [(&a2.slot, 30), (&b1.slot, 10), (&c1.slot, 20)] {
             slot.headed.store(true, Relaxed);
+            slot.last_active.store(last, Relaxed);
         }
-        assert!(
-            c.admit("192.0.2.4".parse().expect("ip")).is_none(),
-            "total cap"
-        );
+        let _d1 = c
+            .admit("192.0.2.4".parse().expect("ip"))
+            .expect("evicts the quietest");
+        assert!(b1.slot.evicted.load(Relaxed));
+        assert!(!c1.slot.evicted.load(Relaxed));
         drop(b1);
-        assert!(c.admit(b).is_some(), "a closed connection frees its place");
         drop(a1);
-        assert_eq!(c.refused.load(Relaxed), 2);
+        // Evicted places were given back once: dropping them later frees nothing twice.
+        assert_eq!(c.state.lock().expect("lock").total, 3, "a2, c1 and d1");
+        drop(a2);
+        assert_eq!(c.state.lock().expect("lock").total, 2);
+        assert_eq!(
+            c.refused.load(Relaxed),
+            1,
+            "only the per-source cap refused"
+        );
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -153,6 +153,8 @@ pub struct LoadGauge {
     /// The kernel's drop count at the window's start, and now.
     dropped_at_start: Option<u32>,
     dropped: Option<u32>,
+    /// The last cut: the next waits until the queue it saw has had time to drain.
+    last_cut: Option<std::time::Instant>,
     /// Times the gateway started limiting new calls since start.
     pub episodes: u64,
 }
@@ -162,6 +164,8 @@ pub const SHED_ALL_ABOVE: Duration = Duration::from_millis(300);
 /// The rate never drops below this many calls a second while limited.
 const MIN_RATE: f64 = 5.0;
 const WINDOW: Duration = Duration::from_millis(100);
+/// Cuts at most this often: a queue takes a while to drain after one.
+const CUT_SPACING: Duration = Duration::from_millis(300);
 
 impl Default for LoadGauge {
     fn default() -> Self {
@@ -173,6 +177,7 @@ impl Default for LoadGauge {
             admitted_at_start: 0,
             dropped_at_start: None,
             dropped: None,
+            last_cut: None,
             episodes: 0,
         }
     }
@@ -235,8 +240,14 @@ impl LoadGauge {
             }
             let admitted_rate =
                 admitted.saturating_sub(self.admitted_at_start) as f64 / elapsed.as_secs_f64();
-            if self.window_worst > SHED_ABOVE {
-                let base = self.rate.unwrap_or(f64::INFINITY).min(admitted_rate);
+            let settled = self
+                .last_cut
+                .is_none_or(|t| now.saturating_duration_since(t) >= CUT_SPACING);
+            if self.window_worst > SHED_ABOVE && settled {
+                // From the limit in force (a window spent shedding admits next to nothing,
+                // which says nothing about capacity), or at first from what got through.
+                let base = self.rate.unwrap_or(admitted_rate);
+                self.last_cut = Some(now);
                 if self.rate.is_none() {
                     self.episodes += 1;
                     tracing::warn!(
@@ -246,6 +257,8 @@ impl LoadGauge {
                     );
                 }
                 self.rate = Some((base * 0.7).max(MIN_RATE));
+            } else if self.window_worst > SHED_ABOVE {
+                // Still draining what the last cut saw: hold.
             } else if let Some(rate) = self.rate {
                 {
                     let grown = rate + (rate * 0.05).max(1.0);
@@ -290,14 +303,20 @@ mod tests {
         let a = g.observe(t0 + ms(200), ms(200), None, 160);
         assert_eq!(
             a.rate,
-            Some(420.0),
-            "again 70 % of the 600/s admitted since"
+            Some(700.0),
+            "the queue is still draining: no second cut yet"
         );
         let a = g.observe(t0 + ms(210), ms(50), None, 161);
         assert!(!a.shed_all);
+        let a = g.observe(t0 + ms(400), ms(200), None, 170);
+        assert_eq!(
+            a.rate.map(f64::round),
+            Some(490.0),
+            "70 % of the limit in force, not of the 90/s let in"
+        );
         // The queue drains: the limit grows back, then goes.
-        let mut admitted = 161;
-        let mut at = t0 + ms(210);
+        let mut admitted = 170;
+        let mut at = t0 + ms(400);
         let mut rate = a.rate;
         for _ in 0..200 {
             at += ms(100);

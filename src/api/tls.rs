@@ -81,7 +81,9 @@ impl TlsListener {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                        Ok(Ok(mut tls)) => {
+                            // The handshake was the first head; what follows is encrypted.
+                            tls.get_mut().0.mark_headed();
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

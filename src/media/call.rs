@@ -194,6 +194,12 @@ impl CallMedia {
         }
     }
 
+    /// The host this call's SIP came from: its RTP may come from there (behind a NAT).
+    pub fn with_signalling_peer(mut self, host: Option<std::net::IpAddr>) -> CallMedia {
+        self.latch = self.latch.clone().with_signalling(host);
+        self
+    }
+
     /// Where this call's recording goes, if it is ever asked to record.
     pub fn with_recording_writer(mut self, writer: RecordingWriter) -> CallMedia {
         self.writer = Some(writer);

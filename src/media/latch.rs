@@ -1,12 +1,15 @@
 //! Which address a call's RTP and RTCP may come from, the way rtpengine's `strict-source`
-//! does it: the peer's address is learned from its first packets after an answer or a
-//! re-offer (symmetric RTP, for peers behind NAT), the SDP's own address always wins, and
-//! once learned every other source is ignored. Pure: the caller gives the time.
+//! does it: the peer's address is learned from its first packets (symmetric RTP, for peers
+//! behind NAT), the SDP's own address always wins, and once learned every other source is
+//! ignored. Only a packet from the SDP's host or from the host the call's signalling came
+//! from can be learned (a NAT keeps the host and changes the port), so a stranger spraying
+//! the port range never wins the race. Pure: the caller gives the time.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// How long after an answer or a re-offer a new source may still be learned.
+/// How long after an answer or a re-offer a new source may still be learned when the call's
+/// signalling host is not known (a packet from the SDP's host is learned at any time).
 pub const LATCH_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -16,7 +19,9 @@ pub struct SourceLatch {
     expected_rtcp: Option<SocketAddr>,
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
-    /// Until then an unknown source may be learned, if nothing is latched yet.
+    /// The host the call's SIP came from: its RTP may come from there too.
+    signalling: Option<IpAddr>,
+    /// Without a signalling host, until then any source may be learned.
     learn_until: Instant,
 }
 
@@ -31,7 +36,23 @@ impl SourceLatch {
             expected_rtcp,
             latched: None,
             latched_rtcp: None,
+            signalling: None,
             learn_until: now + LATCH_WINDOW,
+        }
+    }
+
+    /// The host the call's signalling came from (a trunk's address, or the proxy's).
+    pub fn with_signalling(mut self, host: Option<IpAddr>) -> SourceLatch {
+        self.signalling = host;
+        self
+    }
+
+    /// May a packet from `from` be learned now (nothing latched yet)?
+    fn learnable(&self, now: Instant, from: SocketAddr) -> bool {
+        let sdp_host = self.expected.map(|e| e.ip());
+        match self.signalling {
+            Some(host) => from.ip() == host || Some(from.ip()) == sdp_host,
+            None => Some(from.ip()) == sdp_host || now < self.learn_until,
         }
     }
 
@@ -42,7 +63,7 @@ impl SourceLatch {
         expected: Option<SocketAddr>,
         expected_rtcp: Option<SocketAddr>,
     ) {
-        *self = SourceLatch::new(now, expected, expected_rtcp);
+        *self = SourceLatch::new(now, expected, expected_rtcp).with_signalling(self.signalling);
     }
 
     /// An RTP packet from `from`: may it be used? Learns the source when it may.
@@ -51,7 +72,7 @@ impl SourceLatch {
             return true;
         }
         let learn =
-            Some(from) == self.expected || (self.latched.is_none() && now < self.learn_until);
+            Some(from) == self.expected || (self.latched.is_none() && self.learnable(now, from));
         if learn {
             // RTCP follows RTP through the same NAT, one port up, until its own packets say
             // where they come from.
@@ -126,6 +147,29 @@ mod tests {
         );
         assert!(!latch.accept_rtp(t0, racer));
         assert_eq!(latch.rtp_destination(), Some(sdp));
+    }
+
+    #[test]
+    fn only_the_sdp_host_or_the_signalling_host_can_be_learned() {
+        let t0 = Instant::now();
+        let sdp = addr("10.0.0.5:4000"); // a private address behind the trunk's NAT
+        let trunk: IpAddr = "198.51.100.7".parse().expect("ip");
+        let mut latch = SourceLatch::new(t0, Some(sdp), None).with_signalling(Some(trunk));
+        // A stranger spraying the port first never wins the race.
+        assert!(!latch.accept_rtp(t0, addr("203.0.113.66:5000")));
+        // The trunk's host, from whatever port its NAT chose, is learned, even late.
+        let late = t0 + LATCH_WINDOW * 3;
+        assert!(latch.accept_rtp(late, addr("198.51.100.7:31000")));
+        assert!(
+            !latch.accept_rtp(late, addr("198.51.100.7:31002")),
+            "then strict"
+        );
+        assert_eq!(latch.rtp_destination(), Some(addr("198.51.100.7:31000")));
+        latch.renegotiated(late, Some(sdp), None);
+        assert!(
+            !latch.accept_rtp(late, addr("203.0.113.66:5000")),
+            "still after a re-offer"
+        );
     }
 
     #[test]

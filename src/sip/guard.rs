@@ -32,7 +32,20 @@ impl Cidr {
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr {
+        if prefix > max {
+            return None;
+        }
+        // An IPv4-mapped network (as dual-stack logs print addresses) is the IPv4 network it
+        // maps; a mapped prefix shorter than the mapping itself names no IPv4 network.
+        if let IpAddr::V6(v6) = addr {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return prefix.checked_sub(96).map(|prefix| Cidr {
+                    network: IpAddr::V4(v4),
+                    prefix,
+                });
+            }
+        }
+        Some(Cidr {
             network: addr,
             prefix,
         })
@@ -48,7 +61,7 @@ impl Cidr {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (canonical(self.network), canonical(ip)) {
+        match (self.network, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
@@ -136,10 +149,12 @@ pub enum DropReason {
     ForeignResponse,
     /// An in-dialog request (or CANCEL, ACK) from a source the dialog does not belong to.
     ForeignInDialog,
+    /// A stranger's new call while overload control limits new calls (trunks come first).
+    Overload,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::RateLimited,
         DropReason::Banned,
         DropReason::BlockedUserAgent,
@@ -147,6 +162,7 @@ impl DropReason {
         DropReason::TransactionLimit,
         DropReason::ForeignResponse,
         DropReason::ForeignInDialog,
+        DropReason::Overload,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,6 +174,7 @@ impl DropReason {
             DropReason::TransactionLimit => "transaction_limit",
             DropReason::ForeignResponse => "foreign_response",
             DropReason::ForeignInDialog => "foreign_in_dialog",
+            DropReason::Overload => "overload",
         }
     }
 
@@ -171,7 +188,7 @@ impl DropReason {
 
 /// What was dropped, by reason, since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DropCounts([u64; 7]);
+pub struct DropCounts([u64; DropReason::ALL.len()]);
 
 impl DropCounts {
     pub fn add(&mut self, reason: DropReason) {
@@ -216,6 +233,15 @@ impl SourceState {
     }
 }
 
+/// The key a source is tracked under: an IPv4 address, or an IPv6 /64 (one host holds a
+/// whole /64, and would otherwise have 2^64 fresh rate limits).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 fn elapsed_secs(since: Instant, now: Instant) -> f64 {
     now.saturating_duration_since(since).as_secs_f64()
 }
@@ -251,11 +277,10 @@ impl FloodGuard {
 
     /// A trunk's address, or a peer that authenticated lately.
     pub fn is_trusted(&self, now: Instant, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
         self.settings.trusted.iter().any(|c| c.contains(ip))
             || self
                 .sources
-                .get(&ip)
+                .get(&source_key(ip))
                 .and_then(|s| s.authenticated_until)
                 .is_some_and(|t| t > now)
     }
@@ -275,10 +300,10 @@ impl FloodGuard {
 
     /// A packet arrived from `ip`: may it be looked at? Costs one hash lookup.
     pub fn admit_packet(&mut self, now: Instant, ip: IpAddr) -> Result<(), DropReason> {
-        let ip = canonical(ip);
         if self.settings.trusted.iter().any(|c| c.contains(ip)) {
             return Ok(());
         }
+        let ip = source_key(ip);
         let rate = f64::from(self.settings.rate);
         let burst = f64::from(self.settings.burst);
         let verdict = match self.source(now, ip) {
@@ -325,21 +350,25 @@ impl FloodGuard {
         Ok(())
     }
 
-    /// A wrong credential from `ip`; `Some` when that makes it banned.
+    /// A wrong credential from `ip`; `Some` when that makes it banned. A source that
+    /// authenticated lately is neither banned nor distrusted by it: over UDP anyone can send
+    /// wrong credentials in a trunk's name, and must not get the trunk banned that way.
     pub fn auth_failed(&mut self, now: Instant, ip: IpAddr) -> Option<Banned> {
-        let ip = canonical(ip);
+        let ip = source_key(ip);
         let (limit, window, ban) = (
             self.settings.auth_failures,
             self.settings.failure_window,
             self.settings.ban,
         );
         let state = self.source(now, ip)?;
+        if state.authenticated_until.is_some_and(|t| t > now) {
+            return None;
+        }
         if state.failures == 0 || now.duration_since(state.first_failure) > window {
             state.failures = 0;
             state.first_failure = now;
         }
         state.failures += 1;
-        state.authenticated_until = None;
         if state.failures >= limit.max(1) {
             state.failures = 0;
             let until = now + ban;
@@ -351,7 +380,7 @@ impl FloodGuard {
 
     /// `ip` answered a challenge correctly: trust it like a trunk for a while.
     pub fn authenticated(&mut self, now: Instant, ip: IpAddr) {
-        let ip = canonical(ip);
+        let ip = source_key(ip);
         let trust = self.settings.authenticated_for;
         if let Some(state) = self.source(now, ip) {
             state.failures = 0;
@@ -369,6 +398,21 @@ impl FloodGuard {
                 self.swept = Some(now);
                 let settings = &self.settings;
                 self.sources.retain(|_, s| !s.forgettable(now, settings));
+                if self.sources.len() >= self.settings.max_sources {
+                    // Still full, of failures and rate state (anyone can make those, from
+                    // spoofed addresses): let a tenth of them go. Bans and authenticated
+                    // peers stay.
+                    let mut spare = (self.settings.max_sources / 10).max(1);
+                    self.sources.retain(|_, s| {
+                        let keep = s.banned_until.is_some_and(|t| t > now)
+                            || s.authenticated_until.is_some_and(|t| t > now)
+                            || spare == 0;
+                        if !keep {
+                            spare -= 1;
+                        }
+                        keep
+                    });
+                }
             }
             if self.sources.len() >= self.settings.max_sources {
                 return None;
@@ -412,6 +456,14 @@ mod tests {
             .expect("any")
             .contains(ip("8.8.8.8")));
         assert!(Cidr::parse("1.2.3.4/33").is_none());
+        // Mapped networks are the IPv4 networks they map, never "every address".
+        let mapped = Cidr::parse("::ffff:203.0.113.5").expect("mapped host");
+        assert!(mapped.contains(ip("203.0.113.5")));
+        assert!(!mapped.contains(ip("198.51.100.1")));
+        let mapped_net = Cidr::parse("::ffff:203.0.113.0/120").expect("mapped /24");
+        assert!(mapped_net.contains(ip("203.0.113.77")));
+        assert!(!mapped_net.contains(ip("203.0.114.1")));
+        assert!(Cidr::parse("::ffff:203.0.113.0/64").is_none());
         assert!(Cidr::host(ip("1.2.3.4")).contains(ip("1.2.3.4")));
         assert!(!Cidr::host(ip("1.2.3.4")).contains(ip("1.2.3.5")));
     }
@@ -451,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn a_source_that_authenticated_is_trusted_until_it_fails() {
+    fn a_source_that_authenticated_is_trusted_and_spoofed_failures_cannot_ban_it() {
         let mut g = guard();
         let t0 = Instant::now();
         let peer = ip("192.0.2.9");
@@ -459,8 +511,40 @@ mod tests {
         g.authenticated(t0, peer);
         assert!(g.is_trusted(t0, peer));
         assert!((0..500).all(|_| g.admit_packet(t0, peer).is_ok()));
-        g.auth_failed(t0, peer);
-        assert!(!g.is_trusted(t0, peer));
+        for _ in 0..10 {
+            assert_eq!(g.auth_failed(t0, peer), None);
+        }
+        assert!(g.is_trusted(t0, peer));
+        assert_eq!(g.admit_packet(t0, peer), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_per_64() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        let admitted = (0..100u16)
+            .filter(|i| {
+                g.admit_packet(t0, format!("2001:db8::{i:x}").parse().expect("ip"))
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(admitted, 20, "one /64 shares one burst");
+        assert!(
+            g.admit_packet(t0, ip("2001:db8:0:1::1")).is_ok(),
+            "another /64"
+        );
+    }
+
+    #[test]
+    fn a_table_full_of_failures_makes_room() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        for i in 1..=4 {
+            g.auth_failed(t0, ip(&format!("192.0.2.{i}")));
+        }
+        assert_eq!(g.tracked_sources(), 4);
+        let later = t0 + Duration::from_secs(2);
+        assert!(g.admit_packet(later, ip("192.0.2.99")).is_ok());
     }
 
     #[test]
@@ -470,11 +554,14 @@ mod tests {
         for i in 1..=4 {
             assert!(g.admit_packet(t0, ip(&format!("192.0.2.{i}"))).is_ok());
         }
+        // Full of rate state anyone could have made: some of it goes to make room.
+        assert_eq!(g.admit_packet(t0, ip("192.0.2.5")), Ok(()));
+        assert_eq!(g.tracked_sources(), 4);
+        // Room is made at most once a second: until then a new source waits.
         assert_eq!(
-            g.admit_packet(t0, ip("192.0.2.5")),
+            g.admit_packet(t0, ip("192.0.2.6")),
             Err(DropReason::SourceTableFull)
         );
-        assert_eq!(g.tracked_sources(), 4);
         // Once the first four have refilled, they are forgotten and there is room again.
         let later = t0 + Duration::from_secs(5);
         assert!(g.admit_packet(later, ip("192.0.2.5")).is_ok());

@@ -40,6 +40,9 @@ impl Transport {
     }
 }
 
+/// Timer C: more than three minutes (§16.6).
+const TIMER_C: Duration = Duration::from_secs(181);
+
 /// Bytes the shell must send.
 #[derive(Debug, Clone)]
 pub struct Transmit {
@@ -85,8 +88,11 @@ pub enum TransactionEvent {
 pub enum Timer {
     /// INVITE request retransmit (client, UDP).
     A,
-    /// INVITE transaction timeout (client).
+    /// INVITE transaction timeout (client), while Calling.
     B,
+    /// §16.6's proxy timer, used by the INVITE client once Proceeding: a call that rings
+    /// longer than this is given up (408 to the transaction user).
+    C,
     /// Wait for response retransmits (client INVITE, Completed).
     D,
     /// Non-INVITE request retransmit (client, UDP).
@@ -649,6 +655,12 @@ impl TransactionLayer {
         }
         let new_call = request.method == Method::Invite
             && request.headers.to().is_some_and(|t| t.tag().is_none());
+        if new_call && !trusted && (self.shed_all || self.call_rate.is_some()) {
+            // Under load, strangers' calls (which could only be challenged or refused) go
+            // first, and without an answer.
+            self.guard.count(DropReason::Overload);
+            return;
+        }
         if new_call && !self.admit_call(now) {
             // Stateless and cheap: no transaction, no retransmission, no call. The peer
             // tries again later or elsewhere, and the calls already admitted keep their time.
@@ -664,31 +676,9 @@ impl TransactionLayer {
         }
         match request.method {
             Method::Ack => {
-                // ACK outside a non-2xx INVITE transaction: it acknowledges a 2xx.
-                if let (Some(call_id), Some(cseq)) =
-                    (request.headers.call_id(), request.headers.cseq())
-                {
-                    let key = (call_id.to_string(), cseq.seq);
-                    let from_its_peer = self.accepted.get(&key).is_some_and(|id| {
-                        self.servers
-                            .get(id)
-                            .is_some_and(|tx| tx.source.ip() == source.ip())
-                    });
-                    if from_its_peer {
-                        if let Some(id) = self.accepted.remove(&key) {
-                            let t4 = self.timers.t4;
-                            if let Some(tx) = self.servers.get_mut(&id) {
-                                // The client has our 2xx, so it sends the INVITE no more:
-                                // the Accepted state need not last all of Timer L's 32 s.
-                                tx.timers.retain(|(t, _)| {
-                                    !matches!(t, Timer::Retransmit2xx | Timer::H | Timer::L)
-                                });
-                                tx.timers.push((Timer::L, now + t4));
-                                self.wakeups.push(Reverse((now + t4, Wake::Server(id))));
-                            }
-                        }
-                    }
-                }
+                // ACK outside a non-2xx INVITE transaction: it acknowledges a 2xx. The
+                // transaction user decides whether it came from the dialog's peer, and says
+                // so with `ack_received`.
                 self.events
                     .push_back(TransactionEvent::Ack { request, source });
             }
@@ -923,6 +913,22 @@ impl TransactionLayer {
         }
         if terminate {
             self.remove_server(id);
+        }
+    }
+
+    /// The ACK for the 2xx of INVITE (`call_id`, `cseq`) came from the dialog's peer: stop
+    /// retransmitting the 2xx. The client has it and sends the INVITE no more, so the
+    /// Accepted state need not last all of Timer L's 32 s either.
+    pub fn ack_received(&mut self, now: Instant, call_id: &str, cseq: u32) {
+        let Some(id) = self.accepted.remove(&(call_id.to_string(), cseq)) else {
+            return;
+        };
+        let t4 = self.timers.t4;
+        if let Some(tx) = self.servers.get_mut(&id) {
+            tx.timers
+                .retain(|(t, _)| !matches!(t, Timer::Retransmit2xx | Timer::H | Timer::L));
+            tx.timers.push((Timer::L, now + t4));
+            self.wakeups.push(Reverse((now + t4, Wake::Server(id))));
         }
     }
 
@@ -1180,9 +1186,17 @@ impl TransactionLayer {
             ClientState::Calling { .. } | ClientState::InviteProceeding => {
                 tx.timers.retain(|(t, _)| *t != Timer::A);
                 if status < 200 {
-                    if matches!(tx.state, ClientState::Calling { .. }) && tx.cancel_pending {
-                        send_cancel = true;
-                        tx.cancel_pending = false;
+                    if matches!(tx.state, ClientState::Calling { .. }) {
+                        if tx.cancel_pending {
+                            send_cancel = true;
+                            tx.cancel_pending = false;
+                        }
+                        // Timer B only bounds Calling (§17.1.1.2): a ringing callee may take
+                        // longer than 32 s. Timer C bounds the ringing instead.
+                        tx.timers.retain(|(t, _)| *t != Timer::B);
+                        tx.timers.push((Timer::C, now + TIMER_C));
+                        self.wakeups
+                            .push(Reverse((now + TIMER_C, Wake::Client(id))));
                     }
                     tx.state = ClientState::InviteProceeding;
                 } else if status < 300 {
@@ -1401,7 +1415,7 @@ impl TransactionLayer {
                 let (t, d, b) = (tx.transport, tx.destination, tx.bytes.clone());
                 self.send(t, d, b);
             }
-            Timer::B | Timer::F => {
+            Timer::B | Timer::C | Timer::F => {
                 self.events.push_back(TransactionEvent::Timeout { tx: id });
                 self.remove_client(id);
             }
@@ -1584,6 +1598,8 @@ mod tests {
             &request_bytes("ACK", "z9hG4bKother", ";tag=xyz"),
         );
         assert!(matches!(l.poll_event(), Some(TransactionEvent::Ack { .. })));
+        // The transaction user found it came from the dialog's peer.
+        l.ack_received(t0 + Duration::from_millis(100), "call-1", 1);
         l.handle_timeout(t0 + Duration::from_secs(2));
         assert!(drain_transmits(&mut l).is_empty());
         l.handle_timeout(t0 + Duration::from_secs(40));
