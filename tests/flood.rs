@@ -280,17 +280,20 @@ fn open_connections(target: SocketAddr, sources: &[IpAddr], per_source: usize) -
     })
 }
 
-/// How many of `streams` the gateway still holds open: a peek finds data or would wait,
-/// where a closed connection reads its end (or a reset).
+/// How many of `streams` the gateway still holds open: reading what is there ends in "would
+/// wait" for an open connection, and in its end (or a reset) for a closed one.
 fn still_open(streams: &[TcpStream]) -> usize {
     streams
         .iter()
         .filter(|s| {
             s.set_nonblocking(true).expect("nonblocking");
-            let mut byte = [0u8; 1];
-            match s.peek(&mut byte) {
-                Ok(n) => n > 0,
-                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            let mut buf = [0u8; 4096];
+            loop {
+                match std::io::Read::read(&mut &**s, &mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                }
             }
         })
         .count()
@@ -365,6 +368,34 @@ fn idle_connections_are_capped_and_timed_out_while_calls_and_pages_go_on() {
     let refused = metric(&gw, "callgate_connections_refused_total");
     println!("connections refused over the caps: {refused}");
 
+    // The silent ones are closed once their head timeout (6 s from when the gateway took
+    // them) has passed. Counted by the gateway: a client whose handshake the kernel finished
+    // while the accept queue was full believes it is connected, though no socket was ever
+    // made for it on the gateway's side.
+    let waiting_since = Instant::now();
+    let held = || {
+        (
+            metric(&gw, "callgate_sip_tcp_connections"),
+            metric(&gw, "callgate_http_connections"),
+        )
+    };
+    let (mut sip_held, mut http_held) = held();
+    while (sip_held > 0.0 || http_held > 1.0) && waiting_since.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+        (sip_held, http_held) = held();
+    }
+    println!(
+        "the gateway held {sip_held} SIP and {http_held} HTTP connections (the metrics request) {:?} after the last connect; the clients still believe {} and {} open",
+        connected_at.elapsed(),
+        still_open(&sip_idle),
+        still_open(&http_idle)
+    );
+    assert_eq!((sip_held, http_held), (0.0, 1.0));
+    assert!(
+        connected_at.elapsed() >= Duration::from_secs(5),
+        "closed before the head timeout"
+    );
+
     // A stranger's connection that sent a request and went quiet is closed after the idle
     // timeout (a trunk's would stay).
     let talker = open_connections(sip, &[IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))], 1)
@@ -382,15 +413,12 @@ fn idle_connections_are_capped_and_timed_out_while_calls_and_pages_go_on() {
     .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     std::io::Write::write_all(&mut &talker, options.as_bytes()).expect("send");
     let talked_at = Instant::now();
-    // The silent ones are gone after the head timeout (6 s).
-    std::thread::sleep(Duration::from_millis(7000).saturating_sub(connected_at.elapsed()));
-    let (sip_left, http_left) = (still_open(&sip_idle), still_open(&http_idle));
-    println!("after the head timeout: {sip_left} SIP and {http_left} HTTP still open");
-    assert_eq!((sip_left, http_left), (0, 0));
-    assert_eq!(
-        still_open(std::slice::from_ref(&talker)),
-        1,
-        "the talker is not idle yet"
+    std::thread::sleep(Duration::from_secs(5));
+    let mut first = [0u8; 1];
+    talker.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        talker.peek(&mut first).is_ok_and(|n| n > 0),
+        "the talker has its answer and is not closed yet"
     );
     talker.set_nonblocking(false).expect("blocking");
     talker
