@@ -586,7 +586,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 Ok(()) => {
                     sig.b2bua.set_unix_time(unix_secs());
                     // Everything queued, up to a batch, then the other inputs get a turn.
-                    for _ in 0..SIP_UDP_BATCH {
+                    for queued in 1..=SIP_UDP_BATCH {
                         match crate::overload::try_recv_timed(&udp, &mut udp_buf) {
                             Ok(got) => {
                                 let (n, source) = (got.len, got.source);
@@ -594,6 +594,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                                     let admission = load.observe(
                                         Instant::now(),
                                         waited,
+                                        queued,
                                         got.dropped,
                                         sig.b2bua.admitted_calls(),
                                     );

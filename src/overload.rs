@@ -164,6 +164,8 @@ pub const SHED_ALL_ABOVE: Duration = Duration::from_millis(300);
 /// The rate never drops below this many calls a second while limited.
 const MIN_RATE: f64 = 5.0;
 const WINDOW: Duration = Duration::from_millis(100);
+/// Datagrams read in one go before a delay counts as queueing.
+pub const MIN_QUEUE: usize = 8;
 /// Cuts at most this often: a queue takes a while to drain after one.
 const CUT_SPACING: Duration = Duration::from_millis(300);
 
@@ -193,16 +195,25 @@ pub struct Admission {
 }
 
 impl LoadGauge {
-    /// A datagram waited `waited`, the kernel has dropped `dropped` so far, and `admitted`
-    /// is the core's count of new calls admitted so far. Returns the admission the core
-    /// should apply from now. Drops count as the worst delay: the queue overflowed.
+    /// A datagram waited `waited` and was the `queued`th read in one go (the ones before it
+    /// were queued with it), the kernel has dropped `dropped` so far, and `admitted` is the
+    /// core's count of new calls admitted so far. Returns the admission the core should apply
+    /// from now. A delay counts only with a queue behind it: one late datagram on a quiet
+    /// socket says the process was not scheduled, not that SIP is more than it can serve.
+    /// Drops count as the worst delay: the queue overflowed.
     pub fn observe(
         &mut self,
         now: std::time::Instant,
         waited: Duration,
+        queued: usize,
         dropped: Option<u32>,
         admitted: u64,
     ) -> Admission {
+        let waited = if queued >= MIN_QUEUE {
+            waited
+        } else {
+            waited.min(SHED_ABOVE)
+        };
         let mut start = *self.window_start.get_or_insert(now);
         if now.saturating_duration_since(start) > WINDOW * 10 {
             // Quiet for a while: whatever limit held then says nothing about the load now.
@@ -229,7 +240,7 @@ impl LoadGauge {
                 waited_ms = waited.as_millis() as u64,
                 "SIP is queueing: shedding every new call with 503"
             );
-        } else if self.shed_all && waited < SHED_ABOVE {
+        } else if self.shed_all && waited <= SHED_ABOVE {
             self.shed_all = false;
         }
         let elapsed = now.saturating_duration_since(start);
@@ -288,27 +299,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_late_datagram_on_a_quiet_socket_is_not_overload() {
+        let mut g = LoadGauge::default();
+        let t0 = std::time::Instant::now();
+        let ms = Duration::from_millis;
+        g.observe(t0, ms(1), 1, None, 0);
+        let a = g.observe(t0 + ms(150), ms(900), 1, None, 1);
+        assert_eq!(
+            a,
+            Admission {
+                rate: None,
+                shed_all: false
+            }
+        );
+        let a = g.observe(t0 + ms(300), ms(900), 1, None, 2);
+        assert_eq!(a.rate, None);
+    }
+
+    #[test]
     fn the_call_rate_backs_off_under_delay_and_recovers_after() {
         let mut g = LoadGauge::default();
         let t0 = std::time::Instant::now();
         let ms = Duration::from_millis;
         // 1,000 calls a second admitted, then the queue builds up.
-        let a = g.observe(t0, ms(5), None, 0);
+        let a = g.observe(t0, ms(5), 64, None, 0);
         assert_eq!(a.rate, None);
-        let a = g.observe(t0 + ms(100), ms(150), None, 100);
+        let a = g.observe(t0 + ms(100), ms(150), 64, None, 100);
         assert_eq!(a.rate, Some(700.0), "70 % of what was admitted");
         assert!(!a.shed_all);
-        let a = g.observe(t0 + ms(150), ms(400), None, 150);
+        let a = g.observe(t0 + ms(150), ms(400), 64, None, 150);
         assert!(a.shed_all, "far behind: shed everything");
-        let a = g.observe(t0 + ms(200), ms(200), None, 160);
+        let a = g.observe(t0 + ms(200), ms(200), 64, None, 160);
         assert_eq!(
             a.rate,
             Some(700.0),
             "the queue is still draining: no second cut yet"
         );
-        let a = g.observe(t0 + ms(210), ms(50), None, 161);
+        let a = g.observe(t0 + ms(210), ms(50), 64, None, 161);
         assert!(!a.shed_all);
-        let a = g.observe(t0 + ms(400), ms(200), None, 170);
+        let a = g.observe(t0 + ms(400), ms(200), 64, None, 170);
         assert_eq!(
             a.rate.map(f64::round),
             Some(490.0),
@@ -321,7 +350,7 @@ mod tests {
         for _ in 0..200 {
             at += ms(100);
             admitted += 5;
-            rate = g.observe(at, ms(1), Some(0), admitted).rate;
+            rate = g.observe(at, ms(1), 64, Some(0), admitted).rate;
             if rate.is_none() {
                 break;
             }
