@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// Queueing delay that counts as congestion.
-pub const SHED_ABOVE: Duration = Duration::from_millis(100);
+/// Queueing delay that counts as congestion: half of SIP's T1 (500 ms), after which peers
+/// start retransmitting and every late answer adds load.
+pub const SHED_ABOVE: Duration = Duration::from_millis(250);
 
 /// The SIP socket's receive buffer: a burst queues (and shows as delay) instead of being
 /// dropped. The kernel caps it at `net.core.rmem_max` unless the process may force it.
@@ -155,17 +156,18 @@ pub struct LoadGauge {
     dropped: Option<u32>,
     /// The last cut: the next waits until the queue it saw has had time to drain.
     last_cut: Option<std::time::Instant>,
+    last_shed_log: Option<std::time::Instant>,
     /// Times the gateway started limiting new calls since start.
     pub episodes: u64,
 }
 
 /// Delay past which every new call is shed until the queue is back under `SHED_ABOVE`.
-pub const SHED_ALL_ABOVE: Duration = Duration::from_millis(300);
+pub const SHED_ALL_ABOVE: Duration = Duration::from_millis(400);
 /// The rate never drops below this many calls a second while limited.
 const MIN_RATE: f64 = 5.0;
 const WINDOW: Duration = Duration::from_millis(100);
 /// Datagrams read in one go before a delay counts as queueing.
-pub const MIN_QUEUE: usize = 8;
+pub const MIN_QUEUE: usize = 16;
 /// Cuts at most this often: a queue takes a while to drain after one.
 const CUT_SPACING: Duration = Duration::from_millis(300);
 
@@ -180,6 +182,7 @@ impl Default for LoadGauge {
             dropped_at_start: None,
             dropped: None,
             last_cut: None,
+            last_shed_log: None,
             episodes: 0,
         }
     }
@@ -236,10 +239,17 @@ impl LoadGauge {
         }
         if waited > SHED_ALL_ABOVE && !self.shed_all {
             self.shed_all = true;
-            tracing::warn!(
-                waited_ms = waited.as_millis() as u64,
-                "SIP is queueing: shedding every new call with 503"
-            );
+            // Once a second at most: under overload this flips with every drained batch.
+            if self
+                .last_shed_log
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+            {
+                self.last_shed_log = Some(now);
+                tracing::warn!(
+                    waited_ms = waited.as_millis() as u64,
+                    "SIP is queueing: shedding every new call with 503"
+                );
+            }
         } else if self.shed_all && waited <= SHED_ABOVE {
             self.shed_all = false;
         }
@@ -324,12 +334,12 @@ mod tests {
         // 1,000 calls a second admitted, then the queue builds up.
         let a = g.observe(t0, ms(5), 64, None, 0);
         assert_eq!(a.rate, None);
-        let a = g.observe(t0 + ms(100), ms(150), 64, None, 100);
+        let a = g.observe(t0 + ms(100), ms(300), 64, None, 100);
         assert_eq!(a.rate, Some(700.0), "70 % of what was admitted");
         assert!(!a.shed_all);
-        let a = g.observe(t0 + ms(150), ms(400), 64, None, 150);
+        let a = g.observe(t0 + ms(150), ms(500), 64, None, 150);
         assert!(a.shed_all, "far behind: shed everything");
-        let a = g.observe(t0 + ms(200), ms(200), 64, None, 160);
+        let a = g.observe(t0 + ms(200), ms(300), 64, None, 160);
         assert_eq!(
             a.rate,
             Some(700.0),
@@ -337,7 +347,7 @@ mod tests {
         );
         let a = g.observe(t0 + ms(210), ms(50), 64, None, 161);
         assert!(!a.shed_all);
-        let a = g.observe(t0 + ms(400), ms(200), 64, None, 170);
+        let a = g.observe(t0 + ms(400), ms(300), 64, None, 170);
         assert_eq!(
             a.rate.map(f64::round),
             Some(490.0),

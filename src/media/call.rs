@@ -251,9 +251,15 @@ impl CallMedia {
     }
 
     /// Run until stopped. The task owns everything it touches.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<MediaCommand>) {
+    pub async fn run(self, commands: mpsc::Receiver<MediaCommand>) {
+        use tracing::Instrument;
+        // Instrumented, not entered: a guard held across awaits would nest every call's span
+        // into the next task's on the same thread, without end.
         let span = tracing::debug_span!("media", call = %self.call, port = self.sockets.port);
-        let _enter = span.enter();
+        self.serve(commands).instrument(span).await
+    }
+
+    async fn serve(mut self, mut commands: mpsc::Receiver<MediaCommand>) {
         let mut frame_clock = tokio::time::interval(Duration::from_millis(20));
         frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut rtcp_clock =
