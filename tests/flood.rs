@@ -34,16 +34,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A `/metrics` sample's value (0 when absent).
-fn metric(gw: &Gateway, sample: &str) -> f64 {
-    let (_, body) = gw
-        .http("GET", "/metrics", Some(ADMIN_TOKEN), None)
-        .expect("metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Send OPTIONS with unique branches from `sources` (round robin) to `gw` at `rate` a second
 /// until `stop`, on a thread of its own; the count sent is returned when it ends.
 fn flood_options(
@@ -207,7 +197,7 @@ fn options_floods_delay_no_call_and_grow_no_memory() {
     stop.store(true, Ordering::SeqCst);
     let sent_one = one.join().expect("flooder");
     let rss_one = rss_kib(gw.child.id());
-    let limited = metric(&gw, "callgate_sip_dropped_total{reason=\"rate_limited\"}");
+    let limited = gw.metric("callgate_sip_dropped_total{reason=\"rate_limited\"}");
 
     // The same rate spread over 250 addresses, each under the per-source limit, for 10 s.
     let stop = Arc::new(AtomicBool::new(false));
@@ -231,10 +221,7 @@ fn options_floods_delay_no_call_and_grow_no_memory() {
     let sent_many = spread.join().expect("flooder");
     let rss_after = rss_kib(gw.child.id());
     let grown_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
-    let answered = metric(
-        &gw,
-        "callgate_sip_messages_total{direction=\"out\",message=\"200\"}",
-    );
+    let answered = gw.metric("callgate_sip_messages_total{direction=\"out\",message=\"200\"}");
     println!(
         "one address: {sent_one} OPTIONS in 30 s, {limited} dropped by the rate limit; 250 addresses: {sent_many} in 10 s; 200 OK sent in all {answered}; slowest call setup {worst:?}; RSS {rss_before} KiB before, {rss_one} KiB after the first flood, {rss_after} KiB after both (+{grown_mib:.1} MiB)"
     );
@@ -346,8 +333,8 @@ fn idle_connections_are_capped_and_timed_out_while_calls_and_pages_go_on() {
     std::thread::sleep(Duration::from_millis(300));
     // The gateway's own count: what the client sees open includes connections still in the
     // kernel's accept queue, which the gateway has not taken yet.
-    let sip_held = metric(&gw, "callgate_sip_tcp_connections");
-    let http_held = metric(&gw, "callgate_http_connections");
+    let sip_held = gw.metric("callgate_sip_tcp_connections");
+    let http_held = gw.metric("callgate_http_connections");
     let (sip_open, http_open) = (still_open(&sip_idle), still_open(&http_idle));
     println!(
         "2,000 connected to SIP and 2,000 to HTTP in {:?}: the gateway holds {sip_held} and {http_held} (the clients see {sip_open} and {http_open} open)",
@@ -365,7 +352,7 @@ fn idle_connections_are_capped_and_timed_out_while_calls_and_pages_go_on() {
     let (setup, echoed) = echo_call(&gw, 24900);
     println!("a call during the connection flood: set up in {setup:?}, {echoed} of 50 echoed");
     assert!(echoed >= 45);
-    let refused = metric(&gw, "callgate_connections_refused_total");
+    let refused = gw.metric("callgate_connections_refused_total");
     println!("connections refused over the caps: {refused}");
 
     // The silent ones are closed once their head timeout (6 s from when the gateway took
@@ -375,8 +362,8 @@ fn idle_connections_are_capped_and_timed_out_while_calls_and_pages_go_on() {
     let waiting_since = Instant::now();
     let held = || {
         (
-            metric(&gw, "callgate_sip_tcp_connections"),
-            metric(&gw, "callgate_http_connections"),
+            gw.metric("callgate_sip_tcp_connections"),
+            gw.metric("callgate_http_connections"),
         )
     };
     let (mut sip_held, mut http_held) = held();
@@ -508,7 +495,7 @@ fn calls_past_capacity_are_shed_with_503_and_admitted_ones_complete() {
     )[..] else {
         panic!("sipp statistics");
     };
-    let shed = metric(&gw, "callgate_sip_calls_shed_total") as u64;
+    let shed = gw.metric("callgate_sip_calls_shed_total") as u64;
     // A call sipp did not get a 503 for was admitted (the gateway's own count of overload 503s
     // leaves out those for want of an RTP port, which are shedding all the same).
     let admitted = total.saturating_sub(unexpected);

@@ -78,16 +78,6 @@ fn first_within(
     None
 }
 
-/// A `/metrics` sample's value (0 when absent).
-fn metric(gw: &Gateway, sample: &str) -> f64 {
-    let (_, body) = gw
-        .http("GET", "/metrics", Some(ADMIN_TOKEN), None)
-        .expect("metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn live_status(gw: &Gateway, call: &str) -> Option<String> {
     let (_, body) = gw
         .http("GET", "/v1/live-calls", Some(ADMIN_TOKEN), None)
@@ -297,10 +287,7 @@ fn forged_responses_to_an_agents_dial_change_nothing() {
     assert!(agent_hears > PRESENT && callee_hears > PRESENT);
     let media_to_attacker = received_within(&attacker_rtp, Duration::from_millis(500));
     assert!(media_to_attacker.is_empty(), "RTP reached the attacker");
-    let dropped = metric(
-        &gw,
-        "callgate_sip_dropped_total{reason=\"foreign_response\"}",
-    );
+    let dropped = gw.metric("callgate_sip_dropped_total{reason=\"foreign_response\"}");
     println!("foreign responses dropped: {dropped}");
     assert!(dropped >= 2.0, "{dropped}");
     browser.stop();
@@ -336,10 +323,8 @@ fn forged_bye_and_reinvite_from_elsewhere_leave_the_call_alone() {
         received_within(&attacker_rtp, Duration::from_millis(500)).is_empty(),
         "RTP reached the attacker"
     );
-    let dropped = metric(
-        &d.gw,
-        "callgate_sip_dropped_total{reason=\"foreign_in_dialog\"}",
-    );
+    let dropped =
+        d.gw.metric("callgate_sip_dropped_total{reason=\"foreign_in_dialog\"}");
     println!("foreign in-dialog requests dropped: {dropped}");
     assert!(dropped >= 2.0, "{dropped}");
     // The real caller's BYE (a lower CSeq than the forged ones: they never counted) ends it.
@@ -396,7 +381,7 @@ fn rtp_injected_from_a_third_address_is_never_heard() {
         .filter(|w| w[1] != w[0].wrapping_add(1))
         .count();
     let back = received_within(&attacker, Duration::from_millis(500)).len();
-    let foreign = metric(&d.gw, "callgate_rtp_foreign_packets_total");
+    let foreign = d.gw.metric("callgate_rtp_foreign_packets_total");
     println!(
         "injected {sent} packets in {:?}: the agent hears the injected tone {injected:.0} and the caller {caller_tone:.0}; the caller got {} packets with {gaps} gaps; the attacker got {back}; foreign packets counted {foreign}",
         ended - started,
@@ -630,7 +615,7 @@ fn replayed_credentials_get_401_and_a_guesser_is_banned() {
     assert_eq!(refused, 2, "one line per replay");
     assert!(log.contains("SIP source 127.0.0.6 banned"));
     assert!(!log.contains("SIP source 127.0.0.5 banned"));
-    let dropped = metric(&gw, "callgate_sip_dropped_total{reason=\"banned\"}");
+    let dropped = gw.metric("callgate_sip_dropped_total{reason=\"banned\"}");
     assert!(dropped >= 1.0);
 }
 
@@ -706,7 +691,7 @@ fn sipvicious_finds_nothing_and_its_password_guesser_is_banned() {
     );
     println!("svmap against the defaults:\n{map}");
     assert!(!map.contains("callgate"), "svmap found callgate");
-    let blocked = metric(&gw, "callgate_sip_dropped_total{reason=\"user_agent\"}");
+    let blocked = gw.metric("callgate_sip_dropped_total{reason=\"user_agent\"}");
     assert!(blocked >= 1.0, "{blocked}");
     drop(gw);
 

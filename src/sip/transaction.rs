@@ -1308,32 +1308,20 @@ impl TransactionLayer {
             };
             match wake {
                 Wake::Server(id) => {
-                    let due: Vec<Timer> = self
+                    let due = self
                         .servers
                         .get(&id)
-                        .map(|tx| {
-                            tx.timers
-                                .iter()
-                                .filter(|(_, at)| *at <= now)
-                                .map(|(t, _)| *t)
-                                .collect()
-                        })
+                        .map(|tx| due_timers(&tx.timers, now))
                         .unwrap_or_default();
                     for timer in due {
                         self.fire_server(now, id, timer);
                     }
                 }
                 Wake::Client(id) => {
-                    let due: Vec<Timer> = self
+                    let due = self
                         .clients
                         .get(&id)
-                        .map(|tx| {
-                            tx.timers
-                                .iter()
-                                .filter(|(_, at)| *at <= now)
-                                .map(|(t, _)| *t)
-                                .collect()
-                        })
+                        .map(|tx| due_timers(&tx.timers, now))
                         .unwrap_or_default();
                     for timer in due {
                         self.fire_client(now, id, timer);
@@ -1423,6 +1411,15 @@ impl TransactionLayer {
             _ => {}
         }
     }
+}
+
+/// The timers of a transaction that are due at `now`, in the order they were armed.
+fn due_timers(timers: &[(Timer, Instant)], now: Instant) -> Vec<Timer> {
+    timers
+        .iter()
+        .filter(|(_, at)| *at <= now)
+        .map(|(t, _)| *t)
+        .collect()
 }
 
 /// §17.1.1.3: the ACK for a non-2xx final response, inside the INVITE transaction.

@@ -273,6 +273,16 @@ file = "{root}/config/announcement.wav"
         (status, head, response[split + 4..].to_vec())
     }
 
+    /// A `/metrics` sample's value, the sample named with its labels (0 when absent).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self
+            .http("GET", "/metrics", Some(ADMIN_TOKEN), None)
+            .expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn live_calls(&self) -> usize {
         let (_, body) = self
             .http("GET", "/v1/live-calls", Some(ADMIN_TOKEN), None)
