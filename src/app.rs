@@ -527,7 +527,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         contact_port: sip_addr.port(),
         codecs: config.codec_preference(),
         nonce_secret: os_random(),
-        guard: config.security.guard(Vec::new()),
+        guard: config.security.guard(),
         digest_algorithms: config.security.digest_algorithms(),
         limits: TransactionLimits {
             max_server: config.security.max_transactions,

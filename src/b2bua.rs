@@ -605,7 +605,8 @@ impl B2bua {
             }
         }
         let mut response = response_to(request, 401, None);
-        for &algorithm in &self.settings.digest_algorithms.clone() {
+        for index in 0..self.settings.digest_algorithms.len() {
+            let algorithm = self.settings.digest_algorithms[index];
             // Every challenge its own nonce, so nonce-counts never collide between clients.
             let salt = self.layer.ids().next_u64();
             let challenge = Challenge {

@@ -191,11 +191,12 @@ impl SecurityConfig {
             .collect()
     }
 
-    /// The SIP guard's settings, trusting `trusted` (the trunks' addresses).
-    pub fn guard(&self, trusted: Vec<Cidr>) -> crate::sip::guard::GuardSettings {
+    /// The SIP guard's settings. The trunks' addresses are added to its trusted sources by
+    /// the b2bua, which resolves them.
+    pub fn guard(&self) -> crate::sip::guard::GuardSettings {
         use std::time::Duration;
         crate::sip::guard::GuardSettings {
-            trusted,
+            trusted: Vec::new(),
             rate: self.untrusted_rate,
             burst: self.untrusted_burst,
             auth_failures: self.auth_failures,
