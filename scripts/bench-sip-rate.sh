@@ -5,11 +5,13 @@
 # retransmissions and the gateway's CPU time. sipp runs on the same machine and takes its
 # share of the cores.
 #   scripts/bench-sip-rate.sh 1000 3000 5000
+# CALLGATE_BIN=path runs another build of the gateway (a baseline) on the same config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=("${@:-1000 3000 5000}")
 command -v sipp >/dev/null || { echo "sipp is needed (scripts/setup.sh)"; exit 1; }
-cargo build --release --quiet
+bin=${CALLGATE_BIN:-./target/release/callgate}
+[ -n "${CALLGATE_BIN:-}" ] || cargo build --release --quiet
 dir=$(mktemp -d)
 trap 'kill $gw 2>/dev/null; rm -rf "$dir"' EXIT
 cat > "$dir/callgate.toml" <<TOML
@@ -37,11 +39,11 @@ action = "echo"
 name = "local"
 inbound_from = ["127.0.0.1/32"]
 TOML
-CALLGATE_LOG=warn ./target/release/callgate serve --config "$dir/callgate.toml" > "$dir/gateway.log" 2>&1 &
+CALLGATE_LOG=warn "$bin" serve --config "$dir/callgate.toml" > "$dir/gateway.log" 2>&1 &
 gw=$!
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
-shed() { curl -s 127.0.0.1:15997/metrics | awk '/^callgate_sip_calls_shed_total/ {print $2}'; }
+shed() { curl -s 127.0.0.1:15997/metrics | awk '/^callgate_sip_calls_shed_total/ {print $2} END {print 0}' | head -1; }
 for rate in ${rates[*]}; do
   before=$(ticks); shed_before=$(shed)
   sipp 127.0.0.1:15998 -sn uac -s echo -i 127.0.0.1 -p 25800 -r "$rate" -m $((rate * 10)) \
