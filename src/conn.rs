@@ -58,9 +58,30 @@ struct Slot {
     evicted: AtomicBool,
     /// Its counts were given back (by eviction or by drop), exactly once.
     released: AtomicBool,
+    /// Reads are held to `read_budget` bytes (a WebSocket not yet authenticated).
+    read_limited: AtomicBool,
+    read_budget: AtomicU64,
     /// The reading and the writing half wait apart (a split stream has both).
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
+}
+
+/// A handle on how much a connection may still send: a protocol that authenticates after the
+/// connection is up (the agent WebSocket) holds strangers to a few bytes until they have.
+#[derive(Debug, Clone)]
+pub struct ReadLimit(Arc<Slot>);
+
+impl ReadLimit {
+    /// From now on at most `bytes` more are read; past them every read fails.
+    pub fn limit(&self, bytes: u64) {
+        self.0.read_budget.store(bytes, Relaxed);
+        self.0.read_limited.store(true, Relaxed);
+    }
+
+    /// Reads are no longer counted.
+    pub fn lift(&self) {
+        self.0.read_limited.store(false, Relaxed);
+    }
 }
 
 /// One open connection's place under the caps; dropping it frees the place.
@@ -227,6 +248,10 @@ impl<S> Guarded<S> {
         &self.inner
     }
 
+    pub fn read_limit(&self) -> ReadLimit {
+        ReadLimit(Arc::clone(&self.permit.slot))
+    }
+
     /// The first head is in by other means (a TLS handshake finished: what follows is
     /// encrypted, and no head can be seen in it).
     pub fn mark_headed(&mut self) {
@@ -305,25 +330,65 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         if this.permit.slot.evicted.load(Relaxed) {
             return Poll::Ready(Err(timed_out()));
         }
+        if this.permit.slot.read_limited.load(Relaxed) {
+            return this.poll_read_limited(cx, buf);
+        }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let read = &buf.filled()[before..];
-                if !read.is_empty() {
-                    this.scan_head(read);
-                    this.progressed();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                if this.expired(cx, false) {
-                    Poll::Ready(Err(timed_out()))
-                } else {
-                    Poll::Pending
-                }
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = &buf.filled()[before..];
+            if !read.is_empty() {
+                this.scan_head(read);
+                this.progressed();
             }
         }
+        this.pending_until_deadline(cx, polled)
+    }
+}
+
+impl<S: AsyncRead + Unpin> Guarded<S> {
+    /// A read under a budget: never more than is left of it, and an error once it is spent,
+    /// so a stranger cannot make the server buffer a large message before authenticating.
+    /// Only unauthenticated connections come here, so the copy through a small buffer costs
+    /// nothing that matters.
+    fn poll_read_limited(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let budget = self.permit.slot.read_budget.load(Relaxed);
+        if budget == 0 {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "more sent than allowed before authentication",
+            )));
+        }
+        let mut chunk = [0u8; 2048];
+        let room = (budget.min(chunk.len() as u64) as usize).min(buf.remaining());
+        let mut limited = ReadBuf::new(&mut chunk[..room]);
+        let polled = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let read = limited.filled();
+        if polled.is_ready() && !read.is_empty() {
+            buf.put_slice(read);
+            self.permit
+                .slot
+                .read_budget
+                .fetch_sub(read.len() as u64, Relaxed);
+            self.progressed();
+        }
+        self.pending_until_deadline(cx, polled)
+    }
+
+    /// A read that would wait fails instead once the connection's deadline has passed.
+    fn pending_until_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<()>>,
+    ) -> Poll<std::io::Result<()>> {
+        if polled.is_pending() && self.expired(cx, false) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        polled
     }
 }
 
@@ -545,5 +610,36 @@ mod tests {
         let err = guarded.read(&mut buf).await.expect_err("idle deadline");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_secs(60));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_limited_connection_reads_its_budget_and_no_more_until_lifted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let c = caps(10, 10);
+        let timeouts = Timeouts {
+            header: Duration::from_secs(10),
+            idle: Some(Duration::from_secs(60)),
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let permit = c.admit("192.0.2.1".parse().expect("ip")).expect("room");
+        let mut guarded = Guarded::new(server, permit, timeouts);
+        guarded.mark_headed();
+        let limit = guarded.read_limit();
+        limit.limit(5000);
+        client.write_all(&[7u8; 9000]).await.expect("write");
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut read = 0;
+        let err = loop {
+            match guarded.read(&mut buf).await {
+                Ok(n) => read += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(read, 5000, "exactly the budget");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        // Lifted, what is left is read as usual (nothing was lost, only held back).
+        limit.lift();
+        let n = guarded.read(&mut buf).await.expect("the rest");
+        assert_eq!(n, 4000);
     }
 }

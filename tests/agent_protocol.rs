@@ -169,6 +169,87 @@ fn authentication_and_errors_that_keep_the_connection() {
     assert!(started.elapsed() < Duration::from_secs(8));
 }
 
+/// Before it has authenticated a connection may send 4 KiB; after, messages up to 64 KiB.
+#[test]
+fn a_connection_sends_little_before_it_authenticates() {
+    let ports = Ports::block(71);
+    let gw = Gateway::start(
+        "pre_auth_budget",
+        ports,
+        &(default_trunk(26980) + DEMO_AGENT),
+    );
+    let padding = "x".repeat(5000);
+
+    // The right token in an auth message padded past the budget is never read: 4401.
+    let mut padded = connect_agent(&gw, "");
+    send_message(
+        &mut padded,
+        json!({"type": "auth", "token": "demo-token", "pad": padding}),
+    );
+    assert_eq!(next_message(&mut padded).err(), Some(Some(4401)));
+
+    // A stranger announcing a 60 KiB frame and sending 8 KiB of it is closed once the budget
+    // is spent, not left holding it until the 5 s auth deadline.
+    let mut stranger = connect_agent(&gw, "");
+    let tungstenite::stream::MaybeTlsStream::Plain(raw) = stranger.get_mut() else {
+        panic!("plain stream");
+    };
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&60_000u64.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend(std::iter::repeat_n(b'a' ^ 1, 8000));
+    let sent = Instant::now();
+    let _ = std::io::Write::write_all(raw, &frame);
+    raw.set_read_timeout(Some(Duration::from_secs(4)))
+        .expect("timeout");
+    let mut closed = false;
+    let mut scratch = [0u8; 4096];
+    while sent.elapsed() < Duration::from_secs(4) {
+        match std::io::Read::read(raw, &mut scratch) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the connection stayed open {:?} after 8 KiB",
+        sent.elapsed()
+    );
+
+    // Authenticated, the same padding is an ordinary message, and a large one sent right
+    // behind the auth message (before its answer) is read whole.
+    let mut socket = connect_agent(&gw, "");
+    send_message(
+        &mut socket,
+        json!({"type": "auth", "token": "demo-token", "req": "a"}),
+    );
+    send_message(
+        &mut socket,
+        json!({"type": "calls.list", "req": "b", "pad": "y".repeat(30_000)}),
+    );
+    let answer = next_message(&mut socket).expect("auth answer");
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(answer["req"], "a", "{answer}");
+    let listed = next_of(&mut socket, "calls.snapshot");
+    let listed = if listed.get("req").is_some() {
+        listed
+    } else {
+        next_of(&mut socket, "calls.snapshot")
+    };
+    assert_eq!(listed["req"], "b", "{listed}");
+    let answer = request(&mut socket, json!({"type": "ping", "pad": padding}));
+    assert_ne!(answer["type"], "error", "{answer}");
+}
+
 #[test]
 fn a_second_connection_replaces_the_first_and_inherits_its_calls() {
     let ports = Ports::block(44);

@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::Response;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::api::Peer;
 use crate::app::{
     AgentCall, AgentError, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY,
 };
+use crate::conn::ReadLimit;
 use crate::controller::ConnId;
 use crate::webrtc::{PeerCodec, WebrtcInput};
 
@@ -28,6 +30,10 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(15);
 /// A message larger than this is refused (an SDP offer is a few KiB).
 const MAX_MESSAGE: usize = 64 * 1024;
+/// Before it has authenticated, a connection may send this many bytes (an `auth` message is a
+/// few hundred); past them it is closed, so strangers cannot make the gateway hold
+/// `MAX_MESSAGE` for each of their connections.
+pub const PRE_AUTH_BYTES: u64 = 4096;
 
 #[derive(Debug, serde::Deserialize)]
 pub struct TokenQuery {
@@ -37,10 +43,13 @@ pub struct TokenQuery {
 pub async fn upgrade(
     State(handle): State<AppHandle>,
     Query(query): Query<TokenQuery>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Armed before the 101 goes out, so the first frame is already counted.
+    peer.read_limit.limit(PRE_AUTH_BYTES);
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(handle, socket, query.token))
+        .on_upgrade(move |socket| session(handle, socket, query.token, peer.read_limit))
 }
 
 /// The agent id a token belongs to.
@@ -280,7 +289,12 @@ pub fn parse_message(text: &str) -> AgentMessage {
     }
 }
 
-async fn session(handle: AppHandle, mut socket: WebSocket, token: Option<String>) {
+async fn session(
+    handle: AppHandle,
+    mut socket: WebSocket,
+    token: Option<String>,
+    read_limit: ReadLimit,
+) {
     let (token, auth_req) = match token {
         Some(t) => (Some(t), None),
         None => match first_message_token(&mut socket).await {
@@ -292,6 +306,7 @@ async fn session(handle: AppHandle, mut socket: WebSocket, token: Option<String>
         close(&mut socket, 4401, "unauthorized").await;
         return;
     };
+    read_limit.lift();
     let conn: ConnId = handle.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("agent", %agent, conn);
     serve_agent(handle, socket, agent, conn, auth_req)

@@ -12,7 +12,7 @@ pub mod wire;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::conn::LimitedTcp;
+use crate::conn::{LimitedTcp, ReadLimit};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -153,13 +153,20 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// The client's address, for routes that treat loopback clients differently.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(std::net::SocketAddr);
+/// The client's connection: its address, for routes that treat loopback clients differently,
+/// and its read budget, for the agent WebSocket's authentication.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    pub read_limit: ReadLimit,
+}
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedTcp>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedTcp>) -> Peer {
-        Peer(*stream.remote_addr())
+        Peer {
+            addr: *stream.remote_addr(),
+            read_limit: stream.io().read_limit(),
+        }
     }
 }
 
@@ -167,7 +174,10 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
     for Peer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        Peer {
+            addr: *stream.remote_addr(),
+            read_limit: stream.io().get_ref().0.read_limit(),
+        }
     }
 }
 
@@ -175,7 +185,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 /// from anywhere else the admin token is required.
 async fn metrics(
     State(handle): State<AppHandle>,
-    axum::extract::ConnectInfo(Peer(peer)): axum::extract::ConnectInfo<Peer>,
+    axum::extract::ConnectInfo(Peer { addr: peer, .. }): axum::extract::ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
     if !peer.ip().is_loopback() {
