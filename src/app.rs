@@ -444,7 +444,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.webrtc.public_ip,
         webrtc_events_tx,
         Arc::clone(&webrtc_counters),
-    )?;
+    )?
+    .with_downlink(config.webrtc.downlink_options());
     tokio::spawn(host.run(webrtc_rx));
     let (agents_tx, mut agents_rx) = mpsc::channel(AGENT_INPUT_CAPACITY);
     // The call log: opened (and migrated) before anything listens, so a bad path stops the

@@ -20,8 +20,9 @@ use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, Codec, Direction};
+use crate::webrtc::downlink::DownlinkMode;
 use crate::webrtc::peer::{tone_frames, voice_frames, SimulatedBrowser};
-use crate::webrtc::{PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
+use crate::webrtc::{DownlinkOptions, PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
 
 /// Gateway threads are named so their CPU time can be told from the load's.
 const GATEWAY_THREAD: &str = "cg-gateway";
@@ -34,6 +35,9 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// The browsers offer only PCMU: the call passes through without transcoding.
     pub passthrough: bool,
+    /// Otherwise they offer Opus and PCMU and send Opus, as Chrome does; this chooses what
+    /// they hear (`webrtc.downlink`).
+    pub downlink: DownlinkMode,
     /// Gateway worker threads.
     pub threads: usize,
     /// Record every call (stereo, 8 kHz) into this directory.
@@ -152,7 +156,11 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         None,
         events_tx,
         Arc::new(WebrtcCounters::default()),
-    )?;
+    )?
+    .with_downlink(DownlinkOptions {
+        mode: options.downlink,
+        ..DownlinkOptions::default()
+    });
     gateway_rt.spawn(host.run(webrtc_rx));
     gateway_rt.spawn(async move { while events_rx.recv().await.is_some() {} });
     let counters = Arc::new(MediaCounters::default());
@@ -216,7 +224,8 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     // The browsers: offer, get the host's answer, connect.
     let mut browsers = Vec::with_capacity(options.calls);
     for (i, call) in calls.iter().enumerate() {
-        let mut browser = load_rt.block_on(SimulatedBrowser::new(options.passthrough))?;
+        let mut browser =
+            load_rt.block_on(SimulatedBrowser::offering(!options.passthrough, true))?;
         let offer = browser.offer().ok_or_else(|| anyhow::anyhow!("no offer"))?;
         let codec = Arc::new(PeerCodec::default());
         let (reply, answer) = oneshot::channel();

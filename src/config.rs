@@ -8,6 +8,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::sip::uri::Uri;
+use crate::webrtc::downlink::{DownlinkMode, SimulatedLoss};
+use crate::webrtc::DownlinkOptions;
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +269,31 @@ pub struct WebrtcConfig {
     /// Address put in ICE host candidates; defaults to the listen IP.
     #[serde(default)]
     pub public_ip: Option<IpAddr>,
+    /// The codec browsers hear: PCMU while their reports show no loss, Opus with FEC while
+    /// they do (`adaptive`), or always one of them.
+    #[serde(default)]
+    pub downlink: DownlinkMode,
+    /// Clean receiver reports for this long before an adaptive downlink leaves Opus.
+    #[serde(default = "default_downlink_recover_seconds")]
+    pub downlink_recover_seconds: u64,
+    /// RTP toward browsers dropped on purpose (trying the adaptive downlink); never set in
+    /// production.
+    #[serde(default)]
+    pub simulated_loss: Option<SimulatedLoss>,
+}
+
+fn default_downlink_recover_seconds() -> u64 {
+    30
+}
+
+impl WebrtcConfig {
+    pub fn downlink_options(&self) -> DownlinkOptions {
+        DownlinkOptions {
+            mode: self.downlink,
+            recover: std::time::Duration::from_secs(self.downlink_recover_seconds),
+            simulated_loss: self.simulated_loss,
+        }
+    }
 }
 
 impl Default for WebrtcConfig {
@@ -274,6 +301,9 @@ impl Default for WebrtcConfig {
         WebrtcConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             public_ip: None,
+            downlink: DownlinkMode::default(),
+            downlink_recover_seconds: default_downlink_recover_seconds(),
+            simulated_loss: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use callgate::config::Config;
+use callgate::webrtc::downlink::DownlinkMode;
 
 const DEFAULT_CONFIG: &str = "config/callgate.toml";
 
@@ -70,6 +71,10 @@ enum Cmd {
         /// Browsers offer only PCMU, so calls pass through untranscoded.
         #[arg(long)]
         passthrough: bool,
+        /// Otherwise browsers offer Opus and PCMU and send Opus (as Chrome does); what they
+        /// hear: `adaptive` (PCMU on this clean path), `opus` or `pcmu`.
+        #[arg(long, default_value = "adaptive", value_parser = parse_downlink)]
+        downlink: callgate::webrtc::downlink::DownlinkMode,
         /// Gateway worker threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -151,6 +156,7 @@ fn main() -> ExitCode {
             calls,
             seconds,
             passthrough,
+            downlink,
             threads,
             record,
             tone,
@@ -158,6 +164,7 @@ fn main() -> ExitCode {
             calls,
             seconds,
             passthrough,
+            downlink,
             record,
             threads,
             tone,
@@ -254,6 +261,15 @@ fn serve(path: PathBuf) -> ExitCode {
     }
 }
 
+fn parse_downlink(text: &str) -> Result<DownlinkMode, String> {
+    match text {
+        "adaptive" => Ok(DownlinkMode::Adaptive),
+        "opus" => Ok(DownlinkMode::Opus),
+        "pcmu" => Ok(DownlinkMode::Pcmu),
+        _ => Err(format!("{text:?}: adaptive, opus or pcmu")),
+    }
+}
+
 /// Build a runtime from `builder`, or say why not.
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
     builder.enable_all().build().map_err(|e| {
@@ -266,10 +282,15 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
     match callgate::bench::run(options.clone()) {
         Ok(r) => {
             let per_call = r.cpu_us_per_call_second();
-            let mode = if options.passthrough {
-                "passthrough (PCMU both sides)"
-            } else {
-                "transcoded (PCMU trunk, Opus browser)"
+            let mode = match (options.passthrough, options.downlink) {
+                (true, _) => "passthrough (PCMU both sides)",
+                (false, DownlinkMode::Opus) => {
+                    "transcoded (PCMU trunk, Opus browser, Opus downlink)"
+                }
+                (false, DownlinkMode::Adaptive) => {
+                    "PCMU trunk, Opus browser, adaptive downlink (PCMU on a clean path)"
+                }
+                (false, DownlinkMode::Pcmu) => "PCMU trunk, Opus browser, PCMU downlink",
             };
             let audio = if options.tone {
                 "a steady 440 Hz tone"

@@ -494,3 +494,74 @@ fn the_page_transfers_a_call_to_another_agent() {
     caller.hang_up();
     agent2_browser.stop();
 }
+
+/// The adaptive downlink in Chromium: on a clean path the page receives the trunk's PCMU as
+/// it came; while the gateway's simulated loss drops 5 % of the packets toward it, the
+/// browser's receiver reports show it and the page gets Opus (with in-band FEC); after a
+/// clean stretch, PCMU again. The far end's tone never stops for more than 40 ms, switches
+/// included.
+#[test]
+fn the_page_hears_pcmu_on_a_clean_path_and_opus_while_it_loses_packets() {
+    let ports = Ports::block(23);
+    let gw = Gateway::start_with_webrtc(
+        "agent_downlink",
+        ports,
+        &(default_trunk(27210) + DEMO_AGENT),
+        "downlink_recover_seconds = 4\n\
+         simulated_loss = { percent = 5, after_seconds = 8, for_seconds = 10 }",
+    );
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let browser = BrowserAgent::start(
+        &gw,
+        &dir,
+        "downlink",
+        &[("LISTEN_S", "42"), ("TIMEOUT_MS", "120000")],
+    );
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
+    let args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        27210,
+        27220,
+    );
+    let _caller = KillOnDrop::new(spawn_sipp(&dir, &args));
+    browser.expect("ANSWERED", Duration::from_secs(40), &dir, &gw);
+    let line = browser.expect("DOWNLINK", Duration::from_secs(60), &dir, &gw);
+    let result: serde_json::Value =
+        serde_json::from_str(line.trim_start_matches("DOWNLINK ")).expect("JSON");
+    let codecs: Vec<(u64, String)> = result["codecs"]
+        .as_array()
+        .expect("codecs")
+        .iter()
+        .map(|c| {
+            (
+                c[0].as_u64().unwrap_or(0),
+                c[1].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = codecs.iter().map(|(_, c)| c.as_str()).collect();
+    let log = gw.log_text();
+    let switches: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("downlink codec switched"))
+        .collect();
+    assert_eq!(
+        names,
+        ["audio/PCMU", "audio/opus", "audio/PCMU"],
+        "{result}\nswitches:\n{}",
+        switches.join("\n")
+    );
+    assert!(
+        result["median_rms"].as_f64().unwrap_or(0.0) > 0.05,
+        "the tone is heard: {result}"
+    );
+    assert!(
+        result["longest_gap_ms"].as_u64().unwrap_or(u64::MAX) <= 40,
+        "a gap in the tone: {result}\nswitches:\n{}",
+        switches.join("\n")
+    );
+    eprintln!("downlink: {result}");
+}

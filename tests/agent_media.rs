@@ -52,6 +52,21 @@ fn fec_becomes(
     }
 }
 
+/// A caller (SIP port `port`) rings the demo agent, who answers; the caller plays voice.
+fn answered_call(gw: &Gateway, agent: &mut AgentSocket, port: u16) -> (Caller, String) {
+    let mut caller = Caller::dial(gw, "+15551230001", port);
+    let incoming = next_of(agent, "call.incoming");
+    let id = incoming["call"]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_string();
+    let ok = request(agent, json!({"type": "call.answer", "call_id": id}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(caller.final_response(Duration::from_secs(5)), 200);
+    caller.play_voice();
+    (caller, id)
+}
+
 #[test]
 fn opus_toward_the_browser_carries_fec_while_the_browser_reports_loss() {
     let ports = Ports::block(33);
@@ -74,16 +89,7 @@ fn opus_toward_the_browser_carries_fec_while_the_browser_reports_loss() {
         "the answer asks for narrowband Opus: {opus_fmtp}"
     );
 
-    let mut caller = Caller::dial(&gw, "+15551230001", 29100);
-    let incoming = next_of(&mut agent, "call.incoming");
-    let id = incoming["call"]["call_id"]
-        .as_str()
-        .expect("call id")
-        .to_string();
-    let ok = request(&mut agent, json!({"type": "call.answer", "call_id": id}));
-    assert_eq!(ok["type"], "ok", "{ok}");
-    assert_eq!(caller.final_response(Duration::from_secs(5)), 200);
-    caller.play_voice();
+    let (caller, id) = answered_call(&gw, &mut agent, 29100);
 
     // A clean path: no FEC, whose bits and encoding time would buy nothing.
     std::thread::sleep(Duration::from_secs(4));
@@ -128,4 +134,137 @@ fn opus_toward_the_browser_carries_fec_while_the_browser_reports_loss() {
         received > 500,
         "the browser heard the call: {received} frames"
     );
+}
+
+/// The codec of most of the frames that arrived in the last second.
+fn recent_codec(browser: &Browser) -> Option<callgate::sdp::Codec> {
+    let now = Instant::now();
+    let frames = browser.frames_between(now - Duration::from_secs(1), now);
+    let pcmu = frames
+        .iter()
+        .filter(|f| f.codec == Some(callgate::sdp::Codec::Pcmu))
+        .count();
+    let opus = frames
+        .iter()
+        .filter(|f| f.codec == Some(callgate::sdp::Codec::Opus))
+        .count();
+    match (pcmu, opus) {
+        (p, o) if p + o < 40 => None,
+        (p, o) if p > o * 9 => Some(callgate::sdp::Codec::Pcmu),
+        (p, o) if o > p * 9 => Some(callgate::sdp::Codec::Opus),
+        _ => None,
+    }
+}
+
+/// Wait (up to 20 s) until the last second's frames are in `codec`, answering pings.
+fn downlink_becomes(agent: &mut AgentSocket, browser: &Browser, codec: callgate::sdp::Codec) {
+    let started = Instant::now();
+    while recent_codec(browser) != Some(codec) {
+        if started.elapsed() >= Duration::from_secs(20) {
+            let now = Instant::now();
+            let last: Vec<_> = browser
+                .frames_between(now - Duration::from_secs(3), now)
+                .iter()
+                .map(|f| (f.codec, f.sequence, now.duration_since(f.at).as_millis()))
+                .collect();
+            panic!("still no {codec:?} after 20 s; the last 3 s: {last:?}");
+        }
+        let pong = request(agent, json!({"type": "ping"}));
+        assert_eq!(pong["type"], "pong", "{pong}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!("{codec:?} after {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A browser that offers Opus and PCMU (as Chrome does) hears the trunk's PCMU as it came on
+/// a clean path, Opus once its reports show loss, and PCMU again after a clean stretch: one
+/// stream throughout, its sequence numbers without a hole the path did not make, its
+/// timestamps 20 ms apart per frame across every switch, and no packet late by more than
+/// the jitter buffer's depth.
+#[test]
+fn the_adaptive_downlink_switches_codec_on_one_continuous_stream() {
+    use callgate::sdp::Codec;
+    let ports = Ports::block(24);
+    let gw = Gateway::start_with_webrtc(
+        "agent_media_downlink",
+        ports,
+        &(default_trunk(27240) + DEMO_AGENT),
+        "downlink_recover_seconds = 3",
+    );
+    let mut agent = connect_agent(&gw, "?token=demo-token");
+    next_of(&mut agent, "calls.snapshot");
+    let browser = Browser::connect_offering(&mut agent, 1000.0, true);
+    let (caller, id) = answered_call(&gw, &mut agent, 27230);
+    let started = Instant::now();
+
+    downlink_becomes(&mut agent, &browser, Codec::Pcmu);
+    browser.lose_every(10);
+    downlink_becomes(&mut agent, &browser, Codec::Opus);
+    browser.lose_every(0);
+    downlink_becomes(&mut agent, &browser, Codec::Pcmu);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // In sending order: the browser's depacketiser holds frames of one payload type while it
+    // waits for a lost packet, so frames of two codecs may come out of it interleaved.
+    let mut frames = browser.frames_between(started - Duration::from_secs(5), Instant::now());
+    frames.sort_by_key(|f| f.sequence);
+    let mut runs: Vec<(Option<Codec>, u64, usize)> = Vec::new();
+    for f in &frames {
+        match runs.last_mut() {
+            Some((c, _, n)) if *c == f.codec => *n += 1,
+            _ => runs.push((f.codec, f.sequence, 1)),
+        }
+    }
+    println!("runs (codec, first sequence, frames): {runs:?}");
+    let codecs: Vec<Option<Codec>> = runs.iter().map(|r| r.0).collect();
+    assert_eq!(
+        codecs,
+        [Some(Codec::Pcmu), Some(Codec::Opus), Some(Codec::Pcmu)]
+    );
+    // Sequence numbers: increasing, and every one missing is one the path dropped.
+    assert!(
+        frames.windows(2).all(|w| w[1].sequence > w[0].sequence),
+        "a sequence number came twice"
+    );
+    let span = frames.last().expect("frames").sequence - frames[0].sequence + 1;
+    let lost = browser.lost() as u64;
+    assert_eq!(
+        span,
+        frames.len() as u64 + lost,
+        "{} frames and {lost} lost, over {span} sequence numbers",
+        frames.len()
+    );
+    // Timestamps go on from the last one, counting each frame in its own codec's clock
+    // (RFC 7160 §4.1): 160 for 20 ms of PCMU, 960 for 20 ms of Opus; never a jump.
+    let mut worst_step = 0i64;
+    let mut worst_late = Duration::ZERO;
+    for w in frames.windows(2) {
+        let packets = w[1].sequence - w[0].sequence;
+        let per_frame = match w[1].codec {
+            Some(Codec::Pcmu) => 160,
+            _ => 960,
+        };
+        let step = (w[1].time.numer() as u32).wrapping_sub(w[0].time.numer() as u32);
+        let off = i64::from(step) - (packets * per_frame) as i64;
+        if off.abs() > worst_step.abs() {
+            worst_step = off;
+        }
+        let arrival = w[1].arrived.saturating_duration_since(w[0].arrived);
+        let due = Duration::from_millis(20 * packets);
+        worst_late = worst_late.max(arrival.saturating_sub(due));
+    }
+    println!(
+        "{} frames, {lost} lost, timestamps off by at most {worst_step} ticks, a packet late by at most {worst_late:?}",
+        frames.len()
+    );
+    assert_eq!(worst_step, 0, "a timestamp jumps");
+    assert!(
+        worst_late <= Duration::from_millis(80),
+        "a packet came {worst_late:?} late"
+    );
+
+    let hung = request(&mut agent, json!({"type": "call.hangup", "call_id": id}));
+    assert_eq!(hung["type"], "ok", "{hung}");
+    assert!(caller.expect_bye(Duration::from_secs(5)), "caller got BYE");
+    browser.stop();
 }

@@ -167,6 +167,13 @@ pub struct Bridge {
     record: bool,
     /// A supervisor whispers or barges: audio is mixed both ways, so nothing passes through.
     mixing: bool,
+    /// The codec of the agent's last packet: with an adaptive downlink the browser may hear
+    /// PCMU (passed through) while it speaks Opus (transcoded), so each direction decides
+    /// apart.
+    agent_sends: Option<Codec>,
+    /// Whether the trunk's packets passed through at the last look: the downlink codec can
+    /// change under a call, and a jitter buffer left idle meanwhile holds stale audio.
+    was_downlink_passthrough: bool,
     payload: Vec<u8>,
     pub frames_to_agent: u64,
     pub frames_from_agent: u64,
@@ -185,6 +192,8 @@ impl Bridge {
             trunk_frame: false,
             record: false,
             mixing: false,
+            agent_sends: None,
+            was_downlink_passthrough: false,
             payload: Vec::with_capacity(512),
             frames_to_agent: 0,
             frames_from_agent: 0,
@@ -208,11 +217,15 @@ impl Bridge {
     pub fn set_taps(&mut self, on: bool) {
         if self.record != on {
             self.record = on;
-            if !on && self.passthrough() {
+            if !on {
                 // The taps only served the recorder; stale audio must not play into the next
                 // recorded stretch.
-                self.from_trunk = None;
-                self.from_agent = None;
+                if self.downlink_passthrough() {
+                    self.from_trunk = None;
+                }
+                if self.uplink_passthrough() {
+                    self.from_agent = None;
+                }
             }
         }
     }
@@ -226,22 +239,48 @@ impl Bridge {
         self.link.codec.get()
     }
 
-    pub fn passthrough(&self) -> bool {
+    /// The trunk's packets go to the browser untouched (it hears the trunk's codec).
+    pub fn downlink_passthrough(&self) -> bool {
         !self.mixing && self.agent_codec() == Some(self.trunk_codec)
+    }
+
+    /// The agent's packets go to the trunk untouched (it speaks the trunk's codec).
+    pub fn uplink_passthrough(&self) -> bool {
+        !self.mixing && self.agent_sends == Some(self.trunk_codec)
+    }
+
+    /// Nothing is decoded or encoded on this call's way through, either direction.
+    pub fn passthrough(&self) -> bool {
+        self.downlink_passthrough() && self.uplink_passthrough()
     }
 
     /// Mix both ways (a supervisor's voice joins one side or both) instead of passing
     /// packets through; the call media encodes what each side hears.
     pub fn set_mixing(&mut self, on: bool) {
         if self.mixing != on {
-            let was_passthrough = self.passthrough();
+            let was = (self.downlink_passthrough(), self.uplink_passthrough());
             self.mixing = on;
-            if was_passthrough != self.passthrough() {
-                // Jitter buffers that sat idle while packets passed through hold stale audio.
+            // Jitter buffers that sat idle while packets passed through hold stale audio.
+            if was.0 != self.downlink_passthrough() {
                 self.from_trunk = None;
+            }
+            if was.1 != self.uplink_passthrough() {
                 self.from_agent = None;
             }
         }
+    }
+
+    /// The browser's downlink codec changed since the last look (adaptive downlink): start
+    /// the trunk's jitter buffer afresh unless the recorder kept it current.
+    fn follow_downlink(&mut self) -> bool {
+        let now = self.downlink_passthrough();
+        if now != self.was_downlink_passthrough {
+            self.was_downlink_passthrough = now;
+            if !self.record {
+                self.from_trunk = None;
+            }
+        }
+        now
     }
 
     /// The trunk's frame of this tick, decoded but not sent (the caller mixes and sends it
@@ -297,7 +336,7 @@ impl Bridge {
         if self.agent_codec().is_none() {
             return; // the browser has not negotiated media yet: nobody to play it to
         }
-        if self.passthrough() {
+        if self.follow_downlink() {
             self.send_to_agent(self.trunk_codec, payload.to_vec());
             if !self.record {
                 return;
@@ -315,7 +354,14 @@ impl Bridge {
     /// A packet of the agent's microphone (`arrival` in its codec's clock units).
     pub fn on_agent_packet(&mut self, packet: AgentPacket, arrival: u32) -> FromAgent {
         self.frames_from_agent += 1;
-        if packet.codec == self.trunk_codec {
+        if self.agent_sends != Some(packet.codec) {
+            let was = self.uplink_passthrough();
+            self.agent_sends = Some(packet.codec);
+            if was && !self.uplink_passthrough() && !self.record {
+                self.from_agent = None;
+            }
+        }
+        if self.uplink_passthrough() {
             if self.record {
                 self.buffer_agent(&packet, arrival);
             }
@@ -350,7 +396,7 @@ impl Bridge {
     /// (decoded only, for the recorder, when passing through).
     pub fn tick_toward_agent(&mut self) {
         self.trunk_frame = false;
-        let transcoding = !self.passthrough();
+        let transcoding = !self.follow_downlink();
         if !transcoding && !self.record {
             return;
         }

@@ -749,7 +749,7 @@ impl CallMedia {
             self.dtmf_sender = None; // the peer negotiated no telephone-event
         }
         if let Some(bridge) = self.bridge.as_mut() {
-            if bridge.passthrough() {
+            if bridge.uplink_passthrough() {
                 return; // the agent's packets went out as they came
             }
             let pcm = std::mem::take(&mut self.pcm);

@@ -5,6 +5,7 @@
 //! microphone packets to the one call that agent's audio is routed to. It knows peers and
 //! call ids as opaque routes, never queues or call policy.
 
+pub mod downlink;
 pub mod peer;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sdp::Codec;
+use downlink::{Downlink, DownlinkMode, SimulatedLoss};
 
 /// One agent connection's peer connection.
 pub type PeerId = u64;
@@ -57,8 +59,9 @@ pub enum WebrtcError {
 }
 
 /// What the calls that encode for an agent's browser need to know of it, shared so they can
-/// follow it without a round trip: the codec it negotiated (which a renegotiation may change)
-/// and the packet loss it reports in its RTCP receiver reports.
+/// follow it without a round trip: the codec to send it (chosen from what it negotiated and,
+/// with the adaptive downlink, from the loss it reports; either may change mid-call) and the
+/// packet loss it reports in its RTCP receiver reports.
 #[derive(Debug, Default)]
 pub struct PeerCodec {
     codec: AtomicU8,
@@ -158,6 +161,25 @@ pub enum WebrtcEvent {
     Disconnected { peer: PeerId },
 }
 
+/// How the codec toward browsers is chosen (`webrtc.downlink` and its companions).
+#[derive(Debug, Clone, Copy)]
+pub struct DownlinkOptions {
+    pub mode: DownlinkMode,
+    /// Clean reports for this long before an adaptive downlink leaves Opus.
+    pub recover: Duration,
+    pub simulated_loss: Option<SimulatedLoss>,
+}
+
+impl Default for DownlinkOptions {
+    fn default() -> Self {
+        DownlinkOptions {
+            mode: DownlinkMode::Adaptive,
+            recover: Duration::from_secs(30),
+            simulated_loss: None,
+        }
+    }
+}
+
 /// Counters for metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct WebrtcCounters {
@@ -173,8 +195,13 @@ struct Peer {
     connected: bool,
     mid: Option<Mid>,
     codec: Arc<PeerCodec>,
-    /// Our outgoing media time, continuous across calls and renegotiations.
+    /// Our outgoing media time, continuous across calls, renegotiations and codec switches.
     stream_time: u64,
+    /// The codec it hears, from what it negotiated and the loss it reports.
+    downlink: Downlink,
+    connected_at: Option<Instant>,
+    /// RTP packets sent to it since it connected (for the simulated loss's spacing).
+    rtp_sent: u64,
     stream_codec: Option<Codec>,
     last_write: Option<Instant>,
     next_timeout: Instant,
@@ -194,14 +221,24 @@ impl Peer {
         pt
     }
 
-    /// The best audio codec this peer connection negotiated.
-    fn negotiated(&mut self) -> Option<Codec> {
-        let mid = self.mid?;
-        let writer = self.rtc.writer(mid)?;
+    /// The audio codecs this peer connection negotiated, best first.
+    fn negotiated(&mut self) -> Vec<Codec> {
+        let Some(writer) = self.mid.and_then(|mid| self.rtc.writer(mid)) else {
+            return Vec::new();
+        };
         let codecs: Vec<RtcCodec> = writer.payload_params().map(|p| p.spec().codec).collect();
         [Codec::Opus, Codec::Pcmu, Codec::Pcma]
             .into_iter()
-            .find(|c| codecs.contains(&rtc_codec(*c)))
+            .filter(|c| codecs.contains(&rtc_codec(*c)))
+            .collect()
+    }
+
+    /// Choose the downlink codec again from what is negotiated now.
+    fn renegotiated(&mut self) -> Option<Codec> {
+        let negotiated = self.negotiated();
+        let codec = self.downlink.negotiated(&negotiated);
+        self.codec.set(codec);
+        codec
     }
 }
 
@@ -246,6 +283,7 @@ pub struct WebrtcHost {
     earliest: Instant,
     /// Peers given input in this batch, drained once when the batch is done.
     dirty: Vec<PeerId>,
+    downlink: DownlinkOptions,
 }
 
 impl WebrtcHost {
@@ -269,7 +307,14 @@ impl WebrtcHost {
             counters,
             earliest: Instant::now() + Duration::from_secs(1),
             dirty: Vec::new(),
+            downlink: DownlinkOptions::default(),
         })
+    }
+
+    /// How the codec toward each browser is chosen (adaptive by default).
+    pub fn with_downlink(mut self, downlink: DownlinkOptions) -> WebrtcHost {
+        self.downlink = downlink;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -501,6 +546,9 @@ impl WebrtcHost {
             mid: None,
             codec,
             stream_time: rand::random::<u32>().into(),
+            downlink: Downlink::new(self.downlink.mode, self.downlink.recover),
+            connected_at: None,
+            rtp_sent: 0,
             stream_codec: None,
             last_write: None,
             next_timeout: now,
@@ -512,11 +560,10 @@ impl WebrtcHost {
             let mid = Mid::from(m.as_str());
             peer.rtc.media(mid).map(|_| mid)
         });
-        let negotiated = peer.negotiated();
+        let negotiated = peer.renegotiated();
         if negotiated.is_none() {
             return Err(WebrtcError::NoAudio);
         }
-        peer.codec.set(negotiated);
         if let Some(mut old) = self.peers.insert(id, peer) {
             old.rtc.disconnect();
             if old.connected {
@@ -548,13 +595,10 @@ impl WebrtcHost {
         let now = Instant::now();
         let rate = codec.clock_rate();
         let frame = u64::from(rate / 50);
-        if peer.stream_codec != Some(codec) {
-            // Another clock rate: carry the stream's time over in the new units.
-            if let Some(old) = peer.stream_codec {
-                peer.stream_time = peer.stream_time * u64::from(rate) / u64::from(old.clock_rate());
-            }
-            peer.stream_codec = Some(codec);
-        }
+        // Another codec (a renegotiation, or the adaptive downlink switching) may have another
+        // clock rate: the timestamp goes on from its last value, now counting in the new rate
+        // (RFC 7160 §4.1), so it never jumps on the one stream the browser plays.
+        peer.stream_codec = Some(codec);
         // Consecutive frames advance by one frame; after a pause (no call routed), by the
         // time that passed, as RTP timestamps follow the sampling clock.
         let advance = match peer.last_write {
@@ -622,6 +666,16 @@ impl WebrtcHost {
                     return;
                 }
                 Output::Transmit(transmit) => {
+                    if let (Some(loss), Some(since)) =
+                        (self.downlink.simulated_loss, peer.connected_at)
+                    {
+                        if is_rtp(&transmit.contents) {
+                            peer.rtp_sent += 1;
+                            if loss.drops(since.elapsed(), peer.rtp_sent - 1) {
+                                continue;
+                            }
+                        }
+                    }
                     if let Err(e) = self
                         .socket
                         .send_to(&transmit.contents, transmit.destination)
@@ -642,6 +696,7 @@ impl WebrtcHost {
         match event {
             Event::Connected => {
                 peer.connected = true;
+                peer.connected_at = Some(Instant::now());
                 self.counters
                     .peers_connected
                     .fetch_add(1, Ordering::Relaxed);
@@ -658,13 +713,19 @@ impl WebrtcHost {
             }
             Event::MediaAdded(added) if peer.mid.is_none() => {
                 peer.mid = Some(added.mid);
-                let negotiated = peer.negotiated();
-                peer.codec.set(negotiated);
+                peer.renegotiated();
             }
             Event::MediaEgressStats(stats) => {
                 // `None` when no receiver report came since the last look: keep what we know.
                 if let Some(loss) = stats.loss {
                     peer.codec.set_loss(loss);
+                    let before = peer.downlink.current();
+                    let now = peer.downlink.on_report(Instant::now(), loss);
+                    tracing::debug!(peer = id, loss, "receiver report");
+                    if now != before {
+                        tracing::info!(peer = id, loss, codec = ?now, "downlink codec switched");
+                        peer.codec.set(now);
+                    }
                 }
             }
             Event::MediaData(data) => {
@@ -694,6 +755,11 @@ impl WebrtcHost {
             _ => {}
         }
     }
+}
+
+/// An SRTP packet (not RTCP, RFC 5761 types 192-223; not STUN or DTLS, RFC 7983).
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() > 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1])
 }
 
 /// Tell the browser our Opus needs no more than 8 kHz audio either way (RFC 7587

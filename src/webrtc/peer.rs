@@ -32,21 +32,39 @@ pub struct SimulatedBrowser {
     pub received: u64,
     /// Keep what arrives (`heard`), for tests that listen to it.
     pub keep_audio: bool,
-    /// Each audio payload received, with its arrival time, in order.
-    pub heard: Vec<(Instant, Vec<u8>)>,
+    /// Each audio frame received, in order.
+    pub heard: Vec<HeardFrame>,
+}
+
+/// One audio frame a simulated browser received.
+#[derive(Debug, Clone)]
+pub struct HeardFrame {
+    /// When the peer gave it out (its depacketiser holds frames while a packet is missing).
+    pub at: Instant,
+    /// When its packet came off the socket.
+    pub arrived: Instant,
+    pub codec: Option<Codec>,
+    /// The RTP sequence number, extended (it does not wrap).
+    pub sequence: u64,
+    /// The RTP timestamp, in the codec's clock.
+    pub time: MediaTime,
+    pub payload: Vec<u8>,
 }
 
 impl SimulatedBrowser {
     /// A peer offering only PCMU (`pcmu_only`) or only Opus, on a loopback socket.
     pub async fn new(pcmu_only: bool) -> std::io::Result<SimulatedBrowser> {
+        SimulatedBrowser::offering(!pcmu_only, pcmu_only).await
+    }
+
+    /// A peer offering Opus, PCMU or both (as Chrome does); it sends the first it offers.
+    pub async fn offering(opus: bool, pcmu: bool) -> std::io::Result<SimulatedBrowser> {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let local = socket.local_addr()?;
-        let builder = Rtc::builder().clear_codecs();
-        let builder = if pcmu_only {
-            builder.enable_pcmu(true, false)
-        } else {
-            builder.enable_opus(true, false)
-        };
+        let builder = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(opus, false)
+            .enable_pcmu(pcmu, false);
         let mut rtc = builder.build(Instant::now());
         if let Ok(c) = Candidate::host(local, "udp") {
             rtc.add_local_candidate(c);
@@ -98,7 +116,14 @@ impl SimulatedBrowser {
                 Ok(Output::Event(Event::MediaData(data))) => {
                     self.received += 1;
                     if self.keep_audio {
-                        self.heard.push((Instant::now(), data.data.to_vec()));
+                        self.heard.push(HeardFrame {
+                            at: Instant::now(),
+                            arrived: data.network_time,
+                            codec: super::codec_of(data.params.spec().codec),
+                            sequence: **data.seq_range.start(),
+                            time: data.time,
+                            payload: data.data.to_vec(),
+                        });
                     }
                 }
                 Ok(Output::Event(_)) => {}

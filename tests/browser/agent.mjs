@@ -4,7 +4,9 @@
 //   ANSWERED / DIALED        the call is active
 //   RESULT {json}            what the browser received (getStats and WebAudio RMS)
 //   CLOSED                   the browser is gone
-// Settings come from the environment: CALLGATE_URL, CALLGATE_TOKEN, MODE (answer | dial),
+//   DOWNLINK {json}          (MODE downlink) the codec received over time and audio gaps
+// Settings come from the environment: CALLGATE_URL, CALLGATE_TOKEN, MODE (answer | dial |
+// downlink ...), LISTEN_S (downlink: seconds measured),
 // NUMBER (for dial), FAKE_AUDIO (a WAV for the fake microphone), SHOTS (a directory for
 // screenshots), HANGUP (page: hang up with the button; otherwise close the browser).
 import { chromium } from "playwright-core";
@@ -89,7 +91,7 @@ try {
     await page.click('#live-calls li button[data-mode="listen"]');
     await page.waitForFunction(() => (document.querySelector("#monitor-status").textContent || "").startsWith("listen"), null, { timeout: 10000 });
     say("MONITORING");
-  } else if (mode === "answer") {
+  } else if (mode === "answer" || mode === "downlink") {
     await page.waitForSelector("#incoming:not([hidden])", { timeout: 30000 });
     if (shots) await page.screenshot({ path: join(shots, "incoming.png") });
     await page.click("#answer-button");
@@ -144,6 +146,70 @@ try {
     await page.click("#dial-button");
     await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 20000 });
     say("DIALED");
+  }
+
+  if (mode === "downlink") {
+    // The codec the page receives over time (getStats every 250 ms) and the received audio's
+    // level in 5 ms windows (WebAudio): the longest stretch without the far end's tone.
+    const seconds = Number(env("LISTEN_S", "30"));
+    const result = await page.evaluate(async (seconds) => {
+      const ctx = new AudioContext();
+      const source = ctx.createMediaStreamSource(window.callgate.remoteStream);
+      const tap = ctx.createScriptProcessor(1024, 1, 1);
+      const mute = ctx.createGain();
+      mute.gain.value = 0;
+      const windowLen = Math.round(ctx.sampleRate * 0.005);
+      const levels = [];
+      let acc = 0;
+      let n = 0;
+      tap.onaudioprocess = (e) => {
+        for (const v of e.inputBuffer.getChannelData(0)) {
+          acc += v * v;
+          if (++n === windowLen) { levels.push(Math.sqrt(acc / n)); acc = 0; n = 0; }
+        }
+      };
+      source.connect(tap);
+      tap.connect(mute);
+      mute.connect(ctx.destination);
+      const started = performance.now();
+      const codecs = [];
+      let last = {};
+      while (performance.now() - started < seconds * 1000) {
+        await new Promise((r) => setTimeout(r, 250));
+        const stats = await window.callgate.pc.getStats();
+        let inbound = null;
+        for (const s of stats.values()) if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
+        if (!inbound) continue;
+        const mime = stats.get(inbound.codecId)?.mimeType || null;
+        const t = Math.round(performance.now() - started);
+        if (!codecs.length || codecs[codecs.length - 1][1] !== mime) codecs.push([t, mime]);
+        last = inbound;
+      }
+      tap.disconnect();
+      const sorted = [...levels].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)] || 0;
+      // Skip the first second (the call's start); then the longest run of quiet windows.
+      let longest = 0;
+      let longestAt = 0;
+      let run = 0;
+      for (let i = 200; i < levels.length; i++) {
+        if (levels[i] < median * 0.25) {
+          run++;
+          if (run > longest) { longest = run; longestAt = (i - run + 1) * 5; }
+        } else run = 0;
+      }
+      return {
+        codecs, median_rms: median, windows: levels.length,
+        longest_gap_ms: longest * 5, longest_gap_at_ms: longestAt,
+        packets: last.packetsReceived || 0, lost: last.packetsLost || 0,
+        concealed: last.concealedSamples || 0,
+      };
+    }, seconds);
+    say(`DOWNLINK ${JSON.stringify(result)}`);
+    clearTimeout(watchdog);
+    await browser.close();
+    say("CLOSED");
+    process.exit(0);
   }
 
   // What arrives from the far end: RTP counters, the level Chromium reports, and the RMS of

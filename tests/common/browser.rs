@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use callgate::media::codec::Decoder;
 use callgate::sdp::Codec;
-use callgate::webrtc::peer::{tone_frames, SimulatedBrowser};
+use callgate::webrtc::peer::{tone_frames, HeardFrame, SimulatedBrowser};
 use serde_json::json;
 
 use super::{connect_agent, next_of, request, AgentSocket, Gateway};
@@ -24,8 +24,8 @@ pub fn signed_in(gw: &Gateway, token: &str, hz: f64) -> (AgentSocket, Browser) {
 
 /// 8 kHz PCM frames as they arrived.
 pub type Heard = Arc<Mutex<Vec<(Instant, Vec<i16>)>>>;
-/// Audio payloads as they arrived, undecoded.
-pub type Payloads = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+/// Audio frames as they arrived, undecoded, with their RTP sequence numbers and times.
+pub type Payloads = Arc<Mutex<Vec<HeardFrame>>>;
 
 pub struct Browser {
     stop: Arc<AtomicBool>,
@@ -35,14 +35,20 @@ pub struct Browser {
     payloads: Payloads,
     /// The path toward the browser loses every n-th RTP packet (0: none).
     drop_every: Arc<AtomicUsize>,
+    lost: Arc<AtomicUsize>,
     /// The gateway's answer to its offer.
     pub answer: String,
 }
 
 impl Browser {
     /// Negotiate over the agent's socket (`webrtc.offer` → `webrtc.answer`) and start sending
-    /// a tone at `hz`.
+    /// a tone at `hz`, offering Opus only.
     pub fn connect(agent: &mut AgentSocket, hz: f64) -> Browser {
+        Browser::connect_offering(agent, hz, false)
+    }
+
+    /// As `connect`, offering PCMU next to Opus when `pcmu` (as Chrome does); it sends Opus.
+    pub fn connect_offering(agent: &mut AgentSocket, hz: f64, pcmu: bool) -> Browser {
         let (offer_tx, offer_rx) = std::sync::mpsc::channel::<String>();
         let (answer_tx, answer_rx) = std::sync::mpsc::channel::<String>();
         let stop = Arc::new(AtomicBool::new(false));
@@ -53,6 +59,8 @@ impl Browser {
         let keep_payloads = Arc::clone(&payloads);
         let drop_every = Arc::new(AtomicUsize::new(0));
         let lossy = Arc::clone(&drop_every);
+        let lost = Arc::new(AtomicUsize::new(0));
+        let count_lost = Arc::clone(&lost);
         let thread =
             std::thread::spawn(move || {
                 callgate::webrtc::install_crypto();
@@ -61,13 +69,16 @@ impl Browser {
                     .build()
                     .expect("runtime");
                 runtime.block_on(async move {
-                let mut browser = SimulatedBrowser::new(false).await.expect("browser socket");
+                let mut browser = SimulatedBrowser::offering(true, pcmu)
+                    .await
+                    .expect("browser socket");
                 browser.keep_audio = true;
                 offer_tx.send(browser.offer().expect("offer")).expect("offer sent");
                 let answer = answer_rx.recv().expect("answer");
                 assert!(browser.answer(&answer), "the gateway's answer is accepted");
                 let frames = tone_frames(Codec::Opus, hz);
-                let mut decoder = Decoder::new(Codec::Opus).expect("decoder");
+                let mut opus = Decoder::new(Codec::Opus).expect("decoder");
+                let mut g711 = Decoder::new(Codec::Pcmu).expect("decoder");
                 let socket = Arc::clone(&browser.socket);
                 let mut buf = vec![0u8; 2048];
                 let mut clock = tokio::time::interval(Duration::from_millis(20));
@@ -93,6 +104,7 @@ impl Browser {
                                     rtp_seen += 1;
                                     let every = lossy.load(Ordering::Relaxed);
                                     if every > 0 && rtp_seen.is_multiple_of(every) {
+                                        count_lost.fetch_add(1, Ordering::Relaxed);
                                         continue;
                                     }
                                 }
@@ -104,12 +116,16 @@ impl Browser {
                     if !browser.heard.is_empty() {
                         let mut kept = keep.lock().expect("heard");
                         let mut raw = keep_payloads.lock().expect("payloads");
-                        for (at, payload) in browser.heard.drain(..) {
-                            raw.push((at, payload.clone()));
+                        for frame in browser.heard.drain(..) {
+                            let decoder = match frame.codec {
+                                Some(Codec::Pcmu) => &mut g711,
+                                _ => &mut opus,
+                            };
                             let mut pcm = Vec::new();
-                            if decoder.decode(&payload, &mut pcm).is_ok() {
-                                kept.push((at, pcm));
+                            if decoder.decode(&frame.payload, &mut pcm).is_ok() {
+                                kept.push((frame.at, pcm));
                             }
+                            raw.push(frame);
                         }
                     }
                 }
@@ -129,6 +145,7 @@ impl Browser {
             heard,
             payloads,
             drop_every,
+            lost,
             answer,
         }
     }
@@ -141,13 +158,26 @@ impl Browser {
 
     /// The audio payloads that arrived between `from` and `to`, undecoded.
     pub fn payloads_between(&self, from: Instant, to: Instant) -> Vec<Vec<u8>> {
+        self.frames_between(from, to)
+            .into_iter()
+            .map(|f| f.payload)
+            .collect()
+    }
+
+    /// The audio frames that arrived between `from` and `to`.
+    pub fn frames_between(&self, from: Instant, to: Instant) -> Vec<HeardFrame> {
         self.payloads
             .lock()
             .expect("payloads")
             .iter()
-            .filter(|(at, _)| *at >= from && *at <= to)
-            .map(|(_, p)| p.clone())
+            .filter(|f| f.at >= from && f.at <= to)
+            .cloned()
             .collect()
+    }
+
+    /// RTP packets the lossy path dropped so far.
+    pub fn lost(&self) -> usize {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// What it heard between `from` and `to`, as one run of samples.

@@ -107,6 +107,23 @@ impl Gateway {
 
     /// Start with extra keys in the `[http]` table (TLS); the caller checks readiness.
     pub fn spawn(name: &str, ports: Ports, extra: &str, http_extra: &str) -> Gateway {
+        Gateway::spawn_with(name, ports, extra, http_extra, "")
+    }
+
+    /// Start with extra keys in the `[webrtc]` table.
+    pub fn start_with_webrtc(name: &str, ports: Ports, extra: &str, webrtc_extra: &str) -> Gateway {
+        let gateway = Gateway::spawn_with(name, ports, extra, "", webrtc_extra);
+        gateway.wait_healthy();
+        gateway
+    }
+
+    fn spawn_with(
+        name: &str,
+        ports: Ports,
+        extra: &str,
+        http_extra: &str,
+        webrtc_extra: &str,
+    ) -> Gateway {
         let dir = scratch(name);
         let root = repo_root();
         let config = format!(
@@ -119,6 +136,7 @@ listen = "127.0.0.1:{http}"
 {http_extra}
 [webrtc]
 listen = "127.0.0.1:{webrtc}"
+{webrtc_extra}
 [rtp]
 bind = "127.0.0.1"
 port_min = {rtp_min}
