@@ -265,7 +265,9 @@ pub struct AppHandle {
     pub clock: WallClock,
     pub next_conn: Arc<std::sync::atomic::AtomicU64>,
     /// The call log's writer (log edits go through it like every other write).
-    pub store: mpsc::Sender<StoreOp>,
+    /// Weak, so that at shutdown the writer finishes once the signalling task lets go of it
+    /// (the HTTP server, which holds this, runs until the process exits).
+    pub store: mpsc::WeakSender<StoreOp>,
     pub gateway_counters: Arc<crate::metrics::GatewayCounters>,
 }
 
@@ -420,6 +422,8 @@ fn bind_failed(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Err
 
 /// Start every listener and run until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // First, so that a SIGTERM during start-up stops the gateway cleanly rather than killing it.
+    let mut terminate = signal_stream()?;
     let config = Arc::new(config);
     let sip_addr = config.sip.listen;
     let udp = UdpSocket::bind(sip_addr)
@@ -493,7 +497,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         webrtc_counters,
         clock,
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
-        store: store_tx.clone(),
+        store: store_tx.downgrade(),
         gateway_counters: Arc::clone(&gateway_counters),
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
@@ -572,7 +576,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "no SIP receive timestamps: overload control is off");
     }
     let mut load = crate::overload::LoadGauge::default();
-    let mut terminate = signal_stream()?;
     let mut shutting_down: Option<Instant> = None;
     // The controller's own clock: transfers that ring too long come back.
     let mut controller_clock = tokio::time::interval(Duration::from_millis(500));

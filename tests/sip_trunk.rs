@@ -382,6 +382,11 @@ fn sigterm_sends_bye_to_live_calls() {
     }
     let status = gw.terminate();
     assert!(status.success(), "gateway exit {status:?}");
+    let log = gw.log_text();
+    assert!(
+        log.contains("callgate stopped") && !log.contains(" ERROR "),
+        "a clean stop:\n{log}"
+    );
     let out = wait_child(uac, Duration::from_secs(20));
     assert_eq!(
         sipp_call_counts(&dir.join("stats.csv")),
@@ -390,6 +395,24 @@ fn sigterm_sends_bye_to_live_calls() {
         String::from_utf8_lossy(&out.stdout),
         gw.log_text()
     );
+}
+
+/// SIGTERM to an idle gateway: it stops at once (nothing to wait for), without an error.
+#[test]
+fn an_idle_gateway_stops_at_once_on_sigterm() {
+    let ports = Ports::block(25);
+    let mut gw = Gateway::start("sigterm_idle", ports, &default_trunk(25093));
+    let asked = std::time::Instant::now();
+    let status = gw.terminate();
+    let took = asked.elapsed();
+    assert!(status.success(), "gateway exit {status:?}");
+    let log = gw.log_text();
+    assert!(
+        log.contains("callgate stopped") && !log.contains(" ERROR "),
+        "a clean stop:\n{log}"
+    );
+    // It used to wait 5 s for a call-log writer the HTTP server kept alive.
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
 }
 
 /// The announcement route answers, plays and hangs up (sipp waits for our BYE).

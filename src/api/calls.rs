@@ -376,9 +376,13 @@ async fn write(
         at: store::millis(std::time::SystemTime::now()),
         reply,
     };
-    if handle.store.send(op).await.is_err() {
+    let Some(store) = handle.store.upgrade() else {
+        return database_error("gateway stopping").into_response();
+    };
+    if store.send(op).await.is_err() {
         return database_error("writer gone").into_response();
     }
+    drop(store);
     match answer.await {
         Ok(Ok(Some(log))) => {
             if let Some(agent) = call.agent_id.clone() {
