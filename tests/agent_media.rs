@@ -234,8 +234,8 @@ fn the_adaptive_downlink_switches_codec_on_one_continuous_stream() {
         "{} frames and {lost} lost, over {span} sequence numbers",
         frames.len()
     );
-    // Timestamps go on from the last one, counting each frame in its own codec's clock
-    // (RFC 7160 §4.1): 160 for 20 ms of PCMU, 960 for 20 ms of Opus; never a jump.
+    // Timestamps go on from the last one, counting each frame in its own codec's clock:
+    // 160 for 20 ms of PCMU, 960 for 20 ms of Opus; never a jump.
     let mut worst_step = 0i64;
     let mut worst_late = Duration::ZERO;
     for w in frames.windows(2) {
@@ -261,6 +261,66 @@ fn the_adaptive_downlink_switches_codec_on_one_continuous_stream() {
     assert!(
         worst_late <= Duration::from_millis(80),
         "a packet came {worst_late:?} late"
+    );
+
+    let hung = request(&mut agent, json!({"type": "call.hangup", "call_id": id}));
+    assert_eq!(hung["type"], "ok", "{hung}");
+    assert!(caller.expect_bye(Duration::from_secs(5)), "caller got BYE");
+    browser.stop();
+}
+
+/// A second offer without audio the gateway can use is refused, and the call the first peer
+/// connection carries goes on: the browser keeps hearing it.
+#[test]
+fn a_renegotiation_without_usable_audio_leaves_the_call_audible() {
+    let ports = Ports::block(26);
+    let gw = Gateway::start(
+        "agent_media_bad_reoffer",
+        ports,
+        &(default_trunk(27250) + DEMO_AGENT),
+    );
+    let mut agent = connect_agent(&gw, "?token=demo-token");
+    next_of(&mut agent, "calls.snapshot");
+    let browser = Browser::connect_offering(&mut agent, 1000.0, true);
+    let (caller, id) = answered_call(&gw, &mut agent, 27260);
+    std::thread::sleep(Duration::from_secs(2));
+    let heard = |browser: &Browser| {
+        let now = Instant::now();
+        browser
+            .payloads_between(now - Duration::from_secs(1), now)
+            .len()
+    };
+    assert!(heard(&browser) >= 40, "the browser hears the call");
+
+    // The gateway's own answer turned into an offer of G.722 only.
+    let mut offer = String::new();
+    for line in browser.answer.lines() {
+        if line.starts_with("m=audio") {
+            let mut fields: Vec<&str> = line.split(' ').take(3).collect();
+            fields.push("9");
+            offer.push_str(&fields.join(" "));
+        } else if ["a=rtpmap", "a=fmtp", "a=rtcp-fb", "a=ice-lite"]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
+            continue;
+        } else if line.starts_with("a=setup:") {
+            offer.push_str("a=setup:actpass");
+        } else {
+            offer.push_str(line);
+        }
+        offer.push_str("\r\n");
+        if line.starts_with("a=mid:") {
+            offer.push_str("a=rtpmap:9 G722/8000\r\n");
+        }
+    }
+    let refused = request(&mut agent, json!({"type": "webrtc.offer", "sdp": offer}));
+    assert_eq!(refused["type"], "error", "{refused}");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = heard(&browser);
+    assert!(
+        after >= 40,
+        "the browser hears {after} frames a second after the refused offer"
     );
 
     let hung = request(&mut agent, json!({"type": "call.hangup", "call_id": id}));

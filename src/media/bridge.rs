@@ -174,6 +174,8 @@ pub struct Bridge {
     /// Whether the trunk's packets passed through at the last look: the downlink codec can
     /// change under a call, and a jitter buffer left idle meanwhile holds stale audio.
     was_downlink_passthrough: bool,
+    /// The sequence number of the trunk's last packet passed through to the browser.
+    last_forwarded: Option<u16>,
     payload: Vec<u8>,
     pub frames_to_agent: u64,
     pub frames_from_agent: u64,
@@ -194,6 +196,7 @@ impl Bridge {
             mixing: false,
             agent_sends: None,
             was_downlink_passthrough: false,
+            last_forwarded: None,
             payload: Vec::with_capacity(512),
             frames_to_agent: 0,
             frames_from_agent: 0,
@@ -235,8 +238,9 @@ impl Bridge {
         self.trunk_frame.then_some(&self.pcm[..])
     }
 
+    /// The codec the browser hears (the trunk's own on an adaptive downlink's clean path).
     fn agent_codec(&self) -> Option<Codec> {
-        self.link.codec.get()
+        self.link.codec.toward(self.trunk_codec)
     }
 
     /// The trunk's packets go to the browser untouched (it hears the trunk's codec).
@@ -270,14 +274,32 @@ impl Bridge {
         }
     }
 
-    /// The browser's downlink codec changed since the last look (adaptive downlink): start
-    /// the trunk's jitter buffer afresh unless the recorder kept it current.
+    /// Follow a change of the browser's downlink codec (adaptive downlink) without skipping
+    /// or repeating audio. Into passing through: what the trunk's jitter buffer holds is in
+    /// the trunk's codec already and goes out first, unplayed. Into transcoding: a buffer the
+    /// recorder kept current skips what already went out; an idle one starts afresh.
     fn follow_downlink(&mut self) -> bool {
         let now = self.downlink_passthrough();
-        if now != self.was_downlink_passthrough {
-            self.was_downlink_passthrough = now;
+        if now == self.was_downlink_passthrough {
+            return now;
+        }
+        self.was_downlink_passthrough = now;
+        if now {
+            let waiting: Vec<Vec<u8>> = self
+                .from_trunk
+                .as_ref()
+                .map(|t| t.jitter.pending().map(<[u8]>::to_vec).collect())
+                .unwrap_or_default();
+            for payload in waiting {
+                self.send_to_agent(self.trunk_codec, payload);
+            }
             if !self.record {
                 self.from_trunk = None;
+            }
+        } else {
+            match (self.record, self.from_trunk.as_mut(), self.last_forwarded) {
+                (true, Some(t), Some(seq)) => t.jitter.skip_through(seq),
+                _ => self.from_trunk = None,
             }
         }
         now
@@ -338,6 +360,7 @@ impl Bridge {
         }
         if self.follow_downlink() {
             self.send_to_agent(self.trunk_codec, payload.to_vec());
+            self.last_forwarded = Some(sequence);
             if !self.record {
                 return;
             }

@@ -162,6 +162,25 @@ impl JitterBuffer {
         }
     }
 
+    /// The packets waiting to be played, in order (the buffer keeps them).
+    pub fn pending(&self) -> impl Iterator<Item = &[u8]> {
+        let from = self.next.unwrap_or(i64::MIN);
+        self.packets.range(from..).map(|(_, p)| p.as_slice())
+    }
+
+    /// Everything up to and including `seq` has been delivered by other means (passed
+    /// through): drop it, and fill up to the target delay again before playing what comes
+    /// after it (playing on at once would put the frame clock at the live edge, where every
+    /// packet is late).
+    pub fn skip_through(&mut self, seq: u16) {
+        let ext = self.extend(seq);
+        self.packets.retain(|&k, _| k > ext);
+        if self.next.is_some_and(|n| n <= ext) {
+            self.next = None;
+            self.missing_run = 0;
+        }
+    }
+
     /// One tick of the 20 ms frame clock.
     pub fn pop(&mut self) -> Playout {
         let Some(next) = self.next else {
@@ -207,6 +226,29 @@ impl JitterBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_packets_can_be_read_and_skipped() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in 10..14u16 {
+            jb.push(
+                seq,
+                u32::from(seq) * 160,
+                u32::from(seq) * 160,
+                &[seq as u8],
+            );
+        }
+        assert_eq!(jb.pop(), Playout::Frame(vec![10]));
+        let waiting: Vec<u8> = jb.pending().map(|p| p[0]).collect();
+        assert_eq!(waiting, [11, 12, 13]);
+        // 11 and 12 went out as they came: 13 plays once the target delay is buffered again.
+        jb.skip_through(12);
+        assert_eq!(jb.pending().count(), 1);
+        assert_eq!(jb.pop(), Playout::Idle);
+        jb.push(14, 14 * 160, 14 * 160, &[14]);
+        assert_eq!(jb.pop(), Playout::Frame(vec![13]));
+        assert_eq!(jb.pop(), Playout::Frame(vec![14]));
+    }
 
     const TICKS: u32 = 160;
 

@@ -102,6 +102,15 @@ impl Downlink {
     pub fn current(&self) -> Option<Codec> {
         self.current
     }
+
+    /// On an adaptive downlink's clean path a call may send its source's own codec (a PCMA or
+    /// Opus trunk's) when the browser negotiated it, rather than PCMU: nothing to transcode.
+    pub fn passes_source(&self) -> bool {
+        self.mode == DownlinkMode::Adaptive
+            && self.opus
+            && self.pcmu
+            && self.current == Some(Codec::Pcmu)
+    }
 }
 
 /// `webrtc.simulated_loss`: RTP toward browsers dropped on purpose, to try the adaptive
@@ -144,6 +153,7 @@ mod tests {
         let mut d = Downlink::new(DownlinkMode::Adaptive, Duration::from_secs(20));
         let t0 = Instant::now();
         assert_eq!(d.negotiated(&BOTH), Some(Codec::Pcmu));
+        assert!(d.passes_source());
         assert_eq!(d.on_report(t0, 0.0), Some(Codec::Pcmu));
         assert_eq!(
             d.on_report(t0, 0.004),

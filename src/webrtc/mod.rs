@@ -66,6 +66,10 @@ pub enum WebrtcError {
 pub struct PeerCodec {
     codec: AtomicU8,
     loss_percent: AtomicU8,
+    /// The codecs it negotiated (bit per `code`), and whether it may hear its source's codec
+    /// untouched when it negotiated it (an adaptive downlink on a clean path).
+    negotiated: AtomicU8,
+    pass_source: std::sync::atomic::AtomicBool,
 }
 
 impl PeerCodec {
@@ -85,14 +89,28 @@ impl PeerCodec {
         c
     }
 
+    /// What a call whose audio is in `source` sends it: `source` itself on an adaptive
+    /// downlink's clean path when it negotiated it (passed through), otherwise `get()`.
+    pub fn toward(&self, source: Codec) -> Option<Codec> {
+        let negotiated = self.negotiated.load(Ordering::Relaxed) & (1 << code(Some(source))) != 0;
+        if negotiated && self.pass_source.load(Ordering::Relaxed) {
+            return Some(source);
+        }
+        self.get()
+    }
+
     pub(crate) fn set(&self, codec: Option<Codec>) {
-        let value = match codec {
-            None => 0,
-            Some(Codec::Pcmu) => 1,
-            Some(Codec::Pcma) => 2,
-            Some(Codec::Opus) => 3,
-        };
-        self.codec.store(value, Ordering::Relaxed);
+        self.codec.store(code(codec), Ordering::Relaxed);
+    }
+
+    /// Publish a downlink decision: the codec, the codecs negotiated, and whether a
+    /// source's own codec may pass.
+    fn publish(&self, downlink: &Downlink, negotiated: &[Codec]) {
+        let mask = negotiated.iter().fold(0u8, |m, c| m | 1 << code(Some(*c)));
+        self.negotiated.store(mask, Ordering::Relaxed);
+        self.pass_source
+            .store(downlink.passes_source(), Ordering::Relaxed);
+        self.set(downlink.current());
     }
 
     /// The share of our packets the browser last reported lost, in percent.
@@ -103,6 +121,15 @@ impl PeerCodec {
     pub(crate) fn set_loss(&self, fraction: f32) {
         let percent = (fraction.clamp(0.0, 1.0) * 100.0).round() as u8;
         self.loss_percent.store(percent, Ordering::Relaxed);
+    }
+}
+
+fn code(codec: Option<Codec>) -> u8 {
+    match codec {
+        None => 0,
+        Some(Codec::Pcmu) => 1,
+        Some(Codec::Pcma) => 2,
+        Some(Codec::Opus) => 3,
     }
 }
 
@@ -233,11 +260,11 @@ impl Peer {
             .collect()
     }
 
-    /// Choose the downlink codec again from what is negotiated now.
+    /// Choose the downlink codec again from what is negotiated now, and publish it.
     fn renegotiated(&mut self) -> Option<Codec> {
         let negotiated = self.negotiated();
         let codec = self.downlink.negotiated(&negotiated);
-        self.codec.set(codec);
+        self.codec.publish(&self.downlink, &negotiated);
         codec
     }
 }
@@ -546,7 +573,11 @@ impl WebrtcHost {
             mid: None,
             codec,
             stream_time: rand::random::<u32>().into(),
-            downlink: Downlink::new(self.downlink.mode, self.downlink.recover),
+            // A second offer keeps what the reports decided for the first.
+            downlink: self.peers.get(&id).map_or_else(
+                || Downlink::new(self.downlink.mode, self.downlink.recover),
+                |old| old.downlink.clone(),
+            ),
             connected_at: None,
             rtp_sent: 0,
             stream_codec: None,
@@ -560,10 +591,14 @@ impl WebrtcHost {
             let mid = Mid::from(m.as_str());
             peer.rtc.media(mid).map(|_| mid)
         });
-        let negotiated = peer.renegotiated();
+        // Decided, but published only once the new peer connection replaces the old one: an
+        // offer without usable audio must not silence the call the old one carries.
+        let codecs = peer.negotiated();
+        let negotiated = peer.downlink.negotiated(&codecs);
         if negotiated.is_none() {
             return Err(WebrtcError::NoAudio);
         }
+        peer.codec.publish(&peer.downlink, &codecs);
         if let Some(mut old) = self.peers.insert(id, peer) {
             old.rtc.disconnect();
             if old.connected {
@@ -596,8 +631,11 @@ impl WebrtcHost {
         let rate = codec.clock_rate();
         let frame = u64::from(rate / 50);
         // Another codec (a renegotiation, or the adaptive downlink switching) may have another
-        // clock rate: the timestamp goes on from its last value, now counting in the new rate
-        // (RFC 7160 §4.1), so it never jumps on the one stream the browser plays.
+        // clock rate: the timestamp goes on from its last value, now counting in the new rate,
+        // so it never jumps on the one stream the browser plays. (RFC 7160 would rather see a
+        // new SSRC per clock rate; browsers play one stream whose payload type changes, as
+        // their own senders produce when they switch codecs, and a new SSRC would restart
+        // their jitter buffer.)
         peer.stream_codec = Some(codec);
         // Consecutive frames advance by one frame; after a pause (no call routed), by the
         // time that passed, as RTP timestamps follow the sampling clock.
@@ -724,7 +762,8 @@ impl WebrtcHost {
                     tracing::debug!(peer = id, loss, "receiver report");
                     if now != before {
                         tracing::info!(peer = id, loss, codec = ?now, "downlink codec switched");
-                        peer.codec.set(now);
+                        let codecs = peer.negotiated();
+                        peer.codec.publish(&peer.downlink, &codecs);
                     }
                 }
             }
