@@ -10,21 +10,14 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use common::browser::signed_in;
-use common::caller::Caller;
+use common::caller::{answer_incoming, Caller};
 use common::*;
 use serde_json::{json, Value};
 
 /// The caller dials the demo agent, the agent answers, the caller starts its 440 Hz tone.
 /// Returns the call id.
 fn answered_call(agent: &mut AgentSocket, caller: &mut Caller) -> String {
-    let incoming = next_of(agent, "call.incoming");
-    let id = incoming["call"]["call_id"]
-        .as_str()
-        .expect("call id")
-        .to_string();
-    let ok = request(agent, json!({"type": "call.answer", "call_id": id}));
-    assert_eq!(ok["type"], "ok", "{ok}");
-    assert_eq!(caller.final_response(Duration::from_secs(5)), 200);
+    let id = answer_incoming(agent, caller);
     caller.play_tone(440.0);
     id
 }

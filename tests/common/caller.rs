@@ -8,6 +8,23 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// The agent answers the call ringing it (the next `call.incoming`) and `caller` hears the
+/// 200. Returns the call id.
+pub fn answer_incoming(agent: &mut AgentSocket, caller: &mut Caller) -> String {
+    let incoming = next_of(agent, "call.incoming");
+    let id = incoming["call"]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_string();
+    let ok = request(
+        agent,
+        serde_json::json!({"type": "call.answer", "call_id": id}),
+    );
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(caller.final_response(Duration::from_secs(5)), 200);
+    id
+}
+
 /// A caller on raw sockets: SIP on one, RTP on the next.
 pub struct Caller {
     pub sip: UdpSocket,
