@@ -5,7 +5,6 @@
 //! sending Opus). Only the gateway runtime's threads are charged: their CPU time is read
 //! from /proc per thread. SIP signalling is not part of it (a few messages per call).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +20,9 @@ use crate::media::rtp::{self, RtpHeader};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, Codec, Direction};
 use crate::webrtc::downlink::DownlinkMode;
-use crate::webrtc::peer::{tone_frames, voice_frames, SimulatedBrowser};
+use crate::webrtc::peer::{
+    pulse_frames, tone_frames, voice_frames, SimulatedBrowser, PULSE_PERIOD,
+};
 use crate::webrtc::{DownlinkOptions, PeerCodec, Route, WebrtcCounters, WebrtcHost, WebrtcInput};
 
 /// Gateway threads are named so their CPU time can be told from the load's.
@@ -60,6 +61,10 @@ pub struct BenchReport {
     pub trunk_packets_back: u64,
     pub rss_kib_before: u64,
     pub rss_kib_after: u64,
+    /// One-way delay through the gateway (ms), trunk to browser and browser to trunk: the
+    /// time from a pulse's first frame leaving the sender to its first loud frame arriving.
+    pub delay_to_browser_ms: Vec<f64>,
+    pub delay_to_trunk_ms: Vec<f64>,
 }
 
 impl BenchReport {
@@ -70,12 +75,97 @@ impl BenchReport {
     }
 
     pub fn percentile_setup_ms(&self, p: f64) -> f64 {
-        let mut v = self.setup_ms.clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        if v.is_empty() {
-            return 0.0;
+        percentile(&self.setup_ms, p)
+    }
+}
+
+/// The `p` quantile (0 to 1) of `values`, 0 when there are none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Calls whose audio is pulses rather than voice, to time the way through the gateway (the
+/// others keep the voice-like audio whose cost the bench reports).
+const PROBE_CALLS: usize = 10;
+
+/// Tells a pulse's first loud frame in a stream of decoded frames.
+struct OnsetDetector {
+    decoder: Option<(Codec, crate::media::codec::Decoder)>,
+    pcm: Vec<i16>,
+    loud: bool,
+}
+
+impl OnsetDetector {
+    fn new() -> OnsetDetector {
+        OnsetDetector {
+            decoder: None,
+            pcm: Vec::with_capacity(FRAME_PCM),
+            loud: false,
         }
-        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+
+    /// Whether this frame starts a pulse (loud after quiet; hysteresis between).
+    fn onset(&mut self, codec: Codec, payload: &[u8]) -> bool {
+        if self.decoder.as_ref().is_none_or(|(c, _)| *c != codec) {
+            self.decoder = crate::media::codec::Decoder::new(codec)
+                .ok()
+                .map(|d| (codec, d));
+        }
+        let Some((_, decoder)) = self.decoder.as_mut() else {
+            return false;
+        };
+        self.pcm.clear();
+        if decoder.decode(payload, &mut self.pcm).is_err() || self.pcm.is_empty() {
+            return false;
+        }
+        let level =
+            self.pcm.iter().map(|s| i64::from(*s).abs()).sum::<i64>() / self.pcm.len() as i64;
+        let was = self.loud;
+        if level > 2000 {
+            self.loud = true;
+        } else if level < 500 {
+            self.loud = false;
+        }
+        self.loud && !was
+    }
+}
+
+/// Groups of calls the load sends at different instants of each frame.
+const PHASES: usize = 10;
+const FRAME_TIME: Duration = Duration::from_millis(20);
+
+/// 20 ms of 8 kHz PCM.
+const FRAME_PCM: usize = 160;
+
+/// One direction of one probe call: when the sender's last pulse left, and the delays seen.
+struct DelayProbe {
+    sent: Option<Instant>,
+    detector: OnsetDetector,
+    delays_ms: Vec<f64>,
+}
+
+impl DelayProbe {
+    fn new() -> DelayProbe {
+        DelayProbe {
+            sent: None,
+            detector: OnsetDetector::new(),
+            delays_ms: Vec::new(),
+        }
+    }
+
+    /// A frame arrived at `at`; `measuring` once the warm-up is over.
+    fn heard(&mut self, codec: Codec, payload: &[u8], at: Instant, measuring: bool) {
+        if self.detector.onset(codec, payload) && measuring {
+            if let Some(sent) = self.sent {
+                self.delays_ms
+                    .push(at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+            }
+        }
     }
 }
 
@@ -275,46 +365,84 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             (voice_frames(Codec::Opus), voice_frames(Codec::Pcmu))
         };
         let browser_frames = if passthrough { &pcmu_frames } else { &opus_frames };
-        let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(65536);
-        for (i, b) in browsers.iter().enumerate() {
+        let pcmu_pulses = pulse_frames(Codec::Pcmu);
+        let browser_pulses = if passthrough {
+            pcmu_pulses.clone()
+        } else {
+            pulse_frames(Codec::Opus)
+        };
+        let probes = browsers.len().min(PROBE_CALLS);
+        let started = Instant::now();
+        let warmup = Duration::from_secs(3);
+        let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>, Instant)>(65536);
+        for (i, b) in browsers.iter_mut().enumerate() {
+            b.keep_audio = i < probes;
             let socket = Arc::clone(&b.socket);
             let tx = in_tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
                 while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                    if tx.send((i, from, buf[..n].to_vec())).await.is_err() {
+                    let at = Instant::now();
+                    if tx.send((i, from, buf[..n].to_vec(), at)).await.is_err() {
                         break;
                     }
                 }
             });
         }
+        let mut to_browser: Vec<DelayProbe> = (0..probes).map(|_| DelayProbe::new()).collect();
+        let to_trunk: Vec<Arc<std::sync::Mutex<DelayProbe>>> = (0..probes)
+            .map(|_| Arc::new(std::sync::Mutex::new(DelayProbe::new())))
+            .collect();
         let trunk_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let trunks: Vec<Arc<UdpSocket>> = trunk_sockets.into_iter().map(Arc::new).collect();
-        for t in &trunks {
+        for (i, t) in trunks.iter().enumerate() {
             let socket = Arc::clone(t);
             let back = Arc::clone(&trunk_back);
+            let probe = to_trunk.get(i).cloned();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
-                while socket.recv_from(&mut buf).await.is_ok() {
+                while let Ok((n, _)) = socket.recv_from(&mut buf).await {
+                    let at = Instant::now();
                     back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let (Some(probe), Ok(packet)) = (probe.as_ref(), rtp::parse(&buf[..n])) {
+                        if let Ok(mut probe) = probe.lock() {
+                            probe.heard(Codec::Pcmu, packet.payload, at, at.duration_since(started) >= warmup);
+                        }
+                    }
                 }
             });
         }
-        let mut clock = tokio::time::interval(Duration::from_millis(20));
-        let mut frame = 0usize;
-        let started = Instant::now();
-        let warmup = Duration::from_secs(3);
+        // Calls are spread over the 20 ms frame in PHASES groups, as independent calls are:
+        // every call sending in the same instant would time the gateway's queue, not its path.
+        let mut clock = tokio::time::interval(FRAME_TIME / PHASES as u32);
+        let mut tick = 0usize;
         let mut measure_start: Option<(Instant, Duration, u64, u64, u64)> = None;
         let total = warmup + Duration::from_secs(seconds);
-        let mut timeouts: HashMap<usize, Instant> = HashMap::new();
+        let mut timeouts: Vec<Instant> = vec![Instant::now(); browsers.len()];
         loop {
             tokio::select! {
                 _ = clock.tick() => {
+                    let frame = tick / PHASES;
+                    let phase = tick % PHASES;
+                    tick += 1;
                     let payload = &browser_frames[frame % browser_frames.len()];
                     let pcmu = &pcmu_frames[frame % pcmu_frames.len()];
-                    for (i, b) in browsers.iter_mut().enumerate() {
+                    let pulse_starts = frame.is_multiple_of(PULSE_PERIOD);
+                    for (i, b) in browsers.iter_mut().enumerate().skip(phase).step_by(PHASES) {
+                        let probe = i < probes;
                         if b.connected.is_some() {
-                            b.send_frame(payload);
+                            let audio = if probe {
+                                &browser_pulses[frame % browser_pulses.len()]
+                            } else {
+                                payload
+                            };
+                            b.send_frame(audio);
+                            timeouts[i] = b.drain().await;
+                            if probe && pulse_starts {
+                                if let Ok(mut p) = to_trunk[i].lock() {
+                                    p.sent = Some(Instant::now());
+                                }
+                            }
                         }
                         let header = RtpHeader {
                             marker: frame == 0,
@@ -325,17 +453,18 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                             csrcs: Vec::new(),
                         };
                         let mut packet = Vec::with_capacity(200);
-                        rtp::write(&header, pcmu, &mut packet);
+                        let audio = if probe { &pcmu_pulses[frame % pcmu_pulses.len()] } else { pcmu };
+                        rtp::write(&header, audio, &mut packet);
                         let _ = trunks[i].send_to(&packet, SocketAddr::from(([127, 0, 0, 1], ports[i]))).await;
+                        if probe && pulse_starts {
+                            to_browser[i].sent = Some(Instant::now());
+                        }
                     }
-                    frame += 1;
                     let now = Instant::now();
                     for (i, b) in browsers.iter_mut().enumerate() {
-                        if timeouts.get(&i).is_none_or(|t| *t <= now) {
+                        if timeouts[i] <= now {
                             let _ = b.rtc.handle_input(Input::Timeout(now));
-                            timeouts.insert(i, b.drain().await);
-                        } else {
-                            b.drain().await;
+                            timeouts[i] = b.drain().await;
                         }
                     }
                     let elapsed = started.elapsed();
@@ -347,10 +476,18 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                         break;
                     }
                 }
-                Some((i, from, bytes)) = in_rx.recv() => {
+                Some((i, from, bytes, at)) = in_rx.recv() => {
                     let b = &mut browsers[i];
-                    b.receive(from, &bytes);
-                    timeouts.insert(i, b.drain().await);
+                    b.receive_at(from, &bytes, at);
+                    timeouts[i] = b.drain().await;
+                    if let Some(probe) = to_browser.get_mut(i) {
+                        let measuring = started.elapsed() >= warmup;
+                        for heard in b.heard.drain(..) {
+                            if let Some(codec) = heard.codec {
+                                probe.heard(codec, &heard.payload, heard.arrived, measuring);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -364,9 +501,14 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             .iter()
             .filter_map(|b| b.connected.map(|d| d.as_secs_f64() * 1000.0))
             .collect();
-        let _ = result_tx.send((t0.elapsed(), cpu, system, received, back, setup));
+        let down: Vec<f64> = to_browser.into_iter().flat_map(|p| p.delays_ms).collect();
+        let up: Vec<f64> = to_trunk
+            .iter()
+            .flat_map(|p| p.lock().map(|p| p.delays_ms.clone()).unwrap_or_default())
+            .collect();
+        let _ = result_tx.send((t0.elapsed(), cpu, system, received, back, setup, down, up));
     });
-    let (measured, cpu, system, received, back, setup) =
+    let (measured, cpu, system, received, back, setup, down, up) =
         result_rx.recv_timeout(Duration::from_secs(options.seconds + 120))?;
     let rss_after = rss_kib();
     let report = BenchReport {
@@ -381,6 +523,8 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         trunk_packets_back: back,
         rss_kib_before: rss_before,
         rss_kib_after: rss_after,
+        delay_to_browser_ms: down,
+        delay_to_trunk_ms: up,
     };
     for call in &calls {
         let _ = call.commands.try_send(MediaCommand::Stop);

@@ -334,6 +334,18 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
                 r.trunk_packets_back,
                 r.frames_to_browsers as f64 / r.connected.max(1) as f64 / r.measured.as_secs_f64()
             );
+            for (way, delays) in [
+                ("to browsers", &r.delay_to_browser_ms),
+                ("to trunks  ", &r.delay_to_trunk_ms),
+            ] {
+                println!(
+                    "  delay {way}        p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} pulses)",
+                    callgate::bench::percentile(delays, 0.5),
+                    callgate::bench::percentile(delays, 0.95),
+                    callgate::bench::percentile(delays, 0.99),
+                    delays.len()
+                );
+            }
             println!(
                 "  memory                   {} KiB RSS before, {} KiB after ({:.0} KiB per call)",
                 r.rss_kib_before,

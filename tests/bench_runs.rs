@@ -73,6 +73,17 @@ fn bench_connects_every_peer_and_moves_audio() {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
         assert!(to_trunks > 30, "browser audio reached the trunks: {text}");
+        // The delay through the gateway is timed both ways on pulses of tone.
+        for way in ["delay to browsers", "delay to trunks"] {
+            let pulses = text
+                .lines()
+                .find(|l| l.contains(way))
+                .and_then(|l| l.split('(').nth(1))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            assert!(pulses >= 5, "{way}: {text}");
+        }
     }
 }
 

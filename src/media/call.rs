@@ -1,5 +1,6 @@
 //! One call's media toward its SIP peer: a task that owns the call's RTP and RTCP sockets and
-//! runs on its own 20 ms clock. It echoes, plays a file, sends and hears RFC 4733 DTMF,
+//! runs on its own 20 ms clock while it has audio to play, decode or mix; packets that pass
+//! through (same codec both ways, or the echo) go on the moment they arrive. It echoes, plays a file, sends and hears RFC 4733 DTMF,
 //! latches onto the peer's real source address (symmetric RTP, strict: once learned, no other
 //! source is heard; see `latch`), keeps our SSRC, sequence and
 //! timestamps continuous whatever it switches to, and reports RTCP. It never waits on the
@@ -33,6 +34,27 @@ const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_READS_PER_FRAME: usize = 64;
 /// No RTP at all for this long after media started: the peer is gone.
 const RTP_SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The media clock: one frame of audio.
+const FRAME: Duration = Duration::from_millis(20);
+
+/// What woke the call's task.
+enum Wake {
+    Frame,
+    /// The trunk's sockets have something to read.
+    Arrivals,
+    /// A packet from the agent's browser, or `None` once its route is gone.
+    Agent(Option<AgentPacket>),
+    Rtcp,
+    Command(Option<MediaCommand>),
+}
+
+/// The next packet from the bridged agent; never, while nobody is bridged.
+async fn next_agent_packet(bridge: &mut Option<Bridge>) -> Option<AgentPacket> {
+    match bridge {
+        Some(bridge) => bridge.link.from_agent.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What the media plays toward the peer.
 #[derive(Debug, Clone)]
@@ -260,8 +282,9 @@ impl CallMedia {
     }
 
     async fn serve(mut self, mut commands: mpsc::Receiver<MediaCommand>) {
-        let mut frame_clock = tokio::time::interval(Duration::from_millis(20));
+        let mut frame_clock = tokio::time::interval(FRAME);
         frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut clock_on = true;
         let mut rtcp_clock =
             tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
         let mut rtp_buf = vec![0u8; 2048];
@@ -269,63 +292,70 @@ impl CallMedia {
         let mut out = Vec::with_capacity(512);
         let mut payload = Vec::with_capacity(512);
         loop {
-            tokio::select! {
-                _ = frame_clock.tick() => {
-                    // Everything that arrived since the last frame is read now: one wake-up per
-                    // 20 ms per call instead of one per packet. Jitter-buffered and decoded
-                    // audio is consumed on this clock anyway; what passes straight through
-                    // waits at most one frame.
-                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out).await;
+            // The frame clock runs only while something is played, decoded or mixed on it: a
+            // call whose packets all pass through costs no wake-up of its own.
+            let wants_clock = self.needs_frame_clock();
+            if wants_clock && !clock_on {
+                // The next frame a whole frame from now, not a burst of the ones skipped.
+                frame_clock.reset();
+            }
+            clock_on = wants_clock;
+            let rtp_on_arrival = !clock_on || self.forwards_trunk_packets();
+            let agent_on_arrival =
+                !clock_on || self.bridge.as_ref().is_some_and(|b| b.uplink_passthrough());
+            let wake = tokio::select! {
+                _ = frame_clock.tick(), if clock_on => Wake::Frame,
+                ready = self.sockets.rtp.readable(), if rtp_on_arrival => match ready {
+                    Ok(()) => Wake::Arrivals,
+                    Err(_) => Wake::Frame,
+                },
+                _ = self.sockets.rtcp.readable() => Wake::Arrivals,
+                packet = next_agent_packet(&mut self.bridge), if agent_on_arrival => {
+                    Wake::Agent(packet)
+                }
+                _ = rtcp_clock.tick() => Wake::Rtcp,
+                command = commands.recv() => Wake::Command(command),
+            };
+            match wake {
+                Wake::Frame => {
+                    // Everything that arrived since the last frame is read now: one wake-up
+                    // per 20 ms per transcoded call instead of one per packet. What passes
+                    // through was sent on arrival already.
+                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                        .await;
                     self.on_frame(&mut out, &mut payload).await;
+                }
+                Wake::Arrivals => {
+                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                        .await;
+                }
+                Wake::Agent(Some(packet)) => {
+                    self.on_agent_packet(packet, &mut out).await;
+                    // Whatever else came with it goes out in the same wake-up.
+                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                        .await;
+                }
+                Wake::Agent(None) => {
+                    // The WebRTC side dropped the route: the agent is gone.
+                    self.set_bridge(None);
+                }
+                Wake::Rtcp => {
+                    self.send_rtcp(&mut out, false).await;
                     if self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
                         && self.started.elapsed() > RTP_SILENCE_TIMEOUT
                         && self.audio.remote_direction.sends()
                     {
-                        let _ = self.events.try_send(MediaEvent::RtpTimeout { call: self.call.clone() });
+                        let _ = self.events.try_send(MediaEvent::RtpTimeout {
+                            call: self.call.clone(),
+                        });
                         self.last_rtp_in = Instant::now();
                     }
                 }
-                _ = rtcp_clock.tick() => self.send_rtcp(&mut out, false).await,
-                command = commands.recv() => match command {
-                    Some(MediaCommand::Update(audio)) => self.update(audio),
-                    Some(MediaCommand::Source(source)) => {
-                        self.source = source;
-                        self.play_pos = 0;
-                        self.finished_sent = false;
-                    }
-                    Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
-                    Some(MediaCommand::Bridge(link)) => {
-                        tracing::debug!(peer = link.peer, "bridged to agent");
-                        let bridge = Bridge::new(self.call.clone(), link, self.audio.codec);
-                        self.set_bridge(Some(bridge));
-                        self.bridge_offset = None;
-                    }
-                    Some(MediaCommand::Unbridge) => {
-                        self.set_bridge(None);
-                        self.source = Source::Silence;
-                    }
-                    Some(MediaCommand::Record(want)) => self.record(want),
-                    Some(MediaCommand::Monitor(change)) => match change {
-                        MonitorChange::Start(link, mode) => {
-                            tracing::debug!(peer = link.peer, mode = mode.as_str(), "supervisor joined");
-                            self.monitor = Some(Monitor::new(self.call.clone(), link, mode));
-                        }
-                        MonitorChange::Mode(mode) => {
-                            if let Some(monitor) = self.monitor.as_mut() {
-                                monitor.mode = mode;
-                            }
-                        }
-                        MonitorChange::Stop => self.monitor = None,
-                    },
-                    Some(MediaCommand::Stop) | None => {
-                        if let Some(recording) = self.recording.as_mut() {
-                            recording.close(&mut self.recording_updates);
-                        }
-                        self.report_recording();
-                        self.send_rtcp(&mut out, true).await;
+                Wake::Command(command) => {
+                    if !self.on_command(command, &mut out).await {
                         break;
                     }
-                },
+                }
             }
         }
         tracing::debug!(
@@ -333,6 +363,77 @@ impl CallMedia {
             received = self.reception.as_ref().map(|r| r.received()).unwrap_or(0),
             "media stopped"
         );
+    }
+
+    /// Act on a command; `false` once the call's media is to stop.
+    async fn on_command(&mut self, command: Option<MediaCommand>, out: &mut Vec<u8>) -> bool {
+        match command {
+            Some(MediaCommand::Update(audio)) => self.update(audio),
+            Some(MediaCommand::Source(source)) => {
+                self.source = source;
+                self.play_pos = 0;
+                self.finished_sent = false;
+            }
+            Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
+            Some(MediaCommand::Bridge(link)) => {
+                tracing::debug!(peer = link.peer, "bridged to agent");
+                let bridge = Bridge::new(self.call.clone(), link, self.audio.codec);
+                self.set_bridge(Some(bridge));
+                self.bridge_offset = None;
+            }
+            Some(MediaCommand::Unbridge) => {
+                self.set_bridge(None);
+                self.source = Source::Silence;
+            }
+            Some(MediaCommand::Record(want)) => self.record(want),
+            Some(MediaCommand::Monitor(change)) => match change {
+                MonitorChange::Start(link, mode) => {
+                    tracing::debug!(peer = link.peer, mode = mode.as_str(), "supervisor joined");
+                    self.monitor = Some(Monitor::new(self.call.clone(), link, mode));
+                }
+                MonitorChange::Mode(mode) => {
+                    if let Some(monitor) = self.monitor.as_mut() {
+                        monitor.mode = mode;
+                    }
+                }
+                MonitorChange::Stop => self.monitor = None,
+            },
+            Some(MediaCommand::Stop) | None => {
+                if let Some(recording) = self.recording.as_mut() {
+                    recording.close(&mut self.recording_updates);
+                }
+                self.report_recording();
+                self.send_rtcp(out, true).await;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether anything has to happen on the 20 ms clock: a source to play, audio to decode,
+    /// mix, encode or record, a digit to send. A bridge whose packets pass through both ways
+    /// and the echo need none.
+    fn needs_frame_clock(&self) -> bool {
+        if self.monitor.is_some()
+            || self.dtmf_sender.is_some()
+            || !self.dtmf_out.is_empty()
+            || self.recording.as_ref().is_some_and(|r| r.writing())
+        {
+            return true;
+        }
+        match &self.bridge {
+            Some(bridge) => !bridge.passthrough(),
+            None => !matches!(self.source, Source::Echo),
+        }
+    }
+
+    /// Whether the peer's packets go on as they arrive (to the browser, or echoed back)
+    /// rather than into a jitter buffer read on the frame clock.
+    fn forwards_trunk_packets(&self) -> bool {
+        match &self.bridge {
+            Some(bridge) => bridge.downlink_passthrough(),
+            None => matches!(self.source, Source::Echo),
+        }
     }
 
     /// Drain the sockets and the agent's packets without waiting.

@@ -15,6 +15,11 @@ const STALL_FRAMES: u32 = 10;
 /// Arrivals (about a second of 20 ms packets) that must all want less delay before the target
 /// shrinks by a frame.
 const SHRINK_AFTER: u32 = 50;
+/// Arrivals (about ten seconds) after a late packet before the target may shrink again: a
+/// target that shrinks back into lateness would conceal a frame every few seconds.
+const HOLD_AFTER_LATE: u32 = 500;
+/// Ticks (a second) over which the buffer watches for frames it holds beyond its target.
+const SPARE_WINDOW: u32 = 50;
 /// A sequence number this far from the playout point starts a new stream (a new SSRC or a
 /// restart) rather than being a very late or very early packet.
 const RESYNC_DISTANCE: i32 = 200;
@@ -58,6 +63,12 @@ pub struct JitterBuffer {
     target: usize,
     /// Consecutive arrivals that wanted a shorter delay than the target.
     calm: u32,
+    /// Arrivals left before the target may shrink after a late packet.
+    hold: u32,
+    /// The fewest frames held beyond the target at any tick of this window, and the ticks
+    /// the window has run: a buffer that never dips to its target plays later than it needs.
+    least_spare: usize,
+    spare_ticks: u32,
     missing_run: u32,
     stats: JitterStats,
 }
@@ -73,6 +84,9 @@ impl JitterBuffer {
             last_transit: None,
             target: 2,
             calm: 0,
+            hold: 0,
+            least_spare: usize::MAX,
+            spare_ticks: 0,
             missing_run: 0,
             stats: JitterStats::default(),
         }
@@ -126,6 +140,7 @@ impl JitterBuffer {
                 // Too late to play: its slot was concealed. Wait longer from now on.
                 self.stats.late += 1;
                 self.target = (self.target + 1).min(MAX_DELAY_FRAMES);
+                self.hold = HOLD_AFTER_LATE;
                 return;
             }
         }
@@ -142,14 +157,20 @@ impl JitterBuffer {
             self.jitter_q4 += d - ((self.jitter_q4 + 8) >> 4);
         }
         self.last_transit = Some(transit);
-        // Twice the jitter plus a frame covers nearly every arrival on real networks.
+        // A frame, and another for each whole frame of twice the jitter: a packet waits for
+        // the next tick anyway (up to a frame), which absorbs jitter of a few milliseconds;
+        // one that comes too late all the same raises the target (see `push`).
         let frame = i64::from(self.clock_rate / 50).max(1);
         let jitter = self.jitter_q4 >> 4;
-        let wanted = ((2 * jitter + frame - 1) / frame + 1) as usize;
+        let wanted = ((2 * jitter) / frame + 1) as usize;
         let wanted = wanted.clamp(MIN_DELAY_FRAMES, MAX_DELAY_FRAMES);
-        // Grow at once; shrink one frame after a second of calm arrivals.
+        self.hold = self.hold.saturating_sub(1);
+        // Grow at once; shrink one frame after a second of calm arrivals, and not for a while
+        // after a packet came too late.
         if wanted > self.target {
             self.target = wanted;
+            self.calm = 0;
+        } else if wanted < self.target && self.hold > 0 {
             self.calm = 0;
         } else if wanted < self.target {
             self.calm += 1;
@@ -181,6 +202,27 @@ impl JitterBuffer {
         }
     }
 
+    /// A buffer that held more than its target at every tick for a second (it started
+    /// filling at a larger target, or a burst left it deep) drops its oldest frame: one
+    /// 20 ms skip a second at most, until the delay is back at the target.
+    fn shed_spare(&mut self) {
+        let spare = self.packets.len().saturating_sub(self.target);
+        self.least_spare = self.least_spare.min(spare);
+        self.spare_ticks += 1;
+        if self.spare_ticks < SPARE_WINDOW {
+            return;
+        }
+        if self.least_spare > 0 {
+            if let Some((&seq, _)) = self.packets.iter().next() {
+                self.packets.remove(&seq);
+                self.stats.dropped += 1;
+                self.next = Some(seq + 1);
+            }
+        }
+        self.least_spare = usize::MAX;
+        self.spare_ticks = 0;
+    }
+
     /// One tick of the 20 ms frame clock.
     pub fn pop(&mut self) -> Playout {
         let Some(next) = self.next else {
@@ -202,6 +244,7 @@ impl JitterBuffer {
                 self.next = Some(seq + 1);
             }
         }
+        self.shed_spare();
         let next = self.next.unwrap_or(next);
         self.next = Some(next + 1);
         if let Some(payload) = self.packets.remove(&next) {
@@ -356,6 +399,57 @@ mod tests {
             );
         }
         assert_eq!(wild.target_frames(), MAX_DELAY_FRAMES);
+    }
+
+    #[test]
+    fn a_few_milliseconds_of_jitter_keep_one_frame_and_a_late_packet_holds_two() {
+        let mut jb = JitterBuffer::new(8000);
+        for seq in 0u16..200 {
+            // Arrivals wander by up to 4 ms.
+            let wobble = [0, 32, 8, 16][usize::from(seq) % 4];
+            jb.push(
+                seq,
+                u32::from(seq) * TICKS,
+                u32::from(seq) * TICKS + wobble,
+                &[0],
+            );
+            jb.pop();
+        }
+        assert_eq!(jb.target_frames(), 1, "{:.1} ms jitter", jb.jitter_ms());
+        // A packet for a slot already concealed: the target grows and stays grown for the
+        // next ten seconds of calm arrivals, then comes back.
+        let late = jb.stats().late;
+        let mut seq = 200u16;
+        jb.pop();
+        feed(&mut jb, seq, u32::from(seq));
+        assert_eq!(jb.stats().late, late + 1);
+        let held = jb.target_frames();
+        assert_eq!(held, 2);
+        for _ in 1..HOLD_AFTER_LATE {
+            seq += 1;
+            feed(&mut jb, seq, u32::from(seq));
+            jb.pop();
+        }
+        assert_eq!(jb.target_frames(), held, "held after the late packet");
+        for _ in 0..(SHRINK_AFTER as usize * held) {
+            seq += 1;
+            feed(&mut jb, seq, u32::from(seq));
+            jb.pop();
+        }
+        assert_eq!(jb.target_frames(), 1);
+    }
+
+    #[test]
+    fn a_buffer_deeper_than_its_target_for_a_second_sheds_a_frame() {
+        let mut jb = JitterBuffer::new(8000);
+        // Playout starts at the initial two frames; the calm stream brings the target to one.
+        for seq in 0u16..300 {
+            feed(&mut jb, seq, u32::from(seq));
+            jb.pop();
+        }
+        assert_eq!(jb.target_frames(), 1);
+        assert_eq!(jb.depth(), 0, "each frame plays on the tick it arrived by");
+        assert_eq!(jb.stats().dropped, 1, "one frame shed to get there");
     }
 
     #[test]

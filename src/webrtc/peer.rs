@@ -133,11 +133,17 @@ impl SimulatedBrowser {
     }
 
     pub fn receive(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.receive_at(from, bytes, Instant::now());
+    }
+
+    /// A datagram that came off the socket at `at` (a load that queues datagrams keeps their
+    /// arrival times).
+    pub fn receive_at(&mut self, from: SocketAddr, bytes: &[u8], at: Instant) {
         let Ok(contents) = bytes.try_into() else {
             return;
         };
         let input = Input::Receive(
-            Instant::now(),
+            at,
             Receive {
                 proto: Protocol::Udp,
                 source: from,
@@ -177,6 +183,23 @@ pub fn tone_frames(codec: Codec, hz: f64) -> Vec<Vec<u8>> {
 /// costs depends on the signal: voice costs it about half again as much as a steady tone.
 pub fn voice_frames(codec: Codec) -> Vec<Vec<u8>> {
     second_of(codec, crate::bench::voice_sample)
+}
+
+/// Frames in one period of `pulse_frames`, and how many of them carry the tone.
+pub const PULSE_PERIOD: usize = 10;
+pub const PULSE_LENGTH: usize = 3;
+
+/// A second of pulses: 60 ms of a 1 kHz tone every 200 ms, silence between, encoded in
+/// `codec`. Frame `f` starts a pulse when `f % PULSE_PERIOD == 0`; the receiver times the
+/// first loud frame it hears (see `bench::OnsetDetector`).
+pub fn pulse_frames(codec: Codec) -> Vec<Vec<u8>> {
+    second_of(codec, |t| {
+        if ((t * 50.0) as usize % PULSE_PERIOD) < PULSE_LENGTH {
+            (t * 1000.0 * std::f64::consts::TAU).sin() * 8000.0
+        } else {
+            0.0
+        }
+    })
 }
 
 /// Fifty 20 ms frames of `signal` (sample value at t seconds), encoded in `codec`.
