@@ -6,6 +6,7 @@
 //! call ids as opaque routes, never queues or call policy.
 
 pub mod downlink;
+mod mmsg;
 pub mod peer;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::sdp::Codec;
 use downlink::{Downlink, DownlinkMode, SimulatedLoss};
+use mmsg::{RecvBatch, SendQueue, BATCH_DATAGRAMS};
 
 /// One agent connection's peer connection.
 pub type PeerId = u64;
@@ -310,6 +312,8 @@ pub struct WebrtcHost {
     earliest: Instant,
     /// Peers given input in this batch, drained once when the batch is done.
     dirty: Vec<PeerId>,
+    /// What the peers want sent, sent together once a round's polls are done.
+    outgoing: SendQueue,
     downlink: DownlinkOptions,
 }
 
@@ -334,6 +338,7 @@ impl WebrtcHost {
             counters,
             earliest: Instant::now() + Duration::from_secs(1),
             dirty: Vec::new(),
+            outgoing: SendQueue::default(),
             downlink: DownlinkOptions::default(),
         })
     }
@@ -350,45 +355,57 @@ impl WebrtcHost {
 
     /// Run until the input channel closes.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<WebrtcInput>) {
-        let mut buf = vec![0u8; DATAGRAM_MAX];
+        let mut arrivals = RecvBatch::new(DATAGRAM_MAX);
         loop {
             let deadline = self.earliest;
-            tokio::select! {
-                received = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, source)) = received {
-                        self.on_datagram(source, n, &mut buf).await;
-                    }
-                }
+            let readable = tokio::select! {
+                ready = self.socket.readable() => ready.is_ok(),
                 input = inputs.recv() => match input {
-                    Some(input) => self.on_input(input).await,
+                    Some(input) => {
+                        self.on_input(input);
+                        false
+                    }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
+                _ = tokio::time::sleep_until(deadline.into()) => false,
+            };
             // Take whatever else is already waiting before draining the peers it touched: a
             // busy gateway polls each peer once per batch rather than once per packet.
             for _ in 0..BATCH {
                 match inputs.try_recv() {
-                    Ok(input) => self.on_input(input).await,
+                    Ok(input) => self.on_input(input),
                     Err(_) => break,
                 }
             }
-            for _ in 0..BATCH {
-                match self.socket.try_recv_from(&mut buf) {
-                    Ok((n, source)) => self.on_datagram(source, n, &mut buf).await,
-                    Err(_) => break,
+            if readable {
+                for _ in 0..BATCH / BATCH_DATAGRAMS {
+                    match arrivals.recv(&self.socket) {
+                        Ok(n) => {
+                            for (source, bytes) in arrivals.datagrams() {
+                                self.on_datagram(source, bytes);
+                            }
+                            if n < BATCH_DATAGRAMS {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
             self.dirty.sort_unstable();
             self.dirty.dedup();
             let dirty = std::mem::take(&mut self.dirty);
             for id in &dirty {
-                self.drain(*id).await;
+                self.drain(*id);
             }
             self.dirty = dirty;
             self.dirty.clear();
             if Instant::now() >= self.earliest {
-                self.on_timeouts().await;
+                self.on_timeouts();
+            }
+            // Everything this round produced, in as few system calls as it takes.
+            if !self.outgoing.is_empty() {
+                self.outgoing.flush(&self.socket).await;
             }
         }
         for (_, mut peer) in self.peers.drain() {
@@ -396,11 +413,8 @@ impl WebrtcHost {
         }
     }
 
-    async fn on_datagram(&mut self, source: SocketAddr, n: usize, buf: &mut [u8]) {
+    fn on_datagram(&mut self, source: SocketAddr, bytes: &[u8]) {
         let now = Instant::now();
-        let Some(bytes) = buf.get(..n) else {
-            return;
-        };
         let Ok(contents) = bytes.try_into() else {
             return;
         };
@@ -438,7 +452,7 @@ impl WebrtcHost {
         self.dirty.push(id);
     }
 
-    async fn on_timeouts(&mut self) {
+    fn on_timeouts(&mut self) {
         let now = Instant::now();
         let due: Vec<PeerId> = self
             .peers
@@ -456,7 +470,7 @@ impl WebrtcHost {
                     peer.rtc.disconnect();
                 }
             }
-            self.drain(id).await;
+            self.drain(id);
         }
         self.earliest = self
             .peers
@@ -466,7 +480,7 @@ impl WebrtcHost {
             .unwrap_or(now + Duration::from_secs(1));
     }
 
-    async fn on_input(&mut self, input: WebrtcInput) {
+    fn on_input(&mut self, input: WebrtcInput) {
         match input {
             WebrtcInput::Offer {
                 peer,
@@ -672,7 +686,7 @@ impl WebrtcHost {
     }
 
     /// Send what the peer wants sent and act on its events, until it only waits for time.
-    async fn drain(&mut self, id: PeerId) {
+    fn drain(&mut self, id: PeerId) {
         loop {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
@@ -714,13 +728,8 @@ impl WebrtcHost {
                             }
                         }
                     }
-                    if let Err(e) = self
-                        .socket
-                        .send_to(&transmit.contents, transmit.destination)
-                        .await
-                    {
-                        tracing::trace!(error = %e, "WebRTC send failed");
-                    }
+                    self.outgoing
+                        .push(transmit.destination, transmit.contents.into());
                 }
                 Output::Event(event) => self.on_event(id, event),
             }
