@@ -44,7 +44,12 @@ inbound_from = ["127.0.0.1/32"]
 TOML
 CALLGATE_LOG=warn "${gw_core[@]}" "$bin" serve --config "$dir/callgate.toml" > "$dir/gateway.log" 2>&1 &
 gw=$!
-sleep 1
+# Up when its HTTP side answers (a gateway still shutting down may hold the ports a moment).
+for _ in $(seq 1 50); do
+  curl -s -o /dev/null 127.0.0.1:15997/metrics && break
+  kill -0 $gw 2>/dev/null || { echo "the gateway did not start:"; cat "$dir/gateway.log"; exit 1; }
+  sleep 0.2
+done
 ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
 metric() { curl -s 127.0.0.1:15997/metrics | awk -v m="$1" '$1 == m {s += $2} END {print s + 0}'; }
 # Answered transactions linger 32 s (Timer J); a run starts when the last one's are gone.

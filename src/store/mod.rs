@@ -391,49 +391,106 @@ pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
             let _ = reply.send(answer);
             result.map(|_| ())
         }
+        change => {
+            let tx = conn.unchecked_transaction()?;
+            write_change(&tx, &change)?;
+            tx.commit()?;
+            Ok(())
+        }
+    }
+}
+
+/// The call a change is about, for the error log.
+fn change_call(op: &StoreOp) -> &str {
+    match op {
+        StoreOp::Call { call, .. } => &call.id,
+        StoreOp::Log { call_id, .. } | StoreOp::Recording { call_id, .. } => call_id,
+    }
+}
+
+/// Apply changes in order. The calls' own changes (status, recording) go in as few
+/// transactions as possible: one commit for a busy second's hundreds of small changes,
+/// instead of one each. A run in which a change fails is rolled back and written again one
+/// change at a time, so one bad row never takes the others with it. An agent's log edit
+/// is answered only once it is committed, so it has a transaction of its own.
+pub fn apply_all(conn: &Connection, ops: Vec<StoreOp>) {
+    let mut run: Vec<StoreOp> = Vec::new();
+    for op in ops {
+        if matches!(op, StoreOp::Log { .. }) {
+            apply_run(conn, std::mem::take(&mut run));
+            let call = change_call(&op).to_string();
+            if let Err(e) = apply(conn, op) {
+                tracing::error!(%call, error = %e, "call log write failed");
+            }
+        } else {
+            run.push(op);
+        }
+    }
+    apply_run(conn, run);
+}
+
+fn apply_run(conn: &Connection, run: Vec<StoreOp>) {
+    if run.is_empty() {
+        return;
+    }
+    let together = (|| {
+        let tx = conn.unchecked_transaction()?;
+        for op in &run {
+            write_change(&tx, op)?;
+        }
+        tx.commit()?;
+        Ok::<(), StoreError>(())
+    })();
+    if together.is_ok() {
+        return;
+    }
+    for op in run {
+        let call = change_call(&op).to_string();
+        if let Err(e) = apply(conn, op) {
+            tracing::error!(%call, error = %e, "call log write failed");
+        }
+    }
+}
+
+/// Write a call's change inside the caller's transaction (statements prepared once per
+/// connection and kept).
+fn write_change(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
+    match op {
+        StoreOp::Log { .. } => Ok(()),
         StoreOp::Recording {
             call_id,
             path,
             segment,
         } => {
-            let tx = conn.unchecked_transaction()?;
             if let Some(path) = path {
-                tx.execute(
-                    "UPDATE calls SET recording_path = ?2 WHERE id = ?1",
-                    params![call_id, path],
-                )?;
+                conn.prepare_cached("UPDATE calls SET recording_path = ?2 WHERE id = ?1")?
+                    .execute(params![call_id, path])?;
             }
             if let Some(seg) = segment {
-                tx.execute(
+                conn.prepare_cached(
                     "INSERT INTO recording_segments
                         (call_id, idx, started_at, ended_at, offset_ms, duration_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT(call_id, idx) DO UPDATE SET
                         ended_at = excluded.ended_at, duration_ms = excluded.duration_ms",
-                    params![
-                        call_id,
-                        seg.index,
-                        seg.started_at,
-                        seg.ended_at,
-                        seg.offset_ms,
-                        seg.duration_ms
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    call_id,
+                    seg.index,
+                    seg.started_at,
+                    seg.ended_at,
+                    seg.offset_ms,
+                    seg.duration_ms
+                ])?;
             }
-            tx.commit()?;
             Ok(())
         }
         StoreOp::Call { call, at } => {
-            let at = &at;
-            let tx = conn.unchecked_transaction()?;
-            let previous: Option<String> = tx
-                .query_row(
-                    "SELECT status FROM calls WHERE id = ?1",
-                    params![call.id],
-                    |r| r.get(0),
-                )
+            let previous: Option<String> = conn
+                .prepare_cached("SELECT status FROM calls WHERE id = ?1")?
+                .query_row(params![call.id], |r| r.get(0))
                 .optional()?;
-            tx.execute(
+            conn.prepare_cached(
                 "INSERT INTO calls (id, direction, from_number, from_name, to_number, prospect,
                     agent_id, status, created_at, answered_at, queued_at, ended_at, end_reason,
                     recording)
@@ -445,36 +502,35 @@ pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
                     answered_at = excluded.answered_at, queued_at = excluded.queued_at,
                     ended_at = excluded.ended_at, end_reason = excluded.end_reason,
                     recording = excluded.recording",
-                params![
-                    call.id,
-                    call.direction,
-                    call.from_number,
-                    call.from_name,
-                    call.to_number,
-                    call.prospect,
-                    call.agent_id,
-                    call.status,
-                    call.created_at,
-                    call.answered_at,
-                    call.queued_at,
-                    call.ended_at,
-                    call.end_reason,
-                    call.recording,
-                ],
-            )?;
+            )?
+            .execute(params![
+                call.id,
+                call.direction,
+                call.from_number,
+                call.from_name,
+                call.to_number,
+                call.prospect,
+                call.agent_id,
+                call.status,
+                call.created_at,
+                call.answered_at,
+                call.queued_at,
+                call.ended_at,
+                call.end_reason,
+                call.recording,
+            ])?;
             if previous.as_deref() != Some(call.status.as_str()) {
-                tx.execute(
+                conn.prepare_cached(
                     "UPDATE segments SET ended_at = ?2 WHERE call_id = ?1 AND ended_at IS NULL",
-                    params![call.id, at],
-                )?;
+                )?
+                .execute(params![call.id, at])?;
                 if segmented(&call.status) {
-                    tx.execute(
+                    conn.prepare_cached(
                         "INSERT INTO segments (call_id, status, started_at) VALUES (?1, ?2, ?3)",
-                        params![call.id, call.status, at],
-                    )?;
+                    )?
+                    .execute(params![call.id, call.status, at])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         }
     }
@@ -507,17 +563,7 @@ pub async fn run_writer(path: PathBuf, mut ops: mpsc::Receiver<StoreOp>) {
         let conn = std::sync::Arc::clone(&conn);
         let result = tokio::task::spawn_blocking(move || {
             let conn = conn.lock().map_err(|_| "store lock poisoned".to_string())?;
-            for op in batch {
-                let call = match &op {
-                    StoreOp::Call { call, .. } => call.id.clone(),
-                    StoreOp::Log { call_id, .. } | StoreOp::Recording { call_id, .. } => {
-                        call_id.clone()
-                    }
-                };
-                if let Err(e) = apply(&conn, op) {
-                    tracing::error!(%call, error = %e, "call log write failed");
-                }
-            }
+            apply_all(&conn, batch);
             Ok::<(), String>(())
         })
         .await;
@@ -671,6 +717,71 @@ mod tests {
             }
             self
         }
+    }
+
+    #[test]
+    fn a_batch_is_written_together_and_a_bad_change_spoils_none_of_the_others() {
+        let dir = std::env::temp_dir().join(format!("callgate-store-{}", rand::random::<u64>()));
+        let conn = open(&dir.join("calls.db")).expect("open");
+        let segment = |call: &str| StoreOp::Recording {
+            call_id: call.into(),
+            path: None,
+            segment: Some(RecordingSegment {
+                index: 0,
+                started_at: 1_000,
+                ended_at: None,
+                offset_ms: 0,
+                duration_ms: None,
+            }),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ops = vec![
+            StoreOp::Call {
+                call: Box::new(record_of("c1", "active", 1_000)),
+                at: 1_000,
+            },
+            segment("c1"),
+            // No such call: the foreign key refuses it.
+            segment("nobody"),
+            StoreOp::Log {
+                call_id: "c1".into(),
+                patch: LogPatch {
+                    disposition: Some("callback".into()),
+                    ..LogPatch::default()
+                },
+                author: "alice".into(),
+                at: 1_500,
+                reply,
+            },
+            StoreOp::Call {
+                call: Box::new(record_of("c2", "active", 2_000)),
+                at: 2_000,
+            },
+            StoreOp::Call {
+                call: Box::new(record_of("c1", "ended", 3_000)),
+                at: 3_000,
+            },
+        ];
+        apply_all(&conn, ops);
+        let log = answer.blocking_recv().expect("answered").expect("written");
+        assert_eq!(
+            log.and_then(|l| l.disposition).as_deref(),
+            Some("callback"),
+            "the log edit saw the call written before it"
+        );
+        assert_eq!(
+            call(&conn, "c1")
+                .expect("query")
+                .map(|c| c.status)
+                .as_deref(),
+            Some("ended")
+        );
+        assert!(call(&conn, "c2").expect("query").is_some());
+        assert_eq!(recording_segments(&conn, "c1").expect("query").len(), 1);
+        assert!(recording_segments(&conn, "nobody")
+            .expect("query")
+            .is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
