@@ -45,6 +45,9 @@ pub struct BenchOptions {
     pub record: Option<std::path::PathBuf>,
     /// Both sides play a steady tone rather than voice-like audio.
     pub tone: bool,
+    /// The simulated trunks and browsers run in a child process: this process's CPU and
+    /// memory are then the gateway's alone.
+    pub separate_load: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -169,13 +172,6 @@ impl DelayProbe {
     }
 }
 
-/// CPU time (user + system) of this process's threads whose name starts with one of
-/// `prefixes`.
-fn thread_cpu(prefixes: &[&str]) -> Duration {
-    let (user, system) = thread_cpu_split(prefixes);
-    user + system
-}
-
 /// User and system CPU time of this process's threads whose name starts with one of
 /// `prefixes`.
 pub fn thread_cpu_split(prefixes: &[&str]) -> (Duration, Duration) {
@@ -222,67 +218,77 @@ struct GatewayCall {
     commands: mpsc::Sender<MediaCommand>,
 }
 
-/// Run the benchmark.
-pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
-    crate::webrtc::install_crypto();
-    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads.max(1))
-        .thread_name(GATEWAY_THREAD)
-        .enable_all()
-        .build()?;
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("cg-load")
-        .enable_all()
-        .build()?;
-    let rss_before = rss_kib();
+/// The gateway side of the bench: the WebRTC host and one media task per call, on a runtime
+/// of their own.
+struct GatewaySide {
+    rt: tokio::runtime::Runtime,
+    webrtc: mpsc::Sender<WebrtcInput>,
+    media_events: mpsc::Sender<crate::media::call::MediaEvent>,
+    counters: Arc<MediaCounters>,
+    recordings: Option<RecordingWriter>,
+    calls: Vec<GatewayCall>,
+}
 
-    // The gateway side: the WebRTC host and one media task per call.
-    let (webrtc_tx, webrtc_rx) = mpsc::channel(crate::webrtc::INPUT_CAPACITY);
-    let (events_tx, mut events_rx) = mpsc::channel(1024);
-    let host_socket = gateway_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
-    let host = WebrtcHost::new(
-        host_socket,
-        None,
-        events_tx,
-        Arc::new(WebrtcCounters::default()),
-    )?
-    .with_downlink(DownlinkOptions {
-        mode: options.downlink,
-        ..DownlinkOptions::default()
-    });
-    gateway_rt.spawn(host.run(webrtc_rx));
-    gateway_rt.spawn(async move { while events_rx.recv().await.is_some() {} });
-    let counters = Arc::new(MediaCounters::default());
-    let recordings = match &options.record {
-        Some(dir) => Some(RecordingWriter::start(RecordingFormat {
-            directory: dir.clone(),
-            stereo: true,
-            sample_rate: 8000,
-        })?),
-        None => None,
-    };
-    let (media_events, mut media_events_rx) = mpsc::channel(1024);
-    gateway_rt.spawn(async move { while media_events_rx.recv().await.is_some() {} });
+impl GatewaySide {
+    fn start(options: &BenchOptions) -> anyhow::Result<GatewaySide> {
+        crate::webrtc::install_crypto();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.threads.max(1))
+            .thread_name(GATEWAY_THREAD)
+            .enable_all()
+            .build()?;
+        let (webrtc, webrtc_rx) = mpsc::channel(crate::webrtc::INPUT_CAPACITY);
+        let (events_tx, mut events_rx) = mpsc::channel(1024);
+        let host_socket = rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
+        let host = WebrtcHost::new(
+            host_socket,
+            None,
+            events_tx,
+            Arc::new(WebrtcCounters::default()),
+        )?
+        .with_downlink(DownlinkOptions {
+            mode: options.downlink,
+            ..DownlinkOptions::default()
+        });
+        rt.spawn(host.run(webrtc_rx));
+        rt.spawn(async move { while events_rx.recv().await.is_some() {} });
+        let recordings = match &options.record {
+            Some(dir) => Some(RecordingWriter::start(RecordingFormat {
+                directory: dir.clone(),
+                stereo: true,
+                sample_rate: 8000,
+            })?),
+            None => None,
+        };
+        let (media_events, mut media_events_rx) = mpsc::channel(1024);
+        rt.spawn(async move { while media_events_rx.recv().await.is_some() {} });
+        Ok(GatewaySide {
+            rt,
+            webrtc,
+            media_events,
+            counters: Arc::new(MediaCounters::default()),
+            recordings,
+            calls: Vec::new(),
+        })
+    }
 
-    let trunk_codec = Codec::Pcmu;
-    let mut calls = Vec::with_capacity(options.calls);
-    let mut trunk_sockets = Vec::with_capacity(options.calls);
-    for i in 0..options.calls {
-        let (rtp, rtcp) = gateway_rt.block_on(async {
+    /// A call from the trunk at `trunk`, bridged to the browser that sent `offer`: the
+    /// call's RTP port and the browser's answer.
+    fn add_call(&mut self, trunk: SocketAddr, offer: String) -> anyhow::Result<(u16, String)> {
+        let i = self.calls.len();
+        let (rtp, rtcp) = self.rt.block_on(async {
             let rtp = UdpSocket::bind("127.0.0.1:0").await?;
             let rtcp = UdpSocket::bind("127.0.0.1:0").await?;
             Ok::<_, std::io::Error>((rtp, rtcp))
         })?;
         let rtp_port = rtp.local_addr()?.port();
-        let trunk = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
         let audio = AudioSession {
-            codec: trunk_codec,
+            codec: Codec::Pcmu,
             pt: 0,
             clock_rate: 8000,
             ptime: 20,
             dtmf_pt: None,
-            remote: Some(trunk.local_addr()?),
+            remote: Some(trunk),
             remote_rtcp: None,
             local_direction: Direction::SendRecv,
             remote_direction: Direction::SendRecv,
@@ -298,243 +304,561 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             },
             audio,
             Source::Silence,
-            media_events.clone(),
-            Arc::clone(&counters),
+            self.media_events.clone(),
+            Arc::clone(&self.counters),
         );
-        let media = match &recordings {
+        let media = match &self.recordings {
             Some(writer) => media.with_recording_writer(writer.clone()),
             None => media,
         };
         let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
-        gateway_rt.spawn(media.run(rx));
-        calls.push(GatewayCall { rtp_port, commands });
-        trunk_sockets.push(trunk);
-    }
-
-    // The browsers: offer, get the host's answer, connect.
-    let mut browsers = Vec::with_capacity(options.calls);
-    for (i, call) in calls.iter().enumerate() {
-        let mut browser =
-            load_rt.block_on(SimulatedBrowser::offering(!options.passthrough, true))?;
-        let offer = browser.offer().ok_or_else(|| anyhow::anyhow!("no offer"))?;
+        self.rt.spawn(media.run(rx));
         let codec = Arc::new(PeerCodec::default());
         let (reply, answer) = oneshot::channel();
-        webrtc_tx.blocking_send(WebrtcInput::Offer {
+        self.webrtc.blocking_send(WebrtcInput::Offer {
             peer: i as u64,
             sdp: offer,
             codec: Arc::clone(&codec),
             reply,
         })?;
         let answer = answer.blocking_recv()??;
-        if !browser.answer(&answer) {
-            anyhow::bail!("browser rejected the answer");
-        }
         let (to_call, from_agent) = mpsc::channel(crate::webrtc::AGENT_AUDIO_CAPACITY);
-        if recordings.is_some() {
-            call.commands
-                .blocking_send(MediaCommand::Record(RecordWant::On))?;
+        if self.recordings.is_some() {
+            commands.blocking_send(MediaCommand::Record(RecordWant::On))?;
         }
-        call.commands
-            .blocking_send(MediaCommand::Bridge(AgentLink {
-                peer: i as u64,
-                codec,
-                webrtc: webrtc_tx.clone(),
-                from_agent,
-                joined: None,
-            }))?;
-        webrtc_tx.blocking_send(WebrtcInput::Route {
+        commands.blocking_send(MediaCommand::Bridge(AgentLink {
+            peer: i as u64,
+            codec,
+            webrtc: self.webrtc.clone(),
+            from_agent,
+            joined: None,
+        }))?;
+        self.webrtc.blocking_send(WebrtcInput::Route {
             peer: i as u64,
             route: Some(Route {
                 call: format!("bench-{i}"),
                 to_call,
             }),
         })?;
-        browsers.push(browser);
+        self.calls.push(GatewayCall { rtp_port, commands });
+        Ok((rtp_port, answer))
     }
 
-    // The load: every browser and trunk sends a frame each 20 ms and reads what arrives.
-    let seconds = options.seconds;
-    let passthrough = options.passthrough;
-    let tone = options.tone;
-    let ports: Vec<u16> = calls.iter().map(|c| c.rtp_port).collect();
-    let (result_tx, result_rx) = std::sync::mpsc::channel();
-    load_rt.spawn(async move {
-        let (opus_frames, pcmu_frames) = if tone {
-            (tone_frames(Codec::Opus, 440.0), tone_frames(Codec::Pcmu, 440.0))
-        } else {
-            (voice_frames(Codec::Opus), voice_frames(Codec::Pcmu))
-        };
-        let browser_frames = if passthrough { &pcmu_frames } else { &opus_frames };
-        let pcmu_pulses = pulse_frames(Codec::Pcmu);
-        let browser_pulses = if passthrough {
-            pcmu_pulses.clone()
-        } else {
-            pulse_frames(Codec::Opus)
-        };
-        let probes = browsers.len().min(PROBE_CALLS);
-        let started = Instant::now();
-        let warmup = Duration::from_secs(3);
-        let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>, Instant)>(65536);
-        for (i, b) in browsers.iter_mut().enumerate() {
-            b.keep_audio = i < probes;
-            let socket = Arc::clone(&b.socket);
-            let tx = in_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                    let at = Instant::now();
-                    if tx.send((i, from, buf[..n].to_vec(), at)).await.is_err() {
-                        break;
+    fn stop(self) {
+        for call in &self.calls {
+            let _ = call.commands.try_send(MediaCommand::Stop);
+        }
+        self.rt.shutdown_timeout(Duration::from_secs(1));
+        if let Some(writer) = self.recordings {
+            writer.shutdown(Duration::from_secs(5));
+        }
+    }
+}
+
+/// What the load needs to know of the bench.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct LoadOptions {
+    pub calls: usize,
+    pub seconds: u64,
+    pub passthrough: bool,
+    pub tone: bool,
+}
+
+impl From<&BenchOptions> for LoadOptions {
+    fn from(o: &BenchOptions) -> LoadOptions {
+        LoadOptions {
+            calls: o.calls,
+            seconds: o.seconds,
+            passthrough: o.passthrough,
+            tone: o.tone,
+        }
+    }
+}
+
+/// The simulated trunks and browsers, before they are connected.
+struct Load {
+    rt: tokio::runtime::Runtime,
+    browsers: Vec<SimulatedBrowser>,
+    trunks: Vec<UdpSocket>,
+}
+
+/// What the load saw over the measured stretch.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct LoadOutcome {
+    measured: Duration,
+    received: u64,
+    back: u64,
+    setup_ms: Vec<f64>,
+    down: Vec<f64>,
+    up: Vec<f64>,
+}
+
+impl Load {
+    fn new() -> anyhow::Result<Load> {
+        crate::webrtc::install_crypto();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cg-load")
+            .enable_all()
+            .build()?;
+        Ok(Load {
+            rt,
+            browsers: Vec::new(),
+            trunks: Vec::new(),
+        })
+    }
+
+    /// One more trunk and browser: the trunk's address and the browser's offer.
+    fn add(&mut self, passthrough: bool) -> anyhow::Result<(SocketAddr, String)> {
+        let trunk = self.rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
+        let mut browser = self
+            .rt
+            .block_on(SimulatedBrowser::offering(!passthrough, true))?;
+        let offer = browser.offer().ok_or_else(|| anyhow::anyhow!("no offer"))?;
+        let addr = trunk.local_addr()?;
+        self.trunks.push(trunk);
+        self.browsers.push(browser);
+        Ok((addr, offer))
+    }
+
+    /// The gateway's answer to browser `i`.
+    fn answer(&mut self, i: usize, answer: &str) -> anyhow::Result<()> {
+        let browser = self
+            .browsers
+            .get_mut(i)
+            .ok_or_else(|| anyhow::anyhow!("no browser {i}"))?;
+        if !browser.answer(answer) {
+            anyhow::bail!("browser rejected the answer");
+        }
+        Ok(())
+    }
+
+    /// Run the load against the gateway's call ports; `at_start` runs when the warm-up ends
+    /// and measuring begins.
+    fn run(
+        self,
+        options: LoadOptions,
+        ports: Vec<u16>,
+        at_start: Box<dyn FnOnce() + Send>,
+    ) -> anyhow::Result<LoadOutcome> {
+        let (result_tx, result_rx) = std::sync::mpsc::channel();
+        let Load {
+            rt,
+            browsers,
+            trunks,
+        } = self;
+        rt.spawn(async move {
+            let outcome = drive(options, browsers, trunks, ports, at_start).await;
+            let _ = result_tx.send(outcome);
+        });
+        let outcome = result_rx.recv_timeout(Duration::from_secs(options.seconds + 120))?;
+        rt.shutdown_timeout(Duration::from_secs(1));
+        Ok(outcome)
+    }
+}
+
+/// Every browser and trunk sends a frame each 20 ms and reads what arrives.
+async fn drive(
+    options: LoadOptions,
+    mut browsers: Vec<SimulatedBrowser>,
+    trunk_sockets: Vec<UdpSocket>,
+    ports: Vec<u16>,
+    at_start: Box<dyn FnOnce() + Send>,
+) -> LoadOutcome {
+    let LoadOptions {
+        seconds,
+        passthrough,
+        tone,
+        ..
+    } = options;
+    let mut at_start = Some(at_start);
+    let (opus_frames, pcmu_frames) = if tone {
+        (
+            tone_frames(Codec::Opus, 440.0),
+            tone_frames(Codec::Pcmu, 440.0),
+        )
+    } else {
+        (voice_frames(Codec::Opus), voice_frames(Codec::Pcmu))
+    };
+    let browser_frames = if passthrough {
+        &pcmu_frames
+    } else {
+        &opus_frames
+    };
+    let pcmu_pulses = pulse_frames(Codec::Pcmu);
+    let browser_pulses = if passthrough {
+        pcmu_pulses.clone()
+    } else {
+        pulse_frames(Codec::Opus)
+    };
+    let probes = browsers.len().min(PROBE_CALLS);
+    let started = Instant::now();
+    let warmup = Duration::from_secs(3);
+    let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>, Instant)>(65536);
+    for (i, b) in browsers.iter_mut().enumerate() {
+        b.keep_audio = i < probes;
+        let socket = Arc::clone(&b.socket);
+        let tx = in_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let at = Instant::now();
+                if tx.send((i, from, buf[..n].to_vec(), at)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut to_browser: Vec<DelayProbe> = (0..probes).map(|_| DelayProbe::new()).collect();
+    let to_trunk: Vec<Arc<std::sync::Mutex<DelayProbe>>> = (0..probes)
+        .map(|_| Arc::new(std::sync::Mutex::new(DelayProbe::new())))
+        .collect();
+    let trunk_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let trunks: Vec<Arc<UdpSocket>> = trunk_sockets.into_iter().map(Arc::new).collect();
+    for (i, t) in trunks.iter().enumerate() {
+        let socket = Arc::clone(t);
+        let back = Arc::clone(&trunk_back);
+        let probe = to_trunk.get(i).cloned();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, _)) = socket.recv_from(&mut buf).await {
+                let at = Instant::now();
+                back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let (Some(probe), Ok(packet)) = (probe.as_ref(), rtp::parse(&buf[..n])) {
+                    if let Ok(mut probe) = probe.lock() {
+                        let measuring = at.duration_since(started) >= warmup;
+                        probe.heard(Codec::Pcmu, packet.payload, at, measuring);
                     }
                 }
-            });
-        }
-        let mut to_browser: Vec<DelayProbe> = (0..probes).map(|_| DelayProbe::new()).collect();
-        let to_trunk: Vec<Arc<std::sync::Mutex<DelayProbe>>> = (0..probes)
-            .map(|_| Arc::new(std::sync::Mutex::new(DelayProbe::new())))
-            .collect();
-        let trunk_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let trunks: Vec<Arc<UdpSocket>> = trunk_sockets.into_iter().map(Arc::new).collect();
-        for (i, t) in trunks.iter().enumerate() {
-            let socket = Arc::clone(t);
-            let back = Arc::clone(&trunk_back);
-            let probe = to_trunk.get(i).cloned();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                while let Ok((n, _)) = socket.recv_from(&mut buf).await {
-                    let at = Instant::now();
-                    back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let (Some(probe), Ok(packet)) = (probe.as_ref(), rtp::parse(&buf[..n])) {
-                        if let Ok(mut probe) = probe.lock() {
-                            probe.heard(Codec::Pcmu, packet.payload, at, at.duration_since(started) >= warmup);
-                        }
-                    }
-                }
-            });
-        }
-        // Calls are spread over the 20 ms frame in PHASES groups, as independent calls are:
-        // every call sending in the same instant would time the gateway's queue, not its path.
-        let mut clock = tokio::time::interval(FRAME_TIME / PHASES as u32);
-        let mut tick = 0usize;
-        let mut measure_start: Option<(Instant, Duration, u64, u64, u64)> = None;
-        let total = warmup + Duration::from_secs(seconds);
-        let mut timeouts: Vec<Instant> = vec![Instant::now(); browsers.len()];
-        loop {
-            tokio::select! {
-                _ = clock.tick() => {
-                    let frame = tick / PHASES;
-                    let phase = tick % PHASES;
-                    tick += 1;
-                    let payload = &browser_frames[frame % browser_frames.len()];
-                    let pcmu = &pcmu_frames[frame % pcmu_frames.len()];
-                    let pulse_starts = frame.is_multiple_of(PULSE_PERIOD);
-                    for (i, b) in browsers.iter_mut().enumerate().skip(phase).step_by(PHASES) {
-                        let probe = i < probes;
-                        if b.connected.is_some() {
-                            let audio = if probe {
-                                &browser_pulses[frame % browser_pulses.len()]
-                            } else {
-                                payload
-                            };
-                            b.send_frame(audio);
-                            timeouts[i] = b.drain().await;
-                            if probe && pulse_starts {
-                                if let Ok(mut p) = to_trunk[i].lock() {
-                                    p.sent = Some(Instant::now());
-                                }
-                            }
-                        }
-                        let header = RtpHeader {
-                            marker: frame == 0,
-                            payload_type: 0,
-                            sequence: frame as u16,
-                            timestamp: (frame * 160) as u32,
-                            ssrc: 0x5eed_0000 + i as u32,
-                            csrcs: Vec::new(),
+            }
+        });
+    }
+    // Calls are spread over the 20 ms frame in PHASES groups, as independent calls are:
+    // every call sending in the same instant would time the gateway's queue, not its path.
+    let mut clock = tokio::time::interval(FRAME_TIME / PHASES as u32);
+    let mut tick = 0usize;
+    let mut measure_start: Option<(Instant, u64, u64)> = None;
+    let total = warmup + Duration::from_secs(seconds);
+    let mut timeouts: Vec<Instant> = vec![Instant::now(); browsers.len()];
+    loop {
+        tokio::select! {
+            _ = clock.tick() => {
+                let frame = tick / PHASES;
+                let phase = tick % PHASES;
+                tick += 1;
+                let payload = &browser_frames[frame % browser_frames.len()];
+                let pcmu = &pcmu_frames[frame % pcmu_frames.len()];
+                let pulse_starts = frame.is_multiple_of(PULSE_PERIOD);
+                for (i, b) in browsers.iter_mut().enumerate().skip(phase).step_by(PHASES) {
+                    let probe = i < probes;
+                    if b.connected.is_some() {
+                        let audio = if probe {
+                            &browser_pulses[frame % browser_pulses.len()]
+                        } else {
+                            payload
                         };
-                        let mut packet = Vec::with_capacity(200);
-                        let audio = if probe { &pcmu_pulses[frame % pcmu_pulses.len()] } else { pcmu };
-                        rtp::write(&header, audio, &mut packet);
-                        let _ = trunks[i].send_to(&packet, SocketAddr::from(([127, 0, 0, 1], ports[i]))).await;
+                        b.send_frame(audio);
+                        timeouts[i] = b.drain().await;
                         if probe && pulse_starts {
-                            to_browser[i].sent = Some(Instant::now());
+                            if let Ok(mut p) = to_trunk[i].lock() {
+                                p.sent = Some(Instant::now());
+                            }
                         }
                     }
-                    let now = Instant::now();
-                    for (i, b) in browsers.iter_mut().enumerate() {
-                        if timeouts[i] <= now {
-                            let _ = b.rtc.handle_input(Input::Timeout(now));
-                            timeouts[i] = b.drain().await;
-                        }
-                    }
-                    let elapsed = started.elapsed();
-                    if measure_start.is_none() && elapsed >= warmup {
-                        let received: u64 = browsers.iter().map(|b| b.received).sum();
-                        measure_start = Some((now, thread_cpu(GATEWAY_THREADS), received, trunk_back.load(std::sync::atomic::Ordering::Relaxed), thread_cpu_split(GATEWAY_THREADS).1.as_micros() as u64));
-                    }
-                    if elapsed >= total {
-                        break;
+                    let header = RtpHeader {
+                        marker: frame == 0,
+                        payload_type: 0,
+                        sequence: frame as u16,
+                        timestamp: (frame * 160) as u32,
+                        ssrc: 0x5eed_0000 + i as u32,
+                        csrcs: Vec::new(),
+                    };
+                    let mut packet = Vec::with_capacity(200);
+                    let audio = if probe { &pcmu_pulses[frame % pcmu_pulses.len()] } else { pcmu };
+                    rtp::write(&header, audio, &mut packet);
+                    let _ = trunks[i].send_to(&packet, SocketAddr::from(([127, 0, 0, 1], ports[i]))).await;
+                    if probe && pulse_starts {
+                        to_browser[i].sent = Some(Instant::now());
                     }
                 }
-                Some((i, from, bytes, at)) = in_rx.recv() => {
-                    let b = &mut browsers[i];
-                    b.receive_at(from, &bytes, at);
-                    timeouts[i] = b.drain().await;
-                    if let Some(probe) = to_browser.get_mut(i) {
-                        let measuring = started.elapsed() >= warmup;
-                        for heard in b.heard.drain(..) {
-                            if let Some(codec) = heard.codec {
-                                probe.heard(codec, &heard.payload, heard.arrived, measuring);
-                            }
+                let now = Instant::now();
+                for (i, b) in browsers.iter_mut().enumerate() {
+                    if timeouts[i] <= now {
+                        let _ = b.rtc.handle_input(Input::Timeout(now));
+                        timeouts[i] = b.drain().await;
+                    }
+                }
+                let elapsed = started.elapsed();
+                if measure_start.is_none() && elapsed >= warmup {
+                    if let Some(f) = at_start.take() {
+                        f();
+                    }
+                    let received: u64 = browsers.iter().map(|b| b.received).sum();
+                    measure_start = Some((now, received, trunk_back.load(std::sync::atomic::Ordering::Relaxed)));
+                }
+                if elapsed >= total {
+                    break;
+                }
+            }
+            Some((i, from, bytes, at)) = in_rx.recv() => {
+                let b = &mut browsers[i];
+                b.receive_at(from, &bytes, at);
+                timeouts[i] = b.drain().await;
+                if let Some(probe) = to_browser.get_mut(i) {
+                    let measuring = started.elapsed() >= warmup;
+                    for heard in b.heard.drain(..) {
+                        if let Some(codec) = heard.codec {
+                            probe.heard(codec, &heard.payload, heard.arrived, measuring);
                         }
                     }
                 }
             }
         }
-        let (t0, cpu0, received0, back0, system0) = measure_start.unwrap_or((started, Duration::ZERO, 0, 0, 0));
-        let cpu = thread_cpu(GATEWAY_THREADS).saturating_sub(cpu0);
-        let system = Duration::from_micros(thread_cpu_split(GATEWAY_THREADS).1.as_micros() as u64)
-            .saturating_sub(Duration::from_micros(system0));
-        let received: u64 = browsers.iter().map(|b| b.received).sum::<u64>() - received0;
-        let back = trunk_back.load(std::sync::atomic::Ordering::Relaxed) - back0;
-        let setup: Vec<f64> = browsers
+    }
+    let (t0, received0, back0) = measure_start.unwrap_or((started, 0, 0));
+    LoadOutcome {
+        measured: t0.elapsed(),
+        received: browsers.iter().map(|b| b.received).sum::<u64>() - received0,
+        back: trunk_back.load(std::sync::atomic::Ordering::Relaxed) - back0,
+        setup_ms: browsers
             .iter()
             .filter_map(|b| b.connected.map(|d| d.as_secs_f64() * 1000.0))
-            .collect();
-        let down: Vec<f64> = to_browser.into_iter().flat_map(|p| p.delays_ms).collect();
-        let up: Vec<f64> = to_trunk
+            .collect(),
+        down: to_browser.into_iter().flat_map(|p| p.delays_ms).collect(),
+        up: to_trunk
             .iter()
             .flat_map(|p| p.lock().map(|p| p.delays_ms.clone()).unwrap_or_default())
-            .collect();
-        let _ = result_tx.send((t0.elapsed(), cpu, system, received, back, setup, down, up));
-    });
-    let (measured, cpu, system, received, back, setup, down, up) =
-        result_rx.recv_timeout(Duration::from_secs(options.seconds + 120))?;
-    let rss_after = rss_kib();
-    let report = BenchReport {
-        calls: options.calls,
-        connected: setup.len(),
-        measured,
-        gateway_cpu: cpu,
-        gateway_system: system,
-        setup_ms: setup,
-        frames_to_browsers: received,
-        frames_from_browsers: 0,
-        trunk_packets_back: back,
-        rss_kib_before: rss_before,
-        rss_kib_after: rss_after,
-        delay_to_browser_ms: down,
-        delay_to_trunk_ms: up,
+            .collect(),
+    }
+}
+
+/// The gateway's CPU at one instant: all of it, user and system.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuMark {
+    total: Duration,
+    system: Duration,
+}
+
+impl CpuMark {
+    fn now(whole_process: bool) -> CpuMark {
+        let (user, system) = if whole_process {
+            process_cpu_split()
+        } else {
+            thread_cpu_split(GATEWAY_THREADS)
+        };
+        CpuMark {
+            total: user + system,
+            system,
+        }
+    }
+}
+
+/// User and system CPU time of this whole process.
+fn process_cpu_split() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
     };
-    for call in &calls {
-        let _ = call.commands.try_send(MediaCommand::Stop);
+    (
+        Duration::from_secs_f64(ticks(11) as f64 / 100.0),
+        Duration::from_secs_f64(ticks(12) as f64 / 100.0),
+    )
+}
+
+fn report(
+    options: &BenchOptions,
+    outcome: LoadOutcome,
+    cpu: (CpuMark, CpuMark),
+    rss: (u64, u64),
+) -> BenchReport {
+    BenchReport {
+        calls: options.calls,
+        connected: outcome.setup_ms.len(),
+        measured: outcome.measured,
+        gateway_cpu: cpu.1.total.saturating_sub(cpu.0.total),
+        gateway_system: cpu.1.system.saturating_sub(cpu.0.system),
+        setup_ms: outcome.setup_ms,
+        frames_to_browsers: outcome.received,
+        frames_from_browsers: 0,
+        trunk_packets_back: outcome.back,
+        rss_kib_before: rss.0,
+        rss_kib_after: rss.1,
+        delay_to_browser_ms: outcome.down,
+        delay_to_trunk_ms: outcome.up,
     }
-    gateway_rt.shutdown_timeout(Duration::from_secs(1));
-    load_rt.shutdown_timeout(Duration::from_secs(1));
-    if let Some(writer) = recordings {
-        writer.shutdown(Duration::from_secs(5));
+}
+
+/// Run the benchmark, the load in this process (its threads are not charged; its memory is
+/// in the RSS figures).
+pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    if options.separate_load {
+        return run_beside_load(options);
     }
-    Ok(report)
+    let rss_before = rss_kib();
+    let mut gateway = GatewaySide::start(&options)?;
+    let mut load = Load::new()?;
+    for i in 0..options.calls {
+        let (trunk, offer) = load.add(options.passthrough)?;
+        let (_, answer) = gateway.add_call(trunk, offer)?;
+        load.answer(i, &answer)?;
+    }
+    let ports = gateway.calls.iter().map(|c| c.rtp_port).collect();
+    let start = Arc::new(std::sync::Mutex::new(CpuMark::default()));
+    let mark = Arc::clone(&start);
+    let outcome = load.run(
+        LoadOptions::from(&options),
+        ports,
+        Box::new(move || {
+            if let Ok(mut m) = mark.lock() {
+                *m = CpuMark::now(false);
+            }
+        }),
+    )?;
+    let end = CpuMark::now(false);
+    let rss_after = rss_kib();
+    let start = start.lock().map(|m| *m).unwrap_or_default();
+    gateway.stop();
+    Ok(report(
+        &options,
+        outcome,
+        (start, end),
+        (rss_before, rss_after),
+    ))
+}
+
+/// One line of the bench's exchange with its load process (JSON, one per line).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LoadLine {
+    /// Load → gateway: a call's trunk address and its browser's offer.
+    Call { trunk: SocketAddr, offer: String },
+    /// Gateway → load: the call's RTP port and the answer.
+    Answer { port: u16, answer: String },
+    /// Load → gateway: the warm-up is over.
+    Measuring,
+    /// Load → gateway: done, with what it saw.
+    Done { outcome: LoadOutcome },
+}
+
+/// The gateway in this process, the load in a child (`callgate bench-load`): this process's
+/// CPU and memory are the gateway's alone, as a relay's are when its peers are elsewhere.
+fn run_beside_load(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    use std::io::{BufRead, Write};
+    let rss_before = rss_kib();
+    let mut gateway = GatewaySide::start(&options)?;
+    let load_options = serde_json::to_string(&LoadOptions::from(&options))?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench-load", &load_options])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut to_load = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    let mut from_load = std::io::BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .lines();
+    let mut next_line = || -> anyhow::Result<LoadLine> {
+        let line = from_load
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the load process ended early"))??;
+        Ok(serde_json::from_str(&line)?)
+    };
+    // Every offer is read before any answer is written: neither side blocks on a full pipe
+    // while the other is still writing.
+    let mut offers = Vec::with_capacity(options.calls);
+    for _ in 0..options.calls {
+        let LoadLine::Call { trunk, offer } = next_line()? else {
+            anyhow::bail!("the load process sent something else than a call");
+        };
+        offers.push((trunk, offer));
+    }
+    for (trunk, offer) in offers {
+        let (port, answer) = gateway.add_call(trunk, offer)?;
+        writeln!(
+            to_load,
+            "{}",
+            serde_json::to_string(&LoadLine::Answer { port, answer })?
+        )?;
+    }
+    to_load.flush()?;
+    let mut start = None;
+    let outcome = loop {
+        match next_line()? {
+            LoadLine::Measuring => start = Some(CpuMark::now(true)),
+            LoadLine::Done { outcome } => break outcome,
+            other => anyhow::bail!("unexpected from the load process: {other:?}"),
+        }
+    };
+    let end = CpuMark::now(true);
+    let rss_after = rss_kib();
+    let _ = child.wait();
+    gateway.stop();
+    let start = start.ok_or_else(|| anyhow::anyhow!("the load never started measuring"))?;
+    Ok(report(
+        &options,
+        outcome,
+        (start, end),
+        (rss_before, rss_after),
+    ))
+}
+
+/// `callgate bench-load`: the simulated trunks and browsers of a bench whose gateway runs in
+/// the parent process, which talks to it over stdin and stdout (see `LoadLine`).
+pub fn run_load(options: LoadOptions) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut load = Load::new()?;
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let say = |line: &LoadLine| -> anyhow::Result<()> {
+        let mut out = stdout.lock().map_err(|_| anyhow::anyhow!("stdout lock"))?;
+        writeln!(out, "{}", serde_json::to_string(line)?)?;
+        out.flush()?;
+        Ok(())
+    };
+    let mut offers = Vec::with_capacity(options.calls);
+    for _ in 0..options.calls {
+        offers.push(load.add(options.passthrough)?);
+    }
+    for (trunk, offer) in offers {
+        say(&LoadLine::Call { trunk, offer })?;
+    }
+    let mut ports = Vec::with_capacity(options.calls);
+    let mut lines = std::io::stdin().lock().lines();
+    for i in 0..options.calls {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the gateway ended early"))??;
+        let LoadLine::Answer { port, answer } = serde_json::from_str(&line)? else {
+            anyhow::bail!("the gateway sent something else than an answer");
+        };
+        load.answer(i, &answer)?;
+        ports.push(port);
+    }
+    let started = Arc::clone(&stdout);
+    let outcome = load.run(
+        options,
+        ports,
+        Box::new(move || {
+            if let Ok(mut out) = started.lock() {
+                let line = serde_json::to_string(&LoadLine::Measuring).unwrap_or_default();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }),
+    )?;
+    say(&LoadLine::Done { outcome })
 }
 
 /// What the conference mixer costs: one 3-party mix-minus (prospect, agent, supervisor in

@@ -86,6 +86,17 @@ enum Cmd {
         /// encode; for comparing with figures taken that way).
         #[arg(long)]
         tone: bool,
+        /// Run the simulated trunks and browsers in a child process, so that this process's
+        /// CPU and memory are the gateway's alone (as a relay's are when its peers are on
+        /// other machines).
+        #[arg(long)]
+        separate_load: bool,
+    },
+    /// The load of `bench --separate-load` (started by it; JSON lines on stdin and stdout).
+    #[command(hide = true)]
+    BenchLoad {
+        /// The load's options, as JSON.
+        options: String,
     },
     /// Measure the conference mixer: a 3-party mix-minus (a supervisor barging) of 20 ms
     /// frames, timed over many frames.
@@ -160,6 +171,7 @@ fn main() -> ExitCode {
             threads,
             record,
             tone,
+            separate_load,
         } => bench(callgate::bench::BenchOptions {
             calls,
             seconds,
@@ -168,7 +180,20 @@ fn main() -> ExitCode {
             record,
             threads,
             tone,
+            separate_load,
         }),
+        Cmd::BenchLoad { options } => {
+            let run = serde_json::from_str(&options)
+                .map_err(anyhow::Error::from)
+                .and_then(callgate::bench::run_load);
+            match run {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("callgate bench-load: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::BenchMixer { frames } => {
             let r = callgate::bench::mixer(frames);
             println!(
@@ -297,8 +322,13 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
             } else {
                 "voice-like audio"
             };
+            let load = if options.separate_load {
+                "load in a separate process, this process charged whole"
+            } else {
+                "load in this process, the gateway's threads charged"
+            };
             println!(
-                "callgate bench: {} calls, {mode}, {audio}, {} gateway thread(s)",
+                "callgate bench: {} calls, {mode}, {audio}, {} gateway thread(s), {load}",
                 r.calls, options.threads
             );
             println!("  connected peers          {}/{}", r.connected, r.calls);

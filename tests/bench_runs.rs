@@ -44,7 +44,7 @@ fn bench_with_recording_writes_every_calls_file() {
 
 #[test]
 fn bench_connects_every_peer_and_moves_audio() {
-    for extra in [&[][..], &["--passthrough"][..]] {
+    for extra in [&[][..], &["--passthrough"][..], &["--separate-load"][..]] {
         let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args(["bench", "--calls", "3", "--seconds", "1"])
             .args(extra)

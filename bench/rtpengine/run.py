@@ -6,6 +6,8 @@ Each round runs, one after another:
   cg-adaptive     callgate bench --calls N --seconds S   (adaptive downlink: PCMU to the
                   browsers on this clean path, their Opus decoded)
   cg-passthrough  callgate bench --calls N --seconds S --passthrough
+  (each with --separate-load: the simulated trunks and browsers run in a child process, so
+  callgate's process is charged whole, as rtpengine's is)
   for each rtpengine instance (1 worker thread; default threads):
     i    side A RTP/AVP PCMU  <->  side B RTP/AVP PCMU            (pure relay)
     ii   side A RTP/AVP PCMU  <->  side B RTP/SAVP PCMU, SDES      (relay + SRTP)
@@ -237,7 +239,8 @@ CG_CASES = {
 
 
 def run_callgate(binary, case, n, seconds, threads):
-    cmd = [binary, "bench", "--calls", str(n), "--seconds", str(seconds), "--threads", str(threads)]
+    cmd = [binary, "bench", "--calls", str(n), "--seconds", str(seconds), "--threads", str(threads),
+           "--separate-load"]
     cmd += CG_CASES[case]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300)
     out = p.stdout
@@ -250,6 +253,13 @@ def run_callgate(binary, case, n, seconds, threads):
     per = float(g(r"CPU per call-second\s+([\d.]+) us").group(1))
     m = g(r"audio frames\s+(\d+) to browsers, (\d+) to trunks")
     to_b, to_t = int(m.group(1)), int(m.group(2))
+    delays = {}
+    for way, key in (("to browsers", "delay_to_browsers_ms"), ("to trunks", "delay_to_trunks_ms")):
+        m = g(rf"delay {way}\s+p50 ([\d.]+) ms, p95 ([\d.]+) ms, p99 ([\d.]+) ms")
+        if m:
+            delays[key] = [float(x) for x in m.groups()]
+    m = g(r"memory .*\((\d+) KiB per call\)")
+    memory = int(m.group(1)) if m else None
     expected = connected * 50 * measured
     return {
         "calls": calls, "connected": connected, "measured_s": measured, "gateway_cpu_s": cpu,
@@ -257,6 +267,8 @@ def run_callgate(binary, case, n, seconds, threads):
         "delivery_to_browsers": round(to_b / expected, 4) if expected else 0,
         "delivery_to_trunks": round(to_t / expected, 4) if expected else 0,
         "delivery_pct": round(50 * (to_b + to_t) / expected, 2) if expected else 0,
+        "kib_per_call": memory,
+        **delays,
         "raw": out,
     }
 
@@ -356,6 +368,10 @@ def main():
                     extra = ""
                     if "loadgen_core_pct" in r:
                         extra = f" loadgen {r['loadgen_core_pct']}% core, late ticks {r['late_ticks']}"
+                    if "delay_to_browsers_ms" in r:
+                        extra = (f" {r.get('kib_per_call')} KiB/call, delay p50/p95/p99 ms"
+                                 f" to browsers {r['delay_to_browsers_ms']}"
+                                 f" to trunks {r.get('delay_to_trunks_ms')}")
                     print(f"  {who:9s} {c:15s} {r.get('us_per_call_second', 'ERR'):>8} us/call-s "
                           f"delivery {r.get('delivery_pct', '-')}%{extra}"
                           + (f" ERROR {r['error'][:300]}" if "error" in r else ""), file=sys.stderr)
