@@ -19,7 +19,8 @@ use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, Codec, Direction};
-use crate::webrtc::downlink::DownlinkMode;
+use crate::webrtc::downlink::{DownlinkMode, SimulatedLoss};
+use crate::webrtc::is_rtp;
 use crate::webrtc::peer::{
     pulse_frames, tone_frames, voice_frames, SimulatedBrowser, PULSE_PERIOD,
 };
@@ -48,6 +49,9 @@ pub struct BenchOptions {
     /// The simulated trunks and browsers run in a child process: this process's CPU and
     /// memory are then the gateway's alone.
     pub separate_load: bool,
+    /// The browsers lose this share of the RTP that reaches them (evenly spread), so their
+    /// receiver reports show loss and an adaptive downlink switches to Opus with FEC.
+    pub loss_percent: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +64,8 @@ pub struct BenchReport {
     pub gateway_system: Duration,
     pub setup_ms: Vec<f64>,
     pub frames_to_browsers: u64,
+    /// Of which Opus (the rest PCMU).
+    pub opus_frames_to_browsers: u64,
     pub frames_from_browsers: u64,
     pub trunk_packets_back: u64,
     pub rss_kib_before: u64,
@@ -362,6 +368,8 @@ pub struct LoadOptions {
     pub seconds: u64,
     pub passthrough: bool,
     pub tone: bool,
+    #[serde(default)]
+    pub loss_percent: u8,
 }
 
 impl From<&BenchOptions> for LoadOptions {
@@ -371,6 +379,7 @@ impl From<&BenchOptions> for LoadOptions {
             seconds: o.seconds,
             passthrough: o.passthrough,
             tone: o.tone,
+            loss_percent: o.loss_percent,
         }
     }
 }
@@ -387,6 +396,7 @@ struct Load {
 struct LoadOutcome {
     measured: Duration,
     received: u64,
+    received_opus: u64,
     back: u64,
     setup_ms: Vec<f64>,
     down: Vec<f64>,
@@ -451,7 +461,7 @@ impl Load {
             let outcome = drive(options, browsers, trunks, ports, at_start).await;
             let _ = result_tx.send(outcome);
         });
-        let outcome = result_rx.recv_timeout(Duration::from_secs(options.seconds + 120))?;
+        let outcome = result_rx.recv_timeout(Duration::from_secs(options.seconds + 135))?;
         rt.shutdown_timeout(Duration::from_secs(1));
         Ok(outcome)
     }
@@ -469,8 +479,15 @@ async fn drive(
         seconds,
         passthrough,
         tone,
+        loss_percent,
         ..
     } = options;
+    let loss = (loss_percent > 0).then_some(SimulatedLoss {
+        percent: loss_percent,
+        after_seconds: 0,
+        for_seconds: 0,
+    });
+    let mut rtp_in = vec![0u64; browsers.len()];
     let mut at_start = Some(at_start);
     let (opus_frames, pcmu_frames) = if tone {
         (
@@ -493,7 +510,9 @@ async fn drive(
     };
     let probes = browsers.len().min(PROBE_CALLS);
     let started = Instant::now();
-    let warmup = Duration::from_secs(3);
+    // With loss, the browsers' first receiver reports (str0m sends its first about 10 s in)
+    // must have switched an adaptive downlink before measuring starts.
+    let warmup = Duration::from_secs(if loss.is_some() { 15 } else { 3 });
     let (in_tx, mut in_rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>, Instant)>(65536);
     for (i, b) in browsers.iter_mut().enumerate() {
         b.keep_audio = i < probes;
@@ -537,7 +556,7 @@ async fn drive(
     // every call sending in the same instant would time the gateway's queue, not its path.
     let mut clock = tokio::time::interval(FRAME_TIME / PHASES as u32);
     let mut tick = 0usize;
-    let mut measure_start: Option<(Instant, u64, u64)> = None;
+    let mut measure_start: Option<(Instant, u64, u64, u64)> = None;
     let total = warmup + Duration::from_secs(seconds);
     let mut timeouts: Vec<Instant> = vec![Instant::now(); browsers.len()];
     loop {
@@ -594,13 +613,20 @@ async fn drive(
                         f();
                     }
                     let received: u64 = browsers.iter().map(|b| b.received).sum();
-                    measure_start = Some((now, received, trunk_back.load(std::sync::atomic::Ordering::Relaxed)));
+                    let opus: u64 = browsers.iter().map(|b| b.received_opus).sum();
+                    measure_start = Some((now, received, opus, trunk_back.load(std::sync::atomic::Ordering::Relaxed)));
                 }
                 if elapsed >= total {
                     break;
                 }
             }
             Some((i, from, bytes, at)) = in_rx.recv() => {
+                if let Some(loss) = loss.filter(|_| is_rtp(&bytes)) {
+                    rtp_in[i] += 1;
+                    if loss.drops(Duration::ZERO, rtp_in[i] - 1) {
+                        continue;
+                    }
+                }
                 let b = &mut browsers[i];
                 b.receive_at(from, &bytes, at);
                 timeouts[i] = b.drain().await;
@@ -615,10 +641,11 @@ async fn drive(
             }
         }
     }
-    let (t0, received0, back0) = measure_start.unwrap_or((started, 0, 0));
+    let (t0, received0, opus0, back0) = measure_start.unwrap_or((started, 0, 0, 0));
     LoadOutcome {
         measured: t0.elapsed(),
         received: browsers.iter().map(|b| b.received).sum::<u64>() - received0,
+        received_opus: browsers.iter().map(|b| b.received_opus).sum::<u64>() - opus0,
         back: trunk_back.load(std::sync::atomic::Ordering::Relaxed) - back0,
         setup_ms: browsers
             .iter()
@@ -686,6 +713,7 @@ fn report(
         gateway_system: cpu.1.system.saturating_sub(cpu.0.system),
         setup_ms: outcome.setup_ms,
         frames_to_browsers: outcome.received,
+        opus_frames_to_browsers: outcome.received_opus,
         frames_from_browsers: 0,
         trunk_packets_back: outcome.back,
         rss_kib_before: rss.0,

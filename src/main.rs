@@ -91,6 +91,10 @@ enum Cmd {
         /// other machines).
         #[arg(long)]
         separate_load: bool,
+        /// The browsers lose this percentage of the RTP that reaches them, so their receiver
+        /// reports show loss (an adaptive downlink then sends Opus with FEC).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        loss: u8,
     },
     /// The load of `bench --separate-load` (started by it; JSON lines on stdin and stdout).
     #[command(hide = true)]
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
             record,
             tone,
             separate_load,
+            loss,
         } => bench(callgate::bench::BenchOptions {
             calls,
             seconds,
@@ -181,6 +186,7 @@ fn main() -> ExitCode {
             threads,
             tone,
             separate_load,
+            loss_percent: loss,
         }),
         Cmd::BenchLoad { options } => {
             let run = serde_json::from_str(&options)
@@ -304,6 +310,13 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
 }
 
 fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
+    // Quiet unless asked: the gateway's log costs CPU the figures would charge.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CALLGATE_LOG") {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    }
     match callgate::bench::run(options.clone()) {
         Ok(r) => {
             let per_call = r.cpu_us_per_call_second();
@@ -331,6 +344,12 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
                 "callgate bench: {} calls, {mode}, {audio}, {} gateway thread(s), {load}",
                 r.calls, options.threads
             );
+            if options.loss_percent > 0 {
+                println!(
+                    "  loss toward browsers     {} % of the RTP reaching them dropped",
+                    options.loss_percent
+                );
+            }
             println!("  connected peers          {}/{}", r.connected, r.calls);
             if let Some(dir) = &options.record {
                 println!(
@@ -363,6 +382,10 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
                 r.frames_to_browsers,
                 r.trunk_packets_back,
                 r.frames_to_browsers as f64 / r.connected.max(1) as f64 / r.measured.as_secs_f64()
+            );
+            println!(
+                "  heard by the browsers    {:.1} % Opus, the rest PCMU",
+                100.0 * r.opus_frames_to_browsers as f64 / r.frames_to_browsers.max(1) as f64
             );
             for (way, delays) in [
                 ("to browsers", &r.delay_to_browser_ms),

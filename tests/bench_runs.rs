@@ -87,6 +87,32 @@ fn bench_connects_every_peer_and_moves_audio() {
     }
 }
 
+/// With loss on the browsers' side, their receiver reports turn the adaptive downlink to Opus
+/// (with in-band FEC) before measuring starts; without, they hear the trunk's PCMU.
+#[test]
+fn bench_with_loss_measures_the_opus_downlink() {
+    for (extra, opus) in [(&["--loss", "5"][..], true), (&[][..], false)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["bench", "--calls", "2", "--seconds", "2", "--separate-load"])
+            .args(extra)
+            .output()
+            .expect("callgate bench runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let share = text
+            .lines()
+            .find(|l| l.contains("heard by the browsers"))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(-1.0);
+        if opus {
+            assert!(share > 90.0, "Opus share {share}: {text}");
+        } else {
+            assert_eq!(share, 0.0, "{text}");
+        }
+    }
+}
+
 #[test]
 fn bench_store_writes_and_queries() {
     let dir = std::env::temp_dir().join(format!("callgate-bench-store-{}", std::process::id()));

@@ -6,6 +6,8 @@ Each round runs, one after another:
   cg-adaptive     callgate bench --calls N --seconds S   (adaptive downlink: PCMU to the
                   browsers on this clean path, their Opus decoded)
   cg-passthrough  callgate bench --calls N --seconds S --passthrough
+  cg-adaptive-loss5  ... --loss 5: the browsers lose 5 % of what reaches them, so the
+                  adaptive downlink sends Opus with in-band FEC
   (each with --separate-load: the simulated trunks and browsers run in a child process, so
   callgate's process is charged whole, as rtpengine's is)
   for each rtpengine instance (1 worker thread; default threads):
@@ -235,6 +237,7 @@ CG_CASES = {
     "cg-transcoded": ["--downlink", "opus"],
     "cg-adaptive": ["--downlink", "adaptive"],
     "cg-passthrough": ["--passthrough"],
+    "cg-adaptive-loss5": ["--downlink", "adaptive", "--loss", "5"],
 }
 
 
@@ -314,7 +317,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="loadgen warm-up (callgate's is fixed at 3 s)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--suite", default="AES_CM_128_HMAC_SHA1_80")
-    ap.add_argument("--cases", default="cg-transcoded,cg-adaptive,cg-passthrough,i,ii,ii-gcm,iii,iv")
+    ap.add_argument("--cases", default="cg-transcoded,cg-adaptive,cg-passthrough,cg-adaptive-loss5,i,ii,ii-gcm,iii,iv")
     ap.add_argument("--instances", default="rtpe1,rtpedef")
     ap.add_argument("--cg-threads", type=int, default=1)
     ap.add_argument("--wait-quiet", default=None, help="file to wait for before timing")

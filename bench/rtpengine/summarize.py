@@ -13,6 +13,7 @@ LABEL = {
     ("callgate", "cg-transcoded"): "callgate transcoded (PCMU RTP <-> Opus DTLS-SRTP/ICE)",
     ("callgate", "cg-adaptive"): "callgate adaptive downlink, clean (PCMU RTP <-> PCMU down / Opus up, DTLS-SRTP/ICE)",
     ("callgate", "cg-passthrough"): "callgate passthrough (PCMU RTP <-> PCMU DTLS-SRTP/ICE)",
+    ("callgate", "cg-adaptive-loss5"): "callgate adaptive downlink, 5 % loss toward the browsers (Opus+FEC down, Opus up)",
 }
 for inst, name in (("rtpe1", "rtpengine 1 thread"), ("rtpedef", "rtpengine default (4) threads")):
     LABEL[(inst, "i")] = f"{name} (i) PCMU RTP <-> PCMU RTP"
@@ -82,6 +83,9 @@ for k in order:
               f"{max(r['late_ticks'] for r in rs)}{extra}")
 
 print("\nRatios of medians (callgate ÷ rtpengine; < 1 means callgate uses less CPU):\n")
+a, b = med.get(("callgate", "cg-adaptive-loss5")), med.get(("callgate", "cg-transcoded"))
+if a and b:
+    print(f"- cg-adaptive-loss5 ÷ cg-transcoded (clean, same run): {a:.0f} / {b:.0f} = **{a / b:.2f}**")
 for inst in ("rtpe1", "rtpedef"):
     for cg, rc in (("cg-passthrough", "ii"), ("cg-passthrough", "ii-gcm"), ("cg-passthrough", "i"), ("cg-transcoded", "iii"), ("cg-transcoded", "iv"), ("cg-adaptive", "iii"), ("cg-adaptive", "iv")):
         a, b = med.get(("callgate", cg)), med.get((inst, rc))

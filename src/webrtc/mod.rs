@@ -806,7 +806,7 @@ impl WebrtcHost {
 }
 
 /// An SRTP packet (not RTCP, RFC 5761 types 192-223; not STUN or DTLS, RFC 7983).
-fn is_rtp(datagram: &[u8]) -> bool {
+pub fn is_rtp(datagram: &[u8]) -> bool {
     datagram.len() > 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1])
 }
 

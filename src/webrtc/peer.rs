@@ -28,8 +28,9 @@ pub struct SimulatedBrowser {
     /// How long ICE and DTLS took, once connected.
     pub connected: Option<Duration>,
     media_time: u64,
-    /// Audio frames received.
+    /// Audio frames received, and how many of them were Opus.
     pub received: u64,
+    pub received_opus: u64,
     /// Keep what arrives (`heard`), for tests that listen to it.
     pub keep_audio: bool,
     /// Each audio frame received, in order.
@@ -79,6 +80,7 @@ impl SimulatedBrowser {
             connected: None,
             media_time: 0,
             received: 0,
+            received_opus: 0,
             keep_audio: false,
             heard: Vec::new(),
         })
@@ -115,6 +117,9 @@ impl SimulatedBrowser {
                 }
                 Ok(Output::Event(Event::MediaData(data))) => {
                     self.received += 1;
+                    if super::codec_of(data.params.spec().codec) == Some(Codec::Opus) {
+                        self.received_opus += 1;
+                    }
                     if self.keep_audio {
                         self.heard.push(HeardFrame {
                             at: Instant::now(),
