@@ -260,6 +260,18 @@ impl JitterBuffer {
             return Playout::Idle;
         }
         self.stats.concealed += 1;
+        if self.packets.is_empty() {
+            // Nothing after it has come either: the packet is late rather than lost (a frame
+            // clock at the edge of the arrivals' phase, a burst on the way). Wait a frame for
+            // it instead of skipping it, and keep the frame of delay that buys for a while:
+            // skipping would drop it as late and conceal again on every tick that raced it.
+            self.next = Some(next);
+            if self.missing_run == 1 {
+                self.target = (self.target + 1).min(MAX_DELAY_FRAMES);
+                self.hold = HOLD_AFTER_LATE;
+            }
+            return Playout::Lost { next: None };
+        }
         Playout::Lost {
             next: self.packets.get(&(next + 1)).cloned(),
         }
@@ -402,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn a_few_milliseconds_of_jitter_keep_one_frame_and_a_late_packet_holds_two() {
+    fn a_few_milliseconds_of_jitter_keep_one_frame_and_a_packet_that_misses_its_tick_holds_two() {
         let mut jb = JitterBuffer::new(8000);
         for seq in 0u16..200 {
             // Arrivals wander by up to 4 ms.
@@ -416,13 +428,14 @@ mod tests {
             jb.pop();
         }
         assert_eq!(jb.target_frames(), 1, "{:.1} ms jitter", jb.jitter_ms());
-        // A packet for a slot already concealed: the target grows and stays grown for the
-        // next ten seconds of calm arrivals, then comes back.
-        let late = jb.stats().late;
+        // A packet that misses its tick is waited for (one frame concealed), played on the
+        // next tick rather than dropped as late, and the frame of delay that bought is kept
+        // for the next ten seconds of calm arrivals, then given back.
         let mut seq = 200u16;
-        jb.pop();
-        feed(&mut jb, seq, u32::from(seq));
-        assert_eq!(jb.stats().late, late + 1);
+        assert_eq!(jb.pop(), Playout::Lost { next: None });
+        jb.push(seq, u32::from(seq) * TICKS, u32::from(seq) * TICKS, &[7]);
+        assert_eq!(jb.pop(), Playout::Frame(vec![7]), "played, not dropped");
+        assert_eq!(jb.stats().late, 0);
         let held = jb.target_frames();
         assert_eq!(held, 2);
         for _ in 1..HOLD_AFTER_LATE {
