@@ -115,6 +115,66 @@ fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]
     p
 }
 
+/// A flood at a call's RTP port from a stranger costs the gateway no more than when every
+/// packet waited for the frame clock: the call reads at most 64 datagrams a frame's time on
+/// arrival, and the kernel drops the rest. Once the flood stops the echo goes on.
+#[test]
+fn a_flood_at_a_calls_port_is_read_at_a_bounded_rate() {
+    let ports = Ports::block(35);
+    let gw = Gateway::start("rtp_flood", ports, &default_trunk(28511));
+    let call = RawCall::invite(
+        gw.sip_addr(),
+        "127.0.0.1:28500",
+        "echo",
+        28510,
+        ("0", "a=rtpmap:0 PCMU/8000\r\n"),
+    );
+    let rtp = UdpSocket::bind("127.0.0.1:28510").expect("bind RTP");
+    rtp.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let tone = [0x20u8; 160];
+    let mut buf = [0u8; 2048];
+    let mut echoes = |from_seq: u16, count: u16| {
+        let mut back = 0;
+        for i in 0..count {
+            let seq = from_seq + i;
+            rtp.send_to(
+                &rtp_packet(0, seq, u32::from(seq) * 160, 0x5151, false, &tone),
+                call.remote_rtp,
+            )
+            .expect("send");
+            if rtp.recv_from(&mut buf).is_ok() {
+                back += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        back
+    };
+    assert!(echoes(0, 10) >= 9, "the echo answers before the flood");
+    let before = gw.metric("callgate_rtp_foreign_packets_total");
+    let attacker = UdpSocket::bind("127.0.0.9:28520").expect("bind attacker");
+    let packet = rtp_packet(0, 1, 160, 0x0bad_cafe, false, &tone);
+    let started = Instant::now();
+    let mut sent = 0u32;
+    while sent < 30_000 && started.elapsed() < Duration::from_secs(2) {
+        let _ = attacker.send_to(&packet, call.remote_rtp);
+        sent += 1;
+    }
+    // What was queued when the flood stopped is read too (the socket's buffer, a few hundred).
+    std::thread::sleep(Duration::from_millis(500));
+    let window = started.elapsed();
+    let read = gw.metric("callgate_rtp_foreign_packets_total") - before;
+    let bound = 64.0 * (window.as_secs_f64() / 0.020 + 2.0);
+    println!(
+        "flood: {sent} packets in {:?}; the gateway read {read} in {window:?} (bound {bound:.0})",
+        started.elapsed()
+    );
+    assert!(sent >= 5_000, "the attacker sent {sent}");
+    assert!(read > 0.0, "the flood reached the call");
+    assert!(read <= bound, "{read} read, more than {bound:.0}");
+    assert!(echoes(100, 10) >= 9, "the echo answers after the flood");
+}
+
 #[test]
 fn echo_latches_to_the_real_source_and_keeps_its_stream_continuous() {
     let ports = Ports::block(31);

@@ -37,6 +37,37 @@ const RTP_SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The media clock: one frame of audio.
 const FRAME: Duration = Duration::from_millis(20);
 
+/// Datagrams a call reads on arrival within one frame's time, at most. A flood at the call's
+/// ports then costs what it cost when everything was read on the frame clock (the kernel
+/// drops the rest); a real peer sends one or two a frame.
+struct ArrivalBudget {
+    window_end: tokio::time::Instant,
+    reads: usize,
+}
+
+impl ArrivalBudget {
+    fn new() -> ArrivalBudget {
+        ArrivalBudget {
+            window_end: tokio::time::Instant::now(),
+            reads: 0,
+        }
+    }
+
+    fn spend(&mut self, reads: usize) {
+        let now = tokio::time::Instant::now();
+        if now >= self.window_end {
+            self.window_end = now + FRAME;
+            self.reads = 0;
+        }
+        self.reads += reads;
+    }
+
+    /// Spent for this window: reading waits for `window_end`.
+    fn exhausted(&self) -> bool {
+        self.reads >= MAX_READS_PER_FRAME && tokio::time::Instant::now() < self.window_end
+    }
+}
+
 /// What woke the call's task.
 enum Wake {
     Frame,
@@ -285,6 +316,7 @@ impl CallMedia {
         let mut frame_clock = tokio::time::interval(FRAME);
         frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut clock_on = true;
+        let mut budget = ArrivalBudget::new();
         let mut rtcp_clock =
             tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
         let mut rtp_buf = vec![0u8; 2048];
@@ -300,7 +332,8 @@ impl CallMedia {
                 frame_clock.reset();
             }
             clock_on = wants_clock;
-            let rtp_on_arrival = !clock_on || self.forwards_trunk_packets();
+            let throttled = budget.exhausted();
+            let rtp_on_arrival = (!clock_on || self.forwards_trunk_packets()) && !throttled;
             let agent_on_arrival =
                 !clock_on || self.bridge.as_ref().is_some_and(|b| b.uplink_passthrough());
             let wake = tokio::select! {
@@ -309,7 +342,8 @@ impl CallMedia {
                     Ok(()) => Wake::Arrivals,
                     Err(_) => Wake::Frame,
                 },
-                _ = self.sockets.rtcp.readable() => Wake::Arrivals,
+                _ = self.sockets.rtcp.readable(), if !throttled => Wake::Arrivals,
+                _ = tokio::time::sleep_until(budget.window_end), if throttled => Wake::Arrivals,
                 packet = next_agent_packet(&mut self.bridge), if agent_on_arrival => {
                     Wake::Agent(packet)
                 }
@@ -321,19 +355,24 @@ impl CallMedia {
                     // Everything that arrived since the last frame is read now: one wake-up
                     // per 20 ms per transcoded call instead of one per packet. What passes
                     // through was sent on arrival already.
-                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                    let _ = self
+                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
                         .await;
                     self.on_frame(&mut out, &mut payload).await;
                 }
                 Wake::Arrivals => {
-                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                    let reads = self
+                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
                         .await;
+                    budget.spend(reads);
                 }
                 Wake::Agent(Some(packet)) => {
                     self.on_agent_packet(packet, &mut out).await;
                     // Whatever else came with it goes out in the same wake-up.
-                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                    let reads = self
+                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
                         .await;
+                    budget.spend(reads);
                 }
                 Wake::Agent(None) => {
                     // The WebRTC side dropped the route: the agent is gone.
@@ -436,12 +475,20 @@ impl CallMedia {
         }
     }
 
-    /// Drain the sockets and the agent's packets without waiting.
-    async fn read_arrivals(&mut self, rtp_buf: &mut [u8], rtcp_buf: &mut [u8], out: &mut Vec<u8>) {
+    /// Drain the sockets and the agent's packets without waiting; the datagrams read from
+    /// the sockets.
+    async fn read_arrivals(
+        &mut self,
+        rtp_buf: &mut [u8],
+        rtcp_buf: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let mut reads = 0;
         // Bounded so a flood cannot starve the frame clock.
         for _ in 0..MAX_READS_PER_FRAME {
             match self.sockets.rtp.try_recv_from(rtp_buf) {
                 Ok((n, from)) => {
+                    reads += 1;
                     let n = n.min(rtp_buf.len());
                     self.on_rtp(&rtp_buf[..n], from, out).await;
                 }
@@ -451,6 +498,7 @@ impl CallMedia {
         for _ in 0..MAX_READS_PER_FRAME {
             match self.sockets.rtcp.try_recv_from(rtcp_buf) {
                 Ok((n, from)) => {
+                    reads += 1;
                     let n = n.min(rtcp_buf.len());
                     self.on_rtcp(&rtcp_buf[..n], from);
                 }
@@ -487,6 +535,7 @@ impl CallMedia {
                 }
             }
         }
+        reads
     }
 
     fn update(&mut self, audio: AudioSession) {
