@@ -139,8 +139,7 @@ impl JitterBuffer {
             if ext < next {
                 // Too late to play: its slot was concealed. Wait longer from now on.
                 self.stats.late += 1;
-                self.target = (self.target + 1).min(MAX_DELAY_FRAMES);
-                self.hold = HOLD_AFTER_LATE;
+                self.wait_longer();
                 return;
             }
         }
@@ -200,6 +199,12 @@ impl JitterBuffer {
             self.next = None;
             self.missing_run = 0;
         }
+    }
+
+    /// A packet came, or would have come, too late: a frame more of delay, kept for a while.
+    fn wait_longer(&mut self) {
+        self.target = (self.target + 1).min(MAX_DELAY_FRAMES);
+        self.hold = HOLD_AFTER_LATE;
     }
 
     /// A buffer that held more than its target at every tick for a second (it started
@@ -267,8 +272,7 @@ impl JitterBuffer {
             // skipping would drop it as late and conceal again on every tick that raced it.
             self.next = Some(next);
             if self.missing_run == 1 {
-                self.target = (self.target + 1).min(MAX_DELAY_FRAMES);
-                self.hold = HOLD_AFTER_LATE;
+                self.wait_longer();
             }
             return Playout::Lost { next: None };
         }

@@ -16,10 +16,43 @@ use tokio::net::UdpSocket;
 /// Datagrams taken or sent per system call.
 pub const BATCH_DATAGRAMS: usize = 32;
 
+/// The kernel's view of a batch: a message header, an I/O vector and an address per
+/// datagram. Allocated and zeroed once, so a system call only fills in what changes; the
+/// boxes never move, so the headers may point into them.
+struct Headers {
+    names: Box<[libc::sockaddr_storage; BATCH_DATAGRAMS]>,
+    iovecs: Box<[libc::iovec; BATCH_DATAGRAMS]>,
+    headers: Box<[libc::mmsghdr; BATCH_DATAGRAMS]>,
+}
+
+// SAFETY: the raw pointers in `headers` point only into this struct's own boxes (and, for a
+// receive batch, into its buffers), which move with it between threads.
+unsafe impl Send for Headers {}
+
+impl Headers {
+    fn new() -> Headers {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut h = unsafe {
+            Headers {
+                names: Box::new(zeroed()),
+                iovecs: Box::new(zeroed()),
+                headers: Box::new(zeroed()),
+            }
+        };
+        for i in 0..BATCH_DATAGRAMS {
+            h.headers[i].msg_hdr.msg_name = (&mut h.names[i] as *mut libc::sockaddr_storage).cast();
+            h.headers[i].msg_hdr.msg_iov = &mut h.iovecs[i];
+            h.headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        h
+    }
+}
+
 /// Room for one batch of received datagrams and where each came from.
 pub struct RecvBatch {
     buffers: Vec<u8>,
     datagram_max: usize,
+    kernel: Headers,
     lens: [usize; BATCH_DATAGRAMS],
     sources: [Option<SocketAddr>; BATCH_DATAGRAMS],
     count: usize,
@@ -29,13 +62,20 @@ impl RecvBatch {
     /// Buffers for `BATCH_DATAGRAMS` datagrams of up to `datagram_max` bytes (longer ones are
     /// cut, as `recv_from` would cut them).
     pub fn new(datagram_max: usize) -> RecvBatch {
-        RecvBatch {
+        let mut batch = RecvBatch {
             buffers: vec![0; datagram_max * BATCH_DATAGRAMS],
             datagram_max,
+            kernel: Headers::new(),
             lens: [0; BATCH_DATAGRAMS],
             sources: [None; BATCH_DATAGRAMS],
             count: 0,
+        };
+        // The buffers are never resized: the vectors may point into them for good.
+        for (i, chunk) in batch.buffers.chunks_exact_mut(datagram_max).enumerate() {
+            batch.kernel.iovecs[i].iov_base = chunk.as_mut_ptr().cast();
+            batch.kernel.iovecs[i].iov_len = chunk.len();
         }
+        batch
     }
 
     /// The datagrams of the last `recv`, in arrival order.
@@ -57,26 +97,18 @@ impl RecvBatch {
     }
 
     fn recvmmsg(&mut self, fd: i32) -> io::Result<usize> {
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let mut names: [libc::sockaddr_storage; BATCH_DATAGRAMS] = unsafe { zeroed() };
-        let mut iovecs: [libc::iovec; BATCH_DATAGRAMS] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH_DATAGRAMS] = unsafe { zeroed() };
-        for (i, chunk) in self.buffers.chunks_exact_mut(self.datagram_max).enumerate() {
-            iovecs[i].iov_base = chunk.as_mut_ptr().cast();
-            iovecs[i].iov_len = chunk.len();
+        let k = &mut self.kernel;
+        for header in k.headers.iter_mut() {
+            // The kernel writes back the length of each address it fills in.
+            header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
         }
-        for i in 0..BATCH_DATAGRAMS {
-            headers[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            headers[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-            headers[i].msg_hdr.msg_iov = &mut iovecs[i];
-            headers[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at a live name and a live buffer of the length given,
-        // all of which outlive the call; the count is the headers' length.
+        // SAFETY: every header points at a live name and a live buffer of the length given
+        // (set up in `new`, owned by `self`), which outlive the call; the count is the
+        // headers' length.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                headers.as_mut_ptr(),
+                k.headers.as_mut_ptr(),
                 BATCH_DATAGRAMS as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -87,17 +119,26 @@ impl RecvBatch {
         }
         let n = n as usize;
         for i in 0..n {
-            self.lens[i] = (headers[i].msg_len as usize).min(self.datagram_max);
-            self.sources[i] = socket_addr(&names[i]);
+            self.lens[i] = (k.headers[i].msg_len as usize).min(self.datagram_max);
+            self.sources[i] = socket_addr(&k.names[i]);
         }
         Ok(n)
     }
 }
 
 /// Datagrams waiting to be sent, with the buffers str0m handed over (no copies).
-#[derive(Default)]
 pub struct SendQueue {
     datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    kernel: Headers,
+}
+
+impl Default for SendQueue {
+    fn default() -> SendQueue {
+        SendQueue {
+            datagrams: Vec::new(),
+            kernel: Headers::new(),
+        }
+    }
 }
 
 impl SendQueue {
@@ -116,7 +157,10 @@ impl SendQueue {
         let mut sent = 0;
         while sent < self.datagrams.len() {
             let batch = &self.datagrams[sent..];
-            match socket.try_io(Interest::WRITABLE, || sendmmsg(socket.as_raw_fd(), batch)) {
+            let kernel = &mut self.kernel;
+            match socket.try_io(Interest::WRITABLE, || {
+                sendmmsg(socket.as_raw_fd(), kernel, batch)
+            }) {
                 Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if socket.writable().await.is_err() {
@@ -133,24 +177,28 @@ impl SendQueue {
     }
 }
 
-fn sendmmsg(fd: i32, datagrams: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
+fn sendmmsg(
+    fd: i32,
+    kernel: &mut Headers,
+    datagrams: &[(SocketAddr, Vec<u8>)],
+) -> io::Result<usize> {
     let count = datagrams.len().min(BATCH_DATAGRAMS);
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut names: [libc::sockaddr_storage; BATCH_DATAGRAMS] = unsafe { zeroed() };
-    let mut iovecs: [libc::iovec; BATCH_DATAGRAMS] = unsafe { zeroed() };
-    let mut headers: [libc::mmsghdr; BATCH_DATAGRAMS] = unsafe { zeroed() };
     for (i, (destination, contents)) in datagrams.iter().take(count).enumerate() {
-        let name_len = write_socket_addr(*destination, &mut names[i]);
-        iovecs[i].iov_base = contents.as_ptr() as *mut libc::c_void;
-        iovecs[i].iov_len = contents.len();
-        headers[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        headers[i].msg_hdr.msg_namelen = name_len;
-        headers[i].msg_hdr.msg_iov = &mut iovecs[i];
-        headers[i].msg_hdr.msg_iovlen = 1;
+        kernel.headers[i].msg_hdr.msg_namelen =
+            write_socket_addr(*destination, &mut kernel.names[i]);
+        kernel.iovecs[i].iov_base = contents.as_ptr() as *mut libc::c_void;
+        kernel.iovecs[i].iov_len = contents.len();
     }
-    // SAFETY: the first `count` headers point at live names and buffers (only read by the
-    // kernel), which outlive the call.
-    let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT) };
+    // SAFETY: the first `count` headers point at live names (set up in `Headers::new`) and at
+    // the datagrams' buffers (only read by the kernel), which all outlive the call.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            kernel.headers.as_mut_ptr(),
+            count as u32,
+            libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -194,6 +242,8 @@ fn write_socket_addr(addr: SocketAddr, name: &mut libc::sockaddr_storage) -> u32
             v4.sin_family = libc::AF_INET as libc::sa_family_t;
             v4.sin_port = a.port().to_be();
             v4.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            // The storage is reused: what an earlier IPv6 address left there is cleared.
+            v4.sin_zero = [0; 8];
             size_of::<libc::sockaddr_in>() as u32
         }
         SocketAddr::V6(a) => {
