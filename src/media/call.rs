@@ -342,7 +342,6 @@ impl CallMedia {
                     Ok(()) => Wake::Arrivals,
                     Err(_) => Wake::Frame,
                 },
-                _ = self.sockets.rtcp.readable(), if !throttled => Wake::Arrivals,
                 _ = tokio::time::sleep_until(budget.window_end), if throttled => Wake::Arrivals,
                 packet = next_agent_packet(&mut self.bridge), if agent_on_arrival => {
                     Wake::Agent(packet)
@@ -379,6 +378,12 @@ impl CallMedia {
                     self.set_bridge(None);
                 }
                 Wake::Rtcp => {
+                    // RTCP is read with the RTP it comes with, on the frame clock, and here:
+                    // it never needs a wake-up of its own.
+                    let reads = self
+                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
+                        .await;
+                    budget.spend(reads);
                     self.send_rtcp(&mut out, false).await;
                     if self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
                         && self.started.elapsed() > RTP_SILENCE_TIMEOUT
