@@ -177,8 +177,13 @@ impl Caller {
             assert_eq!(s1, s0.wrapping_add(1), "sequence jumped {s0} -> {s1}");
             let ts_ms = i64::from(t1.wrapping_sub(t0)) / 8;
             let wall_ms = a1.duration_since(a0).as_millis() as i64;
+            // A new timestamp base after a hold is off by anything up to 2^32 ticks, and a
+            // clock that stood still while nothing was sent is off by the whole stretch;
+            // either is far beyond this bound. What it tolerates is a packet held up by the
+            // scheduler: on two cores, beside the hundred-caller test, a 150 ms stall of the
+            // test's own threads was seen.
             assert!(
-                (ts_ms - wall_ms).abs() < 120,
+                (ts_ms - wall_ms).abs() < 300,
                 "timestamp moved {ts_ms} ms over {wall_ms} ms of wall clock"
             );
         }
