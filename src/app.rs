@@ -174,6 +174,8 @@ pub enum AgentCall {
     },
     Dial {
         to: String,
+        /// Who is called, from `call.dial` or the directory.
+        prospect: crate::controller::Prospect,
     },
     Dtmf {
         call: String,
@@ -269,6 +271,8 @@ pub struct AppHandle {
     /// (the HTTP server, which holds this, runs until the process exits).
     pub store: mpsc::WeakSender<StoreOp>,
     pub gateway_counters: Arc<crate::metrics::GatewayCounters>,
+    /// The contacts directory and the CRM lookup.
+    pub names: Arc<crate::names::Names>,
 }
 
 /// One agent's open WebSocket as the signalling task knows it.
@@ -310,7 +314,16 @@ struct Signalling {
     clock: WallClock,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
     recordings: RecordingWriter,
+    names: Arc<crate::names::Names>,
+    /// Inbound calls waiting for their caller's name (directory, CRM lookup) before the
+    /// controller hears of them; each waits at most the lookup's timeout.
+    naming: HashMap<String, Event>,
+    named: mpsc::Sender<(String, crate::controller::Prospect)>,
 }
+
+/// Inbound calls at most waiting for their names at once; past it, calls go on at once
+/// with the name they came with (a flood of INVITEs never becomes a flood of lookups).
+const NAMING_CAPACITY: usize = 1024;
 
 type StoredAs = (
     crate::controller::Status,
@@ -455,6 +468,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The call log: opened (and migrated) before anything listens, so a bad path stops the
     // start naming `store.database`; calls left live by a crash are closed as failed.
     let database = config.store.database.clone();
+    let hooks = Arc::new(crate::webhooks::hooks(
+        &config.webhooks,
+        config.public_url(),
+    ));
     let orphans = {
         let conn = crate::store::open(&database)?;
         // Their writer died with the last run: bring each header up to its data.
@@ -465,7 +482,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 Err(e) => tracing::error!(error = %e, "recording could not be repaired"),
             }
         }
-        crate::store::end_orphans(&conn, crate::store::millis(SystemTime::now()))?
+        crate::store::end_orphans(&conn, &hooks, crate::store::millis(SystemTime::now()))?
     };
     if orphans > 0 {
         tracing::warn!(
@@ -479,7 +496,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sample_rate: config.recording.sample_rate,
     })?;
     let (store_tx, store_rx) = mpsc::channel(crate::store::WRITE_CAPACITY);
-    let writer = tokio::spawn(crate::store::run_writer(database, store_rx));
+    if !config.webhooks.is_empty() {
+        tokio::spawn(crate::webhooks::run(
+            database.clone(),
+            config.webhooks.clone(),
+            Arc::clone(&hooks.wake),
+        ));
+    }
+    let names = Arc::new(crate::names::Names::new(
+        database.clone(),
+        config.contacts.country_code.clone(),
+        config.lookup.clone(),
+    ));
+    let (named_tx, mut named_rx) = mpsc::channel(NAMING_CAPACITY);
+    let writer = tokio::spawn(crate::store::run_writer(database, hooks, store_rx));
     let clock = WallClock::now();
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
@@ -499,6 +529,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         store: store_tx.downgrade(),
         gateway_counters: Arc::clone(&gateway_counters),
+        names: Arc::clone(&names),
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
@@ -567,6 +598,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock,
         gateway_counters,
         recordings: recordings.clone(),
+        names,
+        naming: HashMap::new(),
+        named: named_tx,
     };
     sig.preload_audio()?;
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
@@ -626,6 +660,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(event) = media_rx.recv() => sig.on_media_event(event),
             Some(request) = admin_rx.recv() => sig.on_admin(request),
             Some(input) = agents_rx.recv() => sig.on_agent(input),
+            Some((call, prospect)) = named_rx.recv() => sig.on_named(call, prospect),
             Some(event) = webrtc_events.recv() => match event {
                 WebrtcEvent::Connected { peer } => tracing::debug!(peer, "agent media up"),
                 WebrtcEvent::Disconnected { peer } => tracing::debug!(peer, "agent media down"),
@@ -835,13 +870,30 @@ impl Signalling {
                 from_name,
                 to_user,
                 trunk,
-            } => Event::Incoming {
-                call: leg,
-                from: from_number,
-                from_name,
-                to_user,
-                trunk: Some(trunk),
-            },
+            } => {
+                let event = Event::Incoming {
+                    call: leg.clone(),
+                    from: from_number.clone(),
+                    from_name,
+                    prospect: Default::default(),
+                    to_user,
+                    trunk: Some(trunk),
+                };
+                if self.naming.len() >= NAMING_CAPACITY {
+                    tracing::warn!(call = %leg, "too many calls waiting for names; this one goes on without");
+                    event
+                } else {
+                    // The controller hears of the call once its name is known.
+                    self.naming.insert(leg.clone(), event);
+                    let names = Arc::clone(&self.names);
+                    let named = self.named.clone();
+                    tokio::spawn(async move {
+                        let prospect = names.inbound(&from_number).await;
+                        let _ = named.send((leg, prospect)).await;
+                    });
+                    return;
+                }
+            }
             LegEvent::Answered { leg, audio } => {
                 if let Some(sockets) = self.pending_sockets.remove(&leg) {
                     self.start_media(&leg, sockets, audio, Source::Silence);
@@ -864,6 +916,10 @@ impl Signalling {
                 return;
             }
             LegEvent::Ended { leg, cause } => {
+                // Gone (cancelled) before its name came: the controller never knew it.
+                if self.naming.remove(&leg).is_some() {
+                    return;
+                }
                 if let Some(sockets) = self.pending_sockets.remove(&leg) {
                     self.ports.release(sockets.port);
                 }
@@ -886,6 +942,18 @@ impl Signalling {
             }
         };
         let commands = self.controller.handle(event, now);
+        self.execute(commands);
+    }
+
+    /// An inbound call's name is known (or its lookup gave up): the controller hears of it.
+    fn on_named(&mut self, call: String, prospect: crate::controller::Prospect) {
+        let Some(mut event) = self.naming.remove(&call) else {
+            return;
+        };
+        if let Event::Incoming { prospect: p, .. } = &mut event {
+            *p = prospect;
+        }
+        let commands = self.controller.handle(event, Instant::now());
         self.execute(commands);
     }
 
@@ -1115,6 +1183,8 @@ impl Signalling {
             end_reason: c.end_reason.map(|r| r.as_str().to_string()),
             recording: c.recording.as_str().into(),
             recording_path: None,
+            prospect_name: c.prospect_name.clone(),
+            prospect_id: c.prospect_id.clone(),
         };
         let op = StoreOp::Call {
             call: Box::new(record),
@@ -1373,7 +1443,7 @@ impl Signalling {
                 };
                 AgentRequest::Transfer { call, target }
             }
-            AgentCall::Dial { to } => {
+            AgentCall::Dial { to, prospect } => {
                 let to = to.trim().to_string();
                 if let Err(e) = self.b2bua.trunks_for(&to) {
                     let code = match e {
@@ -1397,6 +1467,7 @@ impl Signalling {
                     call: new_call_id(),
                     to,
                     trunk,
+                    prospect,
                 }
             }
         };

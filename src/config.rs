@@ -56,6 +56,13 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub contacts: ContactsConfig,
+    /// The CRM's name lookup for inbound calls (none: the directory and SIP names only).
+    #[serde(default)]
+    pub lookup: Option<LookupConfig>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
     /// SHA-256 (hex) of the admin bearer token.
     pub admin_token_sha256: String,
 }
@@ -260,6 +267,69 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// How others reach this listener (e.g. `https://gw.example.com`): the prefix of the
+    /// recording addresses webhooks carry. Default: the listen address.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+/// The contacts directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsConfig {
+    /// Country calling code (digits, e.g. "1" or "44") for numbers given without one.
+    #[serde(default)]
+    pub country_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    /// GET with the caller's E.164 number: `{number}` in the URL, else `?number=`. Answers
+    /// `200 {"name": "...", "prospect_id": "..."}` or 404.
+    pub url: String,
+    /// The most an inbound call waits for the answer (then it goes on without it).
+    #[serde(default = "default_lookup_timeout")]
+    pub timeout_ms: u64,
+    /// How long an answer (a name, or 404) is reused; 0: never cached.
+    #[serde(default = "default_lookup_cache")]
+    pub cache_seconds: u64,
+    /// Sent as `Authorization: Bearer` when set.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+}
+
+fn default_lookup_timeout() -> u64 {
+    500
+}
+
+fn default_lookup_cache() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Event types (`call.started`, `call.answered`, `call.status`, `call.ended`,
+    /// `call_log.saved`), or `["*"]` for all.
+    pub events: Vec<String>,
+    /// Key of the HMAC-SHA-256 signature (at least 16 characters).
+    pub secret: String,
+    /// The most one attempt waits for the receiver's answer.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+    /// Longest wait between two attempts (they start at 1 s and double).
+    #[serde(default = "default_webhook_backoff")]
+    pub max_backoff_seconds: u64,
+}
+
+fn default_webhook_timeout() -> u64 {
+    10_000
+}
+
+fn default_webhook_backoff() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -669,6 +739,80 @@ impl Config {
         Ok(config)
     }
 
+    fn check_names_and_webhooks(&self) -> Result<(), ConfigError> {
+        if let Some(cc) = &self.contacts.country_code {
+            if cc.is_empty()
+                || cc.len() > 3
+                || !cc.bytes().all(|b| b.is_ascii_digit())
+                || cc.starts_with('0')
+            {
+                return Err(invalid(
+                    "contacts.country_code",
+                    "must be a country calling code: 1 to 3 digits, not starting with 0",
+                ));
+            }
+        }
+        if let Some(http) = &self.http.public_url {
+            crate::http_client::parse_url(http)
+                .map_err(|e| invalid("http.public_url", e.to_string()))?;
+        }
+        if let Some(lookup) = &self.lookup {
+            crate::http_client::parse_url(&lookup.url)
+                .map_err(|e| invalid("lookup.url", e.to_string()))?;
+            if !(10..=5000).contains(&lookup.timeout_ms) {
+                return Err(invalid("lookup.timeout_ms", "must be 10..=5000"));
+            }
+        }
+        let mut urls = std::collections::HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("webhook[{i}].{field}");
+            crate::http_client::parse_url(&hook.url)
+                .map_err(|e| invalid(key("url"), e.to_string()))?;
+            if !urls.insert(hook.url.as_str()) {
+                return Err(invalid(key("url"), "each receiver's URL once"));
+            }
+            if hook.events.is_empty() {
+                return Err(invalid(key("events"), "name at least one event, or \"*\""));
+            }
+            for (j, event) in hook.events.iter().enumerate() {
+                if event != "*" && !crate::store::outbox::EVENT_TYPES.contains(&event.as_str()) {
+                    return Err(invalid(
+                        format!("webhook[{i}].events[{j}]"),
+                        format!(
+                            "unknown event {event:?} ({}, or *)",
+                            crate::store::outbox::EVENT_TYPES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if hook.secret.chars().count() < 16 {
+                return Err(invalid(key("secret"), "must be at least 16 characters"));
+            }
+            if !(100..=60_000).contains(&hook.timeout_ms) {
+                return Err(invalid(key("timeout_ms"), "must be 100..=60000"));
+            }
+            if !(1..=3600).contains(&hook.max_backoff_seconds) {
+                return Err(invalid(key("max_backoff_seconds"), "must be 1..=3600"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prefix of addresses on the HTTP listener as others reach it.
+    pub fn public_url(&self) -> String {
+        match &self.http.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if self.http.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.http.listen)
+            }
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
             return Err(invalid(
@@ -700,6 +844,7 @@ impl Config {
             ));
         }
         check_record_mode("recording.mode".into(), Some(&self.recording.mode))?;
+        self.check_names_and_webhooks()?;
         if !(1..=600).contains(&self.transfer.ring_seconds) {
             return Err(invalid("transfer.ring_seconds", "must be 1..=600"));
         }

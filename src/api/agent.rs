@@ -193,7 +193,33 @@ pub fn parse_message(text: &str) -> AgentMessage {
             call_request(field("call_id").map(|call| AgentCall::Decline { call }))
         }
         "call.hangup" => call_request(field("call_id").map(|call| AgentCall::Hangup { call })),
-        "call.dial" => call_request(field("to").map(|to| AgentCall::Dial { to })),
+        "call.dial" => call_request(field("to").and_then(|to| {
+            // Optional: the prospect's name and the CRM's id for them.
+            let optional = |name: &str| -> Result<Option<String>, Value> {
+                match value.get(name) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if s.chars().count() <= crate::store::contacts::MAX_FIELD => {
+                        Ok(Some(crate::names::clean(s)).filter(|s| !s.is_empty()))
+                    }
+                    Some(Value::String(_)) => Err(error(
+                        &req,
+                        "bad_request",
+                        format!(
+                            "{name}: at most {} characters",
+                            crate::store::contacts::MAX_FIELD
+                        ),
+                    )),
+                    Some(_) => Err(error(&req, "bad_request", format!("{name}: must be a string"))),
+                }
+            };
+            Ok(AgentCall::Dial {
+                to,
+                prospect: crate::controller::Prospect {
+                    name: optional("name")?,
+                    id: optional("prospect_id")?,
+                },
+            })
+        })),
         "call.dtmf" => {
             call_request(field("call_id").and_then(|call| {
                 field("digits").map(|digits| AgentCall::Dtmf { call, digits })
@@ -487,6 +513,17 @@ impl Session {
                 });
             }
             AgentMessage::Call { req, request } => (req, request),
+        };
+        // A dial without a name takes the directory's, if the number is in it.
+        let request = match request {
+            AgentCall::Dial { to, mut prospect } if prospect.name.is_none() => {
+                if let Some(contact) = self.handle.names.directory(&to).await {
+                    prospect.name = Some(contact.name);
+                    prospect.id = prospect.id.or(contact.prospect_id);
+                }
+                AgentCall::Dial { to, prospect }
+            }
+            other => other,
         };
         let (reply, answer) = oneshot::channel();
         let input = AgentInput::Request {

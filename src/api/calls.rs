@@ -63,7 +63,7 @@ fn call_json(c: &CallRecord) -> Value {
         "direction": c.direction,
         "from": c.from_number,
         "to": c.to_number,
-        "prospect": {"number": c.prospect, "name": c.from_name},
+        "prospect": {"number": c.prospect, "name": c.prospect_name.as_ref().or(c.from_name.as_ref()), "prospect_id": c.prospect_id},
         "status": c.status,
         "queued_at": time(c.queued_at),
         "created_at": time(Some(c.created_at)),

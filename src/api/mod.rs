@@ -4,6 +4,7 @@
 
 pub mod agent;
 mod calls;
+mod contacts;
 mod recording;
 pub mod tls;
 mod web;
@@ -56,6 +57,17 @@ pub async fn serve(
         .route("/v1/calls/{call_id}/recording", get(recording::serve))
         .route("/v1/calls/{call_id}/hangup", post(hangup))
         .route("/v1/calls/{call_id}/dtmf", post(dtmf))
+        .route(
+            "/v1/contacts/{number}",
+            get(contacts::get)
+                .put(contacts::put)
+                .delete(contacts::delete),
+        )
+        .route(
+            "/v1/contacts:import",
+            post(contacts::import).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+        )
+        .route("/v1/webhooks/deliveries", get(contacts::deliveries))
         .with_state(handle);
     if let Some(config) = tls {
         return axum::serve(

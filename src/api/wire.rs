@@ -48,7 +48,7 @@ pub fn call(clock: &WallClock, c: &Call) -> Value {
         "direction": c.direction.as_str(),
         "from": c.from,
         "to": c.to,
-        "prospect": {"number": c.prospect(), "name": c.from_name},
+        "prospect": {"number": c.prospect(), "name": c.prospect_name, "prospect_id": c.prospect_id},
         "status": c.status.as_str(),
         "queued_at": time(clock, c.queued_at),
         "created_at": time(clock, Some(c.created_at)),

@@ -113,6 +113,10 @@ pub struct Call {
     pub from: String,
     /// The caller's display name from SIP, when it gave one.
     pub from_name: Option<String>,
+    /// The prospect's name and CRM id: from `call.dial`, the contacts directory or the CRM
+    /// lookup, else the SIP display name.
+    pub prospect_name: Option<String>,
+    pub prospect_id: Option<String>,
     pub to: String,
     pub status: Status,
     pub plan: MediaPlan,
@@ -139,6 +143,13 @@ pub struct Call {
     pub handled_by: Option<AgentId>,
 }
 
+/// Who the other party of a call is, as the CRM or the directory know them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prospect {
+    pub name: Option<String>,
+    pub id: Option<String>,
+}
+
 impl Call {
     /// The prospect's number: the caller on inbound calls, the callee on outbound ones.
     pub fn prospect(&self) -> &str {
@@ -151,6 +162,14 @@ impl Call {
     fn is_live(&self) -> bool {
         self.status != Status::Ended
     }
+
+    /// Name the prospect: what the CRM or directory know wins over the SIP display name.
+    fn name(&mut self, prospect: Prospect) {
+        if prospect.name.is_some() {
+            self.prospect_name = prospect.name;
+        }
+        self.prospect_id = prospect.id;
+    }
 }
 
 /// Inputs, from the SIP side, the media side, agents and operators.
@@ -160,6 +179,8 @@ pub enum Event {
         call: CallId,
         from: String,
         from_name: Option<String>,
+        /// Who the caller is, as the directory or the CRM lookup know them.
+        prospect: Prospect,
         to_user: String,
         /// The trunk it came in on (for its recording setting).
         trunk: Option<String>,
@@ -214,6 +235,8 @@ pub enum AgentRequest {
         call: CallId,
         to: String,
         trunk: Option<String>,
+        /// Who is called, as `call.dial` or the directory name them.
+        prospect: Prospect,
     },
     /// `call.monitor` (supervisors): join another agent's call in this mode, switch mode, or
     /// leave (`None`).
@@ -600,10 +623,11 @@ impl Controller {
                 call,
                 from,
                 from_name,
+                prospect,
                 to_user,
                 trunk,
             } => {
-                let commands = self.incoming(call.clone(), from, from_name, to_user, now);
+                let commands = self.incoming(call.clone(), from, from_name, prospect, to_user, now);
                 self.apply_record_mode(&call, trunk.as_deref());
                 commands
             }
@@ -751,6 +775,7 @@ impl Controller {
         call: CallId,
         from: String,
         from_name: Option<String>,
+        prospect: Prospect,
         to_user: String,
         now: Instant,
     ) -> Vec<Command> {
@@ -765,6 +790,7 @@ impl Controller {
                 None,
                 now,
             );
+            c.name(prospect);
             c.status = Status::Active;
             c.answered_at = Some(now);
             self.calls.insert(call.clone(), c);
@@ -793,6 +819,7 @@ impl Controller {
             Some(agent.clone()),
             now,
         );
+        c.name(prospect);
         // Busy (a call active, ringing or being dialled): this one waits in the queue.
         let busy = self.calls.values().any(|o| {
             o.agent.as_deref() == Some(agent.as_str())
@@ -1427,7 +1454,12 @@ impl Controller {
                 }
                 (Ok(call.clone()), vec![Command::Record { call, want }])
             }
-            AgentRequest::Dial { call, to, trunk } => {
+            AgentRequest::Dial {
+                call,
+                to,
+                trunk,
+                prospect,
+            } => {
                 let to = match dial_target(&to) {
                     Ok(to) => to,
                     Err(e) => return (Err(e), Vec::new()),
@@ -1448,7 +1480,7 @@ impl Controller {
                 }
                 // The active call goes on hold first.
                 let mut commands = self.hold_active(agent, now);
-                let c = new_call(
+                let mut c = new_call(
                     &call,
                     Direction::Outbound,
                     String::new(),
@@ -1458,6 +1490,7 @@ impl Controller {
                     Some(agent.to_string()),
                     now,
                 );
+                c.name(prospect);
                 self.calls.insert(call.clone(), c);
                 self.apply_record_mode(&call, trunk.as_deref());
                 commands.push(Command::Dial {
@@ -1561,6 +1594,8 @@ fn new_call(
         id: id.to_string(),
         direction,
         from,
+        prospect_name: from_name.clone(),
+        prospect_id: None,
         from_name,
         to: to.to_string(),
         status: if direction == Direction::Inbound {
@@ -1612,6 +1647,7 @@ mod tests {
         let now = Instant::now();
         let cmds = c.handle(
             Event::Incoming {
+                prospect: Default::default(),
                 call: "c1".into(),
                 from: "+1555".into(),
                 from_name: None,
@@ -1629,6 +1665,7 @@ mod tests {
         );
         let cmds = c.handle(
             Event::Incoming {
+                prospect: Default::default(),
                 call: "c2".into(),
                 from: "+1555".into(),
                 from_name: None,
@@ -1653,6 +1690,7 @@ mod tests {
         let now = Instant::now();
         c.handle(
             Event::Incoming {
+                prospect: Default::default(),
                 call: "c1".into(),
                 from: "x".into(),
                 from_name: None,
@@ -1722,6 +1760,7 @@ mod tests {
         for i in 0..3 {
             c.handle(
                 Event::Incoming {
+                    prospect: Default::default(),
                     call: format!("c{i}"),
                     from: "x".into(),
                     from_name: None,
@@ -1774,6 +1813,7 @@ mod tests {
     fn ring(c: &mut Controller, call: &str, now: Instant) -> Vec<Command> {
         c.handle(
             Event::Incoming {
+                prospect: Default::default(),
                 call: call.into(),
                 from: "+15551230001".into(),
                 from_name: Some("Pat".into()),
@@ -1965,6 +2005,7 @@ mod tests {
         // The supervisor answers a call of their own: they leave the monitored one first.
         c.handle(
             Event::Incoming {
+                prospect: Default::default(),
                 call: "own".into(),
                 from: "+15551239999".into(),
                 from_name: None,
@@ -2039,6 +2080,7 @@ mod tests {
         let arrive = |c: &mut Controller, call: &str, did: &str, trunk: Option<&str>| {
             c.handle(
                 Event::Incoming {
+                    prospect: Default::default(),
                     call: call.into(),
                     from: "+15551230001".into(),
                     from_name: None,
@@ -2278,6 +2320,7 @@ mod tests {
         let (result, _) = c.request(
             "ann",
             AgentRequest::Dial {
+                prospect: Default::default(),
                 call: "o1".into(),
                 to: "+15551234567".into(),
                 trunk: None,
@@ -2289,6 +2332,7 @@ mod tests {
         let (result, cmds) = c.request(
             "ann",
             AgentRequest::Dial {
+                prospect: Default::default(),
                 call: "o1".into(),
                 to: "+15551234567".into(),
                 trunk: None,
@@ -2306,6 +2350,7 @@ mod tests {
         let (result, _) = c.request(
             "ann",
             AgentRequest::Dial {
+                prospect: Default::default(),
                 call: "o2".into(),
                 to: "+15551234568".into(),
                 trunk: None,
@@ -2502,6 +2547,7 @@ mod tests {
         let (result, cmds) = c.request(
             "ann",
             AgentRequest::Dial {
+                prospect: Default::default(),
                 call: "o".into(),
                 to: "+15551234567".into(),
                 trunk: None,

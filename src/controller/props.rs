@@ -207,6 +207,7 @@ impl World {
                 self.ids.push(id.clone());
                 self.controller.handle(
                     Event::Incoming {
+                        prospect: Default::default(),
                         call: id,
                         from: PROSPECTS[prospect].to_string(),
                         from_name: None,
@@ -300,6 +301,7 @@ impl World {
                     .request(
                         AGENTS[agent],
                         AgentRequest::Dial {
+                            prospect: Default::default(),
                             call: id,
                             to: PROSPECTS[prospect].to_string(),
                             trunk: None,

@@ -11,6 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
+pub mod contacts;
+pub mod outbox;
+
+pub use outbox::Hooks;
+
 /// Changes queued for the writer. Calls change status a few times each, so this covers
 /// thousands of calls of backlog; when it is full the change is logged and dropped (the disk
 /// has been stalled for a long time by then).
@@ -71,6 +76,32 @@ const MIGRATIONS: &[&str] = &[
         duration_ms INTEGER,
         PRIMARY KEY (call_id, idx)
      );",
+    // 3: the prospect's name and CRM id on each call, the contacts directory, and the
+    // webhook outbox (one row per event per receiver, written with the change it reports).
+    "ALTER TABLE calls ADD COLUMN prospect_name TEXT;
+     ALTER TABLE calls ADD COLUMN prospect_id TEXT;
+     CREATE TABLE contacts (
+        number TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        prospect_id TEXT,
+        updated_at INTEGER NOT NULL
+     );
+     CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        webhook TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        call_id TEXT,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        delivered_at INTEGER
+     );
+     CREATE INDEX deliveries_due ON webhook_deliveries (status, next_attempt_at);
+     CREATE INDEX deliveries_in_order ON webhook_deliveries (webhook, call_id, status, id);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +148,10 @@ pub struct CallRecord {
     /// The recording's file, once one was opened (set by `StoreOp::Recording` only; a call's
     /// own updates leave it alone).
     pub recording_path: Option<String>,
+    /// The prospect's name (from the dial, the contacts directory, the CRM lookup or the SIP
+    /// display name, in that order) and the CRM's id for them.
+    pub prospect_name: Option<String>,
+    pub prospect_id: Option<String>,
 }
 
 /// One recorded stretch of a call: where it sits in the file and in wall-clock time.
@@ -177,12 +212,24 @@ pub enum StoreOp {
         at: i64,
         reply: tokio::sync::oneshot::Sender<Result<Option<CallLog>, String>>,
     },
+    /// Directory entries put (all or none) or one deleted, answered once committed
+    /// (`true`: something changed; for a delete, there was an entry).
+    Contacts {
+        change: ContactChange,
+        reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    },
     /// A call's recording opened its file (`path`) or opened or closed a segment.
     Recording {
         call_id: String,
         path: Option<String>,
         segment: Option<RecordingSegment>,
     },
+}
+
+#[derive(Debug)]
+pub enum ContactChange {
+    Put(Vec<contacts::Contact>),
+    Delete(String),
 }
 
 /// Statuses that make a segment.
@@ -252,9 +299,17 @@ pub fn orphan_recordings(conn: &Connection) -> Result<Vec<PathBuf>, StoreError> 
 }
 
 /// Calls that were live when the gateway last stopped (crash, kill -9) are over: mark them
-/// ended with reason `failed` and close their segments. Returns how many.
-pub fn end_orphans(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+/// ended with reason `failed` and close their segments, and tell the webhooks so (in the
+/// same transaction). Returns how many.
+pub fn end_orphans(conn: &Connection, hooks: &Hooks, now: i64) -> Result<usize, StoreError> {
     let tx = conn.unchecked_transaction()?;
+    let orphans: Vec<CallRecord> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE status != 'ended'"
+        ))?;
+        let rows = stmt.query_map([], record)?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
     tx.execute(
         "UPDATE segments SET ended_at = ?1 WHERE ended_at IS NULL",
         params![now],
@@ -273,6 +328,16 @@ pub fn end_orphans(conn: &Connection, now: i64) -> Result<usize, StoreError> {
          WHERE status != 'ended'",
         params![now],
     )?;
+    for before in orphans {
+        let before_state = outbox::Before {
+            status: before.status.clone(),
+            answered_at: before.answered_at,
+            recording_path: before.recording_path.clone(),
+        };
+        if let Some(after) = call(&tx, &before.id)? {
+            outbox::call_changed(&tx, hooks, Some(&before_state), &after, now)?;
+        }
+    }
     tx.commit()?;
     Ok(n)
 }
@@ -322,6 +387,7 @@ pub fn log(conn: &Connection, call_id: &str) -> Result<Option<CallLog>, StoreErr
 /// Write a log edit in one transaction; `None` when the call is unknown.
 pub fn write_log(
     conn: &Connection,
+    hooks: &Hooks,
     call_id: &str,
     patch: &LogPatch,
     author: &str,
@@ -369,12 +435,16 @@ pub fn write_log(
             params![call_id, author, text, at],
         )?;
     }
+    let saved = log(&tx, call_id)?;
+    if let Some(saved) = &saved {
+        outbox::log_saved(&tx, hooks, call_id, saved, at)?;
+    }
     tx.commit()?;
-    log(conn, call_id)
+    Ok(saved)
 }
 
 /// Apply one change in its own transaction.
-pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
+pub fn apply(conn: &Connection, hooks: &Hooks, op: StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::Log {
             call_id,
@@ -383,7 +453,7 @@ pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
             at,
             reply,
         } => {
-            let result = write_log(conn, &call_id, &patch, &author, at);
+            let result = write_log(conn, hooks, &call_id, &patch, &author, at);
             let answer = match &result {
                 Ok(log) => Ok(log.clone()),
                 Err(e) => Err(e.to_string()),
@@ -391,9 +461,17 @@ pub fn apply(conn: &Connection, op: StoreOp) -> Result<(), StoreError> {
             let _ = reply.send(answer);
             result.map(|_| ())
         }
+        StoreOp::Contacts { change, reply } => {
+            let result = match &change {
+                ContactChange::Put(entries) => contacts::put_all(conn, entries).map(|()| true),
+                ContactChange::Delete(number) => contacts::delete(conn, number),
+            };
+            let _ = reply.send(result.as_ref().map(|b| *b).map_err(|e| e.to_string()));
+            result.map(|_| ())
+        }
         change => {
             let tx = conn.unchecked_transaction()?;
-            write_change(&tx, &change)?;
+            write_change(&tx, hooks, &change)?;
             tx.commit()?;
             Ok(())
         }
@@ -405,6 +483,7 @@ fn change_call(op: &StoreOp) -> &str {
     match op {
         StoreOp::Call { call, .. } => &call.id,
         StoreOp::Log { call_id, .. } | StoreOp::Recording { call_id, .. } => call_id,
+        StoreOp::Contacts { .. } => "-",
     }
 }
 
@@ -413,30 +492,30 @@ fn change_call(op: &StoreOp) -> &str {
 /// instead of one each. A run in which a change fails is rolled back and written again one
 /// change at a time, so one bad row never takes the others with it. An agent's log edit
 /// is answered only once it is committed, so it has a transaction of its own.
-pub fn apply_all(conn: &Connection, ops: Vec<StoreOp>) {
+pub fn apply_all(conn: &Connection, hooks: &Hooks, ops: Vec<StoreOp>) {
     let mut run: Vec<StoreOp> = Vec::new();
     for op in ops {
-        if matches!(op, StoreOp::Log { .. }) {
-            apply_run(conn, std::mem::take(&mut run));
+        if matches!(op, StoreOp::Log { .. } | StoreOp::Contacts { .. }) {
+            apply_run(conn, hooks, std::mem::take(&mut run));
             let call = change_call(&op).to_string();
-            if let Err(e) = apply(conn, op) {
+            if let Err(e) = apply(conn, hooks, op) {
                 tracing::error!(%call, error = %e, "call log write failed");
             }
         } else {
             run.push(op);
         }
     }
-    apply_run(conn, run);
+    apply_run(conn, hooks, run);
 }
 
-fn apply_run(conn: &Connection, run: Vec<StoreOp>) {
+fn apply_run(conn: &Connection, hooks: &Hooks, run: Vec<StoreOp>) {
     if run.is_empty() {
         return;
     }
     let together = (|| {
         let tx = conn.unchecked_transaction()?;
         for op in &run {
-            write_change(&tx, op)?;
+            write_change(&tx, hooks, op)?;
         }
         tx.commit()?;
         Ok::<(), StoreError>(())
@@ -446,7 +525,7 @@ fn apply_run(conn: &Connection, run: Vec<StoreOp>) {
     }
     for op in run {
         let call = change_call(&op).to_string();
-        if let Err(e) = apply(conn, op) {
+        if let Err(e) = apply(conn, hooks, op) {
             tracing::error!(%call, error = %e, "call log write failed");
         }
     }
@@ -454,9 +533,9 @@ fn apply_run(conn: &Connection, run: Vec<StoreOp>) {
 
 /// Write a call's change inside the caller's transaction (statements prepared once per
 /// connection and kept).
-fn write_change(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
+fn write_change(conn: &Connection, hooks: &Hooks, op: &StoreOp) -> Result<(), StoreError> {
     match op {
-        StoreOp::Log { .. } => Ok(()),
+        StoreOp::Log { .. } | StoreOp::Contacts { .. } => Ok(()),
         StoreOp::Recording {
             call_id,
             path,
@@ -486,22 +565,31 @@ fn write_change(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
             Ok(())
         }
         StoreOp::Call { call, at } => {
-            let previous: Option<String> = conn
-                .prepare_cached("SELECT status FROM calls WHERE id = ?1")?
-                .query_row(params![call.id], |r| r.get(0))
+            let before: Option<outbox::Before> = conn
+                .prepare_cached(
+                    "SELECT status, answered_at, recording_path FROM calls WHERE id = ?1",
+                )?
+                .query_row(params![call.id], |r| {
+                    Ok(outbox::Before {
+                        status: r.get(0)?,
+                        answered_at: r.get(1)?,
+                        recording_path: r.get(2)?,
+                    })
+                })
                 .optional()?;
             conn.prepare_cached(
                 "INSERT INTO calls (id, direction, from_number, from_name, to_number, prospect,
                     agent_id, status, created_at, answered_at, queued_at, ended_at, end_reason,
-                    recording)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                    recording, prospect_name, prospect_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT(id) DO UPDATE SET
                     from_number = excluded.from_number, from_name = excluded.from_name,
                     to_number = excluded.to_number, prospect = excluded.prospect,
                     agent_id = excluded.agent_id, status = excluded.status,
                     answered_at = excluded.answered_at, queued_at = excluded.queued_at,
                     ended_at = excluded.ended_at, end_reason = excluded.end_reason,
-                    recording = excluded.recording",
+                    recording = excluded.recording, prospect_name = excluded.prospect_name,
+                    prospect_id = excluded.prospect_id",
             )?
             .execute(params![
                 call.id,
@@ -518,8 +606,11 @@ fn write_change(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
                 call.ended_at,
                 call.end_reason,
                 call.recording,
+                call.prospect_name,
+                call.prospect_id,
             ])?;
-            if previous.as_deref() != Some(call.status.as_str()) {
+            let previous = before.as_ref().map(|b| b.status.as_str());
+            if previous != Some(call.status.as_str()) {
                 conn.prepare_cached(
                     "UPDATE segments SET ended_at = ?2 WHERE call_id = ?1 AND ended_at IS NULL",
                 )?
@@ -531,6 +622,9 @@ fn write_change(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
                     .execute(params![call.id, call.status, at])?;
                 }
             }
+            // The events this change makes, in the same transaction: the outbox never holds
+            // an event whose change was rolled back, nor misses one that was committed.
+            outbox::call_changed(conn, hooks, before.as_ref(), call, *at)?;
             Ok(())
         }
     }
@@ -538,7 +632,11 @@ fn write_change(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
 
 /// The writer task: applies changes in order; a failed write is logged with its call id and
 /// the task goes on (one bad row never stops the log).
-pub async fn run_writer(path: PathBuf, mut ops: mpsc::Receiver<StoreOp>) {
+pub async fn run_writer(
+    path: PathBuf,
+    hooks: std::sync::Arc<Hooks>,
+    mut ops: mpsc::Receiver<StoreOp>,
+) {
     let conn = match tokio::task::spawn_blocking(move || open(&path)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -561,9 +659,13 @@ pub async fn run_writer(path: PathBuf, mut ops: mpsc::Receiver<StoreOp>) {
             }
         }
         let conn = std::sync::Arc::clone(&conn);
+        let hooks = std::sync::Arc::clone(&hooks);
         let result = tokio::task::spawn_blocking(move || {
             let conn = conn.lock().map_err(|_| "store lock poisoned".to_string())?;
-            apply_all(&conn, batch);
+            apply_all(&conn, &hooks, batch);
+            if !hooks.subscriptions.is_empty() {
+                hooks.wake.notify_one();
+            }
             Ok::<(), String>(())
         })
         .await;
@@ -600,11 +702,14 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         end_reason: row.get(12)?,
         recording: row.get(13)?,
         recording_path: row.get(14)?,
+        prospect_name: row.get(15)?,
+        prospect_id: row.get(16)?,
     })
 }
 
 const CALL_COLUMNS: &str = "id, direction, from_number, from_name, to_number, prospect, agent_id,
-    status, created_at, answered_at, queued_at, ended_at, end_reason, recording, recording_path";
+    status, created_at, answered_at, queued_at, ended_at, end_reason, recording, recording_path,
+    prospect_name, prospect_id";
 
 /// Calls, newest first.
 pub fn calls(conn: &Connection, query: &CallQuery) -> Result<Vec<CallRecord>, StoreError> {
@@ -705,6 +810,8 @@ mod tests {
             end_reason: None,
             recording: "off".into(),
             recording_path: None,
+            prospect_name: None,
+            prospect_id: None,
         }
         .with_time(at)
     }
@@ -762,7 +869,7 @@ mod tests {
                 at: 3_000,
             },
         ];
-        apply_all(&conn, ops);
+        apply_all(&conn, &Hooks::default(), ops);
         let log = answer.blocking_recv().expect("answered").expect("written");
         assert_eq!(
             log.and_then(|l| l.disposition).as_deref(),
@@ -798,6 +905,7 @@ mod tests {
         ] {
             apply(
                 &conn,
+                &Hooks::default(),
                 StoreOp::Call {
                     call: Box::new(record_of("c1", status, at)),
                     at,
@@ -820,6 +928,7 @@ mod tests {
         );
         apply(
             &conn,
+            &Hooks::default(),
             StoreOp::Call {
                 call: Box::new(record_of("c2", "waiting", 6_000)),
                 at: 6_000,
@@ -829,7 +938,10 @@ mod tests {
         drop(conn);
         // Reopening runs no migration twice and ends what was live.
         let conn = open(&path).expect("reopen");
-        assert_eq!(end_orphans(&conn, 9_000).expect("orphans"), 1);
+        assert_eq!(
+            end_orphans(&conn, &Hooks::default(), 9_000).expect("orphans"),
+            1
+        );
         let c2 = call(&conn, "c2").expect("query").expect("c2");
         assert_eq!(
             (c2.status.as_str(), c2.end_reason.as_deref(), c2.ended_at),
@@ -854,6 +966,7 @@ mod tests {
             r.created_at = 100 + i;
             apply(
                 &conn,
+                &Hooks::default(),
                 StoreOp::Call {
                     call: Box::new(r),
                     at: 100 + i,
@@ -932,9 +1045,12 @@ pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
             end_reason: (status == "ended").then(|| "caller_hangup".into()),
             recording: "off".into(),
             recording_path: None,
+            prospect_name: None,
+            prospect_id: None,
         };
         apply(
             &conn,
+            &Hooks::default(),
             StoreOp::Call {
                 call: Box::new(record),
                 at,
@@ -946,7 +1062,14 @@ pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
             disposition: Some("callback".into()),
             comment: Some("call back next week".into()),
         };
-        write_log(&conn, &format!("c_{i:08}"), &patch, "agent", at + 70_000)?;
+        write_log(
+            &conn,
+            &Hooks::default(),
+            &format!("c_{i:08}"),
+            &patch,
+            "agent",
+            at + 70_000,
+        )?;
     }
     let write = started.elapsed();
     let kinds: Vec<(&'static str, CallQuery)> = vec![
