@@ -565,3 +565,48 @@ fn the_page_hears_pcmu_on_a_clean_path_and_opus_while_it_loses_packets() {
     );
     eprintln!("downlink: {result}");
 }
+
+/// The caller's name from the contacts directory on the page: in the incoming call, on the
+/// active call and on the calls page (screenshots `name-*.png` in the test's folder).
+#[test]
+fn the_page_shows_the_callers_name_from_the_directory() {
+    let ports = Ports::block(74);
+    let gw = Gateway::start(
+        "agent_names_page",
+        ports,
+        &(default_trunk(26998) + DEMO_AGENT),
+    );
+    let (status, body) = gw
+        .http(
+            "PUT",
+            "/v1/contacts/+15551230007",
+            Some(ADMIN_TOKEN),
+            Some(r#"{"name":"Riley Example","prospect_id":"crm-123"}"#),
+        )
+        .expect("HTTP");
+    assert_eq!(status, 200, "{body}");
+    let dir = gw.dir.clone();
+    let browser = BrowserAgent::start(&gw, &dir, "names", &[]);
+    browser.expect("READY", Duration::from_secs(70), &dir, &gw);
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let mut args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        26660,
+        26670,
+    );
+    set_sipp_arg(&mut args, "caller", "+15551230007");
+    let mut sipp = KillOnDrop::new(spawn_sipp(&dir, &args));
+    let incoming = browser.expect("INCOMING_NAME", Duration::from_secs(40), &dir, &gw);
+    assert_eq!(incoming, "INCOMING_NAME Riley Example");
+    let active = browser.expect("ACTIVE_TEXT", Duration::from_secs(30), &dir, &gw);
+    assert!(active.contains("Riley Example"), "{active}");
+    let rows = browser.expect("CALLS_PAGE", Duration::from_secs(40), &dir, &gw);
+    assert!(rows.contains("Riley Example"), "{rows}");
+    browser.expect("CLOSED", Duration::from_secs(30), &dir, &gw);
+    let _ = wait_child(sipp.take(), Duration::from_secs(30));
+    for shot in ["name-incoming", "name-active", "name-calls-page"] {
+        assert!(dir.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+}

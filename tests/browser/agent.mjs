@@ -6,7 +6,7 @@
 //   CLOSED                   the browser is gone
 //   DOWNLINK {json}          (MODE downlink) the codec received over time and audio gaps
 // Settings come from the environment: CALLGATE_URL, CALLGATE_TOKEN, MODE (answer | dial |
-// downlink ...), LISTEN_S (downlink: seconds measured),
+// downlink | names ...), LISTEN_S (downlink: seconds measured),
 // NUMBER (for dial), FAKE_AUDIO (a WAV for the fake microphone), SHOTS (a directory for
 // screenshots), HANGUP (page: hang up with the button; otherwise close the browser).
 import { chromium } from "playwright-core";
@@ -97,6 +97,25 @@ try {
     await page.click("#answer-button");
     await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
     say("ANSWERED");
+  } else if (mode === "names") {
+    // The caller's name on the incoming call and the active one, then on the calls page.
+    await page.waitForSelector("#incoming:not([hidden]) #answer-button", { timeout: 30000 });
+    say(`INCOMING_NAME ${await page.textContent("#incoming-name")}`);
+    if (shots) await page.screenshot({ path: join(shots, "name-incoming.png") });
+    await page.click("#answer-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    if (shots) await page.screenshot({ path: join(shots, "name-active.png") });
+    say(`ACTIVE_TEXT ${JSON.stringify(await page.textContent("body"))}`);
+    await page.click("#hangup-button");
+    await page.waitForFunction(() => ![...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    await page.goto(`${url}calls#token=${token}`);
+    await page.waitForFunction(() => document.querySelector('#rows tr[data-status="ended"]'), null, { timeout: 20000 });
+    if (shots) await page.screenshot({ path: join(shots, "name-calls-page.png"), fullPage: true });
+    say(`CALLS_PAGE ${JSON.stringify(await page.evaluate(() => [...document.querySelectorAll("#rows tr")].map((r) => r.textContent)))}`);
+    await browser.close();
+    say("CLOSED");
+    clearTimeout(watchdog);
+    process.exit(0);
   } else if (mode === "log") {
     // Answer, hang up, and fill in the call-log prompt (closing it unsaved first).
     await page.waitForSelector("#incoming:not([hidden]) #answer-button", { timeout: 30000 });
