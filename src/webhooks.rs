@@ -131,10 +131,10 @@ pub async fn run(database: PathBuf, webhooks: Vec<WebhookConfig>, wake: Arc<toki
         }
         let outcomes = deliver_round(due, &receivers).await;
         let _ = db(Box::new(move |c| {
-            for (id, outcome) in &outcomes {
-                if let Err(e) = outbox::record_attempt(c, *id, outcome) {
-                    tracing::error!(delivery = id, error = %e, "webhook outcome not recorded");
-                }
+            // Not recorded (the database failing): the deliveries stay pending and are made
+            // again, with the same event ids.
+            if let Err(e) = outbox::record_attempts(c, &outcomes) {
+                tracing::error!(deliveries = outcomes.len(), error = %e, "webhook outcomes not recorded");
             }
         }))
         .await;

@@ -73,7 +73,7 @@ pub fn get(conn: &Connection, number: &str) -> Result<Option<Contact>, StoreErro
 
 /// Insert or replace entries, all of them or none.
 pub fn put_all(conn: &Connection, contacts: &[Contact]) -> Result<(), StoreError> {
-    let tx = conn.unchecked_transaction()?;
+    let tx = super::write_transaction(conn)?;
     for c in contacts {
         tx.prepare_cached(
             "INSERT INTO contacts (number, name, prospect_id, updated_at) VALUES (?1, ?2, ?3, ?4)

@@ -237,6 +237,17 @@ fn segmented(status: &str) -> bool {
     matches!(status, "waiting" | "active" | "on_hold")
 }
 
+/// A transaction that takes the write lock at its start (`BEGIN IMMEDIATE`). The call log's
+/// writer and the webhook delivery task both write; a transaction that read first and wrote
+/// later would fail at once with "database is locked" whenever the other had committed in
+/// between (SQLite cannot wait there), where this one waits its turn (the busy timeout).
+pub fn write_transaction(conn: &Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    Ok(rusqlite::Transaction::new_unchecked(
+        conn,
+        rusqlite::TransactionBehavior::Immediate,
+    )?)
+}
+
 /// Open (or create) the database, run the migrations, and return the connection.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -277,7 +288,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_transaction(conn)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
@@ -302,7 +313,7 @@ pub fn orphan_recordings(conn: &Connection) -> Result<Vec<PathBuf>, StoreError> 
 /// ended with reason `failed` and close their segments, and tell the webhooks so (in the
 /// same transaction). Returns how many.
 pub fn end_orphans(conn: &Connection, hooks: &Hooks, now: i64) -> Result<usize, StoreError> {
-    let tx = conn.unchecked_transaction()?;
+    let tx = write_transaction(conn)?;
     let orphans: Vec<CallRecord> = {
         let mut stmt = tx.prepare(&format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE status != 'ended'"
@@ -393,7 +404,7 @@ pub fn write_log(
     author: &str,
     at: i64,
 ) -> Result<Option<CallLog>, StoreError> {
-    let tx = conn.unchecked_transaction()?;
+    let tx = write_transaction(conn)?;
     let known: Option<String> = tx
         .query_row(
             "SELECT id FROM calls WHERE id = ?1",
@@ -470,7 +481,7 @@ pub fn apply(conn: &Connection, hooks: &Hooks, op: StoreOp) -> Result<(), StoreE
             result.map(|_| ())
         }
         change => {
-            let tx = conn.unchecked_transaction()?;
+            let tx = write_transaction(conn)?;
             write_change(&tx, hooks, &change)?;
             tx.commit()?;
             Ok(())
@@ -513,7 +524,7 @@ fn apply_run(conn: &Connection, hooks: &Hooks, run: Vec<StoreOp>) {
         return;
     }
     let together = (|| {
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_transaction(conn)?;
         for op in &run {
             write_change(&tx, hooks, op)?;
         }

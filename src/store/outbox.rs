@@ -257,7 +257,7 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
 /// sent twice for one event, not even when the gateway dies between sending and recording.
 /// The deliveries' `attempts` become the number of the attempt about to be made.
 pub fn begin_attempts(conn: &Connection, deliveries: &mut [Delivery]) -> Result<(), StoreError> {
-    let tx = conn.unchecked_transaction()?;
+    let tx = super::write_transaction(conn)?;
     for d in deliveries.iter_mut() {
         tx.prepare_cached("UPDATE webhook_deliveries SET attempts = attempts + 1 WHERE id = ?1")?
             .execute(params![d.id])?;
@@ -282,6 +282,16 @@ pub enum Outcome {
     Failed {
         error: String,
     },
+}
+
+/// Record how a round's attempts went, in one transaction.
+pub fn record_attempts(conn: &Connection, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError> {
+    let tx = super::write_transaction(conn)?;
+    for (id, outcome) in outcomes {
+        record_attempt(&tx, *id, outcome)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 pub fn record_attempt(conn: &Connection, id: i64, outcome: &Outcome) -> Result<(), StoreError> {
