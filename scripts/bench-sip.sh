@@ -17,31 +17,8 @@ gw_core=() sipp_core=()
 if [ "$(nproc)" -ge 2 ]; then gw_core=(taskset -c 0); sipp_core=(taskset -c 1); fi
 dir=$(mktemp -d)
 trap 'kill $gw 2>/dev/null; rm -rf "$dir"' EXIT
-cat > "$dir/callgate.toml" <<TOML
-admin_token_sha256 = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a"
-[sip]
-listen = "127.0.0.1:15998"
-[http]
-listen = "127.0.0.1:15997"
-[webrtc]
-listen = "127.0.0.1:15996"
-[rtp]
-bind = "127.0.0.1"
-port_min = 40000
-port_max = 41999
-[media]
-hold_audio = "$PWD/config/hold.wav"
-[recording]
-directory = "$dir/recordings"
-[store]
-database = "$dir/callgate.db"
-[[route]]
-user = "echo"
-action = "echo"
-[[trunk]]
-name = "local"
-inbound_from = ["127.0.0.1/32"]
-TOML
+. scripts/echo-gateway.toml.sh
+echo_gateway_config "$dir" "$dir/callgate.db" > "$dir/callgate.toml"
 CALLGATE_LOG=warn "${gw_core[@]}" "$bin" serve --config "$dir/callgate.toml" > "$dir/gateway.log" 2>&1 &
 gw=$!
 # Up when its HTTP side answers (a gateway still shutting down may hold the ports a moment).

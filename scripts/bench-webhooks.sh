@@ -100,32 +100,9 @@ failed += calls - ok - failed
 print(ok, failed, f"{pick(0.5):.2f}", f"{pick(0.95):.2f}", f"{pick(0.99):.2f}")
 PY
 
+. scripts/echo-gateway.toml.sh
 config() {
-  cat <<TOML
-admin_token_sha256 = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a"
-[sip]
-listen = "127.0.0.1:15998"
-[http]
-listen = "127.0.0.1:15997"
-[webrtc]
-listen = "127.0.0.1:15996"
-[rtp]
-bind = "127.0.0.1"
-port_min = 40000
-port_max = 41999
-[media]
-hold_audio = "$PWD/config/hold.wav"
-[recording]
-directory = "$dir/recordings"
-[store]
-database = "$dir/$1.db"
-[[route]]
-user = "echo"
-action = "echo"
-[[trunk]]
-name = "local"
-inbound_from = ["127.0.0.1/32"]
-TOML
+  echo_gateway_config "$dir" "$dir/$1.db"
   if [ "$1" = webhooks ]; then
     printf '[[webhook]]\nurl = "http://127.0.0.1:15980/events"\nevents = ["*"]\nsecret = "bench-secret-0123456789"\n'
   fi

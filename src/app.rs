@@ -879,7 +879,9 @@ impl Signalling {
                     to_user,
                     trunk: Some(trunk),
                 };
-                if self.naming.len() >= NAMING_CAPACITY {
+                if !self.names.in_use() {
+                    event
+                } else if self.naming.len() >= NAMING_CAPACITY {
                     tracing::warn!(call = %leg, "too many calls waiting for names; this one goes on without");
                     event
                 } else {

@@ -27,6 +27,9 @@ pub struct Names {
     readers: Mutex<Vec<Connection>>,
     /// The CRM's answers by number, with when they expire (`None`: it knows no name).
     cache: Mutex<HashMap<String, (Option<Prospect>, Instant)>>,
+    /// Whether the directory may hold an entry: while it is empty and no lookup is
+    /// configured, calls are not held up for names at all (no task, no read).
+    directory_used: std::sync::atomic::AtomicBool,
 }
 
 impl Names {
@@ -35,13 +38,41 @@ impl Names {
         country_code: Option<String>,
         lookup: Option<LookupConfig>,
     ) -> Names {
-        Names {
+        let names = Names {
             database,
             country_code,
             lookup,
             readers: Mutex::new(Vec::new()),
             cache: Mutex::new(HashMap::new()),
+            directory_used: std::sync::atomic::AtomicBool::new(true),
+        };
+        let any = names.read(|conn| {
+            Ok(
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM contacts)", [], |r| {
+                    r.get::<_, bool>(0)
+                })?,
+            )
+        });
+        if any == Some(false) {
+            names
+                .directory_used
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
+        names
+    }
+
+    /// Whether an inbound call can get a name beyond its SIP display name.
+    pub fn in_use(&self) -> bool {
+        self.lookup.is_some()
+            || self
+                .directory_used
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An entry was written to the directory.
+    pub fn directory_written(&self) {
+        self.directory_used
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The number in the directory's form, if it is a number at all.

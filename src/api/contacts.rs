@@ -53,6 +53,10 @@ fn text_field(field: &str, value: &str, required: bool) -> Result<Option<String>
 }
 
 async fn change(handle: &AppHandle, change: ContactChange) -> Result<bool, ApiError> {
+    if matches!(change, ContactChange::Put(_)) {
+        // Before the write: a call arriving meanwhile looks the number up rather than not.
+        handle.names.directory_written();
+    }
     let Some(writer) = handle.store.upgrade() else {
         return Err(super::stopping());
     };
