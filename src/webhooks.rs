@@ -89,11 +89,11 @@ pub async fn run(database: PathBuf, webhooks: Vec<WebhookConfig>, wake: Arc<toki
             }
         })
     };
-    let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         let now = millis(SystemTime::now());
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            last_prune = std::time::Instant::now();
+        if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
             let before = now - KEEP_DELIVERED.as_millis() as i64;
             let _ = db(Box::new(move |c| {
                 if let Ok(n) = outbox::prune_delivered(c, before) {

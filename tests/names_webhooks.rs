@@ -368,6 +368,25 @@ fn names_from_the_dial_the_directory_and_the_crm_lookup() {
             .any(|r| r.path == "/lookup?number=%2B15551230005"),
         "the hanging lookup was asked"
     );
+    // The CRM's answer is cached: a second call from the number is named without asking.
+    let mut again = Caller::dial(&gw, "+15551230003", 25740);
+    let incoming = next_of(&mut agent, "call.incoming");
+    assert_eq!(
+        incoming["call"]["prospect"]["name"], "Lee Lookup",
+        "{incoming}"
+    );
+    let id = call_id_of(&incoming);
+    decline(&mut agent, &mut again, &id);
+    names.push((id, Some("Lee Lookup")));
+    let asked = crm
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/lookup?number=%2B15551230003")
+        .count();
+    assert_eq!(
+        asked, 1,
+        "the lookup was asked {asked} times for one number"
+    );
 
     // Outbound: the name given with the dial, then the directory's for a dial without one.
     let mut callee = Callee::listen(25700);
