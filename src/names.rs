@@ -130,6 +130,10 @@ impl Names {
     /// time, else the directory's, else nothing (the call keeps its SIP display name).
     /// Returns within the lookup's timeout whatever the CRM does.
     pub async fn inbound(self: &Arc<Self>, number: &str) -> Prospect {
+        // Anonymous and malformed callers are nobody's contact, and the CRM is not asked.
+        if self.normalise(number).is_none() {
+            return Prospect::default();
+        }
         let from_directory = async {
             self.directory(number).await.map(|c| Prospect {
                 name: Some(c.name),
@@ -154,7 +158,7 @@ impl Names {
 
     /// The CRM's answer, from the cache when it is fresh.
     async fn crm(&self, lookup: &LookupConfig, number: &str) -> Option<Prospect> {
-        let key = self.normalise(number).unwrap_or_else(|| number.to_string());
+        let key = self.normalise(number)?;
         if let Some(hit) = self.cached(&key) {
             return hit;
         }
