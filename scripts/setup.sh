@@ -3,7 +3,8 @@
 #   cmake (builds the bundled libopus and aws-lc), sip-tester (sipp), baresip-core, sox,
 #   tcpdump, sipvicious (the scanners the security tests attack with), chromium (the dialer
 #   page's end-to-end tests), nodejs/npm and playwright-core
-#   (drives Chromium; never downloads a browser of its own).
+#   (drives Chromium; never downloads a browser of its own), coturn (the TURN relay the
+#   relay-only browser test starts on loopback).
 # Safe to run repeatedly; does nothing when everything is there. Needs root (or sudo) only
 # when something is missing.
 set -euo pipefail
@@ -20,6 +21,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl    >/dev/null 2>&1 || need+=(curl)
 command -v node    >/dev/null 2>&1 || need+=(nodejs)
 command -v npm     >/dev/null 2>&1 || need+=(npm)
+command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

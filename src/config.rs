@@ -350,6 +350,33 @@ pub struct WebrtcConfig {
     /// production.
     #[serde(default)]
     pub simulated_loss: Option<SimulatedLoss>,
+    /// STUN and TURN servers the dialer page gives its peer connection (for agents whose
+    /// network blocks UDP to the gateway).
+    #[serde(default, rename = "ice_server")]
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+/// One entry of the page's `iceServers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:`, `turn:` or `turns:` URLs of one server.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`: each sign-in gets a username and password valid for
+    /// `credential_ttl_seconds` (the TURN REST API's time-limited credentials).
+    #[serde(default)]
+    pub shared_secret: Option<String>,
+    #[serde(default = "default_credential_ttl")]
+    pub credential_ttl_seconds: u64,
+    /// Fixed credentials instead (every agent sees them).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+fn default_credential_ttl() -> u64 {
+    12 * 3600
 }
 
 fn default_downlink_recover_seconds() -> u64 {
@@ -374,6 +401,7 @@ impl Default for WebrtcConfig {
             downlink: DownlinkMode::default(),
             downlink_recover_seconds: default_downlink_recover_seconds(),
             simulated_loss: None,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -739,6 +767,67 @@ impl Config {
         Ok(config)
     }
 
+    fn check_ice_servers(&self) -> Result<(), ConfigError> {
+        for (i, server) in self.webrtc.ice_servers.iter().enumerate() {
+            let key = |field: &str| format!("webrtc.ice_server[{i}].{field}");
+            if server.urls.is_empty() {
+                return Err(invalid(key("urls"), "name at least one URL"));
+            }
+            let mut turn = false;
+            for (j, url) in server.urls.iter().enumerate() {
+                let scheme = url.split(':').next().unwrap_or("");
+                match scheme {
+                    "stun" | "stuns" => {}
+                    "turn" | "turns" => turn = true,
+                    _ => {
+                        return Err(invalid(
+                            format!("webrtc.ice_server[{i}].urls[{j}]"),
+                            format!("{url:?} is not a stun:, turn: or turns: URL"),
+                        ))
+                    }
+                }
+                if url.len() <= scheme.len() + 1 || url.chars().any(char::is_whitespace) {
+                    return Err(invalid(
+                        format!("webrtc.ice_server[{i}].urls[{j}]"),
+                        format!("{url:?} names no host"),
+                    ));
+                }
+            }
+            let fixed = server.username.is_some() || server.credential.is_some();
+            if server.shared_secret.is_some() && fixed {
+                return Err(invalid(
+                    key("shared_secret"),
+                    "either shared_secret or username and credential, not both",
+                ));
+            }
+            if server.username.is_some() != server.credential.is_some() {
+                return Err(invalid(
+                    key("credential"),
+                    "username and credential go together",
+                ));
+            }
+            if turn && server.shared_secret.is_none() && !fixed {
+                return Err(invalid(
+                    key("shared_secret"),
+                    "a TURN server needs shared_secret (or username and credential)",
+                ));
+            }
+            if server.shared_secret.as_ref().is_some_and(|s| s.len() < 16) {
+                return Err(invalid(
+                    key("shared_secret"),
+                    "must be at least 16 characters",
+                ));
+            }
+            if !(60..=7 * 86_400).contains(&server.credential_ttl_seconds) {
+                return Err(invalid(
+                    key("credential_ttl_seconds"),
+                    "must be 60..=604800",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_names_and_webhooks(&self) -> Result<(), ConfigError> {
         if let Some(cc) = &self.contacts.country_code {
             if cc.is_empty()
@@ -845,6 +934,7 @@ impl Config {
         }
         check_record_mode("recording.mode".into(), Some(&self.recording.mode))?;
         self.check_names_and_webhooks()?;
+        self.check_ice_servers()?;
         if !(1..=600).contains(&self.transfer.ring_seconds) {
             return Err(invalid("transfer.ring_seconds", "must be 1..=600"));
         }
@@ -1091,6 +1181,37 @@ mod tests {
             err.to_string().starts_with("trunk[0].inbound_from[1]"),
             "{err}"
         );
+    }
+
+    /// The keys of names, webhooks and ICE servers: each bad value names its key.
+    #[test]
+    fn names_webhooks_and_ice_servers_name_their_key() {
+        for (extra, key) in [
+            ("[lookup]\nurl = \"ftp://crm\"\n", "lookup.url"),
+            ("[lookup]\nurl = \"http://crm\"\ntimeout_ms = 0\n", "lookup.timeout_ms"),
+            ("[contacts]\ncountry_code = \"+1\"\n", "contacts.country_code"),
+            (
+                "[[webhook]]\nurl = \"http://crm/hooks\"\nevents = [\"call.made\"]\nsecret = \"0123456789abcdef\"\n",
+                "webhook[0].events[0]",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://crm/hooks\"\nevents = [\"*\"]\nsecret = \"short\"\n",
+                "webhook[0].secret",
+            ),
+            (
+                "[[webrtc.ice_server]]\nurls = [\"turn:turn.example.com\"]\n",
+                "webrtc.ice_server[0].shared_secret",
+            ),
+            (
+                "[[webrtc.ice_server]]\nurls = [\"http://turn.example.com\"]\n",
+                "webrtc.ice_server[0].urls[0]",
+            ),
+        ] {
+            let config: Config =
+                toml::from_str(&format!("{SHIPPED}\n{extra}")).expect("parses");
+            let e = config.validate().expect_err(extra).to_string();
+            assert!(e.starts_with(&format!("{key}:")), "{extra}: {e}");
+        }
     }
 
     #[test]

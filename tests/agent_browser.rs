@@ -610,3 +610,97 @@ fn the_page_shows_the_callers_name_from_the_directory() {
         assert!(dir.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }
+
+/// An agent whose network allows only a TURN relay: Chromium with `iceTransportPolicy:
+/// "relay"` (the page's `#ice=relay`) and a coturn started here on loopback, with credentials
+/// the gateway makes from coturn's shared secret at sign-in. The call's audio flows through
+/// the relay both ways, measured at both ends.
+#[test]
+fn a_relay_only_browser_talks_through_coturn() {
+    require_tool("turnserver");
+    let ports = Ports::block(76);
+    let secret = "turn-shared-secret-0123456789";
+    let dir = scratch("agent_turn_coturn");
+    let coturn_log = std::fs::File::create(dir.join("coturn.log")).expect("coturn log");
+    let _coturn = KillOnDrop::new(
+        Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                "--listening-port=26700",
+                "--min-port=26710",
+                "--max-port=26799",
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+                "--realm=callgate.test",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--allow-loopback-peers",
+                "--fingerprint",
+                "--log-file=stdout",
+                "--simple-log",
+                "--verbose",
+            ])
+            .stdout(coturn_log.try_clone().expect("log clone"))
+            .stderr(coturn_log)
+            .spawn()
+            .expect("turnserver starts"),
+    );
+    let gw = Gateway::start_with_webrtc(
+        "agent_turn",
+        ports,
+        &(default_trunk(26798) + DEMO_AGENT),
+        &format!(
+            "[[webrtc.ice_server]]\nurls = [\"turn:127.0.0.1:26700?transport=udp\"]\nshared_secret = \"{secret}\"\n"
+        ),
+    );
+    let gw_dir = gw.dir.clone();
+    make_ulaw_tone(&gw_dir.join("tone.ul"), 5.0, 440);
+    let browser = BrowserAgent::start(
+        &gw,
+        &gw_dir,
+        "answer",
+        &[("TALK_MS", "3000"), ("PAGE_HASH", "&ice=relay")],
+    );
+    browser.expect("READY", Duration::from_secs(70), &gw_dir, &gw);
+    let media_port = 26690;
+    let capture = capture_rtp_to(&gw, media_port);
+    let args = single_call_sipp_args(
+        &gw_dir,
+        "uac_agent_call.xml",
+        Some((ports.sip, "+15550000100")),
+        26680,
+        media_port,
+    );
+    let mut caller = KillOnDrop::new(spawn_sipp(&gw_dir, &args));
+    browser.expect("ANSWERED", Duration::from_secs(40), &gw_dir, &gw);
+    let result = browser.expect("RESULT", Duration::from_secs(30), &gw_dir, &gw);
+    assert_browser_heard_tone(&result);
+    let pair = browser.expect("PAIR", Duration::from_secs(10), &gw_dir, &gw);
+    println!("{pair}");
+    assert!(pair.contains(r#""local":"relay""#), "{pair}");
+    browser.expect("CLOSED", Duration::from_secs(40), &gw_dir, &gw);
+    let out = wait_child(caller.take(), Duration::from_secs(30));
+    let packets = capture.stop();
+    assert_eq!(
+        sipp_call_counts(&gw_dir.join("stats.csv")),
+        (1, 0),
+        "caller: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_sipp_heard_browser(&packets);
+    // coturn accepted the credentials the gateway made for the agent at sign-in.
+    let log = std::fs::read_to_string(dir.join("coturn.log")).unwrap_or_default();
+    for step in [
+        "ALLOCATE processed, success",
+        "CREATE_PERMISSION processed, success",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(":demo>") && l.contains(step)),
+            "coturn's log has no {step:?} for the agent:\n{log}"
+        );
+    }
+}

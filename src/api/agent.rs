@@ -365,7 +365,25 @@ async fn serve_agent(
         close(&mut socket, 1011, "gateway stopping").await;
         return;
     };
-    if auth_req.is_some() && !send(&mut socket, &ok(&auth_req, json!({"agent_id": agent}))).await {
+    // The page's peer connection needs its STUN/TURN servers before it offers.
+    let ice_servers = crate::api::ice::ice_servers(
+        &handle.config.webrtc.ice_servers,
+        &agent,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    if auth_req.is_some()
+        && !send(
+            &mut socket,
+            &ok(
+                &auth_req,
+                json!({"agent_id": agent, "ice_servers": ice_servers}),
+            ),
+        )
+        .await
+    {
         disconnect(&handle, &agent, conn).await;
         return;
     }
@@ -379,12 +397,11 @@ async fn serve_agent(
         .gateway_counters
         .websockets
         .fetch_add(1, Ordering::Relaxed);
-    if send(
-        &mut socket,
-        &crate::api::wire::snapshot(&handle.clock, &calls),
-    )
-    .await
-    {
+    // The first snapshot also carries the ICE servers, for clients that authenticated with
+    // the query token and so got no `ok` to `auth`.
+    let mut first = crate::api::wire::snapshot(&handle.clock, &calls);
+    first["ice_servers"] = ice_servers;
+    if send(&mut socket, &first).await {
         session.run(&mut socket, &mut outbound).await;
     }
     handle

@@ -5,6 +5,7 @@
 pub mod agent;
 mod calls;
 mod contacts;
+pub mod ice;
 mod recording;
 pub mod tls;
 mod web;

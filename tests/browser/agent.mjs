@@ -8,7 +8,9 @@
 // Settings come from the environment: CALLGATE_URL, CALLGATE_TOKEN, MODE (answer | dial |
 // downlink | names ...), LISTEN_S (downlink: seconds measured),
 // NUMBER (for dial), FAKE_AUDIO (a WAV for the fake microphone), SHOTS (a directory for
-// screenshots), HANGUP (page: hang up with the button; otherwise close the browser).
+// screenshots), HANGUP (page: hang up with the button; otherwise close the browser),
+// PAGE_HASH (more of the page's #settings, e.g. "&ice=relay").
+//   PAIR {json}              after RESULT: the ICE candidate pair the audio used
 import { chromium } from "playwright-core";
 import { join } from "node:path";
 
@@ -63,7 +65,7 @@ try {
     clearTimeout(watchdog);
     process.exit(0);
   }
-  await page.goto(`${url}#processing=off`);
+  await page.goto(`${url}#processing=off${env("PAGE_HASH", "")}`);
   await page.fill("#token", token);
   await page.click("#signin-button");
   // Generous: with several browsers starting at once on two cores, ICE and DTLS can queue.
@@ -273,6 +275,17 @@ try {
     };
   });
   say(`RESULT ${JSON.stringify(result)}`);
+  // The ICE candidate pair the audio went over: its local and remote candidate types.
+  const pair = await page.evaluate(async () => {
+    const stats = [...(await window.callgate.pc.getStats()).values()];
+    const transport = stats.find((s) => s.type === "transport");
+    const chosen = stats.find((s) => s.type === "candidate-pair" && s.id === transport?.selectedCandidatePairId);
+    const local = stats.find((s) => s.id === chosen?.localCandidateId);
+    const remote = stats.find((s) => s.id === chosen?.remoteCandidateId);
+    return { local: local?.candidateType, local_protocol: local?.protocol, relay_protocol: local?.relayProtocol,
+             remote: remote?.candidateType, remote_protocol: remote?.protocol, bytes_received: chosen?.bytesReceived, bytes_sent: chosen?.bytesSent };
+  });
+  say(`PAIR ${JSON.stringify(pair)}`);
   if (shots) await page.screenshot({ path: join(shots, "in-call.png") });
   if (mode === "supervise") {
     // Barge (a screenshot of the supervisor view), then stop.

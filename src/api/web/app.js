@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   socket: null,
   pc: null,
+  iceServers: [],
   mic: null,
   remoteStream: null,
   calls: new Map(),
@@ -401,7 +402,12 @@ async function startMedia() {
       video: false,
     });
   }
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // STUN/TURN servers from the gateway (time-limited TURN credentials for this sign-in);
+  // #ice=relay forces the TURN relay, to try it.
+  const pc = new RTCPeerConnection({
+    iceServers: state.iceServers,
+    iceTransportPolicy: hash.get("ice") === "relay" ? "relay" : "all",
+  });
   state.pc = pc;
   for (const track of state.mic.getAudioTracks()) pc.addTrack(track, state.mic);
   pc.ontrack = (e) => {
@@ -443,6 +449,7 @@ function signIn(token) {
     const first = JSON.parse(event.data);
     if (first.type === "ok" && first.req === "auth") {
       state.agentId = first.agent_id;
+      state.iceServers = Array.isArray(first.ice_servers) ? first.ice_servers : [];
       $("agent-name").textContent = first.agent_id;
       setPill($("connection-status"), "online", true);
       $("signin").hidden = true;
