@@ -428,6 +428,29 @@ fn limit_listeners(
     )
 }
 
+/// ICE-TCP connections from browsers: an agent needs one (a few while it reconnects), so the
+/// caps are per source as for HTTP; a connection idle past the idle timeout is closed, and
+/// one that no peer recognises sooner (`webrtc::tcp::UNRECOGNISED_TIMEOUT`).
+fn ice_tcp_listener(
+    config: &Config,
+    listener: TcpListener,
+    counters: &Arc<crate::metrics::GatewayCounters>,
+) -> LimitedTcp {
+    let security = &config.security;
+    let caps = ConnectionCaps::new(
+        security.max_http_connections,
+        security.max_http_per_source,
+        Vec::new(),
+        Arc::clone(&counters.ice_tcp_connections),
+        Arc::clone(&counters.connections_refused),
+    );
+    let timeouts = Timeouts {
+        header: Duration::from_secs(security.header_timeout),
+        idle: Some(Duration::from_secs(security.idle_timeout)),
+    };
+    LimitedTcp::new(listener, caps, timeouts, "WebRTC TCP")
+}
+
 /// The error for a listener that could not bind, naming it and its address.
 fn bind_failed(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> AppError {
     move |source| AppError::Bind { what, addr, source }
@@ -456,13 +479,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let webrtc_counters = Arc::new(WebrtcCounters::default());
     let (webrtc_events_tx, mut webrtc_events) = mpsc::channel(WEBRTC_EVENT_CAPACITY);
     let (webrtc_tx, webrtc_rx) = mpsc::channel(crate::webrtc::INPUT_CAPACITY);
-    let host = WebrtcHost::new(
+    let mut host = WebrtcHost::new(
         webrtc_socket,
         config.webrtc.public_ip,
         webrtc_events_tx,
         Arc::clone(&webrtc_counters),
     )?
     .with_downlink(config.webrtc.downlink_options());
+    if let Some(addr) = config.webrtc.tcp_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(bind_failed("WebRTC TCP", addr))?;
+        host = host.with_tcp(ice_tcp_listener(&config, listener, &gateway_counters))?;
+    }
     tokio::spawn(host.run(webrtc_rx));
     let (agents_tx, mut agents_rx) = mpsc::channel(AGENT_INPUT_CAPACITY);
     // The call log: opened (and migrated) before anything listens, so a bad path stops the

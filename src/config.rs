@@ -336,6 +336,10 @@ fn default_webhook_backoff() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct WebrtcConfig {
     pub listen: SocketAddr,
+    /// A TCP port for ICE over TCP (RFC 6544, a passive candidate beside the UDP one), for
+    /// browsers whose network blocks UDP; off when unset.
+    #[serde(default)]
+    pub tcp_listen: Option<SocketAddr>,
     /// Address put in ICE host candidates; defaults to the listen IP.
     #[serde(default)]
     pub public_ip: Option<IpAddr>,
@@ -397,6 +401,7 @@ impl Default for WebrtcConfig {
     fn default() -> Self {
         WebrtcConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
+            tcp_listen: None,
             public_ip: None,
             downlink: DownlinkMode::default(),
             downlink_recover_seconds: default_downlink_recover_seconds(),

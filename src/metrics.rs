@@ -19,6 +19,7 @@ pub struct GatewayCounters {
     /// Open connections by listener, and those refused for being over a cap.
     pub sip_tcp_connections: Arc<AtomicI64>,
     pub http_connections: Arc<AtomicI64>,
+    pub ice_tcp_connections: Arc<AtomicI64>,
     pub connections_refused: Arc<AtomicU64>,
     /// New calls answered 503 because SIP was queueing.
     pub calls_shed: AtomicU64,

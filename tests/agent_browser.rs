@@ -611,6 +611,45 @@ fn the_page_shows_the_callers_name_from_the_directory() {
     }
 }
 
+/// The page (answer mode, `page_hash` added to its address) answers a sipp caller; each side
+/// hears the other's tone, measured. The ICE candidate pair the browser used (its PAIR line).
+fn answer_and_talk(gw: &Gateway, page_hash: &str, sip_port: u16, media_port: u16) -> String {
+    let dir = gw.dir.clone();
+    make_ulaw_tone(&dir.join("tone.ul"), 5.0, 440);
+    let browser = BrowserAgent::start(
+        gw,
+        &dir,
+        "answer",
+        &[("TALK_MS", "3000"), ("PAGE_HASH", page_hash)],
+    );
+    browser.expect("READY", Duration::from_secs(70), &dir, gw);
+    let capture = capture_rtp_to(gw, media_port);
+    let args = single_call_sipp_args(
+        &dir,
+        "uac_agent_call.xml",
+        Some((gw.ports.sip, "+15550000100")),
+        sip_port,
+        media_port,
+    );
+    let mut caller = KillOnDrop::new(spawn_sipp(&dir, &args));
+    browser.expect("ANSWERED", Duration::from_secs(40), &dir, gw);
+    let result = browser.expect("RESULT", Duration::from_secs(30), &dir, gw);
+    assert_browser_heard_tone(&result);
+    let pair = browser.expect("PAIR", Duration::from_secs(10), &dir, gw);
+    println!("{pair}");
+    browser.expect("CLOSED", Duration::from_secs(40), &dir, gw);
+    let out = wait_child(caller.take(), Duration::from_secs(30));
+    let packets = capture.stop();
+    assert_eq!(
+        sipp_call_counts(&dir.join("stats.csv")),
+        (1, 0),
+        "caller: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_sipp_heard_browser(&packets);
+    pair
+}
+
 /// An agent whose network allows only a TURN relay: Chromium with `iceTransportPolicy:
 /// "relay"` (the page's `#ice=relay`) and a coturn started here on loopback, with credentials
 /// the gateway makes from coturn's shared secret at sign-in. The call's audio flows through
@@ -656,41 +695,8 @@ fn a_relay_only_browser_talks_through_coturn() {
             "[[webrtc.ice_server]]\nurls = [\"turn:127.0.0.1:26700?transport=udp\"]\nshared_secret = \"{secret}\"\n"
         ),
     );
-    let gw_dir = gw.dir.clone();
-    make_ulaw_tone(&gw_dir.join("tone.ul"), 5.0, 440);
-    let browser = BrowserAgent::start(
-        &gw,
-        &gw_dir,
-        "answer",
-        &[("TALK_MS", "3000"), ("PAGE_HASH", "&ice=relay")],
-    );
-    browser.expect("READY", Duration::from_secs(70), &gw_dir, &gw);
-    let media_port = 26690;
-    let capture = capture_rtp_to(&gw, media_port);
-    let args = single_call_sipp_args(
-        &gw_dir,
-        "uac_agent_call.xml",
-        Some((ports.sip, "+15550000100")),
-        26680,
-        media_port,
-    );
-    let mut caller = KillOnDrop::new(spawn_sipp(&gw_dir, &args));
-    browser.expect("ANSWERED", Duration::from_secs(40), &gw_dir, &gw);
-    let result = browser.expect("RESULT", Duration::from_secs(30), &gw_dir, &gw);
-    assert_browser_heard_tone(&result);
-    let pair = browser.expect("PAIR", Duration::from_secs(10), &gw_dir, &gw);
-    println!("{pair}");
+    let pair = answer_and_talk(&gw, "&ice=relay", 26680, 26690);
     assert!(pair.contains(r#""local":"relay""#), "{pair}");
-    browser.expect("CLOSED", Duration::from_secs(40), &gw_dir, &gw);
-    let out = wait_child(caller.take(), Duration::from_secs(30));
-    let packets = capture.stop();
-    assert_eq!(
-        sipp_call_counts(&gw_dir.join("stats.csv")),
-        (1, 0),
-        "caller: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_sipp_heard_browser(&packets);
     // coturn accepted the credentials the gateway made for the agent at sign-in.
     let log = std::fs::read_to_string(dir.join("coturn.log")).unwrap_or_default();
     for step in [
@@ -703,4 +709,29 @@ fn a_relay_only_browser_talks_through_coturn() {
             "coturn's log has no {step:?} for the agent:\n{log}"
         );
     }
+}
+
+/// An agent whose network blocks UDP: the page keeps only the gateway's passive TCP candidate
+/// (`#ice=tcp` strips the answer's UDP ones), ICE runs over TCP (RFC 6544, RFC 4571 framing),
+/// and the call's audio is measured both ways.
+#[test]
+fn a_browser_talks_over_ice_tcp_when_udp_is_stripped() {
+    let ports = Ports::block(77);
+    let gw = Gateway::start_with_webrtc(
+        "agent_ice_tcp",
+        ports,
+        &(default_trunk(26898) + DEMO_AGENT),
+        &format!("tcp_listen = \"127.0.0.1:{}\"\n", ports.http + 2),
+    );
+    let pair = answer_and_talk(&gw, "&ice=tcp", 26880, 26890);
+    assert!(
+        pair.contains(r#""local_protocol":"tcp""#) && pair.contains(r#""remote_protocol":"tcp""#),
+        "{pair}"
+    );
+    let log = gw.log_text();
+    let tcp = log
+        .lines()
+        .find(|l| l.contains("ICE over TCP"))
+        .unwrap_or_else(|| panic!("no ICE-TCP connection logged:\n{log}"));
+    println!("{tcp}");
 }

@@ -769,3 +769,53 @@ fn sipvicious_finds_nothing_and_its_password_guesser_is_banned() {
     // The trunk's calls go on while the guesser is banned.
     assert!(trunk_call_completes(&gw, "sipvicious_call_2", 24710));
 }
+
+/// The ICE-TCP port facing the internet: a frame longer than ICE-TCP ever sends closes the
+/// connection at once, and a connection whose frames no peer recognises is closed within
+/// seconds, so strangers cannot sit on the connection caps.
+#[test]
+fn strangers_on_the_ice_tcp_port_are_let_go() {
+    use std::io::{Read, Write};
+    let ports = Ports::block(78);
+    let tcp_port = ports.http + 2;
+    let gw = Gateway::start_with_webrtc(
+        "ice_tcp_strangers",
+        ports,
+        DEMO_AGENT,
+        &format!("tcp_listen = \"127.0.0.1:{tcp_port}\"\n"),
+    );
+    let closed_within = |stream: &mut std::net::TcpStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).expect("timeout");
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return Some(started.elapsed()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Some(started.elapsed())
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    let mut huge = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).expect("connect");
+    huge.write_all(&[0xff, 0xff, 1, 2, 3]).expect("write");
+    let took = closed_within(&mut huge, Duration::from_secs(3));
+    assert!(
+        took.is_some(),
+        "an oversized frame left the connection open"
+    );
+
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).expect("connect");
+    stranger
+        .write_all(&[0, 4, 0xde, 0xad, 0xbe, 0xef])
+        .expect("write");
+    let took = closed_within(&mut stranger, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("an unrecognised connection stayed open:\n{}", gw.log_text()));
+    assert!(
+        took >= Duration::from_secs(5),
+        "closed after {took:?}, before its grace"
+    );
+    println!("unrecognised ICE-TCP connection closed after {took:?}");
+}

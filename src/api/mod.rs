@@ -374,6 +374,11 @@ async fn metrics(
             "Open HTTP connections (page, API, agent WebSockets).",
             handle.gateway_counters.http_connections.load(Relaxed),
         ),
+        (
+            "callgate_ice_tcp_connections",
+            "Open ICE-over-TCP connections from browsers.",
+            handle.gateway_counters.ice_tcp_connections.load(Relaxed),
+        ),
     ] {
         metric(name, "gauge", help, one(value.to_string()));
     }

@@ -2,12 +2,15 @@
 //! agent's ICE, DTLS-SRTP and RTP. It answers browser offers (ICE-lite, host candidate on the
 //! configured address), writes the frames calls send toward each agent with one continuous
 //! RTP stream per peer connection whatever call they come from, and hands each agent's
-//! microphone packets to the one call that agent's audio is routed to. It knows peers and
-//! call ids as opaque routes, never queues or call policy.
+//! microphone packets to the one call that agent's audio is routed to. With
+//! `webrtc.tcp_listen` it also offers a passive ICE-TCP candidate (`tcp`), for browsers whose
+//! network blocks UDP. It knows peers and call ids as opaque routes, never queues or call
+//! policy.
 
 pub mod downlink;
 mod mmsg;
 pub mod peer;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -315,6 +318,23 @@ pub struct WebrtcHost {
     /// What the peers want sent, sent together once a round's polls are done.
     outgoing: SendQueue,
     downlink: DownlinkOptions,
+    /// ICE over TCP, when configured: the listener's address, the one our candidate
+    /// advertises, and what the connections send.
+    tcp: Option<TcpSide>,
+}
+
+struct TcpSide {
+    local: SocketAddr,
+    advertised: SocketAddr,
+    events: mpsc::Receiver<tcp::TcpEvent>,
+    connections: HashMap<SocketAddr, TcpConnection>,
+}
+
+struct TcpConnection {
+    writer: mpsc::Sender<Vec<u8>>,
+    opened: Instant,
+    /// A peer took a frame from it (it is an agent's browser, not a stranger).
+    recognised: bool,
 }
 
 impl WebrtcHost {
@@ -340,7 +360,23 @@ impl WebrtcHost {
             dirty: Vec::new(),
             outgoing: SendQueue::default(),
             downlink: DownlinkOptions::default(),
+            tcp: None,
         })
+    }
+
+    /// Offer a passive ICE-TCP candidate on `listener` too (its address advertised with the
+    /// UDP candidate's IP).
+    pub fn with_tcp(mut self, listener: crate::conn::LimitedTcp) -> std::io::Result<WebrtcHost> {
+        let local = listener.local_addr()?;
+        let (events_tx, events) = mpsc::channel(INPUT_CAPACITY);
+        tokio::spawn(tcp::accept(listener, events_tx));
+        self.tcp = Some(TcpSide {
+            local,
+            advertised: SocketAddr::new(self.advertised.ip(), local.port()),
+            events,
+            connections: HashMap::new(),
+        });
+        Ok(self)
     }
 
     /// How the codec toward each browser is chosen (adaptive by default).
@@ -367,8 +403,19 @@ impl WebrtcHost {
                     }
                     None => break,
                 },
+                Some(event) = next_tcp(&mut self.tcp) => {
+                    self.on_tcp(event);
+                    false
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => false,
             };
+            // Frames that came over TCP meanwhile, as datagrams are taken below.
+            for _ in 0..BATCH {
+                match self.tcp.as_mut().map(|t| t.events.try_recv()) {
+                    Some(Ok(event)) => self.on_tcp(event),
+                    _ => break,
+                }
+            }
             // Take whatever else is already waiting before draining the peers it touched: a
             // busy gateway polls each peer once per batch rather than once per packet.
             for _ in 0..BATCH {
@@ -413,17 +460,67 @@ impl WebrtcHost {
         }
     }
 
+    fn on_tcp(&mut self, event: tcp::TcpEvent) {
+        let Some(side) = self.tcp.as_mut() else {
+            return;
+        };
+        match event {
+            tcp::TcpEvent::Opened { remote, writer } => {
+                let now = Instant::now();
+                side.connections.insert(
+                    remote,
+                    TcpConnection {
+                        writer,
+                        opened: now,
+                        recognised: false,
+                    },
+                );
+            }
+            tcp::TcpEvent::Closed { remote } => {
+                side.connections.remove(&remote);
+            }
+            tcp::TcpEvent::Frame { remote, bytes } => {
+                let destination = side.local;
+                if let Some(id) = self.on_packet(Protocol::Tcp, remote, destination, &bytes) {
+                    if let Some(c) = self
+                        .tcp
+                        .as_mut()
+                        .and_then(|t| t.connections.get_mut(&remote))
+                    {
+                        if !c.recognised {
+                            c.recognised = true;
+                            tracing::info!(peer = id, %remote, "ICE over TCP: a browser connected to the TCP candidate");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn on_datagram(&mut self, source: SocketAddr, bytes: &[u8]) {
+        let local = self.local;
+        self.on_packet(Protocol::Udp, source, local, bytes);
+    }
+
+    /// A packet from a browser, over UDP or TCP: to the peer it belongs to (which is
+    /// returned), or dropped.
+    fn on_packet(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<PeerId> {
         let now = Instant::now();
         let Ok(contents) = bytes.try_into() else {
-            return;
+            return None;
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );
@@ -439,8 +536,8 @@ impl WebrtcHost {
                 .map(|(id, _)| *id)
         });
         let Some(id) = id else {
-            tracing::trace!(%source, "datagram for no peer");
-            return;
+            tracing::trace!(%source, ?proto, "packet for no peer");
+            return None;
         };
         self.sources.insert(source, id);
         if let Some(peer) = self.peers.get_mut(&id) {
@@ -450,10 +547,23 @@ impl WebrtcHost {
             }
         }
         self.dirty.push(id);
+        Some(id)
     }
 
     fn on_timeouts(&mut self) {
         let now = Instant::now();
+        // ICE-TCP connections that no peer recognised in time are strangers: dropping the
+        // writer closes them.
+        if let Some(side) = self.tcp.as_mut() {
+            side.connections.retain(|addr, c| {
+                let keep =
+                    c.recognised || now.duration_since(c.opened) < tcp::UNRECOGNISED_TIMEOUT;
+                if !keep {
+                    tracing::debug!(remote = %addr, "ICE-TCP connection no peer recognised; closed");
+                }
+                keep
+            });
+        }
         let due: Vec<PeerId> = self
             .peers
             .iter()
@@ -576,6 +686,15 @@ impl WebrtcHost {
         let candidate =
             Candidate::host(self.advertised, "udp").map_err(|e| WebrtcError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = &self.tcp {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp.advertised)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
+                .map_err(|e| WebrtcError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -728,6 +847,18 @@ impl WebrtcHost {
                             }
                         }
                     }
+                    if transmit.proto == Protocol::Tcp {
+                        // Over the browser's TCP connection; a full queue drops the
+                        // packet as a congested path would.
+                        let connection = self
+                            .tcp
+                            .as_ref()
+                            .and_then(|t| t.connections.get(&transmit.destination));
+                        if let Some(c) = connection {
+                            let _ = c.writer.try_send(transmit.contents.into());
+                        }
+                        continue;
+                    }
                     self.outgoing
                         .push(transmit.destination, transmit.contents.into());
                 }
@@ -806,6 +937,14 @@ impl WebrtcHost {
 }
 
 /// An SRTP packet (not RTCP, RFC 5761 types 192-223; not STUN or DTLS, RFC 7983).
+/// The next event from the ICE-TCP connections, or never when there is no TCP side.
+async fn next_tcp(tcp: &mut Option<TcpSide>) -> Option<tcp::TcpEvent> {
+    match tcp {
+        Some(side) => side.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub fn is_rtp(datagram: &[u8]) -> bool {
     datagram.len() > 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1])
 }

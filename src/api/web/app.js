@@ -378,10 +378,15 @@ function onMessage(event) {
       state.monitoring = null;
       refreshLiveCalls().catch(() => {});
       break;
-    case "webrtc.answer":
-      state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch((e) => { state.lastError = String(e); });
+    case "webrtc.answer": {
+      // #ice=tcp keeps only the gateway's TCP candidate, to try ICE over TCP.
+      const sdp = hash.get("ice") === "tcp"
+        ? msg.sdp.split("\r\n").filter((l) => !/^a=candidate:\S+ \d+ udp /i.test(l)).join("\r\n")
+        : msg.sdp;
+      state.pc.setRemoteDescription({ type: "answer", sdp }).catch((e) => { state.lastError = String(e); });
       if (msg.req) state.requests.delete(msg.req);
       break;
+    }
     case "webrtc.candidate":
       if (msg.candidate) state.pc.addIceCandidate(msg.candidate).catch(() => {});
       break;
