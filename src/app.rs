@@ -314,6 +314,8 @@ struct Signalling {
     clock: WallClock,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
     recordings: RecordingWriter,
+    /// What waiting callers hear as early media (`media.waiting_audio`), loaded at start.
+    waiting_audio: Option<Arc<Vec<i16>>>,
     names: Arc<crate::names::Names>,
     /// Inbound calls waiting for their caller's name (directory, CRM lookup) before the
     /// controller hears of them; each waits at most the lookup's timeout.
@@ -627,6 +629,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock,
         gateway_counters,
         recordings: recordings.clone(),
+        waiting_audio: None,
         names,
         naming: HashMap::new(),
         named: named_tx,
@@ -790,6 +793,21 @@ impl Signalling {
             })?;
             self.audio_files.insert(file, Arc::new(samples));
         }
+        self.waiting_audio = match self.config.media.waiting_audio.as_deref() {
+            None => None,
+            Some("ringback") => Some(Arc::new(crate::media::tones::ringback(
+                &self.config.media.ringback_country,
+            ))),
+            Some(path) => {
+                let file = PathBuf::from(path);
+                let samples =
+                    crate::media::wav::load_8k_mono(&file).map_err(|e| AppError::Asset {
+                        path: file.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Some(Arc::new(samples))
+            }
+        };
         Ok(())
     }
 
@@ -1140,12 +1158,54 @@ impl Signalling {
         }
     }
 
+    /// 183 with SDP and the waiting audio toward a caller who waits for a busy agent. False
+    /// when there is none to play, the trunk takes no early media, or it could not start
+    /// (the caller then gets a 180).
+    fn start_early_media(&mut self, now: Instant, call: &str) -> bool {
+        let Some(samples) = self.waiting_audio.clone() else {
+            return false;
+        };
+        if self.media.contains_key(call) {
+            return false;
+        }
+        let Some(sockets) = self.bind_media() else {
+            return false;
+        };
+        let local = self.local_media(sockets.port);
+        match self.b2bua.early_media(now, call, local) {
+            Ok(Some(audio)) => {
+                self.start_media_with(call, sockets, audio, Source::Loop(samples), true);
+                true
+            }
+            Ok(None) => {
+                self.ports.release(sockets.port);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%call, error = %e, "no early media");
+                self.ports.release(sockets.port);
+                false
+            }
+        }
+    }
+
     fn start_media(
         &mut self,
         call: &str,
         sockets: MediaSockets,
         audio: crate::sdp::AudioSession,
         source: Source,
+    ) {
+        self.start_media_with(call, sockets, audio, source, false);
+    }
+
+    fn start_media_with(
+        &mut self,
+        call: &str,
+        sockets: MediaSockets,
+        audio: crate::sdp::AudioSession,
+        source: Source,
+        early: bool,
     ) {
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
         let port = sockets.port;
@@ -1160,6 +1220,7 @@ impl Signalling {
         )
         .with_recording_writer(self.recordings.clone())
         .with_signalling_peer(self.b2bua.signalling_peer(call));
+        let media = if early { media.in_early_media() } else { media };
         tokio::spawn(media.run(rx));
         self.media.insert(
             call.to_string(),
@@ -1548,6 +1609,25 @@ impl Signalling {
         for command in commands {
             match command {
                 Command::Answer { call, plan } => {
+                    // In early media already: the 200 carries the 183's session, and the
+                    // running media task goes on from the waiting audio to the call.
+                    if let Some(port) = self.media.get(&call).map(|m| m.port) {
+                        let local = self.local_media(port);
+                        match self.b2bua.answer(now, &call, local) {
+                            Ok(_) => {
+                                let source = self.source_for(&plan);
+                                if let Some(media) = self.media.get(&call) {
+                                    let _ = media.commands.try_send(MediaCommand::Answered);
+                                    let _ = media.commands.try_send(MediaCommand::Source(source));
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(%call, error = %e, "cannot answer");
+                                self.b2bua.reject(now, &call, 488);
+                            }
+                        }
+                        continue;
+                    }
                     let Some(sockets) = self.bind_media() else {
                         self.b2bua.reject(now, &call, 503);
                         continue;
@@ -1592,7 +1672,13 @@ impl Signalling {
                     }
                 }
                 Command::Hangup { call } => self.b2bua.hangup(now, &call),
-                Command::Ring { call } => self.b2bua.ring(now, &call),
+                Command::Ring { call, waiting } => {
+                    // A waiting caller hears the waiting audio as early media, when the
+                    // operator chose one and the trunk takes it; otherwise a 180.
+                    if !(waiting && self.start_early_media(now, &call)) {
+                        self.b2bua.ring(now, &call);
+                    }
+                }
                 Command::Bridge { call, agent } => self.bridge(&call, &agent),
                 Command::Unbridge { call, agent } => {
                     if let Some(media) = self.media.get(&call) {

@@ -919,7 +919,30 @@ impl B2bua {
         tag
     }
 
+    /// Early media for an inbound leg that waits (183 Session Progress with our answer, media
+    /// at `local`), when its trunk takes early media (`early_media`, the default): returns
+    /// what offer/answer agreed, or `None` when the trunk wants none (ring it instead).
+    pub fn early_media(
+        &mut self,
+        now: Instant,
+        id: &str,
+        local: LocalMedia,
+    ) -> Result<Option<AudioSession>, DialError> {
+        let index = self.leg_index(id).ok_or(DialError::UnknownLeg)?;
+        let trunk = self.legs[index].as_ref().map(|l| l.trunk);
+        let wanted = trunk
+            .and_then(|t| self.trunks.get(t))
+            .is_none_or(|t| t.config.early_media);
+        if !wanted {
+            return Ok(None);
+        }
+        // The 200 that answers the call later carries this same session (no PRACK, no
+        // UPDATE: RFC 3261 §13.2.1 keeps the first answer).
+        self.respond_with_session(now, index, 183, local).map(Some)
+    }
+
     /// Answer an inbound leg with our media at `local`; returns what offer/answer agreed.
+    /// A leg in early media keeps the session its 183 gave (and `local` is not used).
     pub fn answer(
         &mut self,
         now: Instant,
@@ -927,6 +950,18 @@ impl B2bua {
         local: LocalMedia,
     ) -> Result<AudioSession, DialError> {
         let index = self.leg_index(id).ok_or(DialError::UnknownLeg)?;
+        self.respond_with_session(now, index, 200, local)
+    }
+
+    /// Respond to an offered leg with our session: 183 (early media) or 200 (answered). The
+    /// session is the one a 183 gave already, or a new answer for `local`.
+    fn respond_with_session(
+        &mut self,
+        now: Instant,
+        index: usize,
+        status: u16,
+        local: LocalMedia,
+    ) -> Result<AudioSession, DialError> {
         let tag = self.local_tag_for(index);
         let contact = self.contact(leg_transport(&self.legs[index]));
         let leg = self.legs[index].as_mut().ok_or(DialError::UnknownLeg)?;
@@ -934,23 +969,37 @@ impl B2bua {
             return Err(DialError::InvalidState);
         };
         let tx = *tx;
-        let (answer, audio) = sdp::answer(offer, &leg.codecs, &local, Direction::SendRecv)?;
+        let (answer, audio, local) = match (&leg.local_sdp, &leg.audio, &leg.local) {
+            (Some(early), Some(audio), Some(early_local)) => {
+                (early.clone(), audio.clone(), early_local.clone())
+            }
+            _ => {
+                let (answer, audio) = sdp::answer(offer, &leg.codecs, &local, Direction::SendRecv)?;
+                (answer, audio, local)
+            }
+        };
         let Some(request) = leg.invite.clone() else {
             return Err(DialError::InvalidState);
         };
-        let mut response = response_to(&request, 200, None);
+        let answered = status == 200;
+        let reason = (!answered).then_some("Session Progress");
+        let mut response = response_to(&request, status, reason);
         set_to_tag(&mut response, &tag);
         response.headers.push("Contact", contact);
-        response.headers.push("Allow", ALLOW);
+        if answered {
+            response.headers.push("Allow", ALLOW);
+        }
         response.headers.push("Content-Type", "application/sdp");
         response.body = answer.to_string().into_bytes();
         leg.local = Some(local);
         leg.local_sdp = Some(answer);
         leg.audio = Some(audio.clone());
-        leg.state = LegState::Accepted;
-        if let Some(d) = &leg.dialog {
-            self.by_dialog
-                .insert((d.call_id.clone(), d.local_tag.clone()), index);
+        if answered {
+            leg.state = LegState::Accepted;
+            if let Some(d) = &leg.dialog {
+                self.by_dialog
+                    .insert((d.call_id.clone(), d.local_tag.clone()), index);
+            }
         }
         self.layer.respond(now, tx, response);
         Ok(audio)

@@ -435,6 +435,23 @@ fn default_codecs() -> Vec<String> {
 pub struct MediaConfig {
     #[serde(default = "default_hold_audio")]
     pub hold_audio: PathBuf,
+    /// What a caller waiting for a busy agent hears, as early media after a 183: a WAV path,
+    /// or `ringback` for the ringback tone of `ringback_country`. Unset: a 180 and the
+    /// caller's own ringback, as before.
+    #[serde(default)]
+    pub waiting_audio: Option<String>,
+    /// Whose ringback tone `ringback` generates: `us` (440+480 Hz, 2 s on 4 s off), `uk`
+    /// (400+450 Hz, 0.4 on 0.2 off 0.4 on 2 off) or `eu` (425 Hz, 1 s on 4 s off).
+    #[serde(default = "default_ringback_country")]
+    pub ringback_country: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ringback_country() -> String {
+    "us".into()
 }
 
 fn default_hold_audio() -> PathBuf {
@@ -445,6 +462,8 @@ impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
             hold_audio: default_hold_audio(),
+            waiting_audio: None,
+            ringback_country: default_ringback_country(),
         }
     }
 }
@@ -593,6 +612,10 @@ impl RouteConfig {
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     pub name: String,
+    /// Whether this trunk's callers who wait for a busy agent get `media.waiting_audio` as
+    /// early media (183 with SDP); false: a 180, as for trunks that mishandle early media.
+    #[serde(default = "default_true")]
+    pub early_media: bool,
     /// Source addresses (IPs or CIDRs) allowed to send calls without credentials.
     #[serde(default)]
     pub inbound_from: Vec<String>,
@@ -940,6 +963,19 @@ impl Config {
         check_record_mode("recording.mode".into(), Some(&self.recording.mode))?;
         self.check_names_and_webhooks()?;
         self.check_ice_servers()?;
+        if !crate::media::tones::RINGBACK_COUNTRIES.contains(&self.media.ringback_country.as_str())
+        {
+            return Err(invalid(
+                "media.ringback_country",
+                format!(
+                    "must be one of {}",
+                    crate::media::tones::RINGBACK_COUNTRIES.join(", ")
+                ),
+            ));
+        }
+        if self.media.waiting_audio.as_deref() == Some("") {
+            return Err(invalid("media.waiting_audio", "a WAV path or \"ringback\""));
+        }
         if !(1..=600).contains(&self.transfer.ring_seconds) {
             return Err(invalid("transfer.ring_seconds", "must be 1..=600"));
         }

@@ -393,3 +393,92 @@ fn the_calls_page_shows_every_status() {
     assert!(stdout.contains("PLAYED "), "{stdout}");
     assert!(gw.dir.join("calls-page.png").exists());
 }
+
+/// Early media for waiting callers: with `media.waiting_audio = "ringback"`, a caller who
+/// waits for a busy agent gets a 183 with SDP and hears the ringback tone (440+480 Hz,
+/// measured) until the agent takes the call, then the call on the same stream. A trunk with
+/// `early_media = false` gets a 180 and nothing, as before.
+#[test]
+fn a_waiting_caller_hears_ringback_as_early_media_unless_its_trunk_refuses_it() {
+    let ports = Ports::block(79);
+    let trunks = format!(
+        "{}\n[[trunk]]\nname = \"no-early\"\ninbound_from = [\"127.0.0.2/32\"]\nearly_media = false\n",
+        default_trunk(27996)
+    );
+    let gw = Gateway::start_with_media(
+        "early_media",
+        ports,
+        &(trunks + DEMO_AGENT),
+        "waiting_audio = \"ringback\"\n",
+    );
+    let mut agent = connect_agent(&gw, "?token=demo-token");
+    next_of(&mut agent, "calls.snapshot");
+    let mut a = Caller::dial(&gw, "+15551230001", 27040);
+    let a_id = common::caller::answer_incoming(&mut agent, &mut a);
+
+    // B waits: 183 with SDP, then the ringback tone, measured before anyone answers.
+    let mut b = Caller::dial(&gw, "+15551230002", 27044);
+    let (status, progress) = b
+        .provisional(Duration::from_secs(5))
+        .expect("a provisional");
+    assert_eq!(status, 183, "{progress}");
+    assert!(progress.contains("application/sdp"), "{progress}");
+    let b_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = b.heard_between(from + Duration::from_millis(300), Instant::now());
+    assert!(
+        early.len() > 4000,
+        "only {} samples of early media",
+        early.len()
+    );
+    let (f440, f480, f1000) = (
+        tone_amplitude(&early, 440.0),
+        tone_amplitude(&early, 480.0),
+        tone_amplitude(&early, 1000.0),
+    );
+    assert!(
+        f440 > 500.0 && f480 > 500.0 && f1000 < f440 / 5.0,
+        "ringback 440 Hz {f440:.0}, 480 Hz {f480:.0}, 1 kHz {f1000:.0}"
+    );
+
+    // Hold & Accept: B's 200 carries the same session, and the ringback stops.
+    let ok = request(
+        &mut agent,
+        json!({"type": "call.accept", "call_id": b_id, "mode": "hold"}),
+    );
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(b.final_response(Duration::from_secs(5)), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        b.heard(Duration::from_millis(600)) < 100.0,
+        "B hears the agent (silent here), no more ringback"
+    );
+    // A back, B on hold: the hold audio comes on the stream the ringback started (one SSRC,
+    // no sequence gap, timestamps following the clock across the silent stretch).
+    let ok = request(&mut agent, json!({"type": "call.resume", "call_id": a_id}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert!(
+        b.heard(Duration::from_millis(1500)) > 500.0,
+        "B hears hold audio"
+    );
+    b.assert_continuous_stream();
+
+    // C comes over the trunk that takes no early media: a 180 and nothing to hear.
+    let mut c = Caller::dial_from(&gw, "+15551230003", "127.0.0.2", 27048);
+    let (status, ringing) = c
+        .provisional(Duration::from_secs(5))
+        .expect("a provisional");
+    assert_eq!(status, 180, "{ringing}");
+    let c_id = call_id_of(&next_of(&mut agent, "call.waiting"));
+    assert!(
+        c.heard(Duration::from_millis(1200)) < 1.0,
+        "C hears nothing from us"
+    );
+    let ok = request(&mut agent, json!({"type": "call.decline", "call_id": c_id}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert!(c.final_response(Duration::from_secs(5)) >= 400);
+    a.hang_up();
+    b.hang_up();
+    gw.wait_idle(Duration::from_secs(10));
+}

@@ -342,6 +342,8 @@ pub enum Command {
     /// 180 Ringing toward the caller.
     Ring {
         call: CallId,
+        /// The call waits in a queue: the caller may hear waiting audio as early media.
+        waiting: bool,
     },
     Reject {
         call: CallId,
@@ -830,7 +832,10 @@ impl Controller {
             c.queued_at = Some(now);
         }
         self.calls.insert(call.clone(), c.clone());
-        let mut commands = vec![Command::Ring { call }];
+        let mut commands = vec![Command::Ring {
+            call,
+            waiting: busy,
+        }];
         if busy {
             commands.extend(self.announce_waiting(&agent));
         } else {
@@ -2186,7 +2191,13 @@ mod tests {
         );
         connect(&mut c, &["ann"], now);
         let cmds = ring(&mut c, "c2", now);
-        assert_eq!(cmds[0], Command::Ring { call: "c2".into() });
+        assert_eq!(
+            cmds[0],
+            Command::Ring {
+                call: "c2".into(),
+                waiting: false
+            }
+        );
         assert!(matches!(
             &cmds[1],
             Command::Notify { agent, notice: Notice::Incoming(call) }
@@ -2194,7 +2205,13 @@ mod tests {
         ));
         // Busy with one call: a second caller waits (180) and the agent hears of it.
         let cmds = ring(&mut c, "c3", now);
-        assert_eq!(cmds[0], Command::Ring { call: "c3".into() });
+        assert_eq!(
+            cmds[0],
+            Command::Ring {
+                call: "c3".into(),
+                waiting: true
+            }
+        );
         assert!(matches!(
             &cmds[1],
             Command::Notify { notice: Notice::Waiting { call, queue_length: 1 }, .. }

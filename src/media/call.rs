@@ -115,6 +115,8 @@ pub enum MediaCommand {
     Record(RecordWant),
     /// A supervisor joins, changes mode or leaves.
     Monitor(MonitorChange),
+    /// The call in early media was answered: from now on the far end's silence counts.
+    Answered,
     Stop,
 }
 
@@ -162,6 +164,9 @@ pub struct CallMedia {
     echo_offset: Option<u32>,
     started: Instant,
     last_rtp_in: Instant,
+    /// Early media (a waiting caller hearing the waiting audio before any answer): callers
+    /// send no RTP then, so their silence ends nothing.
+    early: bool,
     dtmf_out: Vec<char>,
     dtmf_sender: Option<(DigitSender, u32)>,
     dtmf_in: DigitReceiver,
@@ -228,6 +233,7 @@ impl CallMedia {
             echo_offset: None,
             started: now,
             last_rtp_in: now,
+            early: false,
             dtmf_out: Vec::new(),
             dtmf_sender: None,
             dtmf_in: DigitReceiver::new(),
@@ -245,6 +251,12 @@ impl CallMedia {
             mix: [[0; FRAME_SAMPLES]; 3],
             source_frame: None,
         }
+    }
+
+    /// The call is in early media (not answered yet): see `early`.
+    pub fn in_early_media(mut self) -> CallMedia {
+        self.early = true;
+        self
     }
 
     /// The host this call's SIP came from: its RTP may come from there (behind a NAT).
@@ -385,7 +397,8 @@ impl CallMedia {
                         .await;
                     budget.spend(reads);
                     self.send_rtcp(&mut out, false).await;
-                    if self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
+                    if !self.early
+                        && self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
                         && self.started.elapsed() > RTP_SILENCE_TIMEOUT
                         && self.audio.remote_direction.sends()
                     {
@@ -419,6 +432,11 @@ impl CallMedia {
                 self.finished_sent = false;
             }
             Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
+            Some(MediaCommand::Answered) => {
+                self.early = false;
+                self.started = Instant::now();
+                self.last_rtp_in = Instant::now();
+            }
             Some(MediaCommand::Bridge(link)) => {
                 tracing::debug!(peer = link.peer, "bridged to agent");
                 let bridge = Bridge::new(self.call.clone(), link, self.audio.codec);

@@ -16,4 +16,5 @@ pub mod recording;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
+pub mod tones;
 pub mod wav;

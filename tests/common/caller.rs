@@ -53,8 +53,13 @@ pub struct Packet {
 
 impl Caller {
     pub fn dial(gw: &Gateway, number: &str, sip_port: u16) -> Caller {
-        let sip = bind_udp(&format!("127.0.0.1:{sip_port}"));
-        let rtp = bind_udp(&format!("127.0.0.1:{}", sip_port + 2));
+        Caller::dial_from(gw, number, "127.0.0.1", sip_port)
+    }
+
+    /// Dial from another loopback address (another trunk's `inbound_from`).
+    pub fn dial_from(gw: &Gateway, number: &str, ip: &str, sip_port: u16) -> Caller {
+        let sip = bind_udp(&format!("{ip}:{sip_port}"));
+        let rtp = bind_udp(&format!("{ip}:{}", sip_port + 2));
         sip.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         rtp.set_read_timeout(Some(Duration::from_millis(50)))
@@ -71,7 +76,8 @@ impl Caller {
             tone_stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         read_rtp(&caller.rtp, &caller.received);
-        let sdp = sdp_offer(sip_port + 2, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+        let sdp = sdp_offer(sip_port + 2, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv")
+            .replace("127.0.0.1", ip);
         let invite = caller.request("INVITE", 1, "Content-Type: application/sdp\r\n", &sdp);
         caller
             .sip
@@ -95,6 +101,22 @@ impl Caller {
             call_id = self.call_id,
             len = body.len(),
         )
+    }
+
+    /// The first provisional response above 100 within `within`: its status and text (a
+    /// 183's SDP tells where the early media comes from).
+    pub fn provisional(&mut self, within: Duration) -> Option<(u16, String)> {
+        let deadline = Instant::now() + within;
+        while let Some((text, _)) = next_sip(&self.sip, deadline) {
+            let status = sip_status(&text);
+            if (101..200).contains(&status) {
+                if let Some(rtp) = sdp_audio(&text) {
+                    self.remote_rtp = Some(rtp);
+                }
+                return Some((status, text));
+            }
+        }
+        None
     }
 
     /// Wait for a final response; on 2xx, remember the dialog and send ACK.

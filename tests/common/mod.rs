@@ -107,12 +107,19 @@ impl Gateway {
 
     /// Start with extra keys in the `[http]` table (TLS); the caller checks readiness.
     pub fn spawn(name: &str, ports: Ports, extra: &str, http_extra: &str) -> Gateway {
-        Gateway::spawn_with(name, ports, extra, http_extra, "")
+        Gateway::spawn_with(name, ports, extra, http_extra, "", "")
     }
 
     /// Start with extra keys in the `[webrtc]` table.
     pub fn start_with_webrtc(name: &str, ports: Ports, extra: &str, webrtc_extra: &str) -> Gateway {
-        let gateway = Gateway::spawn_with(name, ports, extra, "", webrtc_extra);
+        let gateway = Gateway::spawn_with(name, ports, extra, "", webrtc_extra, "");
+        gateway.wait_healthy();
+        gateway
+    }
+
+    /// Start with extra keys in the `[media]` table.
+    pub fn start_with_media(name: &str, ports: Ports, extra: &str, media_extra: &str) -> Gateway {
+        let gateway = Gateway::spawn_with(name, ports, extra, "", "", media_extra);
         gateway.wait_healthy();
         gateway
     }
@@ -123,6 +130,7 @@ impl Gateway {
         extra: &str,
         http_extra: &str,
         webrtc_extra: &str,
+        media_extra: &str,
     ) -> Gateway {
         let dir = scratch(name);
         let root = repo_root();
@@ -143,6 +151,7 @@ port_min = {rtp_min}
 port_max = {rtp_max}
 [media]
 hold_audio = "{root}/config/hold.wav"
+{media_extra}
 [recording]
 directory = "{dir}/recordings"
 [store]
