@@ -667,9 +667,9 @@ fn a_relay_only_browser_talks_through_coturn() {
                 "-n",
                 "--listening-ip=127.0.0.1",
                 "--relay-ip=127.0.0.1",
-                "--listening-port=26700",
-                "--min-port=26710",
-                "--max-port=26799",
+                "--listening-port=27500",
+                "--min-port=27510",
+                "--max-port=27599",
                 "--use-auth-secret",
                 &format!("--static-auth-secret={secret}"),
                 "--realm=callgate.test",
@@ -690,9 +690,9 @@ fn a_relay_only_browser_talks_through_coturn() {
     let gw = Gateway::start_with_webrtc(
         "agent_turn",
         ports,
-        &(default_trunk(26798) + DEMO_AGENT),
+        &(default_trunk(27600) + DEMO_AGENT),
         &format!(
-            "[[webrtc.ice_server]]\nurls = [\"turn:127.0.0.1:26700?transport=udp\"]\nshared_secret = \"{secret}\"\n"
+            "[[webrtc.ice_server]]\nurls = [\"turn:127.0.0.1:27500?transport=udp\"]\nshared_secret = \"{secret}\"\n"
         ),
     );
     let pair = answer_and_talk(&gw, "&ice=relay", 26680, 26690);
