@@ -413,11 +413,11 @@ fn a_waiting_caller_hears_ringback_as_early_media_unless_its_trunk_refuses_it() 
     );
     let mut agent = connect_agent(&gw, "?token=demo-token");
     next_of(&mut agent, "calls.snapshot");
-    let mut a = Caller::dial(&gw, "+15551230001", 27040);
+    let mut a = Caller::dial(&gw, "+15551230001", 27200);
     let a_id = common::caller::answer_incoming(&mut agent, &mut a);
 
     // B waits: 183 with SDP, then the ringback tone, measured before anyone answers.
-    let mut b = Caller::dial(&gw, "+15551230002", 27044);
+    let mut b = Caller::dial(&gw, "+15551230002", 27204);
     let (status, progress) = b
         .provisional(Duration::from_secs(5))
         .expect("a provisional");
@@ -465,7 +465,7 @@ fn a_waiting_caller_hears_ringback_as_early_media_unless_its_trunk_refuses_it() 
     b.assert_continuous_stream();
 
     // C comes over the trunk that takes no early media: a 180 and nothing to hear.
-    let mut c = Caller::dial_from(&gw, "+15551230003", "127.0.0.2", 27048);
+    let mut c = Caller::dial_from(&gw, "+15551230003", "127.0.0.2", 27208);
     let (status, ringing) = c
         .provisional(Duration::from_secs(5))
         .expect("a provisional");
