@@ -4,7 +4,7 @@
 
 pub mod agent;
 mod calls;
-mod contacts;
+pub mod contacts;
 pub mod ice;
 mod recording;
 pub mod tls;
