@@ -73,7 +73,8 @@ pub enum AppError {
 }
 
 enum TcpInput {
-    Connected(SocketAddr, mpsc::Sender<Vec<u8>>),
+    /// A connection is up (accepted, or ours): TCP, or TCP with TLS.
+    Connected(SocketAddr, mpsc::Sender<Vec<u8>>, Transport),
     // Boxed: a parsed message is large and most inputs are small.
     Message(SocketAddr, Box<Message>),
     Invalid(SocketAddr, Box<ParseError>),
@@ -294,6 +295,11 @@ struct Signalling {
     controller: Controller,
     udp: Arc<UdpSocket>,
     tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// The connections among `tcp_writers` that are TLS.
+    tls_connections: std::collections::HashSet<SocketAddr>,
+    /// How to reach each TLS trunk's proxy: the name its certificate must carry and the
+    /// CAs trusted for it.
+    tls_trunks: HashMap<SocketAddr, TlsPeer>,
     tcp_input: mpsc::Sender<TcpInput>,
     media: HashMap<String, MediaHandle>,
     /// Sockets bound for a dialled call, waiting for its answer.
@@ -365,8 +371,9 @@ fn limit_listeners(
     config: &Config,
     tcp: TcpListener,
     http: TcpListener,
+    sip_tls: Option<TcpListener>,
     counters: &Arc<crate::metrics::GatewayCounters>,
-) -> (LimitedTcp, LimitedTcp) {
+) -> (LimitedTcp, LimitedTcp, Option<LimitedTcp>) {
     let security = &config.security;
     let nofile = crate::conn::raise_nofile_limit().unwrap_or(1024);
     // Two descriptors a call for RTP/RTCP, and room for the database, logs and recordings.
@@ -424,9 +431,12 @@ fn limit_listeners(
         Arc::clone(&counters.http_connections),
         Arc::clone(&counters.connections_refused),
     );
+    // SIP over TLS shares the SIP TCP caps: one budget of SIP connections.
+    let sip_tls = sip_tls.map(|l| LimitedTcp::new(l, Arc::clone(&sip_caps), timeouts, "SIP TLS"));
     (
         LimitedTcp::new(tcp, sip_caps, timeouts, "SIP TCP"),
         LimitedTcp::new(http, http_caps, timeouts, "HTTP"),
+        sip_tls,
     )
 }
 
@@ -474,7 +484,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(bind_failed("HTTP", config.http.listen))?;
     let gateway_counters = Arc::new(crate::metrics::GatewayCounters::default());
-    let (tcp, http) = limit_listeners(&config, tcp, http, &gateway_counters);
+    let sip_tls = match config.sip.tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(bind_failed("SIP TLS", addr))?,
+        ),
+        None => None,
+    };
+    let (tcp, http, sip_tls) = limit_listeners(&config, tcp, http, sip_tls, &gateway_counters);
     let webrtc_socket = UdpSocket::bind(config.webrtc.listen)
         .await
         .map_err(bind_failed("WebRTC UDP", config.webrtc.listen))?;
@@ -549,6 +567,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let counters = Arc::new(MediaCounters::default());
 
     tokio::spawn(accept_sip_tcp(tcp, tcp_tx.clone()));
+    if let (Some(listener), Some(cert), Some(key)) =
+        (sip_tls, &config.sip.tls_cert, &config.sip.tls_key)
+    {
+        let tls = crate::api::tls::server_config_for("sip", cert, key, None)?;
+        let listener = crate::api::tls::TlsListener::new(listener, tls)?;
+        tokio::spawn(accept_sip_tls(listener, tcp_tx.clone()));
+    }
+    let tls_trunks = tls_trunks(&config)?;
     let handle = AppHandle {
         admin: admin_tx,
         agents: agents_tx,
@@ -592,6 +618,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let settings = B2buaSettings {
         contact_host: host,
         contact_port: sip_addr.port(),
+        tls_port: config.sip.tls_listen.map(|a| a.port()),
         codecs: config.codec_preference(),
         nonce_secret: os_random(),
         guard: config.security.guard(),
@@ -612,6 +639,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         controller,
         udp: Arc::clone(&udp),
         tcp_writers: HashMap::new(),
+        tls_connections: std::collections::HashSet::new(),
+        tls_trunks,
         tcp_input: tcp_tx,
         media: HashMap::new(),
         pending_sockets: HashMap::new(),
@@ -860,17 +889,34 @@ impl Signalling {
                     tracing::debug!(to = %transmit.destination, error = %e, "SIP UDP send failed");
                 }
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let writer = match self.tcp_writers.get(&transmit.destination) {
                     Some(w) if !w.is_closed() => w.clone(),
                     _ => {
                         let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
                         self.tcp_writers.insert(transmit.destination, tx.clone());
-                        tokio::spawn(connect_sip_tcp(
-                            transmit.destination,
-                            rx,
-                            self.tcp_input.clone(),
-                        ));
+                        if transmit.transport == Transport::Tls {
+                            // A trunk's proxy as configured; anything else (a peer whose
+                            // connection dropped) by its address and the system's CAs.
+                            let peer = self
+                                .tls_trunks
+                                .get(&transmit.destination)
+                                .cloned()
+                                .unwrap_or_else(|| TlsPeer::by_address(transmit.destination));
+                            self.tls_connections.insert(transmit.destination);
+                            tokio::spawn(connect_sip_tls(
+                                transmit.destination,
+                                peer,
+                                rx,
+                                self.tcp_input.clone(),
+                            ));
+                        } else {
+                            tokio::spawn(connect_sip_tcp(
+                                transmit.destination,
+                                rx,
+                                self.tcp_input.clone(),
+                            ));
+                        }
                         tx
                     }
                 };
@@ -881,11 +927,25 @@ impl Signalling {
         }
     }
 
+    /// Which stream transport a connection to `peer` is.
+    fn stream_transport(&self, peer: SocketAddr) -> Transport {
+        if self.tls_connections.contains(&peer) {
+            Transport::Tls
+        } else {
+            Transport::Tcp
+        }
+    }
+
     fn on_tcp(&mut self, input: TcpInput) {
         let now = Instant::now();
         match input {
-            TcpInput::Connected(peer, writer) => {
+            TcpInput::Connected(peer, writer, transport) => {
                 self.tcp_writers.insert(peer, writer);
+                if transport == Transport::Tls {
+                    self.tls_connections.insert(peer);
+                } else {
+                    self.tls_connections.remove(&peer);
+                }
             }
             TcpInput::Message(peer, message) => {
                 self.gateway_counters.sip_in_label(match &*message {
@@ -895,15 +955,16 @@ impl Signalling {
                     Message::Response(r) => r.status.to_string(),
                 });
                 self.b2bua.set_unix_time(unix_secs());
-                self.b2bua
-                    .handle_message(now, peer, Transport::Tcp, *message);
+                let transport = self.stream_transport(peer);
+                self.b2bua.handle_message(now, peer, transport, *message);
             }
             TcpInput::Invalid(peer, error) => {
-                self.b2bua
-                    .handle_parse_error(now, peer, Transport::Tcp, *error);
+                let transport = self.stream_transport(peer);
+                self.b2bua.handle_parse_error(now, peer, transport, *error);
             }
             TcpInput::Closed(peer) => {
                 self.tcp_writers.remove(&peer);
+                self.tls_connections.remove(&peer);
             }
         }
     }
@@ -1758,10 +1819,122 @@ async fn accept_sip_tcp(listener: LimitedTcp, input: mpsc::Sender<TcpInput>) {
     loop {
         let (stream, peer) = listener.accept_limited().await;
         let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
-        if input.send(TcpInput::Connected(peer, tx)).await.is_err() {
+        if input
+            .send(TcpInput::Connected(peer, tx, Transport::Tcp))
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::spawn(run_sip_tcp(stream, peer, rx, input.clone()));
+    }
+}
+
+/// SIP over TLS from trunks: connections capped like SIP TCP's, each handed on once its
+/// handshake is done (a slow handshake never holds up the next).
+async fn accept_sip_tls(mut listener: crate::api::tls::TlsListener, input: mpsc::Sender<TcpInput>) {
+    use axum::serve::Listener;
+    loop {
+        let (stream, peer) = listener.accept().await;
+        tracing::debug!(%peer, "SIP TLS connection");
+        let (tx, rx) = mpsc::channel(TCP_WRITE_CAPACITY);
+        if input
+            .send(TcpInput::Connected(peer, tx, Transport::Tls))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(run_sip_tcp(stream, peer, rx, input.clone()));
+    }
+}
+
+/// A TLS peer we connect to: the name its certificate must carry, and the CAs trusted.
+#[derive(Clone)]
+struct TlsPeer {
+    name: tokio_rustls::rustls::pki_types::ServerName<'static>,
+    config: Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl TlsPeer {
+    fn by_address(addr: SocketAddr) -> TlsPeer {
+        TlsPeer {
+            name: tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+            config: crate::tls_client::system(),
+        }
+    }
+}
+
+/// The trunks whose outbound proxy is reached over TLS, by address: the proxy's host is the
+/// name to verify, and `tls_ca` (when set) the one CA trusted for it.
+fn tls_trunks(config: &Config) -> Result<HashMap<SocketAddr, TlsPeer>, AppError> {
+    let mut peers = HashMap::new();
+    for (i, trunk) in config.trunks.iter().enumerate() {
+        let Some(uri) = trunk
+            .outbound_proxy
+            .as_deref()
+            .and_then(|p| crate::sip::uri::Uri::parse(p).ok())
+        else {
+            continue;
+        };
+        let tls = matches!(uri.param("transport"), Some(Some(t)) if t.eq_ignore_ascii_case("tls"))
+            || uri.scheme == crate::sip::uri::Scheme::Sips;
+        if !tls {
+            continue;
+        }
+        let port = uri.port.unwrap_or(5061);
+        let Some(addr) = crate::sip::dialog::uri_socket_addr(&uri)
+            .or_else(|| crate::config::resolve_host(&uri.host, port))
+        else {
+            continue;
+        };
+        let host = uri
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host).map_err(|e| {
+            AppError::Asset {
+                path: format!("trunk[{i}].outbound_proxy").into(),
+                reason: format!("not a TLS server name: {e}"),
+            }
+        })?;
+        let config = match &trunk.tls_ca {
+            Some(ca) => crate::tls_client::pinned(ca).map_err(|reason| AppError::Asset {
+                path: ca.clone(),
+                reason,
+            })?,
+            None => crate::tls_client::system(),
+        };
+        peers.insert(addr, TlsPeer { name, config });
+    }
+    Ok(peers)
+}
+
+async fn connect_sip_tls(
+    peer: SocketAddr,
+    tls: TlsPeer,
+    outgoing: mpsc::Receiver<Vec<u8>>,
+    input: mpsc::Sender<TcpInput>,
+) {
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        let stream = TcpStream::connect(peer).await?;
+        let _ = stream.set_nodelay(true);
+        tokio_rustls::TlsConnector::from(tls.config)
+            .connect(tls.name, stream)
+            .await
+    })
+    .await;
+    match connected {
+        Ok(Ok(stream)) => run_sip_tcp(stream, peer, outgoing, input).await,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "SIP TLS connect failed");
+            let _ = input.send(TcpInput::Closed(peer)).await;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "SIP TLS connect timed out");
+            let _ = input.send(TcpInput::Closed(peer)).await;
+        }
     }
 }
 

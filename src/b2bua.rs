@@ -178,6 +178,8 @@ enum Registration {
 pub struct B2buaSettings {
     pub contact_host: String,
     pub contact_port: u16,
+    /// The SIP over TLS listener's port, when there is one (Contacts for TLS legs name it).
+    pub tls_port: Option<u16>,
     pub codecs: Vec<Codec>,
     pub nonce_secret: [u8; 32],
     /// The SIP guard's limits; the trunks' addresses are added to its trusted sources.
@@ -185,6 +187,16 @@ pub struct B2buaSettings {
     pub limits: TransactionLimits,
     /// Offered in 401 challenges, most preferred first; no other is accepted.
     pub digest_algorithms: Vec<digest::Algorithm>,
+}
+
+impl B2buaSettings {
+    /// Our port for a transport: TLS has a listener of its own.
+    fn contact_port(&self, transport: Transport) -> u16 {
+        match (transport, self.tls_port) {
+            (Transport::Tls, Some(port)) => port,
+            _ => self.contact_port,
+        }
+    }
 }
 
 pub struct B2bua {
@@ -255,6 +267,9 @@ impl B2bua {
                     let uri = Uri::parse(p).ok()?;
                     let transport = match uri.param("transport") {
                         Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+                        Some(Some(t)) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
+                        // sips: means TLS to the next hop (RFC 3261 §19.1).
+                        _ if uri.scheme == crate::sip::uri::Scheme::Sips => Transport::Tls,
                         _ => Transport::Udp,
                     };
                     let addr = uri_socket_addr(&uri).or_else(|| {
@@ -453,13 +468,11 @@ impl B2bua {
     }
 
     fn contact(&self, transport: Transport) -> String {
-        let t = match transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-        };
         format!(
             "<sip:callgate@{}:{}{}>",
-            self.settings.contact_host, self.settings.contact_port, t
+            self.settings.contact_host,
+            self.settings.contact_port(transport),
+            transport.uri_param()
         )
     }
 
@@ -903,16 +916,11 @@ impl B2bua {
         let tag = self.layer.ids().token();
         if let Some(Some(leg)) = self.legs.get_mut(index) {
             if let Some(request) = leg.invite.clone() {
-                let contact = format!(
-                    "<sip:callgate@{}:{}{}>",
-                    self.settings.contact_host,
-                    self.settings.contact_port,
-                    if leg.transport == Transport::Tcp {
-                        ";transport=tcp"
-                    } else {
-                        ""
-                    }
-                );
+                let transport = leg.transport;
+                let contact = self.contact(transport);
+                let Some(Some(leg)) = self.legs.get_mut(index) else {
+                    return tag;
+                };
                 leg.dialog = Dialog::as_uas(&request, &tag, contact, leg.source, leg.transport);
             }
         }
@@ -1379,14 +1387,11 @@ impl B2bua {
         headers.push("Call-ID", call_id);
         headers.push("CSeq", "1 INVITE");
         headers.push("Contact", {
-            let t = if transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
-            };
             format!(
                 "<sip:callgate@{}:{}{}>",
-                self.settings.contact_host, self.settings.contact_port, t
+                self.settings.contact_host,
+                self.settings.contact_port(transport),
+                transport.uri_param()
             )
         });
         headers.push("Allow", ALLOW);
@@ -1669,16 +1674,14 @@ impl B2bua {
         let seq =
             (self.unix_secs % 1_000_000_000) as u32 + self.layer.ids().next_u64() as u32 % 1000;
         headers.push("CSeq", format!("{seq} REGISTER"));
-        let t = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
         headers.push(
             "Contact",
             format!(
                 "<sip:{}@{}:{}{}>",
-                user, self.settings.contact_host, self.settings.contact_port, t
+                user,
+                self.settings.contact_host,
+                self.settings.contact_port(transport),
+                transport.uri_param()
             ),
         );
         headers.push("Expires", expires.to_string());

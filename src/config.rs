@@ -253,6 +253,14 @@ pub struct SipConfig {
     pub public_host: Option<String>,
     #[serde(default = "default_user_agent")]
     pub user_agent: String,
+    /// SIP over TLS (RFC 3261 §26): a listener for trunks that connect with TLS, with this
+    /// certificate chain and key (PEM).
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_user_agent() -> String {
@@ -616,6 +624,10 @@ pub struct TrunkConfig {
     /// early media (183 with SDP); false: a 180, as for trunks that mishandle early media.
     #[serde(default = "default_true")]
     pub early_media: bool,
+    /// For `transport=tls` (or `sips:`) proxies: a CA certificate (PEM) the trunk's
+    /// certificate must chain to, instead of the system's CA bundle.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// Source addresses (IPs or CIDRs) allowed to send calls without credentials.
     #[serde(default)]
     pub inbound_from: Vec<String>,
@@ -961,6 +973,14 @@ impl Config {
             ));
         }
         check_record_mode("recording.mode".into(), Some(&self.recording.mode))?;
+        if self.sip.tls_listen.is_some()
+            && (self.sip.tls_cert.is_none() || self.sip.tls_key.is_none())
+        {
+            return Err(invalid(
+                "sip.tls_cert",
+                "sip.tls_listen needs sip.tls_cert and sip.tls_key",
+            ));
+        }
         self.check_names_and_webhooks()?;
         self.check_ice_servers()?;
         if !crate::media::tones::RINGBACK_COUNTRIES.contains(&self.media.ringback_country.as_str())
@@ -1040,10 +1060,13 @@ impl Config {
                         .ok_or_else(|| invalid(key("outbound_proxy"), "host does not resolve"))?;
                 }
                 if let Some(Some(t)) = uri.param("transport") {
-                    if !t.eq_ignore_ascii_case("udp") && !t.eq_ignore_ascii_case("tcp") {
+                    if !["udp", "tcp", "tls"]
+                        .iter()
+                        .any(|k| t.eq_ignore_ascii_case(k))
+                    {
                         return Err(invalid(
                             key("outbound_proxy"),
-                            "transport must be udp or tcp",
+                            "transport must be udp, tcp or tls",
                         ));
                     }
                 }

@@ -3,7 +3,7 @@
 //! response body, and https verified against the system's CA bundle. Knows nothing of
 //! webhooks or contacts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,9 +11,6 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-
-/// The CA bundle Debian's `ca-certificates` installs.
-const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -188,31 +185,9 @@ where
     result
 }
 
-/// TLS toward https receivers: the system's roots, built once.
+/// TLS toward https receivers: the system's roots.
 fn client_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        match std::fs::read(SYSTEM_ROOTS) {
-            Ok(pem) => {
-                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem).flatten() {
-                    let _ = roots.add(cert);
-                }
-            }
-            Err(e) => tracing::warn!(path = SYSTEM_ROOTS, error = %e, "no CA bundle: https requests will fail"),
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        Arc::new(config)
-    }))
+    crate::tls_client::system()
 }
 
 #[cfg(test)]

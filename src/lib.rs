@@ -18,5 +18,6 @@ pub mod overload;
 pub mod sdp;
 pub mod sip;
 pub mod store;
+pub mod tls_client;
 pub mod webhooks;
 pub mod webrtc;

@@ -3,25 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn read_wav_mono(path: &std::path::Path) -> (u32, Vec<i16>) {
-    let mut reader =
-        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let spec = reader.spec();
-    let samples: Vec<i16> = reader
-        .samples::<i16>()
-        .map(|s| s.expect("sample"))
-        .collect();
-    let mono = samples
-        .chunks(usize::from(spec.channels))
-        .map(|c| c[0])
-        .collect();
-    (spec.sample_rate, mono)
-}
 
 /// Active (non-silent) duration: from the first to the last 20 ms frame above `floor` RMS.
 fn active_span(samples: &[i16], rate: u32, floor: f64) -> f64 {
@@ -42,40 +26,16 @@ fn baresip_hears_the_announcement() {
     let ports = Ports::block(21);
     let gw = Gateway::start("baresip_announce", ports, &default_trunk(25211));
     let dir = gw.dir.clone();
-    let cfg = dir.join("baresip");
-    std::fs::create_dir_all(&cfg).expect("cfg dir");
     // baresip sends 20 s of near-silence; the gateway must hang up first, when the file ends.
     let quiet = dir.join("quiet.wav");
-    let status = Command::new("sox")
-        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&quiet)
-        .args(["synth", "20", "sine", "300", "vol", "0.001"])
-        .status()
-        .expect("sox");
-    assert!(status.success());
-    std::fs::write(
-        cfg.join("config"),
-        format!(
-            "sip_listen 127.0.0.1:29160\naudio_source aufile,{}\naudio_player aufile,{}\nmodule_path /usr/lib/baresip/modules\nmodule stdio.so\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n",
-            quiet.display(),
-            dir.join("played.wav").display()
-        ),
-    )
-    .expect("config");
-    std::fs::write(cfg.join("accounts"), "<sip:tester@127.0.0.1>;regint=0\n").expect("accounts");
-    let child = Command::new("baresip")
-        .arg("-4")
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-e")
-        .arg(format!("/dial sip:announce@127.0.0.1:{}", ports.sip))
-        .args(["-t", "14"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("baresip starts");
+    baresip::sox_tone(&quiet, 20, 300, 0.001);
+    let cfg = baresip::configure(&dir, 29160, "", &quiet, "<sip:tester@127.0.0.1>;regint=0");
+    let child = baresip::start(
+        &cfg,
+        &dir,
+        Some(&format!("/dial sip:announce@127.0.0.1:{}", ports.sip)),
+        14,
+    );
     let out = wait_child(child, Duration::from_secs(40));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -95,17 +55,7 @@ fn baresip_hears_the_announcement() {
         (5..=8).contains(&duration),
         "call lasted {duration} s: {stdout}"
     );
-    let dump = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
-        })
-        .unwrap_or_else(|| panic!("baresip wrote no dump: {stdout}"));
-    let (rate, heard) = read_wav_mono(&dump);
+    let (rate, heard) = baresip::heard(&dir, &stdout);
     let (orig_rate, original) = read_wav_mono(&repo_root().join("config/announcement.wav"));
     let heard_span = active_span(&heard, rate, 300.0);
     let original_span = active_span(&original, orig_rate, 300.0);

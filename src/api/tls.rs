@@ -22,40 +22,70 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("http.tls_cert {path}: {reason}")]
-    Certificate { path: String, reason: String },
-    #[error("http.tls_key {path}: {reason}")]
-    Key { path: String, reason: String },
-    #[error("http.tls_key does not match http.tls_cert: {0}")]
-    Mismatch(String),
+    #[error("{table}.tls_cert {path}: {reason}")]
+    Certificate {
+        table: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{table}.tls_key {path}: {reason}")]
+    Key {
+        table: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{table}.tls_key does not match {table}.tls_cert: {reason}")]
+    Mismatch { table: &'static str, reason: String },
 }
 
-/// The server config for a PEM certificate chain and private key.
+/// The HTTPS server config for a PEM certificate chain and private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for("http", cert, key, Some(b"http/1.1"))
+}
+
+/// A server config for the listener of config table `table` (`http`, `sip`), which names
+/// its keys in errors; `alpn` is the one protocol it speaks, if it names one.
+pub fn server_config_for(
+    table: &'static str,
+    cert: &Path,
+    key: &Path,
+    alpn: Option<&[u8]>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificate {
+            table,
             path: cert.display().to_string(),
             reason: e.to_string(),
         })?;
     if chain.is_empty() {
         return Err(TlsError::Certificate {
+            table,
             path: cert.display().to_string(),
             reason: "no certificate in the file".into(),
         });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        table,
         path: key.display().to_string(),
         reason: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?
+        .map_err(|e| TlsError::Mismatch {
+            table,
+            reason: e.to_string(),
+        })?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        .map_err(|e| TlsError::Mismatch {
+            table,
+            reason: e.to_string(),
+        })?;
+    if let Some(alpn) = alpn {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
     Ok(Arc::new(config))
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod agent_ws;
+pub mod baresip;
 pub mod browser;
 pub mod caller;
 #[allow(unused_imports)] // not every test binary speaks the agent protocol
@@ -75,6 +76,16 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Keys added to the tables of the harness's config (`[sip]`, `[http]`, `[webrtc]`,
+/// `[media]`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tables<'a> {
+    pub sip: &'a str,
+    pub http: &'a str,
+    pub webrtc: &'a str,
+    pub media: &'a str,
+}
+
 pub struct Gateway {
     pub child: Child,
     pub ports: Ports,
@@ -107,31 +118,59 @@ impl Gateway {
 
     /// Start with extra keys in the `[http]` table (TLS); the caller checks readiness.
     pub fn spawn(name: &str, ports: Ports, extra: &str, http_extra: &str) -> Gateway {
-        Gateway::spawn_with(name, ports, extra, http_extra, "", "")
+        Gateway::spawn_with(
+            name,
+            ports,
+            extra,
+            Tables {
+                http: http_extra,
+                ..Tables::default()
+            },
+        )
     }
 
     /// Start with extra keys in the `[webrtc]` table.
     pub fn start_with_webrtc(name: &str, ports: Ports, extra: &str, webrtc_extra: &str) -> Gateway {
-        let gateway = Gateway::spawn_with(name, ports, extra, "", webrtc_extra, "");
+        let gateway = Gateway::spawn_with(
+            name,
+            ports,
+            extra,
+            Tables {
+                webrtc: webrtc_extra,
+                ..Tables::default()
+            },
+        );
         gateway.wait_healthy();
         gateway
     }
 
     /// Start with extra keys in the `[media]` table.
     pub fn start_with_media(name: &str, ports: Ports, extra: &str, media_extra: &str) -> Gateway {
-        let gateway = Gateway::spawn_with(name, ports, extra, "", "", media_extra);
+        Gateway::start_with_tables(
+            name,
+            ports,
+            extra,
+            Tables {
+                media: media_extra,
+                ..Tables::default()
+            },
+        )
+    }
+
+    /// Start with extra keys in any of the tables the harness writes.
+    pub fn start_with_tables(name: &str, ports: Ports, extra: &str, tables: Tables) -> Gateway {
+        let gateway = Gateway::spawn_with(name, ports, extra, tables);
         gateway.wait_healthy();
         gateway
     }
 
-    fn spawn_with(
-        name: &str,
-        ports: Ports,
-        extra: &str,
-        http_extra: &str,
-        webrtc_extra: &str,
-        media_extra: &str,
-    ) -> Gateway {
+    fn spawn_with(name: &str, ports: Ports, extra: &str, tables: Tables) -> Gateway {
+        let Tables {
+            sip: sip_extra,
+            http: http_extra,
+            webrtc: webrtc_extra,
+            media: media_extra,
+        } = tables;
         let dir = scratch(name);
         let root = repo_root();
         let config = format!(
@@ -139,6 +178,7 @@ impl Gateway {
 admin_token_sha256 = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a"
 [sip]
 listen = "127.0.0.1:{sip}"
+{sip_extra}
 [http]
 listen = "127.0.0.1:{http}"
 {http_extra}
@@ -866,3 +906,19 @@ name = "Second Demo Agent"
 token_sha256 = "aaccc247faacecbda79efb8c0ffcdc36fd01544071ebcc29372878fce2792787"
 dids = ["+15550000200"]
 "#;
+
+/// A WAV's first channel and its sample rate.
+pub fn read_wav_mono(path: &std::path::Path) -> (u32, Vec<i16>) {
+    let mut reader =
+        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = reader.spec();
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let mono = samples
+        .chunks(usize::from(spec.channels))
+        .map(|c| c[0])
+        .collect();
+    (spec.sample_rate, mono)
+}

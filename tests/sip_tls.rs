@@ -1,0 +1,243 @@
+//! SIP over TLS against a real softphone: baresip calls the echo route over TLS (verifying
+//! the gateway's certificate against the CA the test made), plays a tone and hears it back;
+//! the capture of the TLS port holds no SIP in the clear.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Certificates made here, PEM: a CA, and a key and certificate for 127.0.0.1 it signed.
+struct Certificates {
+    ca: std::path::PathBuf,
+    key: std::path::PathBuf,
+    cert: std::path::PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+fn make_certificates(dir: &Path) -> Certificates {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "1", "-subj", "/CN=callgate test CA"],
+        ]
+        .concat()
+        .iter()
+        .chain(["-keyout", "ca.key", "-out", "ca.pem"].iter())
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .expect("extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    Certificates {
+        ca: dir.join("ca.pem"),
+        key: dir.join("key.pem"),
+        cert: dir.join("cert.pem"),
+    }
+}
+
+#[test]
+fn baresip_calls_the_echo_route_over_tls() {
+    require_tool("baresip");
+    require_tool("openssl");
+    require_tool("sox");
+    require_tool("tcpdump");
+    let ports = Ports::block(80);
+    let tls_port = ports.sip + 1;
+    let dir = scratch("sip_tls_certs");
+    let Certificates { ca, key, cert } = make_certificates(&dir);
+    let gw = Gateway::start_with_tables(
+        "sip_tls",
+        ports,
+        &default_trunk(25291),
+        Tables {
+            sip: &format!(
+                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            ..Tables::default()
+        },
+    );
+    let gw_dir = gw.dir.clone();
+    let capture = Capture::start(gw_dir.join("tls.pcap"), &format!("tcp port {tls_port}"));
+    let tone = gw_dir.join("tone.wav");
+    baresip::sox_tone(&tone, 20, 700, 0.3);
+    let cfg = baresip::configure(
+        &gw_dir,
+        29260,
+        &format!("sip_cafile {}\n", ca.display()),
+        &tone,
+        "<sip:tester@127.0.0.1;transport=tls>;regint=0",
+    );
+    let child = baresip::start(
+        &cfg,
+        &gw_dir,
+        Some(&format!(
+            "/dial sip:echo@127.0.0.1:{tls_port};transport=tls"
+        )),
+        6,
+    );
+    let out = wait_child(child, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let packets = capture.stop();
+    assert!(
+        stdout.contains("Call established"),
+        "baresip: {stdout}\n{}\ngateway:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    let log = gw.log_text();
+    assert!(log.contains("SIP TLS connection"), "{log}");
+    // baresip heard its own tone back through the echo.
+    let (_, samples) = baresip::heard(&gw_dir, &stdout);
+    let echoed = dominant_frequency(&samples, 300, 1500);
+    assert!(
+        echoed.abs_diff(700) <= 20,
+        "the echo of the 700 Hz tone: {echoed} Hz"
+    );
+    // The signalling went encrypted: the TLS port carried bytes, none of them SIP text.
+    drop(packets);
+    let pcap = std::fs::read(gw_dir.join("tls.pcap")).expect("capture");
+    assert!(
+        pcap.len() > 2000,
+        "only {} bytes captured on the TLS port",
+        pcap.len()
+    );
+    for clear in [&b"SIP/2.0"[..], b"INVITE", b"echo@"] {
+        assert!(
+            !pcap.windows(clear.len()).any(|w| w == clear),
+            "{} in the clear on the TLS port",
+            String::from_utf8_lossy(clear)
+        );
+    }
+}
+
+/// The other way: `POST /v1/dial` through a trunk whose proxy is reached over TLS
+/// (`transport=tls`, its certificate checked against the pinned `tls_ca`), to baresip
+/// answering on its TLS port; the echo of baresip's tone comes back to it.
+#[test]
+fn a_dial_goes_out_through_a_tls_trunk_to_baresip() {
+    require_tool("baresip");
+    require_tool("openssl");
+    require_tool("sox");
+    let ports = Ports::block(81);
+    let dir = scratch("sip_tls_out_certs");
+    let Certificates { ca, key, cert } = make_certificates(&dir);
+    // baresip takes its certificate and key in one file.
+    let combined = dir.join("baresip.pem");
+    let mut pem = std::fs::read(&cert).expect("cert");
+    pem.extend(std::fs::read(&key).expect("key"));
+    std::fs::write(&combined, pem).expect("combined pem");
+    // baresip listens for TLS one port above its sip_listen.
+    let (baresip_sip, baresip_tls) = (29280, 29281);
+    let trunk = format!(
+        r#"
+[[trunk]]
+name = "tls-carrier"
+outbound_proxy = "sip:127.0.0.1:{baresip_tls};transport=tls"
+tls_ca = "{}"
+options_interval = 0
+dial_plan = ["+1*"]
+"#,
+        ca.display()
+    );
+    let gw = Gateway::start("sip_tls_out", ports, &trunk);
+    let gw_dir = gw.dir.clone();
+    let tone = gw_dir.join("tone.wav");
+    baresip::sox_tone(&tone, 20, 900, 0.3);
+    let cfg = baresip::configure(
+        &gw_dir,
+        baresip_sip,
+        &format!("sip_certificate {}\n", combined.display()),
+        &tone,
+        "<sip:+15551230001@127.0.0.1>;regint=0;answermode=auto",
+    );
+    let baresip = KillOnDrop::new(baresip::start(&cfg, &gw_dir, None, 12));
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = gw
+        .http(
+            "POST",
+            "/v1/dial",
+            Some(ADMIN_TOKEN),
+            Some(r#"{"to":"+15551230001","media":"echo"}"#),
+        )
+        .expect("HTTP");
+    let mut baresip = baresip;
+    let out = wait_child(baresip.take(), Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(status, 200, "{body}\nbaresip: {stdout}\n{}", gw.log_text());
+    assert!(stdout.contains("Call established"), "baresip: {stdout}");
+    let log = gw.log_text();
+    assert!(
+        log.contains("outbound INVITE") && !log.contains("SIP TLS connect failed"),
+        "{log}"
+    );
+    let (_, samples) = baresip::heard(&gw_dir, &stdout);
+    let heard = dominant_frequency(&samples, 300, 1500);
+    assert!(
+        heard.abs_diff(900) <= 20,
+        "the echo of the 900 Hz tone: {heard} Hz"
+    );
+}
