@@ -963,6 +963,10 @@ impl Signalling {
                 self.b2bua.handle_parse_error(now, peer, transport, *error);
             }
             TcpInput::Closed(peer) => {
+                // What still waited for an answer over it fails now (and an INVITE tries
+                // its next trunk) instead of at Timer B.
+                let transport = self.stream_transport(peer);
+                self.b2bua.handle_transport_error(now, peer, transport);
                 self.tcp_writers.remove(&peer);
                 self.tls_connections.remove(&peer);
             }
@@ -1869,6 +1873,7 @@ impl TlsPeer {
 /// name to verify, and `tls_ca` (when set) the one CA trusted for it.
 fn tls_trunks(config: &Config) -> Result<HashMap<SocketAddr, TlsPeer>, AppError> {
     let mut peers = HashMap::new();
+    let mut seen = HashMap::new();
     for (i, trunk) in config.trunks.iter().enumerate() {
         let Some(uri) = trunk
             .outbound_proxy
@@ -1906,6 +1911,18 @@ fn tls_trunks(config: &Config) -> Result<HashMap<SocketAddr, TlsPeer>, AppError>
             })?,
             None => crate::tls_client::system(),
         };
+        // Connections are per address: two trunks there must trust the same CA.
+        if let Some((seen_name, seen_ca)) = seen.get(&addr) {
+            if *seen_name != name || *seen_ca != trunk.tls_ca {
+                return Err(AppError::Asset {
+                    path: format!("trunk[{i}].outbound_proxy").into(),
+                    reason: format!(
+                        "{addr} is another TLS trunk's proxy with another name or tls_ca"
+                    ),
+                });
+            }
+        }
+        seen.insert(addr, (name.clone(), trunk.tls_ca.clone()));
         peers.insert(addr, TlsPeer { name, config });
     }
     Ok(peers)

@@ -456,7 +456,8 @@ impl B2bua {
                 TransactionEvent::Cancelled { invite } => self.on_cancelled(now, invite),
                 TransactionEvent::Ack { request, source } => self.on_ack(now, request, source),
                 TransactionEvent::Response { tx, response } => self.on_response(now, tx, response),
-                TransactionEvent::Timeout { tx } => self.on_client_timeout(now, tx),
+                TransactionEvent::Timeout { tx } => self.on_client_failure(now, tx, 408),
+                TransactionEvent::TransportError { tx } => self.on_client_failure(now, tx, 503),
                 TransactionEvent::AckTimeout { tx } => {
                     if let Some(index) = self.by_server_tx.remove(&tx) {
                         self.hangup_index(now, index);
@@ -947,6 +948,17 @@ impl B2bua {
         // The 200 that answers the call later carries this same session (no PRACK, no
         // UPDATE: RFC 3261 §13.2.1 keeps the first answer).
         self.respond_with_session(now, index, 183, local).map(Some)
+    }
+
+    /// The stream transport to `destination` failed: what was waiting on it fails now.
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        transport: Transport,
+    ) {
+        self.layer.handle_transport_error(destination, transport);
+        self.drain_layer(now);
     }
 
     /// Answer an inbound leg with our media at `local`; returns what offer/answer agreed.
@@ -1563,7 +1575,9 @@ impl B2bua {
         true
     }
 
-    fn on_client_timeout(&mut self, now: Instant, tx: ClientTxId) {
+    /// A request of ours got no final response: it timed out (408) or its transport failed
+    /// (503). An INVITE goes on to the next trunk, if one is left.
+    fn on_client_failure(&mut self, now: Instant, tx: ClientTxId, status: u16) {
         let Some(purpose) = self.by_client_tx.remove(&tx) else {
             return;
         };
@@ -1578,7 +1592,7 @@ impl B2bua {
                         if cancelling {
                             EndCause::Cancelled
                         } else {
-                            EndCause::Failed(408)
+                            EndCause::Failed(status)
                         },
                     );
                 }

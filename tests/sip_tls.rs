@@ -192,8 +192,36 @@ fn a_dial_goes_out_through_a_tls_trunk_to_baresip() {
     std::fs::write(&combined, pem).expect("combined pem");
     // baresip listens for TLS one port above its sip_listen.
     let (baresip_sip, baresip_tls) = (29280, 29281);
+    // A first trunk pins another CA: its connection is refused on the certificate, the
+    // INVITE fails at once (not at Timer B, 32 s, after baresip's 12 s are over), and the
+    // dial goes on to the next trunk.
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).expect("dir");
+    let other = make_certificates(&other_dir);
+    // Its proxy: a TLS server whose certificate the test CA signed, not the pinned one.
+    let impostor_port = 29290;
+    let _impostor = KillOnDrop::new(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept", &impostor_port.to_string()])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts"),
+    );
     let trunk = format!(
         r#"
+[[trunk]]
+name = "wrong-ca"
+outbound_proxy = "sip:127.0.0.1:{impostor_port};transport=tls"
+tls_ca = "{}"
+options_interval = 0
+dial_plan = ["+1*"]
+
 [[trunk]]
 name = "tls-carrier"
 outbound_proxy = "sip:127.0.0.1:{baresip_tls};transport=tls"
@@ -201,6 +229,7 @@ tls_ca = "{}"
 options_interval = 0
 dial_plan = ["+1*"]
 "#,
+        other.ca.display(),
         ca.display()
     );
     let gw = Gateway::start("sip_tls_out", ports, &trunk);
@@ -231,9 +260,14 @@ dial_plan = ["+1*"]
     assert!(stdout.contains("Call established"), "baresip: {stdout}");
     let log = gw.log_text();
     assert!(
-        log.contains("outbound INVITE") && !log.contains("SIP TLS connect failed"),
+        log.contains("trunk=wrong-ca") && log.contains("trunk=tls-carrier"),
         "{log}"
     );
+    let refused = log
+        .lines()
+        .find(|l| l.contains("SIP TLS connect failed"))
+        .unwrap_or_else(|| panic!("the wrong CA's trunk was not refused:\n{log}"));
+    assert!(refused.contains("certificate"), "{refused}");
     let (_, samples) = baresip::heard(&gw_dir, &stdout);
     let heard = dominant_frequency(&samples, 300, 1500);
     assert!(

@@ -91,6 +91,9 @@ pub enum TransactionEvent {
     Response { tx: ClientTxId, response: Response },
     /// Timer B or F fired: treat as 408.
     Timeout { tx: ClientTxId },
+    /// The connection the request was to go over could not be made or broke before a final
+    /// response: treat as 503 (RFC 3261 §8.1.3.1).
+    TransportError { tx: ClientTxId },
     /// A 2xx to an INVITE was never acknowledged (64*T1): the dialog must be torn down.
     AckTimeout { tx: ServerTxId },
 }
@@ -1304,6 +1307,32 @@ impl TransactionLayer {
     }
 
     /// The request a client transaction sent (with its Via).
+    /// The stream transport to `destination` failed (connect refused, TLS certificate
+    /// rejected, connection lost): every client transaction waiting for a final response over
+    /// it ends now with `TransportError`, rather than at Timer B or F 32 s later.
+    pub fn handle_transport_error(&mut self, destination: SocketAddr, transport: Transport) {
+        let failed: Vec<ClientTxId> = self
+            .clients
+            .iter()
+            .filter(|(_, tx)| {
+                tx.destination == destination
+                    && tx.transport == transport
+                    && matches!(
+                        tx.state,
+                        ClientState::Calling { .. }
+                            | ClientState::Trying { .. }
+                            | ClientState::Proceeding { .. }
+                    )
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.events
+                .push_back(TransactionEvent::TransportError { tx: id });
+            self.remove_client(id);
+        }
+    }
+
     pub fn client_request(&self, id: ClientTxId) -> Option<&Request> {
         self.clients.get(&id).map(|t| &t.request)
     }
@@ -1660,6 +1689,35 @@ mod tests {
             "{sends:?}"
         );
         assert!(matches!(l.poll_event(), Some(TransactionEvent::Timeout { tx: t }) if t == tx));
+    }
+
+    /// A TLS or TCP connection that cannot be made fails the INVITE over it at once (503 to
+    /// the transaction user), not 32 s later; a transaction to another peer is untouched.
+    #[test]
+    fn a_failed_connection_fails_its_transactions_at_once() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let invite = || match Message::parse_datagram(&request_bytes("INVITE", "z9hG4bKx", "")) {
+            Ok(Message::Request(mut r)) => {
+                r.headers.remove("Via");
+                r
+            }
+            other => panic!("{other:?}"),
+        };
+        let other: SocketAddr = "127.0.0.9:5061".parse().expect("addr");
+        let tx = l.send_request(t0, invite(), peer(), Transport::Tls);
+        let kept = l.send_request(t0, invite(), other, Transport::Tls);
+        drain_transmits(&mut l);
+        // The same address over another transport is another connection.
+        l.handle_transport_error(peer(), Transport::Tcp);
+        assert!(l.poll_event().is_none());
+        l.handle_transport_error(peer(), Transport::Tls);
+        assert!(
+            matches!(l.poll_event(), Some(TransactionEvent::TransportError { tx: t }) if t == tx)
+        );
+        assert!(l.poll_event().is_none());
+        assert!(l.client_request(kept).is_some());
+        assert!(l.client_request(tx).is_none());
     }
 
     #[test]
