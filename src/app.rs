@@ -610,6 +610,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         LocalAddress {
             host: host.clone(),
             port: sip_addr.port(),
+            tls_port: config.sip.tls_listen.map(|a| a.port()),
         },
         TimerValues::default(),
         os_random(),

@@ -180,6 +180,20 @@ impl IdSource {
 pub struct LocalAddress {
     pub host: String,
     pub port: u16,
+    /// The SIP over TLS listener's port, when there is one: a Via sent over TLS names it, so
+    /// a response that cannot use the connection comes back where TLS is spoken
+    /// (RFC 3261 §18.2.2).
+    pub tls_port: Option<u16>,
+}
+
+impl LocalAddress {
+    /// The port a Via names for `transport`.
+    pub fn port_for(&self, transport: Transport) -> u16 {
+        match (transport, self.tls_port) {
+            (Transport::Tls, Some(port)) => port,
+            _ => self.port,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -991,7 +1005,7 @@ impl TransactionLayer {
             "SIP/2.0/{} {}:{};branch={};rport",
             transport.as_str(),
             self.local.host,
-            self.local.port,
+            self.local.port_for(transport),
             branch
         );
         request.headers.push_front("Via", via);
@@ -1101,7 +1115,7 @@ impl TransactionLayer {
             "SIP/2.0/{} {}:{};branch={};rport",
             transport.as_str(),
             self.local.host,
-            self.local.port,
+            self.local.port_for(transport),
             branch
         );
         ack.headers.push_front("Via", via);
@@ -1508,6 +1522,7 @@ mod tests {
             LocalAddress {
                 host: "127.0.0.1".into(),
                 port: 5060,
+                tls_port: Some(5061),
             },
             TimerValues::default(),
             [7; 32],
@@ -1707,7 +1722,13 @@ mod tests {
         let other: SocketAddr = "127.0.0.9:5061".parse().expect("addr");
         let tx = l.send_request(t0, invite(), peer(), Transport::Tls);
         let kept = l.send_request(t0, invite(), other, Transport::Tls);
-        drain_transmits(&mut l);
+        // Sent over TLS, the Via names the TLS listener's port.
+        let sent = drain_transmits(&mut l);
+        assert!(
+            sent[0].contains("Via: SIP/2.0/TLS 127.0.0.1:5061;"),
+            "{}",
+            sent[0]
+        );
         // The same address over another transport is another connection.
         l.handle_transport_error(peer(), Transport::Tcp);
         assert!(l.poll_event().is_none());
