@@ -402,15 +402,7 @@ fn limit_listeners(
         .trunks
         .iter()
         .flat_map(|t| {
-            let proxy = t
-                .outbound_proxy
-                .as_deref()
-                .and_then(|p| crate::sip::uri::Uri::parse(p).ok())
-                .and_then(|u| {
-                    crate::sip::dialog::uri_socket_addr(&u)
-                        .or_else(|| crate::config::resolve_host(&u.host, u.port.unwrap_or(5060)))
-                })
-                .map(|a| Cidr::host(a.ip()));
+            let proxy = t.proxy().map(|(_, addr, _)| Cidr::host(addr.ip()));
             t.inbound_from
                 .iter()
                 .filter_map(|s| Cidr::parse(s))
@@ -1011,7 +1003,7 @@ impl Signalling {
             }
             LegEvent::Answered { leg, audio } => {
                 if let Some(sockets) = self.pending_sockets.remove(&leg) {
-                    self.start_media(&leg, sockets, audio, Source::Silence);
+                    self.start_media(&leg, sockets, audio, Source::Silence, false);
                 }
                 if let Some(reply) = self.pending_admin.remove(&leg) {
                     let _ = reply.send(Ok(leg.clone()));
@@ -1240,7 +1232,7 @@ impl Signalling {
         let local = self.local_media(sockets.port);
         match self.b2bua.early_media(now, call, local) {
             Ok(Some(audio)) => {
-                self.start_media_with(call, sockets, audio, Source::Loop(samples), true);
+                self.start_media(call, sockets, audio, Source::Loop(samples), true);
                 true
             }
             Ok(None) => {
@@ -1255,17 +1247,9 @@ impl Signalling {
         }
     }
 
+    /// The call's media task, playing `source`; `early` while it is early media (before any
+    /// answer).
     fn start_media(
-        &mut self,
-        call: &str,
-        sockets: MediaSockets,
-        audio: crate::sdp::AudioSession,
-        source: Source,
-    ) {
-        self.start_media_with(call, sockets, audio, source, false);
-    }
-
-    fn start_media_with(
         &mut self,
         call: &str,
         sockets: MediaSockets,
@@ -1702,7 +1686,7 @@ impl Signalling {
                     match self.b2bua.answer(now, &call, local) {
                         Ok(audio) => {
                             let source = self.source_for(&plan);
-                            self.start_media(&call, sockets, audio, source);
+                            self.start_media(&call, sockets, audio, source, false);
                         }
                         Err(e) => {
                             tracing::warn!(%call, error = %e, "cannot answer");
@@ -1876,22 +1860,7 @@ fn tls_trunks(config: &Config) -> Result<HashMap<SocketAddr, TlsPeer>, AppError>
     let mut peers = HashMap::new();
     let mut seen = HashMap::new();
     for (i, trunk) in config.trunks.iter().enumerate() {
-        let Some(uri) = trunk
-            .outbound_proxy
-            .as_deref()
-            .and_then(|p| crate::sip::uri::Uri::parse(p).ok())
-        else {
-            continue;
-        };
-        let tls = matches!(uri.param("transport"), Some(Some(t)) if t.eq_ignore_ascii_case("tls"))
-            || uri.scheme == crate::sip::uri::Scheme::Sips;
-        if !tls {
-            continue;
-        }
-        let port = uri.port.unwrap_or(5061);
-        let Some(addr) = crate::sip::dialog::uri_socket_addr(&uri)
-            .or_else(|| crate::config::resolve_host(&uri.host, port))
-        else {
+        let Some((uri, addr, Transport::Tls)) = trunk.proxy() else {
             continue;
         };
         let host = uri

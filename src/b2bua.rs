@@ -263,20 +263,7 @@ impl B2bua {
         let trunks: Vec<TrunkState> = trunks
             .iter()
             .map(|config| {
-                let proxy = config.outbound_proxy.as_deref().and_then(|p| {
-                    let uri = Uri::parse(p).ok()?;
-                    let transport = match uri.param("transport") {
-                        Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-                        Some(Some(t)) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
-                        // sips: means TLS to the next hop (RFC 3261 §19.1).
-                        _ if uri.scheme == crate::sip::uri::Scheme::Sips => Transport::Tls,
-                        _ => Transport::Udp,
-                    };
-                    let addr = uri_socket_addr(&uri).or_else(|| {
-                        crate::config::resolve_host(&uri.host, uri.port.unwrap_or(5060))
-                    })?;
-                    Some((uri, addr, transport))
-                });
+                let proxy = config.proxy();
                 let keepalive = (config.options_interval > 0 && proxy.is_some())
                     .then(|| now + Duration::from_secs(1));
                 TrunkState {

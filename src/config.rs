@@ -1205,6 +1205,20 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 /// Resolves a trunk host once; SIP cores never do DNS themselves.
+impl TrunkConfig {
+    /// The outbound proxy: its URI, its address (a name resolved now; without a port, 5060,
+    /// or 5061 over TLS) and the transport it asks for.
+    pub fn proxy(&self) -> Option<(Uri, SocketAddr, crate::sip::transaction::Transport)> {
+        let uri = Uri::parse(self.outbound_proxy.as_deref()?).ok()?;
+        let transport = crate::sip::transaction::Transport::of_uri(&uri);
+        let port = uri.port.unwrap_or(transport.default_port());
+        let addr = crate::sip::dialog::uri_socket_addr(&uri)
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .or_else(|| resolve_host(&uri.host, port))?;
+        Some((uri, addr, transport))
+    }
+}
+
 pub fn resolve_host(host: &str, port: u16) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
     (host, port).to_socket_addrs().ok()?.next()
@@ -1275,6 +1289,27 @@ mod tests {
                 toml::from_str(&format!("{SHIPPED}\n{extra}")).expect("parses");
             let e = config.validate().expect_err(extra).to_string();
             assert!(e.starts_with(&format!("{key}:")), "{extra}: {e}");
+        }
+    }
+
+    /// A proxy without a port is on 5060, or 5061 over TLS, whether it is named by an
+    /// address or a host name; the b2bua and the TLS connector both go by this.
+    #[test]
+    fn a_trunks_proxy_defaults_its_port_by_transport() {
+        use crate::sip::transaction::Transport;
+        let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        let trunk = &mut config.trunks[0];
+        for (proxy, port, transport) in [
+            ("sip:127.0.0.1;transport=tls", 5061, Transport::Tls),
+            ("sip:localhost;transport=tls", 5061, Transport::Tls),
+            ("sips:127.0.0.1", 5061, Transport::Tls),
+            ("sip:127.0.0.1;transport=tcp", 5060, Transport::Tcp),
+            ("sip:127.0.0.1", 5060, Transport::Udp),
+            ("sip:127.0.0.1:5080;transport=tls", 5080, Transport::Tls),
+        ] {
+            trunk.outbound_proxy = Some(proxy.into());
+            let (_, addr, t) = trunk.proxy().expect(proxy);
+            assert_eq!((addr.port(), t), (port, transport), "{proxy}");
         }
     }
 

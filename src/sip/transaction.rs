@@ -42,6 +42,25 @@ impl Transport {
         }
     }
 
+    /// The transport a URI asks for: its `transport` parameter, TLS for `sips:` (RFC 3261
+    /// §19.1), else UDP.
+    pub fn of_uri(uri: &super::uri::Uri) -> Transport {
+        match uri.param("transport") {
+            Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+            Some(Some(t)) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
+            _ if uri.scheme == super::uri::Scheme::Sips => Transport::Tls,
+            _ => Transport::Udp,
+        }
+    }
+
+    /// The port a URI without one means over this transport (RFC 3263 §4.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
+        }
+    }
+
     /// The `transport` URI parameter this transport is named by in a Contact (none for UDP).
     pub fn uri_param(self) -> &'static str {
         match self {
