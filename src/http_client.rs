@@ -3,7 +3,6 @@
 //! response body, and https verified against the system's CA bundle. Knows nothing of
 //! webhooks or contacts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -144,7 +143,7 @@ async fn exchange(
     if target.https {
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|_| HttpError::Url("host is not a valid TLS server name"))?;
-        let tls = tokio_rustls::TlsConnector::from(client_config())
+        let tls = tokio_rustls::TlsConnector::from(crate::tls_client::system())
             .connect(name, tcp)
             .await
             .map_err(HttpError::Tls)?;
@@ -183,11 +182,6 @@ where
     };
     driver.abort();
     result
-}
-
-/// TLS toward https receivers: the system's roots.
-fn client_config() -> Arc<rustls::ClientConfig> {
-    crate::tls_client::system()
 }
 
 #[cfg(test)]

@@ -26,6 +26,26 @@ fn bad(message: String) -> ApiError {
     }
 }
 
+fn no_contact(number: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no contact {number}"),
+    )
+}
+
+/// Run a read of the call-log database off the async workers.
+async fn read<T: Send + 'static>(
+    handle: &AppHandle,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<T, store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let names = std::sync::Arc::clone(&handle.names);
+    tokio::task::spawn_blocking(move || names.read(f))
+        .await
+        .map_err(database_error)?
+        .ok_or_else(|| database_error("call log unreadable"))
+}
+
 fn contact_json(c: &Contact) -> Value {
     json!({"number": c.number, "name": c.name, "prospect_id": c.prospect_id,
            "updated_at": time(Some(c.updated_at))})
@@ -125,20 +145,10 @@ pub async fn get(
     let result = async {
         require_admin(&handle, &headers)?;
         let number = number_of(&handle, &number)?;
-        let names = std::sync::Arc::clone(&handle.names);
         let wanted = number.clone();
-        let found =
-            tokio::task::spawn_blocking(move || names.read(|c| store::contacts::get(c, &wanted)))
-                .await
-                .map_err(database_error)?
-                .ok_or_else(|| database_error("directory unreadable"))?;
-        match found {
+        match read(&handle, move |c| store::contacts::get(c, &wanted)).await? {
             Some(c) => Ok(Json(contact_json(&c)).into_response()),
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no contact {number}"),
-            )),
+            None => Err(no_contact(&number)),
         }
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -155,11 +165,7 @@ pub async fn delete(
         if change(&handle, ContactChange::Delete(number.clone())).await? {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no contact {number}"),
-            ))
+            Err(no_contact(&number))
         }
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -320,13 +326,10 @@ pub async fn deliveries(
                     .map_err(|_| bad("after: a delivery id".into()))?,
             ),
         };
-        let names = std::sync::Arc::clone(&handle.names);
-        let rows = tokio::task::spawn_blocking(move || {
-            names.read(|c| store::outbox::deliveries(c, &statuses, after, limit))
+        let rows = read(&handle, move |c| {
+            store::outbox::deliveries(c, &statuses, after, limit)
         })
-        .await
-        .map_err(database_error)?
-        .ok_or_else(|| database_error("outbox unreadable"))?;
+        .await?;
         let next = (rows.len() == limit)
             .then(|| rows.last().map(|d| d.id))
             .flatten();

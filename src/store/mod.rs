@@ -801,10 +801,11 @@ pub fn status_counts(conn: &Connection) -> Result<HashMap<String, i64>, StoreErr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record_of(id: &str, status: &str, at: i64) -> CallRecord {
+    /// An inbound call of the demo agent's, as the log's tests write it.
+    pub(crate) fn record_of(id: &str, status: &str, at: i64) -> CallRecord {
         CallRecord {
             id: id.into(),
             direction: "inbound".into(),

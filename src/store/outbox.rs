@@ -354,23 +354,12 @@ mod tests {
 
     fn call(status: &str, answered: Option<i64>, ended: Option<i64>) -> CallRecord {
         CallRecord {
-            id: "c_1".into(),
-            direction: "inbound".into(),
-            from_number: "+15551230001".into(),
-            from_name: None,
-            to_number: "+15550000100".into(),
-            prospect: "+15551230001".into(),
-            agent_id: Some("demo".into()),
-            status: status.into(),
-            created_at: 1_000,
             answered_at: answered,
-            queued_at: None,
             ended_at: ended,
             end_reason: ended.map(|_| "caller_hangup".into()),
-            recording: "off".into(),
-            recording_path: None,
             prospect_name: Some("Riley".into()),
             prospect_id: Some("crm-1".into()),
+            ..crate::store::tests::record_of("c_1", status, 0)
         }
     }
 
