@@ -275,3 +275,55 @@ dial_plan = ["+1*"]
         "the echo of the 900 Hz tone: {heard} Hz"
     );
 }
+
+/// The TLS port facing the internet: plain SIP sent to it, or a connection that never starts
+/// its handshake, is dropped (the latter at the handshake timeout), and the gateway goes on.
+#[test]
+fn strangers_on_the_sip_tls_port_are_let_go() {
+    use std::io::{Read, Write};
+    let ports = Ports::block(82);
+    let tls_port = ports.sip + 1;
+    let dir = scratch("sip_tls_strangers_certs");
+    let Certificates { key, cert, .. } = make_certificates(&dir);
+    let gw = Gateway::start_with_tables(
+        "sip_tls_strangers",
+        ports,
+        &default_trunk(25293),
+        Tables {
+            sip: &format!(
+                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            ..Tables::default()
+        },
+    );
+    let closed_within = |stream: &mut std::net::TcpStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).expect("timeout");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return Some(started.elapsed()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Some(started.elapsed())
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", tls_port)).expect("connect");
+    plain
+        .write_all(b"INVITE sip:echo@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        .expect("write");
+    assert!(
+        closed_within(&mut plain, Duration::from_secs(5)).is_some(),
+        "plain SIP on the TLS port left the connection open"
+    );
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", tls_port)).expect("connect");
+    let took = closed_within(&mut silent, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("a silent connection stayed open:\n{}", gw.log_text()));
+    println!("a connection that never started its handshake closed after {took:?}");
+    assert_eq!(gw.http("GET", "/healthz", None, None).expect("HTTP").0, 200);
+}
