@@ -552,6 +552,19 @@ fn webhook_events_arrive_signed_in_order_through_an_outage_and_a_crash() {
     std::thread::sleep(Duration::from_millis(300));
     a.hang_up();
     b.hang_up();
+    // The log is written after the call's end is (the events go in the order the changes
+    // were committed, and the agent writes a log once the call is over).
+    wait_for("A's end in the call log", Duration::from_secs(10), || {
+        api(
+            &gw,
+            "GET",
+            &format!("/v1/calls/{a_id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .1["status"]
+            == "ended"
+    });
     let ok = request(
         &mut agent,
         json!({"type": "call_log.dismiss", "number": "+15551230001"}),
