@@ -1200,6 +1200,8 @@ impl Signalling {
             session_id: unix_secs(),
             session_version: 1,
             username: "callgate".into(),
+            // Set per leg by the b2bua, which knows the trunk and the transport.
+            crypto: None,
         }
     }
 

@@ -8,8 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{dial_plan_matches, Cidr, TrunkConfig};
-use crate::sdp::{self, AudioSession, Codec, Direction, LocalMedia, SessionDescription};
+use crate::config::{dial_plan_matches, Cidr, SrtpMode, TrunkConfig};
+use crate::sdes::MasterKey;
+use crate::sdp::{
+    self, AudioSession, Codec, Direction, LocalCrypto, LocalMedia, SessionDescription,
+};
 use crate::sip::dialog::{uri_socket_addr, Dialog};
 use crate::sip::digest::{self, Authorization, Challenge, NonceIssuer, NonceState};
 use crate::sip::guard::{DropReason, GuardSettings};
@@ -771,6 +774,12 @@ impl B2bua {
                 return;
             }
         };
+        let crypto = self.local_crypto(trunk, transport);
+        if self.trunks[trunk].config.srtp == SrtpMode::Required && crypto.is_none() {
+            tracing::warn!(trunk = %self.trunks[trunk].config.name, transport = transport.as_str(), "INVITE refused: the trunk requires SRTP, and its keys may not go over plain SIP");
+            self.reply(now, tx, &request, 488, None);
+            return;
+        }
         let codecs = self.trunk_codecs(trunk);
         let probe = LocalMedia {
             address: IpAddr::from([127, 0, 0, 1]),
@@ -778,6 +787,7 @@ impl B2bua {
             session_id: 1,
             session_version: 1,
             username: "callgate".into(),
+            crypto,
         };
         if let Err(e) = sdp::answer(&offer, &codecs, &probe, Direction::SendRecv) {
             tracing::info!(error = %e, "INVITE refused: no acceptable media");
@@ -823,6 +833,23 @@ impl B2bua {
             from_name,
             to_user,
         });
+    }
+
+    /// Our SRTP on a leg of `trunk` over `transport` (see `LocalCrypto`), with a fresh key:
+    /// `None` where the trunk has SRTP off, or where the keys would cross plain SIP and the
+    /// trunk does not allow that.
+    fn local_crypto(&self, trunk: usize, transport: Transport) -> Option<LocalCrypto> {
+        let config = &self.trunks.get(trunk)?.config;
+        let required = match config.srtp {
+            SrtpMode::Off => return None,
+            SrtpMode::Optional => false,
+            SrtpMode::Required => true,
+        };
+        let private = transport == Transport::Tls || config.srtp_over_plain_sip;
+        private.then(|| LocalCrypto {
+            required,
+            key: MasterKey::random(),
+        })
     }
 
     fn trunk_codecs(&self, trunk: usize) -> Vec<Codec> {
@@ -970,7 +997,13 @@ impl B2bua {
         local: LocalMedia,
     ) -> Result<AudioSession, DialError> {
         let tag = self.local_tag_for(index);
-        let contact = self.contact(leg_transport(&self.legs[index]));
+        let transport = leg_transport(&self.legs[index]);
+        let contact = self.contact(transport);
+        let trunk = self.legs[index].as_ref().map_or(usize::MAX, |l| l.trunk);
+        let local = LocalMedia {
+            crypto: self.local_crypto(trunk, transport),
+            ..local
+        };
         let leg = self.legs[index].as_mut().ok_or(DialError::UnknownLeg)?;
         let LegState::Offered { tx, offer } = &leg.state else {
             return Err(DialError::InvalidState);
@@ -1353,6 +1386,21 @@ impl B2bua {
         let Some((proxy, destination, transport)) = self.trunks[trunk].proxy.clone() else {
             return false;
         };
+        // Each trunk gets an offer of its own: SRTP keys only where that trunk takes them.
+        let crypto = self.local_crypto(trunk, transport);
+        let Some(leg) = self.legs[index].as_mut() else {
+            return false;
+        };
+        let Some(local) = leg.local.as_mut() else {
+            return false;
+        };
+        local.crypto = crypto;
+        let offer = sdp::offer(&leg.codecs, local, Direction::SendRecv);
+        leg.local_sdp = Some(offer.clone());
+        let Some(attempt) = leg.outbound.as_mut() else {
+            return false;
+        };
+        attempt.offer = offer;
         let request_uri = if attempt.target.starts_with('+') {
             let mut uri = Uri::sip(Some(&attempt.target), &proxy.host, proxy.port);
             uri.params.push(("user".into(), Some("phone".into())));

@@ -300,6 +300,7 @@ impl GatewaySide {
             remote_direction: Direction::SendRecv,
             opus_fec: false,
             opus_stereo: false,
+            srtp: None,
         };
         let media = CallMedia::new(
             format!("bench-{i}"),

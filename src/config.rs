@@ -628,6 +628,15 @@ pub struct TrunkConfig {
     /// certificate must chain to, instead of the system's CA bundle.
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// SRTP with SDES keys on this trunk's calls: `off` (plain RTP; SRTP offers refused),
+    /// `optional` (SRTP when the trunk offers or accepts it) or `required` (plain RTP
+    /// refused). Keys go only over SIP TLS, unless `srtp_over_plain_sip`.
+    #[serde(default)]
+    pub srtp: SrtpMode,
+    /// Allow SDES keys in SDP sent over plain UDP/TCP SIP, where anyone on the path reads
+    /// them: for a trunk on a private link only.
+    #[serde(default)]
+    pub srtp_over_plain_sip: bool,
     /// Source addresses (IPs or CIDRs) allowed to send calls without credentials.
     #[serde(default)]
     pub inbound_from: Vec<String>,
@@ -661,6 +670,16 @@ pub struct TrunkConfig {
     /// `recording.mode`; an agent's own setting overrides this.
     #[serde(default)]
     pub recording: Option<String>,
+}
+
+/// A trunk's `srtp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpMode {
+    #[default]
+    Off,
+    Optional,
+    Required,
 }
 
 fn check_record_mode(key: String, mode: Option<&str>) -> Result<(), ConfigError> {
@@ -1073,6 +1092,16 @@ impl Config {
             } else if trunk.register {
                 return Err(invalid(key("register"), "needs outbound_proxy"));
             }
+            let plain_proxy = trunk
+                .proxy()
+                .is_some_and(|(_, _, t)| t != crate::sip::transaction::Transport::Tls);
+            if trunk.srtp == SrtpMode::Required && plain_proxy && !trunk.srtp_over_plain_sip {
+                return Err(invalid(
+                    key("srtp"),
+                    "required SRTP sends its keys in the SDP: reach outbound_proxy over \
+                     transport=tls, or set srtp_over_plain_sip",
+                ));
+            }
             if trunk.username.is_some() != trunk.password.is_some() {
                 return Err(invalid(
                     key("password"),
@@ -1311,6 +1340,24 @@ mod tests {
             let (_, addr, t) = trunk.proxy().expect(proxy);
             assert_eq!((addr.port(), t), (port, transport), "{proxy}");
         }
+    }
+
+    #[test]
+    fn srtp_keys_go_over_plain_sip_only_when_allowed() {
+        let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        let trunk = &mut config.trunks[0];
+        assert_eq!(trunk.srtp, SrtpMode::Off);
+        trunk.outbound_proxy = Some("sip:127.0.0.1:5080".into());
+        trunk.srtp = SrtpMode::Required;
+        let err = config.validate().expect_err("keys over UDP");
+        assert!(err.to_string().contains("trunk[0].srtp"), "{err}");
+        config.trunks[0].srtp_over_plain_sip = true;
+        config.validate().expect("allowed explicitly");
+        config.trunks[0].srtp_over_plain_sip = false;
+        config.trunks[0].outbound_proxy = Some("sip:127.0.0.1:5081;transport=tls".into());
+        config.validate().expect("over TLS");
+        let bad = SHIPPED.replace("[[trunk]]", "[[trunk]]\nsrtp = \"sometimes\"");
+        assert!(toml::from_str::<Config>(&bad).is_err());
     }
 
     #[test]

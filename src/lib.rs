@@ -15,6 +15,7 @@ pub mod media;
 pub mod metrics;
 pub mod names;
 pub mod overload;
+pub mod sdes;
 pub mod sdp;
 pub mod sip;
 pub mod store;

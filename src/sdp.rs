@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use crate::sdes::{CryptoAttribute, MasterKey, SrtpSuite};
+
 /// Media direction attribute (RFC 3264 §5.1), always from the point of view
 /// of whoever wrote the SDP it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,11 +307,26 @@ impl MediaDescription {
         self.media.eq_ignore_ascii_case("audio")
     }
 
-    /// Only plain RTP profiles: callgate's SIP side has no SRTP, so an
-    /// RTP/SAVP or DTLS stream must not be accepted here.
+    /// The plain RTP profiles.
     fn is_plain_rtp(&self) -> bool {
         self.protocol.eq_ignore_ascii_case("RTP/AVP")
             || self.protocol.eq_ignore_ascii_case("RTP/AVPF")
+    }
+
+    /// SRTP keyed in the SDP (RFC 4568). DTLS-SRTP (`UDP/TLS/RTP/SAVP*`) is not this: it is
+    /// the browsers' side, never a trunk's.
+    fn is_sdes_srtp(&self) -> bool {
+        self.protocol.eq_ignore_ascii_case("RTP/SAVP")
+            || self.protocol.eq_ignore_ascii_case("RTP/SAVPF")
+    }
+
+    /// The `a=crypto` lines callgate can honour, in the writer's order of preference.
+    pub fn cryptos(&self) -> Vec<CryptoAttribute> {
+        self.attributes
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("crypto"))
+            .filter_map(|(_, value)| value.as_deref().and_then(CryptoAttribute::parse))
+            .collect()
     }
 
     fn rejected_copy(&self) -> MediaDescription {
@@ -397,6 +414,10 @@ pub enum SdpError {
     MissingConnection,
     #[error("connection address {0} is not an IP literal")]
     UnsupportedAddress(String),
+    #[error("SRTP stream without an a=crypto line callgate can use")]
+    NoUsableCrypto,
+    #[error("SRTP is required with this trunk and the SDP offers plain RTP")]
+    SrtpRequired,
 }
 
 fn parse_origin(value: &str, line: usize) -> Result<Origin, SdpError> {
@@ -734,6 +755,28 @@ pub struct AudioSession {
     pub opus_fec: bool,
     /// Peer prefers to receive stereo (`stereo=1`).
     pub opus_stereo: bool,
+    /// The SDES keys when the stream is SRTP; `None` for plain RTP.
+    pub srtp: Option<SrtpKeys>,
+}
+
+/// What SDES agreed: the suite, our master key (what we send) and the peer's (what it
+/// sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub suite: SrtpSuite,
+    pub ours: MasterKey,
+    pub theirs: MasterKey,
+}
+
+/// Whether and how our side speaks SRTP on a leg: set by the b2bua from the trunk's `srtp`
+/// and the leg's SIP transport, `None` where keys must not be offered or accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCrypto {
+    /// Plain RTP is refused (offers are RTP/SAVP); otherwise SRTP is used when the peer
+    /// offers or accepts it (offers are RTP/AVP with `a=crypto`).
+    pub required: bool,
+    /// Our master key for this leg, kept over re-offers.
+    pub key: MasterKey,
 }
 
 /// Our side of the SDP.
@@ -745,6 +788,7 @@ pub struct LocalMedia {
     pub session_version: u64,
     /// Goes in o=; "callgate" normally.
     pub username: String,
+    pub crypto: Option<LocalCrypto>,
 }
 
 fn local_session(
@@ -835,14 +879,15 @@ fn remote_addresses(
     Ok((Some(rtp), rtcp))
 }
 
-/// First audio m= that callgate could use: live and plain RTP.
-fn usable_audio(offer: &SessionDescription) -> Result<usize, SdpError> {
+/// First audio m= that callgate could use: live, and plain RTP or (when our side may key
+/// SRTP) SDES SRTP.
+fn usable_audio(offer: &SessionDescription, local: &LocalMedia) -> Result<usize, SdpError> {
     let mut unsupported = None;
     for (i, m) in offer.media.iter().enumerate() {
         if !m.is_audio() || m.port == 0 {
             continue;
         }
-        if m.is_plain_rtp() {
+        if m.is_plain_rtp() || (m.is_sdes_srtp() && local.crypto.is_some()) {
             return Ok(i);
         }
         unsupported.get_or_insert_with(|| m.protocol.clone());
@@ -874,9 +919,10 @@ fn answer_with_version(
     want: Direction,
     session_version: u64,
 ) -> Result<(SessionDescription, AudioSession), SdpError> {
-    let index = usable_audio(offer)?;
+    let index = usable_audio(offer, local)?;
     let offered = offer.media.get(index).ok_or(SdpError::NoAudio)?;
     let maps = offered.rtpmaps();
+    let crypto = answer_crypto(offered, local)?;
 
     let (codec, chosen) = prefs
         .iter()
@@ -904,6 +950,9 @@ fn answer_with_version(
     }
     attributes.push(attr("ptime", ptime.to_string()));
     attributes.push((local_direction.as_str().to_string(), None));
+    if let Some((line, _)) = &crypto {
+        attributes.push(attr("crypto", line.value()));
+    }
 
     let media = offer
         .media
@@ -939,8 +988,40 @@ fn answer_with_version(
         remote_direction,
         opus_fec: codec == Codec::Opus && fmtp_flag(remote_fmtp, "useinbandfec"),
         opus_stereo: codec == Codec::Opus && fmtp_flag(remote_fmtp, "stereo"),
+        srtp: crypto.map(|(_, keys)| keys),
     };
     Ok((local_session(local, session_version, media), session))
+}
+
+/// SDES for an offered stream (RFC 4568 §7.1.2): the first `a=crypto` line we can honour,
+/// answered with the same tag and suite and our key. An RTP/AVP offer with keys is the
+/// "best effort" SRTP many trunks send; an RTP/SAVP offer without a usable line, or a
+/// plain one where SRTP is required, is refused.
+fn answer_crypto(
+    offered: &MediaDescription,
+    local: &LocalMedia,
+) -> Result<Option<(CryptoAttribute, SrtpKeys)>, SdpError> {
+    let Some(ours) = local.crypto else {
+        return Ok(None);
+    };
+    match offered.cryptos().into_iter().next() {
+        Some(theirs) => {
+            let line = CryptoAttribute {
+                tag: theirs.tag,
+                suite: theirs.suite,
+                key: ours.key,
+            };
+            let keys = SrtpKeys {
+                suite: theirs.suite,
+                ours: ours.key,
+                theirs: theirs.key,
+            };
+            Ok(Some((line, keys)))
+        }
+        None if offered.is_sdes_srtp() => Err(SdpError::NoUsableCrypto),
+        None if ours.required => Err(SdpError::SrtpRequired),
+        None => Ok(None),
+    }
 }
 
 /// Build an offer with `prefs` in order (duplicates dropped), plus
@@ -975,12 +1056,22 @@ pub fn offer(prefs: &[Codec], local: &LocalMedia, direction: Direction) -> Sessi
     }
     attributes.push(attr("ptime", DEFAULT_PTIME.to_string()));
     attributes.push((direction.as_str().to_string(), None));
+    // One line, the suite every SDES peer implements (RFC 4568 §6.2.1 makes it the default).
+    if let Some(crypto) = &local.crypto {
+        let line = CryptoAttribute {
+            tag: 1,
+            suite: SrtpSuite::AesCm128HmacSha1_80,
+            key: crypto.key,
+        };
+        attributes.push(attr("crypto", line.value()));
+    }
+    let required = local.crypto.is_some_and(|c| c.required);
 
     let audio = MediaDescription {
         media: "audio".to_string(),
         port: local.port,
         port_count: None,
-        protocol: "RTP/AVP".to_string(),
+        protocol: if required { "RTP/SAVP" } else { "RTP/AVP" }.to_string(),
         formats,
         connection: None,
         bandwidth: Vec::new(),
@@ -1039,6 +1130,7 @@ pub fn accept_answer(
         .intersect(remote_direction.reversed());
     let (remote, remote_rtcp) = remote_addresses(answer, index)?;
     let remote_fmtp = theirs.fmtp(chosen.pt);
+    let srtp = accepted_crypto(ours, theirs)?;
 
     Ok(AudioSession {
         codec,
@@ -1052,7 +1144,35 @@ pub fn accept_answer(
         remote_direction,
         opus_fec: codec == Codec::Opus && fmtp_flag(remote_fmtp, "useinbandfec"),
         opus_stereo: codec == Codec::Opus && fmtp_flag(remote_fmtp, "stereo"),
+        srtp,
     })
+}
+
+/// The SDES keys of an answer to our offer: its line must name a tag we offered, with that
+/// line's suite. An answer without one is plain RTP, which only an RTP/AVP offer allows.
+fn accepted_crypto(
+    ours: &MediaDescription,
+    theirs: &MediaDescription,
+) -> Result<Option<SrtpKeys>, SdpError> {
+    let offered = ours.cryptos();
+    if offered.is_empty() {
+        return Ok(None);
+    }
+    let agreed = theirs.cryptos().into_iter().find_map(|answered| {
+        offered
+            .iter()
+            .find(|o| o.tag == answered.tag && o.suite == answered.suite)
+            .map(|o| SrtpKeys {
+                suite: o.suite,
+                ours: o.key,
+                theirs: answered.key,
+            })
+    });
+    match agreed {
+        Some(keys) => Ok(Some(keys)),
+        None if ours.is_sdes_srtp() || theirs.is_sdes_srtp() => Err(SdpError::NoUsableCrypto),
+        None => Ok(None),
+    }
 }
 
 /// Answer a re-INVITE/UPDATE offer on an established session.
@@ -1071,13 +1191,18 @@ pub fn reanswer(
 ) -> Result<(SessionDescription, AudioSession), SdpError> {
     let mut order = vec![current.codec];
     order.extend(prefs.iter().copied().filter(|&c| c != current.codec));
-    answer_with_version(
+    let (answer, session) = answer_with_version(
         offer,
         &order,
         local,
         want,
         local.session_version.wrapping_add(1),
-    )
+    )?;
+    // Once SRTP, always SRTP: a re-offer may change the keys, never drop them.
+    if current.srtp.is_some() && session.srtp.is_none() {
+        return Err(SdpError::SrtpRequired);
+    }
+    Ok((answer, session))
 }
 
 #[cfg(test)]
@@ -1225,11 +1350,220 @@ a=ssrc:3735928559 msid:7b1a0c3e-1d2f-4d5e-9a6b-3c2d1e0f9a8b 2f3e4d5c-6b7a-4899-a
             session_id: 4242,
             session_version: 1,
             username: "callgate".to_string(),
+            crypto: None,
         }
     }
 
     fn parse(text: &str) -> SessionDescription {
         SessionDescription::parse(text).expect("parses")
+    }
+
+    fn with_crypto(required: bool) -> LocalMedia {
+        LocalMedia {
+            crypto: Some(LocalCrypto {
+                required,
+                key: MasterKey::random(),
+            }),
+            ..local()
+        }
+    }
+
+    /// A trunk's offer: `protocol` on the audio line, then `crypto` lines.
+    fn trunk_offer(protocol: &str, crypto: &[&str]) -> SessionDescription {
+        let mut text = format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 {protocol} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        for line in crypto {
+            text.push_str(&format!("a=crypto:{line}\r\n"));
+        }
+        parse(&text)
+    }
+
+    const KEY_A: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    #[test]
+    fn sdes_offers_follow_the_trunks_mode() {
+        let plain = offer(&[Codec::Pcmu], &local(), Direction::SendRecv);
+        assert_eq!(plain.media[0].protocol, "RTP/AVP");
+        assert!(plain.media[0].cryptos().is_empty());
+        for (required, protocol) in [(true, "RTP/SAVP"), (false, "RTP/AVP")] {
+            let ours = with_crypto(required);
+            let sdp = parse(&offer(&[Codec::Pcmu], &ours, Direction::SendRecv).to_string());
+            assert_eq!(sdp.media[0].protocol, protocol);
+            let lines = sdp.media[0].cryptos();
+            assert_eq!(lines.len(), 1);
+            assert_eq!(lines[0].suite, SrtpSuite::AesCm128HmacSha1_80);
+            assert_eq!(Some(lines[0].key), ours.crypto.map(|c| c.key));
+        }
+    }
+
+    #[test]
+    fn an_sdes_offer_is_answered_with_our_key_under_its_tag_and_suite() {
+        let ours = with_crypto(false);
+        let offered = trunk_offer(
+            "RTP/SAVP",
+            &[
+                &format!("1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}"),
+                &format!("2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_A}|2^31"),
+                &format!("3 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}"),
+            ],
+        );
+        let (answer, session) =
+            super::answer(&offered, &[Codec::Pcmu], &ours, Direction::SendRecv).unwrap();
+        let answer = parse(&answer.to_string());
+        assert_eq!(answer.media[0].protocol, "RTP/SAVP");
+        let lines = answer.media[0].cryptos();
+        assert_eq!(lines.len(), 1, "one line in an answer");
+        assert_eq!(
+            (lines[0].tag, lines[0].suite),
+            (2, SrtpSuite::AesCm128HmacSha1_32)
+        );
+        let keys = session.srtp.expect("SRTP agreed");
+        assert_eq!(keys.ours, ours.crypto.unwrap().key);
+        assert_eq!(lines[0].key, keys.ours);
+        assert_eq!(
+            keys.theirs,
+            CryptoAttribute::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}"))
+                .unwrap()
+                .key
+        );
+        // Best effort: keys in an RTP/AVP offer are taken too.
+        let best_effort = trunk_offer(
+            "RTP/AVP",
+            &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}")],
+        );
+        let (answer, session) =
+            super::answer(&best_effort, &[Codec::Pcmu], &ours, Direction::SendRecv).unwrap();
+        assert_eq!(answer.media[0].protocol, "RTP/AVP");
+        assert!(session.srtp.is_some());
+    }
+
+    #[test]
+    fn sdes_offers_callgate_cannot_or_may_not_take_are_refused() {
+        let savp = trunk_offer(
+            "RTP/SAVP",
+            &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}")],
+        );
+        // Keys not allowed on this leg (SRTP off, or plain SIP): SRTP is not spoken at all.
+        assert_eq!(
+            super::answer(&savp, &[Codec::Pcmu], &local(), Direction::SendRecv).unwrap_err(),
+            SdpError::UnsupportedProtocol("RTP/SAVP".into())
+        );
+        let best_effort = trunk_offer(
+            "RTP/AVP",
+            &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}")],
+        );
+        let (answer, session) =
+            super::answer(&best_effort, &[Codec::Pcmu], &local(), Direction::SendRecv).unwrap();
+        assert!(session.srtp.is_none());
+        assert!(
+            answer.media[0].cryptos().is_empty(),
+            "no key of ours in the clear"
+        );
+        // RTP/SAVP with no line we can use.
+        let unusable = trunk_offer(
+            "RTP/SAVP",
+            &[&format!("1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}")],
+        );
+        assert_eq!(
+            super::answer(
+                &unusable,
+                &[Codec::Pcmu],
+                &with_crypto(false),
+                Direction::SendRecv
+            )
+            .unwrap_err(),
+            SdpError::NoUsableCrypto
+        );
+        // Plain RTP where SRTP is required; accepted where it is optional.
+        let plain = trunk_offer("RTP/AVP", &[]);
+        assert_eq!(
+            super::answer(
+                &plain,
+                &[Codec::Pcmu],
+                &with_crypto(true),
+                Direction::SendRecv
+            )
+            .unwrap_err(),
+            SdpError::SrtpRequired
+        );
+        let (_, session) = super::answer(
+            &plain,
+            &[Codec::Pcmu],
+            &with_crypto(false),
+            Direction::SendRecv,
+        )
+        .unwrap();
+        assert!(session.srtp.is_none());
+    }
+
+    #[test]
+    fn an_answer_to_our_sdes_offer_must_name_our_tag_and_suite() {
+        let required = with_crypto(true);
+        let ours = parse(&offer(&[Codec::Pcmu], &required, Direction::SendRecv).to_string());
+        let their_line = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}");
+        let keys = accept_answer(&ours, &trunk_offer("RTP/SAVP", &[&their_line]))
+            .unwrap()
+            .srtp
+            .expect("keys");
+        assert_eq!(keys.ours, required.crypto.unwrap().key);
+        for wrong in [
+            format!("2 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}"),
+            format!("1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_A}"),
+        ] {
+            assert_eq!(
+                accept_answer(&ours, &trunk_offer("RTP/SAVP", &[&wrong])).unwrap_err(),
+                SdpError::NoUsableCrypto,
+                "{wrong}"
+            );
+        }
+        assert_eq!(
+            accept_answer(&ours, &trunk_offer("RTP/AVP", &[])).unwrap_err(),
+            SdpError::NoUsableCrypto
+        );
+        // Optional: a plain answer is plain RTP.
+        let optional =
+            parse(&offer(&[Codec::Pcmu], &with_crypto(false), Direction::SendRecv).to_string());
+        let session = accept_answer(&optional, &trunk_offer("RTP/AVP", &[])).unwrap();
+        assert!(session.srtp.is_none());
+    }
+
+    #[test]
+    fn a_reoffer_may_change_the_trunks_key_but_never_drop_srtp() {
+        let ours = with_crypto(false);
+        let first = trunk_offer(
+            "RTP/SAVP",
+            &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}")],
+        );
+        let (_, current) =
+            super::answer(&first, &[Codec::Pcmu], &ours, Direction::SendRecv).unwrap();
+        let new_key = MasterKey::random();
+        let rekeyed = trunk_offer(
+            "RTP/SAVP",
+            &[&CryptoAttribute {
+                tag: 1,
+                suite: SrtpSuite::AesCm128HmacSha1_80,
+                key: new_key,
+            }
+            .value()],
+        );
+        let (answer, session) = reanswer(
+            &rekeyed,
+            &current,
+            &[Codec::Pcmu],
+            &ours,
+            Direction::SendRecv,
+        )
+        .unwrap();
+        let keys = session.srtp.expect("still SRTP");
+        assert_eq!(keys.theirs, new_key);
+        assert_eq!(keys.ours, current.srtp.unwrap().ours, "our key stays");
+        assert_eq!(answer.media[0].cryptos()[0].key, keys.ours);
+        let plain = trunk_offer("RTP/AVP", &[]);
+        assert_eq!(
+            reanswer(&plain, &current, &[Codec::Pcmu], &ours, Direction::SendRecv).unwrap_err(),
+            SdpError::SrtpRequired
+        );
     }
 
     fn roundtrip(text: &str) -> SessionDescription {
@@ -1595,6 +1929,7 @@ a=ssrc:3735928559 msid:7b1a0c3e-1d2f-4d5e-9a6b-3c2d1e0f9a8b 2f3e4d5c-6b7a-4899-a
             session_id: 9,
             session_version: 9,
             username: "peer".into(),
+            crypto: None,
         };
         let (their_answer, their_view) =
             answer(&ours, &[Codec::Opus], &peer, Direction::SendRecv).unwrap();

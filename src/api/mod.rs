@@ -302,6 +302,11 @@ async fn metrics(
             c.foreign_packets.load(Relaxed),
         ),
         (
+            "callgate_srtp_rejected_packets_total",
+            "SRTP/SRTCP packets from trunks that failed authentication or replayed, dropped.",
+            c.srtp_rejected.load(Relaxed),
+        ),
+        (
             "callgate_transcoded_frames_total",
             "20 ms frames decoded and encoded for bridges.",
             c.transcoded_frames.load(Relaxed),

@@ -22,8 +22,9 @@ use crate::media::monitor::{Monitor, MonitorChange, MonitorMode};
 use crate::media::recording::{CallRecording, RecordWant, RecordingUpdate, RecordingWriter};
 use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
 use crate::media::rtp::{self, ReceptionStats, RtpStream};
+use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::media::stats::MediaCounters;
-use crate::sdp::AudioSession;
+use crate::sdp::{AudioSession, SrtpKeys};
 use crate::webrtc::AgentPacket;
 
 /// Capacity of a call's command channel; commands are rare (updates, DTMF, stop).
@@ -141,6 +142,30 @@ pub enum MediaEvent {
     },
 }
 
+/// How the call's packets with the trunk are protected.
+enum Protection {
+    Plain,
+    Srtp(Box<SrtpSession>),
+    /// SRTP was agreed and could not be set up: nothing is sent or heard rather than
+    /// anything in the clear.
+    Failed,
+}
+
+impl Protection {
+    fn for_keys(call: &str, keys: Option<&SrtpKeys>) -> Protection {
+        let Some(keys) = keys else {
+            return Protection::Plain;
+        };
+        match SrtpSession::new(keys.suite, &keys.ours, &keys.theirs) {
+            Ok(session) => Protection::Srtp(Box::new(session)),
+            Err(e) => {
+                tracing::error!(%call, error = %e, "cannot set up SRTP: the call stays silent");
+                Protection::Failed
+            }
+        }
+    }
+}
+
 /// The call's sockets, bound by the shell from the port pool.
 pub struct MediaSockets {
     pub rtp: UdpSocket,
@@ -159,6 +184,9 @@ pub struct CallMedia {
     /// Which source is the peer's: learned from its first packets (NAT), the SDP's address
     /// preferred, everyone else ignored.
     latch: SourceLatch,
+    protection: Protection,
+    /// Where an outgoing packet is protected (RTP is kept for the next frame's header).
+    protected: Vec<u8>,
     reception: Option<ReceptionStats>,
     /// Offset mapping the peer's RTP timestamps into ours when echoing.
     echo_offset: Option<u32>,
@@ -220,10 +248,13 @@ impl CallMedia {
         let encoder = Encoder::new(audio.codec)
             .map_err(|e| tracing::error!(%call, error = %e, "cannot create encoder"))
             .ok();
+        let protection = Protection::for_keys(&call, audio.srtp.as_ref());
         CallMedia {
             call,
             sockets,
             audio,
+            protection,
+            protected: Vec::with_capacity(512),
             source,
             play_pos: 0,
             encoder,
@@ -513,7 +544,7 @@ impl CallMedia {
                 Ok((n, from)) => {
                     reads += 1;
                     let n = n.min(rtp_buf.len());
-                    self.on_rtp(&rtp_buf[..n], from, out).await;
+                    self.on_rtp(&mut rtp_buf[..n], from, out).await;
                 }
                 Err(_) => break,
             }
@@ -523,7 +554,7 @@ impl CallMedia {
                 Ok((n, from)) => {
                     reads += 1;
                     let n = n.min(rtcp_buf.len());
-                    self.on_rtcp(&rtcp_buf[..n], from);
+                    self.on_rtcp(&mut rtcp_buf[..n], from);
                 }
                 Err(_) => break,
             }
@@ -573,6 +604,20 @@ impl CallMedia {
             self.latch
                 .renegotiated(Instant::now(), audio.remote, audio.remote_rtcp);
         }
+        match (&mut self.protection, audio.srtp.as_ref()) {
+            (Protection::Srtp(session), Some(keys)) => {
+                // A re-offer may bring the trunk's new key (RFC 4568 §7.1.4); ours stays.
+                if let Err(e) = session.rekey_inbound(keys.suite, &keys.theirs) {
+                    tracing::error!(error = %e, "cannot take the trunk's new SRTP key");
+                    self.protection = Protection::Failed;
+                }
+            }
+            (Protection::Plain, Some(keys)) => {
+                self.protection = Protection::for_keys(&self.call, Some(keys));
+            }
+            // SDP never takes SRTP away once agreed (`sdp::reanswer`).
+            _ => {}
+        }
         self.audio = audio;
     }
 
@@ -597,21 +642,68 @@ impl CallMedia {
 
     async fn send_out(&mut self, out: &[u8]) {
         let destination = self.destination();
+        let sends = self.audio.local_direction.sends();
+        if !sends || destination.is_none() {
+            return;
+        }
+        let packet = match &mut self.protection {
+            Protection::Plain => out,
+            Protection::Srtp(session) => {
+                self.protected.clear();
+                self.protected.extend_from_slice(out);
+                if let Err(e) = session.protect_rtp(&mut self.protected) {
+                    tracing::debug!(error = %e, "SRTP protect failed");
+                    return;
+                }
+                &self.protected[..]
+            }
+            Protection::Failed => return,
+        };
         Self::send(
             &self.sockets.rtp,
             destination,
-            self.audio.local_direction.sends(),
+            sends,
             &self.counters,
-            out,
+            packet,
         )
         .await;
     }
 
-    async fn on_rtp(&mut self, bytes: &[u8], from: SocketAddr, out: &mut Vec<u8>) {
+    /// The plain packet inside `bytes` (as received, for plain RTP); `None` when SRTP's
+    /// check refuses it, before anything (the source latch included) has looked at it.
+    fn open<'a>(&mut self, bytes: &'a mut [u8], rtcp: bool) -> Option<&'a [u8]> {
+        let session = match &mut self.protection {
+            Protection::Plain => return Some(bytes),
+            Protection::Srtp(session) => session,
+            Protection::Failed => return None,
+        };
+        let opened = if rtcp {
+            session.unprotect_rtcp(bytes)
+        } else {
+            session.unprotect_rtp(bytes)
+        };
+        match opened {
+            Ok(len) => Some(&bytes[..len]),
+            Err(SrtpError::Malformed) => {
+                self.counters.bad_packet();
+                None
+            }
+            Err(e) => {
+                tracing::trace!(error = %e, rtcp, "SRTP packet refused");
+                self.counters.srtp_rejected();
+                None
+            }
+        }
+    }
+
+    async fn on_rtp(&mut self, bytes: &mut [u8], from: SocketAddr, out: &mut Vec<u8>) {
         if rtp::is_rtcp(bytes) {
             self.on_rtcp(bytes, from);
             return;
         }
+        let Some(bytes) = self.open(bytes, false) else {
+            return;
+        };
         let Ok(packet) = rtp::parse(bytes) else {
             self.counters.bad_packet();
             return;
@@ -696,11 +788,14 @@ impl CallMedia {
         }
     }
 
-    fn on_rtcp(&mut self, bytes: &[u8], from: SocketAddr) {
+    fn on_rtcp(&mut self, bytes: &mut [u8], from: SocketAddr) {
         if !self.latch.accept_rtcp(from) {
             self.counters.foreign_packet();
             return;
         }
+        let Some(bytes) = self.open(bytes, true) else {
+            return;
+        };
         match rtcp::parse_compound(bytes) {
             Ok(packets) => {
                 for packet in packets {
@@ -1020,6 +1115,15 @@ impl CallMedia {
         }
         if goodbye {
             rtcp::append_goodbye(self.stream.ssrc(), out);
+        }
+        match &mut self.protection {
+            Protection::Plain => {}
+            Protection::Srtp(session) => {
+                if session.protect_rtcp(out).is_err() {
+                    return;
+                }
+            }
+            Protection::Failed => return,
         }
         let _ = self.sockets.rtcp.send_to(out, dest).await;
     }

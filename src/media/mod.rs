@@ -15,6 +15,7 @@ pub mod recorder;
 pub mod recording;
 pub mod rtcp;
 pub mod rtp;
+pub mod srtp;
 pub mod stats;
 pub mod tones;
 pub mod wav;

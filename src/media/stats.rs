@@ -12,6 +12,8 @@ pub struct MediaCounters {
     pub bad_packets: AtomicU64,
     /// RTP and RTCP from an address that is not the call's peer (dropped).
     pub foreign_packets: AtomicU64,
+    /// SRTP and SRTCP that failed authentication or came again (dropped).
+    pub srtp_rejected: AtomicU64,
     pub codec_errors: AtomicU64,
     /// Latest cumulative loss and jitter a peer reported over RTCP (last writer wins).
     pub peer_lost: AtomicI64,
@@ -32,6 +34,9 @@ impl MediaCounters {
     }
     pub fn foreign_packet(&self) {
         self.foreign_packets.fetch_add(1, Relaxed);
+    }
+    pub fn srtp_rejected(&self) {
+        self.srtp_rejected.fetch_add(1, Relaxed);
     }
     pub fn bad_packet(&self) {
         self.bad_packets.fetch_add(1, Relaxed);
