@@ -4,98 +4,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::tls::{baresip_pem, make_certificates, Certificates};
 use common::*;
-
-/// Certificates made here, PEM: a CA, and a key and certificate for 127.0.0.1 it signed.
-struct Certificates {
-    ca: std::path::PathBuf,
-    key: std::path::PathBuf,
-    cert: std::path::PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
-fn make_certificates(dir: &Path) -> Certificates {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "1", "-subj", "/CN=callgate test CA"],
-        ]
-        .concat()
-        .iter()
-        .chain(["-keyout", "ca.key", "-out", "ca.pem"].iter())
-        .copied()
-        .collect::<Vec<_>>(),
-    );
-    openssl(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .expect("extensions");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "cert.pem",
-        ],
-    );
-    Certificates {
-        ca: dir.join("ca.pem"),
-        key: dir.join("key.pem"),
-        cert: dir.join("cert.pem"),
-    }
-}
 
 #[test]
 fn baresip_calls_the_echo_route_over_tls() {
@@ -184,12 +97,9 @@ fn a_dial_goes_out_through_a_tls_trunk_to_baresip() {
     require_tool("sox");
     let ports = Ports::block(81);
     let dir = scratch("sip_tls_out_certs");
-    let Certificates { ca, key, cert } = make_certificates(&dir);
-    // baresip takes its certificate and key in one file.
-    let combined = dir.join("baresip.pem");
-    let mut pem = std::fs::read(&cert).expect("cert");
-    pem.extend(std::fs::read(&key).expect("key"));
-    std::fs::write(&combined, pem).expect("combined pem");
+    let certificates = make_certificates(&dir);
+    let combined = baresip_pem(&dir, &certificates);
+    let Certificates { ca, key, cert } = certificates;
     // baresip listens for TLS one port above its sip_listen.
     let (baresip_sip, baresip_tls) = (29280, 29281);
     // A first trunk pins another CA: its connection is refused on the certificate, the

@@ -157,7 +157,10 @@ impl Protection {
             return Protection::Plain;
         };
         match SrtpSession::new(keys.suite, &keys.ours, &keys.theirs) {
-            Ok(session) => Protection::Srtp(Box::new(session)),
+            Ok(session) => {
+                tracing::info!(%call, suite = keys.suite.name(), "SRTP with the trunk");
+                Protection::Srtp(Box::new(session))
+            }
             Err(e) => {
                 tracing::error!(%call, error = %e, "cannot set up SRTP: the call stays silent");
                 Protection::Failed
