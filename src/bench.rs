@@ -17,8 +17,10 @@ use crate::media::bridge::AgentLink;
 use crate::media::call::{CallMedia, MediaCommand, MediaSockets, Source, COMMAND_CAPACITY};
 use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::rtp::{self, RtpHeader};
+use crate::media::srtp::SrtpSession;
 use crate::media::stats::MediaCounters;
-use crate::sdp::{AudioSession, Codec, Direction};
+use crate::sdes::{MasterKey, SrtpSuite};
+use crate::sdp::{AudioSession, Codec, Direction, SrtpKeys};
 use crate::webrtc::downlink::{DownlinkMode, SimulatedLoss};
 use crate::webrtc::is_rtp;
 use crate::webrtc::peer::{
@@ -52,6 +54,28 @@ pub struct BenchOptions {
     /// The browsers lose this share of the RTP that reaches them (evenly spread), so their
     /// receiver reports show loss and an adaptive downlink switches to Opus with FEC.
     pub loss_percent: u8,
+    /// The trunk side is SRTP (SDES, AES_CM_128_HMAC_SHA1_80) rather than plain RTP.
+    pub srtp: bool,
+}
+
+/// The SDES keys of bench call `i`: the gateway's and the simulated trunk's. Both sides
+/// derive them from the call's number, as if SDP had carried them.
+fn bench_keys(i: usize) -> SrtpKeys {
+    let mut ours = [0x47u8; crate::sdes::MASTER_KEY_LEN];
+    let mut theirs = [0x54u8; crate::sdes::MASTER_KEY_LEN];
+    ours[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    theirs[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    SrtpKeys {
+        suite: SrtpSuite::AesCm128HmacSha1_80,
+        ours: MasterKey(ours),
+        theirs: MasterKey(theirs),
+    }
+}
+
+/// The simulated trunk's SRTP for call `i`: the bench keys the other way round.
+fn trunk_srtp(i: usize) -> anyhow::Result<SrtpSession> {
+    let keys = bench_keys(i);
+    Ok(SrtpSession::new(keys.suite, &keys.theirs, &keys.ours)?)
 }
 
 #[derive(Debug, Clone)]
@@ -280,7 +304,12 @@ impl GatewaySide {
 
     /// A call from the trunk at `trunk`, bridged to the browser that sent `offer`: the
     /// call's RTP port and the browser's answer.
-    fn add_call(&mut self, trunk: SocketAddr, offer: String) -> anyhow::Result<(u16, String)> {
+    fn add_call(
+        &mut self,
+        trunk: SocketAddr,
+        offer: String,
+        srtp: bool,
+    ) -> anyhow::Result<(u16, String)> {
         let i = self.calls.len();
         let (rtp, rtcp) = self.rt.block_on(async {
             let rtp = UdpSocket::bind("127.0.0.1:0").await?;
@@ -300,7 +329,7 @@ impl GatewaySide {
             remote_direction: Direction::SendRecv,
             opus_fec: false,
             opus_stereo: false,
-            srtp: None,
+            srtp: srtp.then(|| bench_keys(i)),
         };
         let media = CallMedia::new(
             format!("bench-{i}"),
@@ -371,6 +400,8 @@ pub struct LoadOptions {
     pub tone: bool,
     #[serde(default)]
     pub loss_percent: u8,
+    #[serde(default)]
+    pub srtp: bool,
 }
 
 impl From<&BenchOptions> for LoadOptions {
@@ -381,6 +412,7 @@ impl From<&BenchOptions> for LoadOptions {
             passthrough: o.passthrough,
             tone: o.tone,
             loss_percent: o.loss_percent,
+            srtp: o.srtp,
         }
     }
 }
@@ -481,6 +513,7 @@ async fn drive(
         passthrough,
         tone,
         loss_percent,
+        srtp,
         ..
     } = options;
     let loss = (loss_percent > 0).then_some(SimulatedLoss {
@@ -535,14 +568,28 @@ async fn drive(
         .collect();
     let trunk_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let trunks: Vec<Arc<UdpSocket>> = trunk_sockets.into_iter().map(Arc::new).collect();
+    // Each simulated trunk protects what it sends and opens what it receives, as a trunk
+    // speaking SRTP does; a packet that fails is not counted as come back.
+    let mut trunk_out: Vec<Option<SrtpSession>> = Vec::with_capacity(trunks.len());
     for (i, t) in trunks.iter().enumerate() {
         let socket = Arc::clone(t);
         let back = Arc::clone(&trunk_back);
         let probe = to_trunk.get(i).cloned();
+        let mut inbound = srtp.then(|| trunk_srtp(i)).transpose().ok().flatten();
+        trunk_out.push(srtp.then(|| trunk_srtp(i)).transpose().ok().flatten());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             while let Ok((n, _)) = socket.recv_from(&mut buf).await {
                 let at = Instant::now();
+                let n = match inbound.as_mut() {
+                    Some(session) if !rtp::is_rtcp(&buf[..n]) => {
+                        match session.unprotect_rtp(&mut buf[..n]) {
+                            Ok(len) => len,
+                            Err(_) => continue,
+                        }
+                    }
+                    _ => n,
+                };
                 back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let (Some(probe), Ok(packet)) = (probe.as_ref(), rtp::parse(&buf[..n])) {
                     if let Ok(mut probe) = probe.lock() {
@@ -596,6 +643,11 @@ async fn drive(
                     let mut packet = Vec::with_capacity(200);
                     let audio = if probe { &pcmu_pulses[frame % pcmu_pulses.len()] } else { pcmu };
                     rtp::write(&header, audio, &mut packet);
+                    if let Some(session) = trunk_out[i].as_mut() {
+                        if session.protect_rtp(&mut packet).is_err() {
+                            continue;
+                        }
+                    }
                     let _ = trunks[i].send_to(&packet, SocketAddr::from(([127, 0, 0, 1], ports[i]))).await;
                     if probe && pulse_starts {
                         to_browser[i].sent = Some(Instant::now());
@@ -735,7 +787,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let mut load = Load::new()?;
     for i in 0..options.calls {
         let (trunk, offer) = load.add(options.passthrough)?;
-        let (_, answer) = gateway.add_call(trunk, offer)?;
+        let (_, answer) = gateway.add_call(trunk, offer, options.srtp)?;
         load.answer(i, &answer)?;
     }
     let ports = gateway.calls.iter().map(|c| c.rtp_port).collect();
@@ -815,7 +867,7 @@ fn run_beside_load(options: BenchOptions) -> anyhow::Result<BenchReport> {
         offers.push((trunk, offer));
     }
     for (trunk, offer) in offers {
-        let (port, answer) = gateway.add_call(trunk, offer)?;
+        let (port, answer) = gateway.add_call(trunk, offer, options.srtp)?;
         writeln!(
             to_load,
             "{}",

@@ -95,6 +95,10 @@ enum Cmd {
         /// reports show loss (an adaptive downlink then sends Opus with FEC).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
         loss: u8,
+        /// The trunk side speaks SRTP (SDES keys, AES_CM_128_HMAC_SHA1_80), to measure what
+        /// protecting and authenticating every trunk packet adds.
+        #[arg(long)]
+        srtp: bool,
     },
     /// The load of `bench --separate-load` (started by it; JSON lines on stdin and stdout).
     #[command(hide = true)]
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
             tone,
             separate_load,
             loss,
+            srtp,
         } => bench(callgate::bench::BenchOptions {
             calls,
             seconds,
@@ -187,6 +192,7 @@ fn main() -> ExitCode {
             tone,
             separate_load,
             loss_percent: loss,
+            srtp,
         }),
         Cmd::BenchLoad { options } => {
             let run = serde_json::from_str(&options)
@@ -344,6 +350,9 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
                 "callgate bench: {} calls, {mode}, {audio}, {} gateway thread(s), {load}",
                 r.calls, options.threads
             );
+            if options.srtp {
+                println!("  trunk side               SRTP (SDES, AES_CM_128_HMAC_SHA1_80)");
+            }
             if options.loss_percent > 0 {
                 println!(
                     "  loss toward browsers     {} % of the RTP reaching them dropped",

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::tls::{baresip_pem, make_certificates, Certificates};
+use common::tls::{baresip_pem, make_certificates, tls_tables};
 use common::*;
 
 /// A-law to linear (ITU-T G.711), the test's own.
@@ -99,14 +99,6 @@ fn assert_srtp_only(packets: &[UdpPacket], range: std::ops::RangeInclusive<u16>,
             "{side}: the {hz} Hz tone is readable in the captured payloads (share {share:.3})"
         );
     }
-}
-
-fn tls_tables(tls_port: u16, certificates: &Certificates) -> String {
-    format!(
-        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-        certificates.cert.display(),
-        certificates.key.display()
-    )
 }
 
 /// baresip calls the echo route over TLS with mandatory SRTP (`mediaenc=srtp-mand`:

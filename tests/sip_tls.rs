@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::tls::{baresip_pem, make_certificates, Certificates};
+use common::tls::{baresip_pem, make_certificates, tls_tables, Certificates};
 use common::*;
 
 #[test]
@@ -19,17 +19,15 @@ fn baresip_calls_the_echo_route_over_tls() {
     let ports = Ports::block(80);
     let tls_port = ports.sip + 1;
     let dir = scratch("sip_tls_certs");
-    let Certificates { ca, key, cert } = make_certificates(&dir);
+    let certificates = make_certificates(&dir);
+    let sip = tls_tables(tls_port, &certificates);
+    let ca = certificates.ca;
     let gw = Gateway::start_with_tables(
         "sip_tls",
         ports,
         &default_trunk(25291),
         Tables {
-            sip: &format!(
-                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-                cert.display(),
-                key.display()
-            ),
+            sip: &sip,
             ..Tables::default()
         },
     );
@@ -194,17 +192,13 @@ fn strangers_on_the_sip_tls_port_are_let_go() {
     let ports = Ports::block(82);
     let tls_port = ports.sip + 1;
     let dir = scratch("sip_tls_strangers_certs");
-    let Certificates { key, cert, .. } = make_certificates(&dir);
+    let sip = tls_tables(tls_port, &make_certificates(&dir));
     let gw = Gateway::start_with_tables(
         "sip_tls_strangers",
         ports,
         &default_trunk(25293),
         Tables {
-            sip: &format!(
-                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-                cert.display(),
-                key.display()
-            ),
+            sip: &sip,
             ..Tables::default()
         },
     );

@@ -98,3 +98,12 @@ pub fn baresip_pem(dir: &Path, certificates: &Certificates) -> std::path::PathBu
     std::fs::write(&combined, pem).expect("combined pem");
     combined
 }
+
+/// The `[sip]` keys of a TLS listener on `port` with these certificates.
+pub fn tls_tables(port: u16, certificates: &Certificates) -> String {
+    format!(
+        "tls_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certificates.cert.display(),
+        certificates.key.display()
+    )
+}
