@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what callgate's build and tests need, when it is missing:
-#   cmake (builds the bundled libopus and aws-lc), libsrtp2-dev (SRTP toward trunks), sip-tester (sipp), baresip-core, sox,
+#   cmake (builds the bundled libopus and aws-lc), libsrtp2-dev (the reference SRTP the unit tests check against), sip-tester (sipp), baresip-core, sox,
 #   tcpdump, sipvicious (the scanners the security tests attack with), chromium (the dialer
 #   page's end-to-end tests), nodejs/npm and playwright-core
 #   (drives Chromium; never downloads a browser of its own), coturn (the TURN relay the
