@@ -1697,7 +1697,10 @@ impl Signalling {
                         }
                     }
                 }
-                Command::Reject { call, status } => self.b2bua.reject(now, &call, status),
+                Command::Reject { call, reason } => {
+                    self.b2bua
+                        .reject(now, &call, crate::b2bua::reject_status(reason))
+                }
                 Command::Dial { call, to } => {
                     let Some(sockets) = self.bind_media() else {
                         self.dial_failed(call, "no free RTP port".into(), now);
@@ -1780,8 +1783,9 @@ impl Signalling {
                     }
                 }
                 Command::Notify { agent, notice } => self.notify(&agent, notice),
-                Command::CloseConnection { conn, code, .. } => {
+                Command::CloseConnection { conn, reason, .. } => {
                     if let Some(c) = self.connections.remove(&conn) {
+                        let code = crate::api::agent::close_code(reason);
                         let _ = c.outbound.try_send(AgentOutbound::Close(code));
                     }
                 }

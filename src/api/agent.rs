@@ -57,6 +57,16 @@ fn agent_for(handle: &AppHandle, token: &str) -> Option<String> {
     handle.config.agent_by_token(token).map(|a| a.id.clone())
 }
 
+/// The agent protocol's close code for why the controller closes a connection.
+pub fn close_code(reason: crate::controller::CloseReason) -> u16 {
+    match reason {
+        crate::controller::CloseReason::Replaced => REPLACED,
+    }
+}
+
+/// Close code: a newer sign-in of the same agent took over (agent protocol).
+const REPLACED: u16 = 4409;
+
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
@@ -459,7 +469,7 @@ impl Session {
                         }
                     }
                     Some(AgentOutbound::Close(code)) => {
-                        let reason = if code == 4409 { "replaced by a new connection" } else { "closing" };
+                        let reason = if code == REPLACED { "replaced by a new connection" } else { "closing" };
                         close(socket, code, reason).await;
                         return;
                     }

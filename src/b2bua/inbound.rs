@@ -2,6 +2,7 @@
 //! answers (ringing, early media, 200, rejections, CANCEL).
 
 use super::*;
+use crate::controller::RejectReason;
 
 /// Why presented credentials were refused (logged, never told the peer: every wrong
 /// credential gets the same 401).
@@ -536,5 +537,14 @@ impl B2bua {
             self.layer.respond(now, tx, response);
             self.end_leg(index, EndCause::Cancelled);
         }
+    }
+}
+
+/// The SIP status that tells a caller why the controller turned the call away.
+pub fn reject_status(reason: RejectReason) -> u16 {
+    match reason {
+        RejectReason::UnknownNumber => 404,
+        RejectReason::Unavailable => 480,
+        RejectReason::Busy => 486,
     }
 }

@@ -28,10 +28,12 @@ mod inbound;
 mod outbound;
 mod trunk;
 
+pub use inbound::reject_status;
+
 /// Methods we answer; anything else gets 405 with this list (§8.2.1).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 
-/// How long a dialled call may ring or wait before we give up on the trunk.
+/// How long a nonce we issued in a 401 stays good, in seconds.
 const NONCE_MAX_AGE_SECS: u64 = 300;
 /// Nonces whose highest nonce-count we remember (only nonces that authenticated someone get
 /// an entry, so strangers cannot fill it; past this, entries older than a nonce's life go).

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::config::{AgentConfig, RecordMode, RouteAction, RouteConfig};
-use crate::media::monitor::MonitorMode;
-use crate::media::recording::{RecordWant, RecordingState};
+use crate::media::mixer::MonitorMode;
+use crate::media::recording_mode::{RecordWant, RecordingState};
 
 pub type CallId = String;
 pub type AgentId = String;
@@ -332,6 +332,24 @@ pub enum Notice {
     MonitorEnded(Box<Call>),
 }
 
+/// Why an inbound call is turned away unanswered; the SIP edge says it in its own codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The dialled number belongs to nobody.
+    UnknownNumber,
+    /// Nobody can take it now: the agent is signed out or gone, or it rang unanswered.
+    Unavailable,
+    /// The agent is busy, or declined it.
+    Busy,
+}
+
+/// Why the controller closes an agent's connection; the WebSocket edge gives the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A newer sign-in of the same agent took over.
+    Replaced,
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -347,7 +365,7 @@ pub enum Command {
     },
     Reject {
         call: CallId,
-        status: u16,
+        reason: RejectReason,
     },
     Dial {
         call: CallId,
@@ -411,11 +429,11 @@ pub enum Command {
         agent: AgentId,
         notice: Notice,
     },
-    /// Close a superseded agent connection with this WebSocket close code.
+    /// Close an agent's connection, for this reason.
     CloseConnection {
         agent: AgentId,
         conn: ConnId,
-        code: u16,
+        reason: CloseReason,
     },
 }
 
@@ -700,7 +718,7 @@ impl Controller {
                     Some(old) if old != conn => vec![Command::CloseConnection {
                         agent,
                         conn: old,
-                        code: 4409,
+                        reason: CloseReason::Replaced,
                     }],
                     _ => Vec::new(),
                 }
@@ -765,7 +783,7 @@ impl Controller {
             }
             commands.push(Command::Reject {
                 call: call.clone(),
-                status: 480,
+                reason: RejectReason::Unavailable,
             });
             commands.extend(self.end(&call, EndReason::NoAnswer, now));
         }
@@ -799,17 +817,29 @@ impl Controller {
             return vec![Command::Answer { call, plan }];
         }
         let Some(agent) = self.dids.get(&to_user).cloned() else {
-            return vec![Command::Reject { call, status: 404 }];
+            return vec![Command::Reject {
+                call,
+                reason: RejectReason::UnknownNumber,
+            }];
         };
         let Some(a) = self.agents.get(&agent) else {
-            return vec![Command::Reject { call, status: 404 }];
+            return vec![Command::Reject {
+                call,
+                reason: RejectReason::UnknownNumber,
+            }];
         };
         if a.connection.is_none() {
             // Nobody to ring: the caller may try again later.
-            return vec![Command::Reject { call, status: 480 }];
+            return vec![Command::Reject {
+                call,
+                reason: RejectReason::Unavailable,
+            }];
         }
         if self.live_calls_of(&agent) >= a.max_calls as usize {
-            return vec![Command::Reject { call, status: 486 }];
+            return vec![Command::Reject {
+                call,
+                reason: RejectReason::Busy,
+            }];
         }
         let mut c = new_call(
             &call,
@@ -1215,7 +1245,7 @@ impl Controller {
             Status::Ringing | Status::Waiting => {
                 let mut commands = vec![Command::Reject {
                     call: id.clone(),
-                    status: 480,
+                    reason: RejectReason::Unavailable,
                 }];
                 commands.extend(self.end(&id, EndReason::AgentDisconnected, now));
                 commands
@@ -1399,7 +1429,7 @@ impl Controller {
                 c.end_reason = Some(EndReason::Declined);
                 let mut commands = vec![Command::Reject {
                     call: call.clone(),
-                    status: 486,
+                    reason: RejectReason::Busy,
                 }];
                 commands.extend(self.end(&call, EndReason::Declined, now));
                 (Ok(call), commands)
@@ -1416,7 +1446,7 @@ impl Controller {
                         c.end_reason = Some(EndReason::Declined);
                         let mut commands = vec![Command::Reject {
                             call: call.clone(),
-                            status: 486,
+                            reason: RejectReason::Busy,
                         }];
                         commands.extend(self.end(&call, EndReason::Declined, now));
                         (Ok(call), commands)
@@ -1683,7 +1713,7 @@ mod tests {
             cmds,
             vec![Command::Reject {
                 call: "c2".into(),
-                status: 404
+                reason: RejectReason::UnknownNumber
             }]
         );
         assert!(c.call("c2").is_none());
@@ -2186,7 +2216,7 @@ mod tests {
             ring(&mut c, "c1", now),
             vec![Command::Reject {
                 call: "c1".into(),
-                status: 480
+                reason: RejectReason::Unavailable
             }]
         );
         connect(&mut c, &["ann"], now);
@@ -2236,7 +2266,7 @@ mod tests {
             cmds[0],
             Command::Reject {
                 call: "c1".into(),
-                status: 480
+                reason: RejectReason::Unavailable
             }
         );
         assert!(cmds.iter().any(|cmd| matches!(cmd,
@@ -2247,7 +2277,7 @@ mod tests {
         let cmds = c.handle(Event::Tick, t0 + std::time::Duration::from_secs(150));
         assert!(cmds.contains(&Command::Reject {
             call: "c2".into(),
-            status: 480
+            reason: RejectReason::Unavailable
         }));
     }
 
@@ -2290,7 +2320,7 @@ mod tests {
             vec![Command::CloseConnection {
                 agent: "ann".into(),
                 conn: 1,
-                code: 4409
+                reason: CloseReason::Replaced,
             }]
         );
         assert!(c
@@ -2582,7 +2612,7 @@ mod tests {
             ring(&mut c, "x", now),
             vec![Command::Reject {
                 call: "x".into(),
-                status: 486
+                reason: RejectReason::Busy
             }]
         );
     }

@@ -8,6 +8,57 @@ use crate::media::codec::FRAME_SAMPLES;
 /// Who may hear whom: `hears[listener][speaker]`.
 pub type HearingMatrix<const N: usize> = [[bool; N]; N];
 
+/// What a supervisor does on a call: the three-party hearing rule the mixer applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorMode {
+    Listen,
+    Whisper,
+    Barge,
+}
+
+impl MonitorMode {
+    pub fn parse(s: &str) -> Option<MonitorMode> {
+        match s {
+            "listen" => Some(MonitorMode::Listen),
+            "whisper" => Some(MonitorMode::Whisper),
+            "barge" => Some(MonitorMode::Barge),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorMode::Listen => "listen",
+            MonitorMode::Whisper => "whisper",
+            MonitorMode::Barge => "barge",
+        }
+    }
+
+    /// Parties in mixer order.
+    pub const PROSPECT: usize = 0;
+    pub const AGENT: usize = 1;
+    pub const SUPERVISOR: usize = 2;
+
+    /// Who hears whom in this mode (`[listener][speaker]`).
+    pub fn hearing(self) -> HearingMatrix<3> {
+        let whisper = matches!(self, MonitorMode::Whisper | MonitorMode::Barge);
+        let barge = self == MonitorMode::Barge;
+        [
+            // The prospect hears the agent, and the supervisor only when barging.
+            [false, true, barge],
+            // The agent hears the prospect, and the supervisor when whispered to or barged.
+            [true, false, whisper],
+            // The supervisor hears both.
+            [true, true, false],
+        ]
+    }
+
+    /// Whether the supervisor's voice goes anywhere.
+    pub fn speaks(self) -> bool {
+        self != MonitorMode::Listen
+    }
+}
+
 /// Mix one frame for every listener. `frames[i]` is party i's frame (`None`: silent this
 /// tick); `out[i]` receives what party i hears. Returns, per listener, whether anything was
 /// mixed in (a listener who hears only silence can be sent comfort silence or nothing).

@@ -13,6 +13,7 @@ pub mod monitor;
 pub mod ports;
 pub mod recorder;
 pub mod recording;
+pub mod recording_mode;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;

@@ -7,59 +7,9 @@
 
 use crate::media::bridge::{AgentLink, PeerEncoder, Terminated};
 use crate::media::codec::FRAME_SAMPLES;
-use crate::media::mixer::HearingMatrix;
+pub use crate::media::mixer::MonitorMode;
 use crate::sdp::Codec;
 use crate::webrtc::{AgentPacket, WebrtcInput};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MonitorMode {
-    Listen,
-    Whisper,
-    Barge,
-}
-
-impl MonitorMode {
-    pub fn parse(s: &str) -> Option<MonitorMode> {
-        match s {
-            "listen" => Some(MonitorMode::Listen),
-            "whisper" => Some(MonitorMode::Whisper),
-            "barge" => Some(MonitorMode::Barge),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MonitorMode::Listen => "listen",
-            MonitorMode::Whisper => "whisper",
-            MonitorMode::Barge => "barge",
-        }
-    }
-
-    /// Parties in mixer order.
-    pub const PROSPECT: usize = 0;
-    pub const AGENT: usize = 1;
-    pub const SUPERVISOR: usize = 2;
-
-    /// Who hears whom in this mode (`[listener][speaker]`).
-    pub fn hearing(self) -> HearingMatrix<3> {
-        let whisper = matches!(self, MonitorMode::Whisper | MonitorMode::Barge);
-        let barge = self == MonitorMode::Barge;
-        [
-            // The prospect hears the agent, and the supervisor only when barging.
-            [false, true, barge],
-            // The agent hears the prospect, and the supervisor when whispered to or barged.
-            [true, false, whisper],
-            // The supervisor hears both.
-            [true, true, false],
-        ]
-    }
-
-    /// Whether the supervisor's voice goes anywhere.
-    pub fn speaks(self) -> bool {
-        self != MonitorMode::Listen
-    }
-}
 
 /// What a call's media is told about its supervisor.
 #[derive(Debug)]

@@ -15,48 +15,13 @@ use std::time::{Instant, SystemTime};
 
 use crate::media::codec::FRAME_SAMPLES;
 use crate::media::recorder::{self, WavRecorder};
+pub use crate::media::recording_mode::{RecordWant, RecordingState};
 
 /// Frames gathered before a batch goes to the writer: 200 ms, so a `kill -9` loses at most
 /// that much of what the file would have held, and the writer wakes 5 times a second per call.
 const BATCH_FRAMES: usize = 10;
 /// Batches the writer may fall behind by, over all calls: 100 calls for about 16 s.
 const WRITER_BACKLOG: usize = 8192;
-
-/// The call's `recording` field as agents see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordingState {
-    /// Not recording: never asked, never bridged yet, or stopped.
-    Off,
-    /// Audio is being written.
-    Recording,
-    /// A recording exists and will continue: the call is on hold or waiting, or the agent
-    /// paused it.
-    Paused,
-    /// Writing failed (the reason is logged); the call goes on unrecorded.
-    Failed,
-}
-
-impl RecordingState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordingState::Off => "off",
-            RecordingState::Recording => "recording",
-            RecordingState::Paused => "paused",
-            RecordingState::Failed => "failed",
-        }
-    }
-}
-
-/// What the agent (or the configured mode) wants for a call's recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordWant {
-    /// Not recording, nothing to resume.
-    Off,
-    /// Record whenever the call is active.
-    On,
-    /// The agent paused it; `resume` continues the same file.
-    Paused,
-}
 
 /// How files are written: where, stereo or mono, at which rate.
 #[derive(Debug, Clone)]
