@@ -665,14 +665,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let mut load = crate::overload::LoadGauge::default();
     let mut shutting_down: Option<Instant> = None;
-    // The controller's own clock: transfers that ring too long come back.
-    let mut controller_clock = tokio::time::interval(Duration::from_millis(500));
     loop {
         let deadline = sig
             .b2bua
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let sleep = tokio::time::sleep_until(deadline.into());
+        // The controller's clock runs only when something waits on it (a ring timeout).
+        let controller_due = sig.controller.poll_timeout();
+        let controller_sleep = tokio::time::sleep_until(
+            controller_due
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                .into(),
+        );
         tokio::select! {
             ready = udp.readable() => match ready {
                 Ok(()) => {
@@ -720,7 +725,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 WebrtcEvent::Disconnected { peer } => tracing::debug!(peer, "agent media down"),
             },
             _ = sleep => sig.b2bua.handle_timeout(Instant::now()),
-            _ = controller_clock.tick() => {
+            _ = controller_sleep, if controller_due.is_some() => {
                 let commands = sig.controller.handle(Event::Tick, Instant::now());
                 sig.execute(commands);
             }

@@ -515,6 +515,8 @@ pub struct Controller {
     /// Calls that ended since the shell last took them, as they were at the end (for the
     /// call log).
     ended: Vec<Call>,
+    /// When `Event::Tick` is next due (see `poll_timeout`), kept as events come.
+    next_due: Option<Instant>,
 }
 
 impl Controller {
@@ -559,12 +561,14 @@ impl Controller {
             dids,
             calls: HashMap::new(),
             ended: Vec::new(),
+            next_due: None,
         }
     }
 
     /// How long a call transferred to an agent rings before it comes back (20 s unless set).
     pub fn set_ring_timeout(&mut self, timeout: std::time::Duration) {
         self.ring_timeout = timeout;
+        self.next_due = self.due_at();
     }
 
     pub fn set_transfer_ring(&mut self, ring: std::time::Duration) {
@@ -637,7 +641,34 @@ impl Controller {
             .count()
     }
 
+    /// Take one event; the commands it leads to. `poll_timeout` then says when the next
+    /// `Event::Tick` is due.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
+        let commands = self.on_event(event, now);
+        self.next_due = self.due_at();
+        commands
+    }
+
+    /// When the controller next needs `Event::Tick`: the earliest ring timeout of a caller
+    /// nobody took, or of a transfer to an agent; `None` while nothing waits on time.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_due
+    }
+
+    /// The deadlines `expire_unanswered` and `expire_transfers` act on, earliest first.
+    fn due_at(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter(|c| matches!(c.status, Status::Ringing | Status::Waiting))
+            .filter_map(|c| match &c.transfer {
+                Some(transfer) => transfer.deadline,
+                None if c.direction == Direction::Inbound => Some(c.created_at + self.ring_timeout),
+                None => None,
+            })
+            .min()
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) -> Vec<Command> {
         match event {
             Event::Incoming {
                 call,
@@ -1325,6 +1356,17 @@ impl Controller {
         request: AgentRequest,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
+        let outcome = self.on_request(agent, request, now);
+        self.next_due = self.due_at();
+        outcome
+    }
+
+    fn on_request(
+        &mut self,
+        agent: &str,
+        request: AgentRequest,
+        now: Instant,
+    ) -> (Result<CallId, RequestError>, Vec<Command>) {
         if !self.is_connected(agent) {
             return (Err(RequestError::NotConnected), Vec::new());
         }
@@ -1919,6 +1961,11 @@ mod tests {
         assert!(transfer(&mut c, TransferTarget::Agent("bob".into()), now)
             .0
             .is_ok());
+        assert_eq!(
+            c.poll_timeout(),
+            Some(now + std::time::Duration::from_secs(20)),
+            "the controller asks for time when the transfer's ring runs out"
+        );
         now += std::time::Duration::from_secs(19);
         assert!(c.handle(Event::Tick, now).is_empty());
         now += std::time::Duration::from_secs(2);
@@ -2255,9 +2302,15 @@ mod tests {
         c.set_ring_timeout(std::time::Duration::from_secs(120));
         let t0 = Instant::now();
         connect(&mut c, &["ann"], t0);
+        assert_eq!(c.poll_timeout(), None, "nothing waits on time");
         ring(&mut c, "c1", t0);
         // A second caller waits while the first rings; both go unanswered.
         ring(&mut c, "c2", t0 + std::time::Duration::from_secs(30));
+        // The controller asks for time exactly when the first caller's ring runs out.
+        assert_eq!(
+            c.poll_timeout(),
+            Some(t0 + std::time::Duration::from_secs(120))
+        );
         assert!(c
             .handle(Event::Tick, t0 + std::time::Duration::from_secs(119))
             .is_empty());
@@ -2274,11 +2327,28 @@ mod tests {
                 if call.id == "c1" && call.end_reason == Some(EndReason::NoAnswer))));
         assert!(c.call("c1").is_none());
         assert!(c.call("c2").is_some(), "the later caller has time left");
+        assert_eq!(
+            c.poll_timeout(),
+            Some(t0 + std::time::Duration::from_secs(150))
+        );
         let cmds = c.handle(Event::Tick, t0 + std::time::Duration::from_secs(150));
         assert!(cmds.contains(&Command::Reject {
             call: "c2".into(),
             reason: RejectReason::Unavailable
         }));
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_answered_call_needs_no_more_time() {
+        let mut c = with_agent(100);
+        let t0 = Instant::now();
+        connect(&mut c, &["ann"], t0);
+        ring(&mut c, "c1", t0);
+        assert!(c.poll_timeout().is_some());
+        let (result, _) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, t0);
+        assert_eq!(result, Ok("c1".to_string()));
+        assert_eq!(c.poll_timeout(), None);
     }
 
     #[test]

@@ -256,7 +256,16 @@ impl World {
             }
             Step::Wait => {
                 self.now += Duration::from_secs(5);
-                self.controller.handle(Event::Tick, self.now)
+                // The shell ticks only when the controller asks for time: a tick before then
+                // must change nothing.
+                let due = self.controller.poll_timeout();
+                if due.is_none_or(|due| self.now < due) {
+                    let early = self.controller.handle(Event::Tick, self.now);
+                    assert!(early.is_empty(), "a tick before {due:?} acted: {early:?}");
+                    Vec::new()
+                } else {
+                    self.controller.handle(Event::Tick, self.now)
+                }
             }
             Step::TransferToAgent(i)
             | Step::TransferToNumber(i, _)
