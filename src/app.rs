@@ -111,7 +111,7 @@ pub enum AdminRequest {
 pub struct AgentView {
     pub agent_id: String,
     pub name: String,
-    pub role: String,
+    pub role: crate::config::Role,
     pub connected: bool,
     pub active_call: Option<String>,
     pub held_calls: Vec<String>,
@@ -1139,7 +1139,7 @@ impl Signalling {
                         AgentView {
                             agent_id: a.id.clone(),
                             name: a.name.clone(),
-                            role: a.role.clone(),
+                            role: a.role,
                             connected: self.controller.is_connected(&a.id),
                             active_call: self.controller.active_call(&a.id).map(|c| c.id.clone()),
                             held_calls: of(crate::controller::Status::OnHold),

@@ -705,8 +705,8 @@ pub struct AgentConfig {
     pub name: String,
     /// SHA-256 (hex) of the agent's bearer token.
     pub token_sha256: String,
-    #[serde(default = "default_role")]
-    pub role: String,
+    #[serde(default)]
+    pub role: Role,
     #[serde(default = "default_max_calls")]
     pub max_calls: u32,
     #[serde(default)]
@@ -717,8 +717,14 @@ pub struct AgentConfig {
     pub recording: Option<String>,
 }
 
-fn default_role() -> String {
-    "agent".into()
+/// What a person signed in may do: an agent takes calls; a supervisor also sees every call
+/// and may listen, whisper or barge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Agent,
+    Supervisor,
 }
 fn default_max_calls() -> u32 {
     100
@@ -1128,9 +1134,6 @@ impl Config {
             if !is_sha256_hex(&agent.token_sha256) {
                 return Err(invalid(key("token_sha256"), "must be 64 hex digits"));
             }
-            if agent.role != "agent" && agent.role != "supervisor" {
-                return Err(invalid(key("role"), "must be agent or supervisor"));
-            }
             if agent.max_calls == 0 || agent.max_calls > 1000 {
                 return Err(invalid(key("max_calls"), "must be 1..=1000"));
             }
@@ -1340,6 +1343,16 @@ mod tests {
             let (_, addr, t) = trunk.proxy().expect(proxy);
             assert_eq!((addr.port(), t), (port, transport), "{proxy}");
         }
+    }
+
+    #[test]
+    fn roles_are_agent_or_supervisor() {
+        let config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        assert!(config.agents.iter().any(|a| a.role == Role::Supervisor));
+        assert!(config.agents.iter().any(|a| a.role == Role::Agent));
+        let boss = SHIPPED.replace("role = \"supervisor\"", "role = \"boss\"");
+        let err = toml::from_str::<Config>(&boss).expect_err("no such role").to_string();
+        assert!(err.contains("boss") && err.contains("supervisor"), "{err}");
     }
 
     #[test]

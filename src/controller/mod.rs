@@ -542,7 +542,7 @@ impl Controller {
                     a.id.clone(),
                     Agent {
                         max_calls: a.max_calls,
-                        supervisor: a.role == "supervisor",
+                        supervisor: a.role == crate::config::Role::Supervisor,
                         monitoring: None,
                         connection: None,
                         recent: VecDeque::new(),
@@ -1857,7 +1857,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             token_sha256: String::new(),
-            role: "agent".into(),
+            role: crate::config::Role::Agent,
             max_calls,
             dids: vec![did.into()],
             recording: None,
@@ -2042,7 +2042,7 @@ mod tests {
     #[test]
     fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         let mut boss = agent("boss", "+15550000900", 100);
-        boss.role = "supervisor".into();
+        boss.role = crate::config::Role::Supervisor;
         let mut c = Controller::new(&[], &[agent("ann", "+15550000100", 100), boss]);
         let now = Instant::now();
         connect(&mut c, &["ann", "boss"], now);

@@ -88,7 +88,7 @@ impl World {
                 id: id.to_string(),
                 name: id.to_string(),
                 token_sha256: String::new(),
-                role: "agent".into(),
+                role: crate::config::Role::Agent,
                 max_calls: 6,
                 dids: vec![format!("+1555000010{i}")],
                 recording: None,
