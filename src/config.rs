@@ -1351,7 +1351,9 @@ mod tests {
         assert!(config.agents.iter().any(|a| a.role == Role::Supervisor));
         assert!(config.agents.iter().any(|a| a.role == Role::Agent));
         let boss = SHIPPED.replace("role = \"supervisor\"", "role = \"boss\"");
-        let err = toml::from_str::<Config>(&boss).expect_err("no such role").to_string();
+        let err = toml::from_str::<Config>(&boss)
+            .expect_err("no such role")
+            .to_string();
         assert!(err.contains("boss") && err.contains("supervisor"), "{err}");
     }
 

@@ -40,7 +40,9 @@ pub(super) fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, 
         return Ok(Viewer::Everything("admin".into()));
     }
     match handle.config.agent_by_token(token) {
-        Some(a) if a.role == crate::config::Role::Supervisor => Ok(Viewer::Everything(a.id.clone())),
+        Some(a) if a.role == crate::config::Role::Supervisor => {
+            Ok(Viewer::Everything(a.id.clone()))
+        }
         Some(a) => Ok(Viewer::Agent(a.id.clone())),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
