@@ -1,42 +1,23 @@
-//! One call's media toward its SIP peer: a task that owns the call's RTP and RTCP sockets and
-//! runs on its own 20 ms clock while it has audio to play, decode or mix; packets that pass
-//! through (same codec both ways, or the echo) go on the moment they arrive. It echoes, plays a file, sends and hears RFC 4733 DTMF,
-//! latches onto the peer's real source address (symmetric RTP, strict: once learned, no other
-//! source is heard; see `latch`), keeps our SSRC, sequence and
-//! timestamps continuous whatever it switches to, and reports RTCP. It never waits on the
-//! signalling task: commands arrive on a channel and events leave with `try_send`.
+//! The task of one call's media: it owns the call's RTP and RTCP sockets and the clocks, and
+//! drives the call's `MediaSession` (`media::session`), which decides everything. The frame
+//! clock runs only while the session has audio to play, decode or mix; packets that pass
+//! through (same codec both ways, or the echo) go on the moment they arrive. It never waits
+//! on the signalling task: commands arrive on a channel and events leave with `try_send`.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::media::bridge::{AgentLink, Bridge, FromAgent};
-use crate::media::codec::{Encoder, FRAME_SAMPLES};
-use crate::media::dtmf::{DigitReceiver, DigitSender};
-use crate::media::latch::SourceLatch;
-use crate::media::mixer::mix_minus;
-use crate::media::monitor::{Monitor, MonitorChange, MonitorMode};
-use crate::media::recording::{CallRecording, RecordWant, RecordingUpdate, RecordingWriter};
-use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
-use crate::media::rtp::{self, ReceptionStats, RtpStream};
-use crate::media::srtp::{SrtpError, SrtpSession};
+use crate::media::recording::RecordingWriter;
+use crate::media::session::{MediaSession, FRAME, MAX_READS_PER_FRAME, RTCP_INTERVAL};
 use crate::media::stats::MediaCounters;
-use crate::sdp::{AudioSession, SrtpKeys};
+use crate::sdp::AudioSession;
 use crate::webrtc::AgentPacket;
 
-/// Capacity of a call's command channel; commands are rare (updates, DTMF, stop).
-pub const COMMAND_CAPACITY: usize = 16;
-/// RTCP report interval (RFC 3550 §6.2 minimum for a two-party session).
-const RTCP_INTERVAL: Duration = Duration::from_secs(5);
-/// Packets read from one source per 20 ms frame at most (50 a second is normal).
-const MAX_READS_PER_FRAME: usize = 64;
-/// No RTP at all for this long after media started: the peer is gone.
-const RTP_SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The media clock: one frame of audio.
-const FRAME: Duration = Duration::from_millis(20);
+pub use crate::media::session::{MediaCommand, MediaEvent, Source, Transmit, COMMAND_CAPACITY};
 
 /// Datagrams a call reads on arrival within one frame's time, at most. A flood at the call's
 /// ports then costs what it cost when everything was read on the frame clock (the kernel
@@ -81,91 +62,10 @@ enum Wake {
 }
 
 /// The next packet from the bridged agent; never, while nobody is bridged.
-async fn next_agent_packet(bridge: &mut Option<Bridge>) -> Option<AgentPacket> {
-    match bridge {
-        Some(bridge) => bridge.link.from_agent.recv().await,
+async fn next_agent_packet(session: &mut MediaSession) -> Option<AgentPacket> {
+    match session.agent_packets() {
+        Some(packets) => packets.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// What the media plays toward the peer.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// Send back what arrives.
-    Echo,
-    /// Play these 8 kHz samples once, then report `Finished`.
-    Play(Arc<Vec<i16>>),
-    /// Play these 8 kHz samples over and over (hold audio).
-    Loop(Arc<Vec<i16>>),
-    /// Send nothing (the far end hears silence; timestamps keep running).
-    Silence,
-}
-
-#[derive(Debug)]
-pub enum MediaCommand {
-    /// Offer/answer changed the remote address, codec or direction.
-    Update(AudioSession),
-    Source(Source),
-    /// RFC 4733 digits toward the peer.
-    SendDtmf(String),
-    /// Bridge to an agent's browser: its audio replaces the source, both ways.
-    Bridge(AgentLink),
-    /// Leave the agent; the source (silence unless set again) plays.
-    Unbridge,
-    /// What the call's recording should do; it writes only while bridged.
-    Record(RecordWant),
-    /// A supervisor joins, changes mode or leaves.
-    Monitor(MonitorChange),
-    /// The call in early media was answered: from now on the far end's silence counts.
-    Answered,
-    Stop,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaEvent {
-    /// A `Play` source ran out.
-    Finished {
-        call: String,
-    },
-    Dtmf {
-        call: String,
-        digit: char,
-    },
-    /// No RTP for a long time.
-    RtpTimeout {
-        call: String,
-    },
-    /// The recording changed state, opened its file, or opened or closed a segment.
-    Recording {
-        call: String,
-        update: RecordingUpdate,
-    },
-}
-
-/// How the call's packets with the trunk are protected.
-enum Protection {
-    Plain,
-    Srtp(Box<SrtpSession>),
-    /// SRTP was agreed and could not be set up: nothing is sent or heard rather than
-    /// anything in the clear.
-    Failed,
-}
-
-impl Protection {
-    fn for_keys(call: &str, keys: Option<&SrtpKeys>) -> Protection {
-        let Some(keys) = keys else {
-            return Protection::Plain;
-        };
-        match SrtpSession::new(keys.suite, &keys.ours, &keys.theirs) {
-            Ok(session) => {
-                tracing::info!(%call, suite = keys.suite.name(), "SRTP with the trunk");
-                Protection::Srtp(Box::new(session))
-            }
-            Err(e) => {
-                tracing::error!(%call, error = %e, "cannot set up SRTP: the call stays silent");
-                Protection::Failed
-            }
-        }
     }
 }
 
@@ -177,64 +77,10 @@ pub struct MediaSockets {
 }
 
 pub struct CallMedia {
-    call: String,
+    session: MediaSession,
     sockets: MediaSockets,
-    audio: AudioSession,
-    source: Source,
-    play_pos: usize,
-    encoder: Option<Encoder>,
-    stream: RtpStream,
-    /// Which source is the peer's: learned from its first packets (NAT), the SDP's address
-    /// preferred, everyone else ignored.
-    latch: SourceLatch,
-    protection: Protection,
-    /// Where an outgoing packet is protected (RTP is kept for the next frame's header).
-    protected: Vec<u8>,
-    reception: Option<ReceptionStats>,
-    /// Offset mapping the peer's RTP timestamps into ours when echoing.
-    echo_offset: Option<u32>,
-    started: Instant,
-    last_rtp_in: Instant,
-    /// Early media (a waiting caller hearing the waiting audio before any answer): callers
-    /// send no RTP then, so their silence ends nothing.
-    early: bool,
-    dtmf_out: Vec<char>,
-    dtmf_sender: Option<(DigitSender, u32)>,
-    dtmf_in: DigitReceiver,
     events: mpsc::Sender<MediaEvent>,
     counters: Arc<MediaCounters>,
-    last_sr: Option<(u32, Instant)>,
-    finished_sent: bool,
-    bridge: Option<Bridge>,
-    /// Maps the agent's RTP timestamps into ours when the agent's packets pass through.
-    bridge_offset: Option<(u32, u32)>,
-    pcm: Vec<i16>,
-    writer: Option<RecordingWriter>,
-    recording: Option<CallRecording>,
-    recording_updates: Vec<RecordingUpdate>,
-    monitor: Option<Monitor>,
-    /// What each party hears this tick while a supervisor is on the call.
-    mix: [[i16; FRAME_SAMPLES]; 3],
-    /// The frame the source played toward the peer this tick (hold audio, for a supervisor
-    /// listening to a held call).
-    source_frame: Option<[i16; FRAME_SAMPLES]>,
-}
-
-/// Now, in `codec`'s RTP clock units since `started` (arrival times for a jitter buffer).
-fn arrival_in(started: Instant, codec: crate::sdp::Codec) -> u32 {
-    (started.elapsed().as_micros() as u64 * u64::from(codec.clock_rate()) / 1_000_000) as u32
-}
-
-/// A decoded frame as a fixed array (frames are resized to `FRAME_SAMPLES` when decoded).
-fn frame_of(pcm: &[i16]) -> [i16; FRAME_SAMPLES] {
-    let mut frame = [0i16; FRAME_SAMPLES];
-    let n = pcm.len().min(FRAME_SAMPLES);
-    frame[..n].copy_from_slice(&pcm[..n]);
-    frame
-}
-
-fn random_u32() -> u32 {
-    rand::random()
 }
 
 impl CallMedia {
@@ -246,107 +92,38 @@ impl CallMedia {
         events: mpsc::Sender<MediaEvent>,
         counters: Arc<MediaCounters>,
     ) -> CallMedia {
-        let now = Instant::now();
-        let latch = SourceLatch::new(now, audio.remote, audio.remote_rtcp);
-        let encoder = Encoder::new(audio.codec)
-            .map_err(|e| tracing::error!(%call, error = %e, "cannot create encoder"))
-            .ok();
-        let protection = Protection::for_keys(&call, audio.srtp.as_ref());
-        CallMedia {
+        let session = MediaSession::new(
             call,
-            sockets,
             audio,
-            protection,
-            protected: Vec::with_capacity(512),
             source,
-            play_pos: 0,
-            encoder,
-            stream: RtpStream::new(random_u32(), rand::random(), random_u32()),
-            latch,
-            reception: None,
-            echo_offset: None,
-            started: now,
-            last_rtp_in: now,
-            early: false,
-            dtmf_out: Vec::new(),
-            dtmf_sender: None,
-            dtmf_in: DigitReceiver::new(),
+            Arc::clone(&counters),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        CallMedia {
+            session,
+            sockets,
             events,
             counters,
-            last_sr: None,
-            finished_sent: false,
-            bridge: None,
-            bridge_offset: None,
-            pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
-            writer: None,
-            recording: None,
-            recording_updates: Vec::new(),
-            monitor: None,
-            mix: [[0; FRAME_SAMPLES]; 3],
-            source_frame: None,
         }
     }
 
-    /// The call is in early media (not answered yet): see `early`.
+    /// The call is in early media (not answered yet): its caller's silence ends nothing.
     pub fn in_early_media(mut self) -> CallMedia {
-        self.early = true;
+        self.session = self.session.in_early_media();
         self
     }
 
     /// The host this call's SIP came from: its RTP may come from there (behind a NAT).
-    pub fn with_signalling_peer(mut self, host: Option<std::net::IpAddr>) -> CallMedia {
-        self.latch = self.latch.clone().with_signalling(host);
+    pub fn with_signalling_peer(mut self, host: Option<IpAddr>) -> CallMedia {
+        self.session = self.session.with_signalling_peer(host);
         self
     }
 
     /// Where this call's recording goes, if it is ever asked to record.
     pub fn with_recording_writer(mut self, writer: RecordingWriter) -> CallMedia {
-        self.writer = Some(writer);
+        self.session = self.session.with_recording_writer(writer);
         self
-    }
-
-    fn set_bridge(&mut self, bridge: Option<Bridge>) {
-        let bridged = bridge.is_some();
-        self.bridge = bridge;
-        if let (true, Some(monitor)) = (bridged, self.monitor.as_mut()) {
-            monitor.bridged();
-        }
-        if let Some(recording) = self.recording.as_mut() {
-            recording.set_bridged(bridged, &mut self.recording_updates);
-        }
-        self.report_recording();
-    }
-
-    fn record(&mut self, want: RecordWant) {
-        if self.recording.is_none() && want != RecordWant::Off {
-            let Some(writer) = self.writer.clone() else {
-                tracing::warn!("recording asked for, but no recording writer");
-                return;
-            };
-            let mut recording = CallRecording::new(self.call.clone(), writer, want);
-            recording.set_bridged(self.bridge.is_some(), &mut self.recording_updates);
-            self.recording = Some(recording);
-        } else if let Some(recording) = self.recording.as_mut() {
-            recording.set_want(want, &mut self.recording_updates);
-        }
-        self.report_recording();
-    }
-
-    fn report_recording(&mut self) {
-        for update in self.recording_updates.drain(..) {
-            let _ = self.events.try_send(MediaEvent::Recording {
-                call: self.call.clone(),
-                update,
-            });
-        }
-    }
-
-    fn destination(&self) -> Option<SocketAddr> {
-        self.latch.rtp_destination()
-    }
-
-    fn rtcp_destination(&self) -> Option<SocketAddr> {
-        self.latch.rtcp_destination()
     }
 
     /// Run until stopped. The task owns everything it touches.
@@ -354,7 +131,8 @@ impl CallMedia {
         use tracing::Instrument;
         // Instrumented, not entered: a guard held across awaits would nest every call's span
         // into the next task's on the same thread, without end.
-        let span = tracing::debug_span!("media", call = %self.call, port = self.sockets.port);
+        let span =
+            tracing::debug_span!("media", call = %self.session.call(), port = self.sockets.port);
         self.serve(commands).instrument(span).await
     }
 
@@ -367,21 +145,18 @@ impl CallMedia {
             tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
-        let mut out = Vec::with_capacity(512);
-        let mut payload = Vec::with_capacity(512);
         loop {
             // The frame clock runs only while something is played, decoded or mixed on it: a
             // call whose packets all pass through costs no wake-up of its own.
-            let wants_clock = self.needs_frame_clock();
+            let wants_clock = self.session.needs_frame_clock();
             if wants_clock && !clock_on {
                 // The next frame a whole frame from now, not a burst of the ones skipped.
                 frame_clock.reset();
             }
             clock_on = wants_clock;
             let throttled = budget.exhausted();
-            let rtp_on_arrival = (!clock_on || self.forwards_trunk_packets()) && !throttled;
-            let agent_on_arrival =
-                !clock_on || self.bridge.as_ref().is_some_and(|b| b.uplink_passthrough());
+            let rtp_on_arrival = (!clock_on || self.session.forwards_trunk_packets()) && !throttled;
+            let agent_on_arrival = !clock_on || self.session.agent_uplink_passthrough();
             let wake = tokio::select! {
                 _ = frame_clock.tick(), if clock_on => Wake::Frame,
                 ready = self.sockets.rtp.readable(), if rtp_on_arrival => match ready {
@@ -389,157 +164,54 @@ impl CallMedia {
                     Err(_) => Wake::Frame,
                 },
                 _ = tokio::time::sleep_until(budget.window_end), if throttled => Wake::Arrivals,
-                packet = next_agent_packet(&mut self.bridge), if agent_on_arrival => {
+                packet = next_agent_packet(&mut self.session), if agent_on_arrival => {
                     Wake::Agent(packet)
                 }
                 _ = rtcp_clock.tick() => Wake::Rtcp,
                 command = commands.recv() => Wake::Command(command),
             };
+            let now = Instant::now();
+            let mut go_on = true;
             match wake {
                 Wake::Frame => {
                     // Everything that arrived since the last frame is read now: one wake-up
                     // per 20 ms per transcoded call instead of one per packet. What passes
                     // through was sent on arrival already.
-                    let _ = self
-                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
-                        .await;
-                    self.on_frame(&mut out, &mut payload).await;
+                    self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
+                    self.session.handle_frame();
                 }
                 Wake::Arrivals => {
-                    let reads = self
-                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
-                        .await;
+                    let reads = self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
                 }
                 Wake::Agent(Some(packet)) => {
-                    self.on_agent_packet(packet, &mut out).await;
+                    self.session.handle_agent_packet(now, packet);
                     // Whatever else came with it goes out in the same wake-up.
-                    let reads = self
-                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
-                        .await;
+                    let reads = self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
                 }
-                Wake::Agent(None) => {
-                    // The WebRTC side dropped the route: the agent is gone.
-                    self.set_bridge(None);
-                }
+                Wake::Agent(None) => self.session.handle_agent_gone(),
                 Wake::Rtcp => {
                     // RTCP is read with the RTP it comes with, on the frame clock, and here:
                     // it never needs a wake-up of its own.
-                    let reads = self
-                        .read_arrivals(&mut rtp_buf, &mut rtcp_buf, &mut out)
-                        .await;
+                    let reads = self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
-                    self.send_rtcp(&mut out, false).await;
-                    if !self.early
-                        && self.last_rtp_in.elapsed() > RTP_SILENCE_TIMEOUT
-                        && self.started.elapsed() > RTP_SILENCE_TIMEOUT
-                        && self.audio.remote_direction.sends()
-                    {
-                        let _ = self.events.try_send(MediaEvent::RtpTimeout {
-                            call: self.call.clone(),
-                        });
-                        self.last_rtp_in = Instant::now();
-                    }
+                    self.session.handle_rtcp_tick(now);
                 }
-                Wake::Command(command) => {
-                    if !self.on_command(command, &mut out).await {
-                        break;
-                    }
-                }
+                Wake::Command(command) => go_on = self.session.handle_command(now, command),
+            }
+            self.flush().await;
+            if !go_on {
+                break;
             }
         }
-        tracing::debug!(
-            sent = self.stream.packets_sent(),
-            received = self.reception.as_ref().map(|r| r.received()).unwrap_or(0),
-            "media stopped"
-        );
+        let (sent, received) = self.session.packet_counts();
+        tracing::debug!(sent, received, "media stopped");
     }
 
-    /// Act on a command; `false` once the call's media is to stop.
-    async fn on_command(&mut self, command: Option<MediaCommand>, out: &mut Vec<u8>) -> bool {
-        match command {
-            Some(MediaCommand::Update(audio)) => self.update(audio),
-            Some(MediaCommand::Source(source)) => {
-                self.source = source;
-                self.play_pos = 0;
-                self.finished_sent = false;
-            }
-            Some(MediaCommand::SendDtmf(digits)) => self.dtmf_out.extend(digits.chars().rev()),
-            Some(MediaCommand::Answered) => {
-                self.early = false;
-                self.started = Instant::now();
-                self.last_rtp_in = Instant::now();
-            }
-            Some(MediaCommand::Bridge(link)) => {
-                tracing::debug!(peer = link.peer, "bridged to agent");
-                let bridge = Bridge::new(self.call.clone(), link, self.audio.codec);
-                self.set_bridge(Some(bridge));
-                self.bridge_offset = None;
-            }
-            Some(MediaCommand::Unbridge) => {
-                self.set_bridge(None);
-                self.source = Source::Silence;
-            }
-            Some(MediaCommand::Record(want)) => self.record(want),
-            Some(MediaCommand::Monitor(change)) => match change {
-                MonitorChange::Start(link, mode) => {
-                    tracing::debug!(peer = link.peer, mode = mode.as_str(), "supervisor joined");
-                    self.monitor = Some(Monitor::new(self.call.clone(), link, mode));
-                }
-                MonitorChange::Mode(mode) => {
-                    if let Some(monitor) = self.monitor.as_mut() {
-                        monitor.mode = mode;
-                    }
-                }
-                MonitorChange::Stop => self.monitor = None,
-            },
-            Some(MediaCommand::Stop) | None => {
-                if let Some(recording) = self.recording.as_mut() {
-                    recording.close(&mut self.recording_updates);
-                }
-                self.report_recording();
-                self.send_rtcp(out, true).await;
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Whether anything has to happen on the 20 ms clock: a source to play, audio to decode,
-    /// mix, encode or record, a digit to send. A bridge whose packets pass through both ways
-    /// and the echo need none.
-    fn needs_frame_clock(&self) -> bool {
-        if self.monitor.is_some()
-            || self.dtmf_sender.is_some()
-            || !self.dtmf_out.is_empty()
-            || self.recording.as_ref().is_some_and(|r| r.writing())
-        {
-            return true;
-        }
-        match &self.bridge {
-            Some(bridge) => !bridge.passthrough(),
-            None => !matches!(self.source, Source::Echo),
-        }
-    }
-
-    /// Whether the peer's packets go on as they arrive (to the browser, or echoed back)
-    /// rather than into a jitter buffer read on the frame clock.
-    fn forwards_trunk_packets(&self) -> bool {
-        match &self.bridge {
-            Some(bridge) => bridge.downlink_passthrough(),
-            None => matches!(self.source, Source::Echo),
-        }
-    }
-
-    /// Drain the sockets and the agent's packets without waiting; the datagrams read from
-    /// the sockets.
-    async fn read_arrivals(
-        &mut self,
-        rtp_buf: &mut [u8],
-        rtcp_buf: &mut [u8],
-        out: &mut Vec<u8>,
-    ) -> usize {
+    /// Hand the session what the sockets and the agents' channels hold, without waiting;
+    /// the datagrams read from the sockets.
+    fn read_arrivals(&mut self, now: Instant, rtp_buf: &mut [u8], rtcp_buf: &mut [u8]) -> usize {
         let mut reads = 0;
         // Bounded so a flood cannot starve the frame clock.
         for _ in 0..MAX_READS_PER_FRAME {
@@ -547,7 +219,7 @@ impl CallMedia {
                 Ok((n, from)) => {
                     reads += 1;
                     let n = n.min(rtp_buf.len());
-                    self.on_rtp(&mut rtp_buf[..n], from, out).await;
+                    self.session.handle_rtp(now, from, &mut rtp_buf[..n]);
                 }
                 Err(_) => break,
             }
@@ -557,577 +229,30 @@ impl CallMedia {
                 Ok((n, from)) => {
                     reads += 1;
                     let n = n.min(rtcp_buf.len());
-                    self.on_rtcp(&mut rtcp_buf[..n], from);
+                    self.session.handle_rtcp(now, from, &mut rtcp_buf[..n]);
                 }
                 Err(_) => break,
             }
         }
-        for _ in 0..MAX_READS_PER_FRAME {
-            let Some(bridge) = self.bridge.as_mut() else {
-                break;
-            };
-            match bridge.link.from_agent.try_recv() {
-                Ok(packet) => self.on_agent_packet(packet, out).await,
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    // The WebRTC side dropped the route: the agent is gone.
-                    self.set_bridge(None);
-                    break;
-                }
-            }
-        }
-        for _ in 0..MAX_READS_PER_FRAME {
-            let Some(monitor) = self.monitor.as_mut() else {
-                break;
-            };
-            match monitor.link.from_agent.try_recv() {
-                Ok(packet) => {
-                    let arrival = arrival_in(self.started, packet.codec);
-                    monitor.on_supervisor_packet(&packet, arrival);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.monitor = None;
-                    break;
-                }
-            }
-        }
+        self.session.drain_agents(now);
         reads
     }
 
-    fn update(&mut self, audio: AudioSession) {
-        if audio.codec != self.audio.codec {
-            self.encoder = Encoder::new(audio.codec).ok();
-            if let Some(bridge) = self.bridge.as_mut() {
-                bridge.set_trunk_codec(audio.codec);
-            }
-        }
-        if audio.remote != self.audio.remote {
-            // A new address from offer/answer overrides what we latched onto.
-            self.latch
-                .renegotiated(Instant::now(), audio.remote, audio.remote_rtcp);
-        }
-        match (&mut self.protection, audio.srtp.as_ref()) {
-            (Protection::Srtp(session), Some(keys)) => {
-                // A re-offer may bring the trunk's new key (RFC 4568 §7.1.4); ours stays.
-                if let Err(e) = session.rekey_inbound(keys.suite, &keys.theirs) {
-                    tracing::error!(error = %e, "cannot take the trunk's new SRTP key");
-                    self.protection = Protection::Failed;
-                }
-            }
-            (Protection::Plain, Some(keys)) => {
-                self.protection = Protection::for_keys(&self.call, Some(keys));
-            }
-            // SDP never takes SRTP away once agreed (`sdp::reanswer`).
-            _ => {}
-        }
-        self.audio = audio;
-    }
-
-    /// Send one RTP packet toward the peer. A free function over the fields it needs, so the
-    /// future does not borrow the whole call (the Opus state is not `Sync`).
-    async fn send(
-        socket: &UdpSocket,
-        destination: Option<SocketAddr>,
-        sends: bool,
-        counters: &MediaCounters,
-        bytes: &[u8],
-    ) {
-        if !sends {
-            return;
-        }
-        if let Some(dest) = destination {
-            if socket.send_to(bytes, dest).await.is_ok() {
-                counters.packet_out(bytes.len());
-            }
-        }
-    }
-
-    async fn send_out(&mut self, out: &[u8]) {
-        let destination = self.destination();
-        let sends = self.audio.local_direction.sends();
-        if !sends || destination.is_none() {
-            return;
-        }
-        let packet = match &mut self.protection {
-            Protection::Plain => out,
-            Protection::Srtp(session) => {
-                self.protected.clear();
-                self.protected.extend_from_slice(out);
-                if let Err(e) = session.protect_rtp(&mut self.protected) {
-                    tracing::debug!(error = %e, "SRTP protect failed");
-                    return;
-                }
-                &self.protected[..]
-            }
-            Protection::Failed => return,
-        };
-        Self::send(
-            &self.sockets.rtp,
-            destination,
-            sends,
-            &self.counters,
-            packet,
-        )
-        .await;
-    }
-
-    /// The plain packet inside `bytes` (as received, for plain RTP); `None` when SRTP's
-    /// check refuses it, before anything (the source latch included) has looked at it.
-    fn open<'a>(&mut self, bytes: &'a mut [u8], rtcp: bool) -> Option<&'a [u8]> {
-        let session = match &mut self.protection {
-            Protection::Plain => return Some(bytes),
-            Protection::Srtp(session) => session,
-            Protection::Failed => return None,
-        };
-        let opened = if rtcp {
-            session.unprotect_rtcp(bytes)
-        } else {
-            session.unprotect_rtp(bytes)
-        };
-        match opened {
-            Ok(len) => Some(&bytes[..len]),
-            Err(SrtpError::Malformed) => {
-                self.counters.bad_packet();
-                None
-            }
-            Err(e) => {
-                tracing::trace!(error = %e, rtcp, "SRTP packet refused");
-                self.counters.srtp_rejected();
-                None
-            }
-        }
-    }
-
-    async fn on_rtp(&mut self, bytes: &mut [u8], from: SocketAddr, out: &mut Vec<u8>) {
-        if rtp::is_rtcp(bytes) {
-            self.on_rtcp(bytes, from);
-            return;
-        }
-        let Some(bytes) = self.open(bytes, false) else {
-            return;
-        };
-        let Ok(packet) = rtp::parse(bytes) else {
-            self.counters.bad_packet();
-            return;
-        };
-        let now = Instant::now();
-        let before = self.latch.rtp_destination();
-        if !self.latch.accept_rtp(now, from) {
-            // Injected or stray: never heard, never answered.
-            self.counters.foreign_packet();
-            return;
-        }
-        if before != Some(from) {
-            tracing::debug!(%from, "latched RTP source");
-        }
-        self.counters.packet_in(bytes.len());
-        self.last_rtp_in = now;
-        let header = &packet.header;
-        let arrival = (now.duration_since(self.started).as_micros() as u64
-            * u64::from(self.audio.clock_rate)
-            / 1_000_000) as u32;
-        match self.reception.as_mut() {
-            Some(stats) if stats.ssrc() == header.ssrc => {
-                stats.update(header.sequence, header.timestamp, arrival);
-            }
-            _ => {
-                self.reception = Some(ReceptionStats::new(header.ssrc, header.sequence));
-                self.echo_offset = None;
-            }
-        }
-        if Some(header.payload_type) == self.audio.dtmf_pt {
-            if let Ok(event) = crate::media::dtmf::TelephoneEvent::parse(packet.payload) {
-                if let Some(digit) = self.dtmf_in.on_packet(header.timestamp, &event) {
-                    tracing::info!(%digit, "DTMF received");
-                    let _ = self.events.try_send(MediaEvent::Dtmf {
-                        call: self.call.clone(),
-                        digit,
-                    });
-                }
-            }
-        }
-        if let Some(bridge) = self.bridge.as_mut() {
-            if header.payload_type == self.audio.pt {
-                bridge.on_trunk_packet(header.sequence, header.timestamp, arrival, packet.payload);
-            }
-            return;
-        }
-        if let Some(monitor) = self.monitor.as_mut() {
-            // Held with a supervisor listening: the prospect is decoded for them.
-            if header.payload_type == self.audio.pt {
-                monitor.on_held_trunk_packet(
-                    self.audio.codec,
-                    header.sequence,
-                    header.timestamp,
-                    arrival,
-                    packet.payload,
-                );
-            }
-        }
-        if matches!(self.source, Source::Echo) {
-            // Map the peer's timestamps into our stream: a new peer SSRC continues from where
-            // our stream is, so the far end never sees our timestamps jump.
-            let next = self.stream.next_timestamp();
-            let offset = *self
-                .echo_offset
-                .get_or_insert_with(|| next.wrapping_sub(header.timestamp));
-            let ticks = self
-                .encoder
-                .as_ref()
-                .map(|e| e.frame_ticks())
-                .unwrap_or(160);
-            let echoed = self.stream.header_at(
-                header.payload_type,
-                header.timestamp.wrapping_add(offset),
-                header.marker,
-                ticks,
-            );
-            rtp::write(&echoed, packet.payload, out);
-            self.stream.count_sent(packet.payload.len());
-            let bytes = std::mem::take(out);
-            self.send_out(&bytes).await;
-            *out = bytes;
-        }
-    }
-
-    fn on_rtcp(&mut self, bytes: &mut [u8], from: SocketAddr) {
-        if !self.latch.accept_rtcp(from) {
-            self.counters.foreign_packet();
-            return;
-        }
-        let Some(bytes) = self.open(bytes, true) else {
-            return;
-        };
-        match rtcp::parse_compound(bytes) {
-            Ok(packets) => {
-                for packet in packets {
-                    if let RtcpPacket::SenderReport { info, .. } = &packet {
-                        self.last_sr = Some((rtcp::ntp_middle(info.ntp_timestamp), Instant::now()));
-                    }
-                    if let RtcpPacket::SenderReport { reports, .. }
-                    | RtcpPacket::ReceiverReport { reports, .. } = &packet
-                    {
-                        for report in reports {
-                            tracing::trace!(
-                                lost = report.cumulative_lost,
-                                jitter = report.jitter,
-                                "RTCP report from peer"
-                            );
-                            self.counters
-                                .peer_report(report.cumulative_lost, report.jitter);
-                            if report.ssrc == self.stream.ssrc() {
-                                self.on_reported_loss(report.fraction_lost);
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::trace!(error = %e, "bad RTCP");
-                self.counters.bad_packet();
-            }
-        }
-    }
-
-    /// The peer's report on our stream: the share it lost (of 256) since its last report.
-    /// An Opus peer that takes in-band FEC (`useinbandfec=1`) gets it while it loses packets.
-    fn on_reported_loss(&mut self, fraction_lost: u8) {
-        if !self.audio.opus_fec {
-            return;
-        }
-        let percent = (u32::from(fraction_lost) * 100).div_ceil(256) as u8;
-        if let Some(encoder) = self.encoder.as_mut() {
-            if let Err(e) = encoder.set_expected_loss(percent) {
-                tracing::debug!(error = %e, "cannot adapt the encoder to reported loss");
-            }
-        }
-    }
-
-    /// A packet of the agent's microphone: passed on as it is, or buffered for the frame clock.
-    async fn on_agent_packet(&mut self, packet: AgentPacket, out: &mut Vec<u8>) {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return;
-        };
-        let arrival = arrival_in(self.started, packet.codec);
-        let timestamp = packet.timestamp;
-        let FromAgent::Forward(payload) = bridge.on_agent_packet(packet, arrival) else {
-            return;
-        };
-        if self.dtmf_sender.is_some() {
-            return; // a digit is playing toward the trunk
-        }
-        // Same codec both sides: keep the agent's timing, on our stream's clock.
-        let next = self.stream.next_timestamp();
-        let offset = match self.bridge_offset {
-            Some((last_in, offset)) if timestamp.wrapping_sub(last_in) < 48_000 => offset,
-            _ => next.wrapping_sub(timestamp),
-        };
-        self.bridge_offset = Some((timestamp, offset));
-        let ticks = self
-            .encoder
-            .as_ref()
-            .map(|e| e.frame_ticks())
-            .unwrap_or(160);
-        let header =
-            self.stream
-                .header_at(self.audio.pt, timestamp.wrapping_add(offset), false, ticks);
-        rtp::write(&header, &payload, out);
-        self.stream.count_sent(payload.len());
-        let bytes = std::mem::take(out);
-        self.send_out(&bytes).await;
-        *out = bytes;
-    }
-
-    async fn on_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
-        self.source_frame = None;
-        self.play_frame(out, payload).await;
-        if self.bridge.is_none() {
-            self.monitor_held_call();
-        }
-    }
-
-    /// A supervisor on a held call hears what the call is going through: the prospect and
-    /// the hold audio played to them. Their own voice reaches nobody until the call resumes.
-    fn monitor_held_call(&mut self) {
-        let Some(monitor) = self.monitor.as_mut() else {
-            return;
-        };
-        let prospect = monitor.held_trunk_frame().map(frame_of);
-        let _ = monitor.supervisor_frame(); // keep their buffer in step
-        let frames = [
-            prospect.as_ref().map(|f| &f[..]),
-            self.source_frame.as_ref().map(|f| &f[..]),
-            None,
-        ];
-        let heard = mix_minus(&frames, &MonitorMode::Listen.hearing(), &mut self.mix);
-        if heard[MonitorMode::SUPERVISOR] {
-            monitor.send(&self.mix[MonitorMode::SUPERVISOR]);
-        }
-    }
-
-    async fn play_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
-        let ticks = self
-            .encoder
-            .as_ref()
-            .map(|e| e.frame_ticks())
-            .unwrap_or(160);
-        // Both sides' frames of this tick: the trunk's toward the agent (decoded when
-        // transcoding, recording or monitored), the agent's toward the trunk (encoded below).
-        let mut agent_frame = false;
-        if let Some(bridge) = self.bridge.as_mut() {
-            let writing = self.recording.as_ref().is_some_and(|r| r.writing());
-            let monitored = self.monitor.as_ref().map(|m| m.mode);
-            bridge.set_taps(writing || monitored.is_some());
-            bridge.set_mixing(monitored.is_some_and(MonitorMode::speaks));
-            let started = Instant::now();
-            match (monitored, self.monitor.as_mut()) {
-                (Some(mode), Some(monitor)) if mode.speaks() => {
-                    // Whisper or barge: every side decoded, each hears its own mix.
-                    let prospect = bridge.decode_trunk().map(frame_of);
-                    let agent = bridge
-                        .tick_toward_trunk(&mut self.pcm)
-                        .map(|_| frame_of(&self.pcm));
-                    let supervisor = monitor.supervisor_frame().map(frame_of);
-                    let frames = [
-                        prospect.as_ref().map(|f| &f[..]),
-                        agent.as_ref().map(|f| &f[..]),
-                        supervisor.as_ref().map(|f| &f[..]),
-                    ];
-                    let heard = mix_minus(&frames, &mode.hearing(), &mut self.mix);
-                    if heard[MonitorMode::AGENT] {
-                        bridge.send_pcm_to_agent(&self.mix[MonitorMode::AGENT]);
-                    }
-                    if heard[MonitorMode::SUPERVISOR] {
-                        monitor.send(&self.mix[MonitorMode::SUPERVISOR]);
-                    }
-                    // What the prospect hears goes to the trunk below, and is the recording's
-                    // agent channel: barge is in it, a whisper never.
-                    agent_frame = heard[MonitorMode::PROSPECT];
-                    self.pcm.clear();
-                    self.pcm.extend_from_slice(&self.mix[MonitorMode::PROSPECT]);
-                    if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
-                        recording.frame(
-                            prospect.as_ref().map(|f| &f[..]),
-                            agent_frame.then_some(&self.pcm[..]),
-                            &mut self.recording_updates,
-                        );
-                    }
-                }
-                (_, monitor) => {
-                    bridge.tick_toward_agent();
-                    agent_frame = bridge.tick_toward_trunk(&mut self.pcm).is_some();
-                    if let Some(monitor) = monitor {
-                        // Listen: the supervisor hears both sides; their voice goes nowhere.
-                        let _ = monitor.supervisor_frame();
-                        let frames = [
-                            bridge.trunk_frame(),
-                            agent_frame.then_some(&self.pcm[..]),
-                            None,
-                        ];
-                        let heard =
-                            mix_minus(&frames, &MonitorMode::Listen.hearing(), &mut self.mix);
-                        if heard[MonitorMode::SUPERVISOR] {
-                            monitor.send(&self.mix[MonitorMode::SUPERVISOR]);
-                        }
-                    }
-                    if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
-                        recording.frame(
-                            bridge.trunk_frame(),
-                            agent_frame.then_some(&self.pcm[..]),
-                            &mut self.recording_updates,
-                        );
-                    }
-                }
-            }
-            if !bridge.passthrough() {
-                self.counters.transcoded(started.elapsed());
-            }
-        }
-        if !self.recording_updates.is_empty() {
-            self.report_recording();
-        }
-        // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
-        if self.dtmf_sender.is_none() {
-            if let Some(digit) = self.dtmf_out.pop() {
-                // 100 ms digits: five frames, long enough for every IVR we know.
-                if let Some(sender) = DigitSender::new(digit, ticks as u16, ticks * 5) {
-                    self.dtmf_sender = Some((sender, self.stream.next_timestamp()));
-                }
-            }
-        }
-        if let (Some((sender, start_ts)), Some(pt)) =
-            (self.dtmf_sender.as_mut(), self.audio.dtmf_pt)
-        {
-            match sender.next() {
-                Some((marker, event)) => {
-                    let start_ts = *start_ts;
-                    let header = self.stream.event_header(pt, start_ts, marker, event.end);
-                    payload.clear();
-                    event.write(payload);
-                    rtp::write(&header, payload, out);
-                    self.stream.count_sent(payload.len());
-                    let bytes = std::mem::take(out);
-                    self.send_out(&bytes).await;
-                    *out = bytes;
-                    // The event's frames take media time like audio frames do.
-                    self.stream.skip(ticks);
-                    return;
-                }
-                None => self.dtmf_sender = None,
-            }
-        } else if self.dtmf_sender.is_some() {
-            self.dtmf_sender = None; // the peer negotiated no telephone-event
-        }
-        if let Some(bridge) = self.bridge.as_mut() {
-            if bridge.uplink_passthrough() {
-                return; // the agent's packets went out as they came
-            }
-            let pcm = std::mem::take(&mut self.pcm);
-            let started = Instant::now();
-            if agent_frame {
-                if let Some(encoder) = self.encoder.as_mut() {
-                    let encoded = encoder.encode(&pcm, payload).is_ok();
-                    self.counters.transcoded(started.elapsed());
-                    if encoded {
-                        let header = self.stream.next_header(self.audio.pt, ticks, false);
-                        rtp::write(&header, payload, out);
-                        self.stream.count_sent(payload.len());
-                        let bytes = std::mem::take(out);
-                        self.send_out(&bytes).await;
-                        *out = bytes;
-                    } else {
-                        self.counters.codec_error();
-                    }
-                }
+    /// Send what the session queued, and pass on its events.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.session.poll_transmit() {
+            let socket = if transmit.rtcp {
+                &self.sockets.rtcp
             } else {
-                self.stream.skip(ticks);
-            }
-            self.pcm = pcm;
-            return;
-        }
-        match &self.source {
-            Source::Echo => {}
-            Source::Silence => self.stream.skip(ticks),
-            Source::Play(samples) | Source::Loop(samples) => {
-                let samples = Arc::clone(samples);
-                if matches!(self.source, Source::Loop(_)) && self.play_pos >= samples.len() {
-                    self.play_pos = 0;
-                }
-                if self.play_pos >= samples.len() {
-                    self.stream.skip(ticks);
-                    if !self.finished_sent {
-                        self.finished_sent = true;
-                        let _ = self.events.try_send(MediaEvent::Finished {
-                            call: self.call.clone(),
-                        });
-                    }
-                    return;
-                }
-                let end = (self.play_pos + FRAME_SAMPLES).min(samples.len());
-                let mut frame = [0i16; FRAME_SAMPLES];
-                frame[..end - self.play_pos].copy_from_slice(&samples[self.play_pos..end]);
-                let marker = self.play_pos == 0;
-                self.play_pos = end;
-                self.source_frame = Some(frame);
-                let Some(encoder) = self.encoder.as_mut() else {
-                    return;
-                };
-                if encoder.encode(&frame, payload).is_err() {
-                    self.counters.codec_error();
-                    return;
-                }
-                let header = self.stream.next_header(self.audio.pt, ticks, marker);
-                rtp::write(&header, payload, out);
-                self.stream.count_sent(payload.len());
-                let bytes = std::mem::take(out);
-                self.send_out(&bytes).await;
-                *out = bytes;
-            }
-        }
-    }
-
-    async fn send_rtcp(&mut self, out: &mut Vec<u8>, goodbye: bool) {
-        let Some(dest) = self.rtcp_destination() else {
-            return;
-        };
-        let mut reports = Vec::new();
-        if let Some(stats) = self.reception.as_mut() {
-            let (lsr, dlsr) = match self.last_sr {
-                Some((middle, at)) => (middle, (at.elapsed().as_secs_f64() * 65536.0) as u32),
-                None => (0, 0),
+                &self.sockets.rtp
             };
-            reports.push(stats.report_block(lsr, dlsr));
-        }
-        let cname = format!("callgate-{}", self.call);
-        out.clear();
-        if self.stream.packets_sent() > 0 {
-            let unix_micros = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0);
-            let info = SenderInfo {
-                ntp_timestamp: rtcp::ntp_timestamp(unix_micros),
-                rtp_timestamp: self.stream.last_timestamp(),
-                packet_count: self.stream.packets_sent(),
-                octet_count: self.stream.octets_sent(),
-            };
-            rtcp::write_sender_report(self.stream.ssrc(), &info, &reports, &cname, out);
-        } else {
-            rtcp::write_receiver_report(self.stream.ssrc(), &reports, &cname, out);
-        }
-        if goodbye {
-            rtcp::append_goodbye(self.stream.ssrc(), out);
-        }
-        match &mut self.protection {
-            Protection::Plain => {}
-            Protection::Srtp(session) => {
-                if session.protect_rtcp(out).is_err() {
-                    return;
-                }
+            let sent = socket.send_to(&transmit.bytes, transmit.to).await.is_ok();
+            if sent && !transmit.rtcp {
+                self.counters.packet_out(transmit.bytes.len());
             }
-            Protection::Failed => return,
         }
-        let _ = self.sockets.rtcp.send_to(out, dest).await;
+        while let Some(event) = self.session.poll_event() {
+            let _ = self.events.try_send(event);
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod recording;
 pub mod recording_mode;
 pub mod rtcp;
 pub mod rtp;
+pub mod session;
 pub mod srtp;
 pub mod stats;
 pub mod tones;
