@@ -177,24 +177,24 @@ impl CallMedia {
                     // Everything that arrived since the last frame is read now: one wake-up
                     // per 20 ms per transcoded call instead of one per packet. What passes
                     // through was sent on arrival already.
-                    self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
+                    self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
                     self.session.handle_frame();
                 }
                 Wake::Arrivals => {
-                    let reads = self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
+                    let reads = self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
                 }
                 Wake::Agent(Some(packet)) => {
                     self.session.handle_agent_packet(now, packet);
                     // Whatever else came with it goes out in the same wake-up.
-                    let reads = self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
+                    let reads = self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
                 }
                 Wake::Agent(None) => self.session.handle_agent_gone(),
                 Wake::Rtcp => {
                     // RTCP is read with the RTP it comes with, on the frame clock, and here:
                     // it never needs a wake-up of its own.
-                    let reads = self.read_arrivals(now, &mut rtp_buf, &mut rtcp_buf);
+                    let reads = self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
                     self.session.handle_rtcp_tick(now);
                 }
@@ -211,7 +211,7 @@ impl CallMedia {
 
     /// Hand the session what the sockets and the agents' channels hold, without waiting;
     /// the datagrams read from the sockets.
-    fn read_arrivals(&mut self, now: Instant, rtp_buf: &mut [u8], rtcp_buf: &mut [u8]) -> usize {
+    fn read_arrivals(&mut self, rtp_buf: &mut [u8], rtcp_buf: &mut [u8]) -> usize {
         let mut reads = 0;
         // Bounded so a flood cannot starve the frame clock.
         for _ in 0..MAX_READS_PER_FRAME {
@@ -219,7 +219,9 @@ impl CallMedia {
                 Ok((n, from)) => {
                     reads += 1;
                     let n = n.min(rtp_buf.len());
-                    self.session.handle_rtp(now, from, &mut rtp_buf[..n]);
+                    // Each datagram's own arrival time, as the jitter buffers want it.
+                    self.session
+                        .handle_rtp(Instant::now(), from, &mut rtp_buf[..n]);
                 }
                 Err(_) => break,
             }
@@ -229,12 +231,13 @@ impl CallMedia {
                 Ok((n, from)) => {
                     reads += 1;
                     let n = n.min(rtcp_buf.len());
-                    self.session.handle_rtcp(now, from, &mut rtcp_buf[..n]);
+                    self.session
+                        .handle_rtcp(Instant::now(), from, &mut rtcp_buf[..n]);
                 }
                 Err(_) => break,
             }
         }
-        self.session.drain_agents(now);
+        self.session.drain_agents(Instant::now());
         reads
     }
 
