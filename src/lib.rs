@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod controller;
 pub mod demo;
+pub mod gateway;
 pub mod http_client;
 pub mod media;
 pub mod metrics;

@@ -141,6 +141,9 @@ pub struct Call {
     pub joined: Option<CallId>,
     /// The last agent who had the call: the call log's agent after it left every agent.
     pub handled_by: Option<AgentId>,
+    /// Its status, queue time or recording changed since the call log last heard of it
+    /// (set by the setters below, taken by `Controller::take_changed`).
+    changed: bool,
 }
 
 /// Who the other party of a call is, as the CRM or the directory know them.
@@ -151,6 +154,22 @@ pub struct Prospect {
 }
 
 impl Call {
+    /// What the call log keeps of a call changes only through these three.
+    pub(crate) fn set_status(&mut self, status: Status) {
+        self.changed |= self.status != status;
+        self.status = status;
+    }
+
+    pub(crate) fn set_queued_at(&mut self, at: Option<Instant>) {
+        self.changed |= self.queued_at != at;
+        self.queued_at = at;
+    }
+
+    pub(crate) fn set_recording(&mut self, state: RecordingState) {
+        self.changed |= self.recording != state;
+        self.recording = state;
+    }
+
     /// The prospect's number: the caller on inbound calls, the callee on outbound ones.
     pub fn prospect(&self) -> &str {
         match self.direction {
@@ -450,6 +469,8 @@ struct Agent {
     announced_head: Option<CallId>,
     /// Open call-log prompts: prospect number → the calls merged into it.
     prompts: HashMap<String, Vec<CallId>>,
+    /// The number presented on the agent's outbound calls: its first DID.
+    caller: Option<String>,
 }
 
 /// An agent's `call.record` action.
@@ -548,6 +569,7 @@ impl Controller {
                         recent: VecDeque::new(),
                         announced_head: None,
                         prompts: HashMap::new(),
+                        caller: a.dids.first().cloned(),
                     },
                 )
             })
@@ -689,7 +711,7 @@ impl Controller {
                 if c.recording == state {
                     return Vec::new();
                 }
-                c.recording = state;
+                c.set_recording(state);
                 self.updated(&call)
             }
             Event::Dial { call, to, plan } => {
@@ -842,7 +864,7 @@ impl Controller {
                 now,
             );
             c.name(prospect);
-            c.status = Status::Active;
+            c.set_status(Status::Active);
             c.answered_at = Some(now);
             self.calls.insert(call.clone(), c);
             return vec![Command::Answer { call, plan }];
@@ -889,8 +911,8 @@ impl Controller {
                 && matches!(o.status, Status::Active | Status::Ringing | Status::Dialing)
         });
         if busy {
-            c.status = Status::Waiting;
-            c.queued_at = Some(now);
+            c.set_status(Status::Waiting);
+            c.set_queued_at(Some(now));
         }
         self.calls.insert(call.clone(), c.clone());
         let mut commands = vec![Command::Ring {
@@ -945,7 +967,7 @@ impl Controller {
                 // the answered call is the one they asked for, the other goes on hold.
                 let mut commands = self.hold_active(&agent, now);
                 if let Some(c) = self.calls.get_mut(&call) {
-                    c.status = Status::Active;
+                    c.set_status(Status::Active);
                 }
                 commands.push(Command::Bridge {
                     call: call.clone(),
@@ -957,7 +979,7 @@ impl Controller {
             (MediaPlan::Join(other), _) => {
                 // The far end of a transfer to a number answered: the caller meets them.
                 if let Some(c) = self.calls.get_mut(&call) {
-                    c.status = Status::Active;
+                    c.set_status(Status::Active);
                 }
                 let landed = self.calls.get_mut(&other).and_then(|o| {
                     let from = o.transfer.take()?.from;
@@ -978,7 +1000,7 @@ impl Controller {
             }
             (plan, _) => {
                 if let Some(c) = self.calls.get_mut(&call) {
-                    c.status = Status::Active;
+                    c.set_status(Status::Active);
                 }
                 vec![Command::StartMedia { call, plan }]
             }
@@ -1020,12 +1042,12 @@ impl Controller {
             (EndReason::AgentHangup, Status::Ringing | Status::Waiting) => EndReason::Declined,
             (reason, _) => c.end_reason.unwrap_or(reason),
         };
-        c.status = Status::Ended;
+        c.set_status(Status::Ended);
         c.ended_at = Some(now);
         // Nothing is recorded after the end; a file, if any, stays (`recording_url`), and a
         // failure stays visible.
         if c.recording != RecordingState::Failed {
-            c.recording = RecordingState::Off;
+            c.set_recording(RecordingState::Off);
         }
         c.end_reason = Some(reason);
         self.ended.push(c.clone());
@@ -1112,11 +1134,13 @@ impl Controller {
         std::mem::take(&mut self.ended)
     }
 
-    /// Record the number callgate presents on an agent's outbound call.
-    pub fn set_caller(&mut self, call: &str, from: &str) {
-        if let Some(c) = self.calls.get_mut(call) {
-            c.from = from.to_string();
-        }
+    /// Live calls whose status, queue time or recording changed since the last call of
+    /// this, as they are now; each change is marked where it is made.
+    pub fn take_changed(&mut self) -> Vec<Call> {
+        self.calls
+            .values_mut()
+            .filter_map(|c| std::mem::take(&mut c.changed).then(|| c.clone()))
+            .collect()
     }
 }
 
@@ -1174,6 +1198,8 @@ fn new_call(
         recording: RecordingState::Off,
         transfer: None,
         joined: None,
+        // New: the call log has not heard of it.
+        changed: true,
     }
 }
 
@@ -1182,9 +1208,6 @@ mod queue;
 mod requests;
 mod transfer;
 pub use transfer::{Transfer, TransferTarget};
-
-#[cfg(test)]
-mod props;
 
 #[cfg(test)]
 mod tests;

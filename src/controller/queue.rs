@@ -95,8 +95,8 @@ impl Controller {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
-        c.status = Status::OnHold;
-        c.queued_at = Some(now);
+        c.set_status(Status::OnHold);
+        c.set_queued_at(Some(now));
         let mut commands = vec![
             Command::Unbridge {
                 call: call.to_string(),
@@ -119,8 +119,8 @@ impl Controller {
         let answer =
             matches!(c.status, Status::Ringing | Status::Waiting) && c.answered_at.is_none();
         c.transfer = None;
-        c.status = Status::Active;
-        c.queued_at = None;
+        c.set_status(Status::Active);
+        c.set_queued_at(None);
         if answer {
             c.answered_at = Some(now);
         }

@@ -212,10 +212,15 @@ impl Controller {
                 }
                 // The active call goes on hold first.
                 let mut commands = self.hold_active(agent, now);
+                let caller = self
+                    .agents
+                    .get(agent)
+                    .and_then(|a| a.caller.clone())
+                    .unwrap_or_default();
                 let mut c = new_call(
                     &call,
                     Direction::Outbound,
-                    String::new(),
+                    caller,
                     None,
                     &to,
                     MediaPlan::Agent(agent.to_string()),

@@ -31,7 +31,7 @@ pub struct Transfer {
 /// The call as an agent it left sees it: over for them, `transferred`.
 fn transferred_away(c: &Call, now: Instant) -> Call {
     let mut gone = c.clone();
-    gone.status = Status::Ended;
+    gone.set_status(Status::Ended);
     gone.ended_at = Some(now);
     gone.end_reason = Some(EndReason::Transferred);
     gone
@@ -107,11 +107,11 @@ impl Controller {
                 deadline: Some(deadline),
             });
             if busy {
-                c.status = Status::Waiting;
-                c.queued_at = Some(now);
+                c.set_status(Status::Waiting);
+                c.set_queued_at(Some(now));
             } else {
-                c.status = Status::Ringing;
-                c.queued_at = None;
+                c.set_status(Status::Ringing);
+                c.set_queued_at(None);
             }
         }
         let Some(c) = self.calls.get(&call).cloned() else {
@@ -146,8 +146,8 @@ impl Controller {
         commands.extend(self.offer_next(from));
         if let Some(c) = self.calls.get_mut(&call) {
             c.agent = None;
-            c.status = Status::Active;
-            c.queued_at = None;
+            c.set_status(Status::Active);
+            c.set_queued_at(None);
             c.joined = Some(leg.clone());
             c.transfer = Some(Transfer {
                 from: from.to_string(),
@@ -205,8 +205,8 @@ impl Controller {
         for (id, other) in [(&call, &consult), (&consult, &call)] {
             if let Some(c) = self.calls.get_mut(id) {
                 c.agent = None;
-                c.status = Status::Active;
-                c.queued_at = None;
+                c.set_status(Status::Active);
+                c.set_queued_at(None);
                 c.joined = Some(other.clone());
             }
         }
@@ -251,8 +251,8 @@ impl Controller {
         // Detached now, so an offer of the agent's next call sees them free.
         if let Some(c) = self.calls.get_mut(call) {
             c.agent = None;
-            c.status = Status::OnHold;
-            c.queued_at = None;
+            c.set_status(Status::OnHold);
+            c.set_queued_at(None);
         }
         commands
     }
@@ -305,8 +305,8 @@ impl Controller {
             c.handled_by = Some(from.clone());
             c.plan = MediaPlan::Agent(from.clone());
             c.joined = None;
-            c.status = Status::OnHold;
-            c.queued_at = Some(now);
+            c.set_status(Status::OnHold);
+            c.set_queued_at(Some(now));
         }
         commands.extend(self.updated(call));
         commands.extend(self.offer_next(&from));

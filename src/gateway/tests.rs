@@ -1,0 +1,504 @@
+//! Whole calls through the gateway core on a fake clock: SIP in as text from a trunk,
+//! agents' requests, and the SIP, notices, media operations and call-log changes out.
+
+use std::time::Duration;
+
+use super::pair::{answer_sdp, reply, Caller, Pair, DEMO_DID};
+use super::{AgentCall, Input, MediaOp, SourceSpec};
+use crate::controller::{CloseReason, Notice, Status};
+use crate::sip::message::Message;
+
+const AGENT: &str = "demo";
+const CONN: u64 = 1;
+
+/// A caller's INVITE reaches the connected agent: the call's id from the agent's notice.
+fn ring(p: &mut Pair, caller: &mut Caller) -> String {
+    p.take_notices(CONN);
+    p.trunk_sends(&caller.invite());
+    let notices = p.take_notices(CONN);
+    match notices.as_slice() {
+        [Notice::Incoming(c)] | [Notice::Waiting { call: c, .. }] => c.id.clone(),
+        other => panic!("expected the call announced, got {other:?}"),
+    }
+}
+
+/// The agent answers a ringing call and the caller acknowledges the 200.
+fn answer(p: &mut Pair, caller: &mut Caller, call: &str) {
+    p.take_sip();
+    assert_eq!(
+        p.request(AGENT, AgentCall::Answer { call: call.into() }),
+        Ok(call.to_string())
+    );
+    let ok = p.response(200);
+    assert!(
+        String::from_utf8_lossy(&ok.body).contains("m=audio 200"),
+        "the 200 carries our RTP port: {ok:?}"
+    );
+    p.trunk_sends(&caller.ack(&ok));
+}
+
+fn status_of(p: &Pair, call: &str) -> Option<Status> {
+    p.gw.call(call).map(|c| c.status)
+}
+
+#[test]
+fn an_inbound_call_rings_the_agent_is_answered_and_hung_up_by_the_caller() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    p.trunk_sends(&caller.invite());
+    assert_eq!(p.statuses(), [100, 180], "Trying, then Ringing");
+    let call = match p.take_notices(CONN).as_slice() {
+        [Notice::Incoming(c)] => {
+            assert_eq!(
+                (c.from.as_str(), c.status),
+                ("+15551230001", Status::Ringing)
+            );
+            c.id.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(p.stored_status(&call).as_deref(), Some("ringing"));
+    assert!(p.take_media(&call).is_empty(), "no media before the answer");
+
+    answer(&mut p, &mut caller, &call);
+    let ops = p.take_media(&call);
+    assert!(
+        matches!(
+            ops.as_slice(),
+            [
+                MediaOp::Start {
+                    port: 20000,
+                    source: SourceSpec::Silence,
+                    early: false,
+                    ..
+                },
+                MediaOp::Record(_),
+                MediaOp::Bridge { conn: CONN }
+            ]
+        ),
+        "media starts on the reserved port and is bridged to the agent: {ops:?}"
+    );
+    assert_eq!(status_of(&p, &call), Some(Status::Active));
+    assert_eq!(p.stored_status(&call).as_deref(), Some("active"));
+    assert!(p
+        .take_notices(CONN)
+        .iter()
+        .any(|n| matches!(n, Notice::Updated(c) if c.status == Status::Active)));
+
+    p.trunk_sends(&caller.bye());
+    assert_eq!(p.statuses(), [200], "the BYE is answered");
+    assert!(p
+        .take_notices(CONN)
+        .iter()
+        .any(|n| matches!(n, Notice::Ended(c) if c.id == call)));
+    let ops = p.take_media(&call);
+    assert!(matches!(ops.last(), Some(MediaOp::Stop)), "{ops:?}");
+    assert!(
+        p.ports.in_use.lock().unwrap().is_empty(),
+        "its port is free"
+    );
+    assert_eq!(p.stored_status(&call).as_deref(), Some("ended"));
+    assert!(p.gw.call(&call).is_none());
+}
+
+#[test]
+fn nobody_signed_in_means_480_and_an_unknown_number_404() {
+    let mut p = Pair::new();
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    p.trunk_sends(&caller.invite());
+    let statuses = p.statuses();
+    assert_eq!(statuses.last(), Some(&480), "{statuses:?}");
+    let mut stranger = Caller::new(2, "+15551230002", "+15559999999");
+    p.trunk_sends(&stranger.invite());
+    let statuses = p.statuses();
+    assert_eq!(statuses.last(), Some(&404), "{statuses:?}");
+    assert!(p.ports.in_use.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut first = Caller::new(1, "+15551230001", DEMO_DID);
+    let a = ring(&mut p, &mut first);
+    answer(&mut p, &mut first, &a);
+    p.take_media(&a);
+
+    let mut second = Caller::new(2, "+15551230002", DEMO_DID);
+    p.take_sip();
+    p.take_notices(CONN);
+    p.trunk_sends(&second.invite());
+    assert_eq!(
+        p.statuses(),
+        [100, 180],
+        "no waiting audio configured: a 180"
+    );
+    let b = match p.take_notices(CONN).as_slice() {
+        [Notice::Waiting { call, queue_length }] => {
+            assert_eq!(*queue_length, 1);
+            call.id.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status_of(&p, &b), Some(Status::Waiting));
+
+    // Hold & Accept: the first call hears the hold audio, the second is answered.
+    p.request(
+        AGENT,
+        AgentCall::Accept {
+            call: b.clone(),
+            hold_active: true,
+        },
+    )
+    .unwrap();
+    let ok = p.response(200);
+    p.trunk_sends(&second.ack(&ok));
+    let held = p.take_media(&a);
+    assert!(
+        held.iter()
+            .any(|op| matches!(op, MediaOp::Source(SourceSpec::Hold))),
+        "{held:?}"
+    );
+    assert!(
+        held.iter().any(|op| matches!(op, MediaOp::Unbridge)),
+        "{held:?}"
+    );
+    assert!(p
+        .take_media(&b)
+        .iter()
+        .any(|op| matches!(op, MediaOp::Bridge { conn: CONN })));
+    assert_eq!(status_of(&p, &a), Some(Status::OnHold));
+    assert_eq!(status_of(&p, &b), Some(Status::Active));
+    assert_eq!(p.stored_status(&a).as_deref(), Some("on_hold"));
+
+    // Resume the first: the second goes on hold in its place. No SIP: holds are ours.
+    p.take_sip();
+    p.request(AGENT, AgentCall::Resume { call: a.clone() })
+        .unwrap();
+    assert!(p.take_sip().is_empty(), "hold and resume send no SIP");
+    assert_eq!(status_of(&p, &a), Some(Status::Active));
+    assert_eq!(status_of(&p, &b), Some(Status::OnHold));
+    assert!(p
+        .take_media(&a)
+        .iter()
+        .any(|op| matches!(op, MediaOp::Bridge { conn: CONN })));
+}
+
+#[test]
+fn when_the_active_call_ends_the_oldest_queued_call_is_offered() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut first = Caller::new(1, "+15551230001", DEMO_DID);
+    let a = ring(&mut p, &mut first);
+    answer(&mut p, &mut first, &a);
+    let mut second = Caller::new(2, "+15551230002", DEMO_DID);
+    let b = ring(&mut p, &mut second);
+    p.advance(Duration::from_secs(1));
+    let mut third = Caller::new(3, "+15551230003", DEMO_DID);
+    p.trunk_sends(&third.invite());
+    let c =
+        p.gw.calls()
+            .into_iter()
+            .find(|l| l.from == "+15551230003")
+            .unwrap()
+            .call_id;
+    p.take_notices(CONN);
+
+    p.take_sip();
+    p.request(AGENT, AgentCall::Hangup { call: a.clone() })
+        .unwrap();
+    let bye = p.request_sent("BYE");
+    assert_eq!(bye.headers.call_id(), Some("call-1@trunk"));
+    p.trunk_sends(&reply(&bye, 200, ""));
+    let notices = p.take_notices(CONN);
+    assert!(
+        notices
+            .iter()
+            .any(|n| matches!(n, Notice::Offer(call) if call.id == b)),
+        "the first of the waiting calls is offered: {notices:?}"
+    );
+    assert!(!notices
+        .iter()
+        .any(|n| matches!(n, Notice::Offer(call) if call.id == c)));
+    // Nothing connects until the agent picks it.
+    assert_eq!(status_of(&p, &b), Some(Status::Waiting));
+    assert!(p.take_media(&b).is_empty());
+}
+
+#[test]
+fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    p.connect("demo2", 2);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    answer(&mut p, &mut caller, &call);
+    p.take_media(&call);
+    p.take_notices(2);
+
+    p.take_sip();
+    p.request(
+        AGENT,
+        AgentCall::Transfer {
+            call: call.clone(),
+            to: Some("agent:demo2".into()),
+            attended: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        p.take_sip().is_empty(),
+        "a transfer between agents sends no SIP"
+    );
+    assert!(p
+        .take_notices(2)
+        .iter()
+        .any(|n| matches!(n, Notice::Incoming(c) if c.id == call)));
+    p.request("demo2", AgentCall::Answer { call: call.clone() })
+        .unwrap();
+    assert!(p
+        .take_media(&call)
+        .iter()
+        .any(|op| matches!(op, MediaOp::Bridge { conn: 2 })));
+    assert_eq!(
+        p.gw.call(&call).and_then(|c| c.agent.clone()).as_deref(),
+        Some("demo2")
+    );
+    assert!(p
+        .take_notices(CONN)
+        .iter()
+        .any(|n| matches!(n, Notice::Ended(c) if c.id == call)));
+}
+
+#[test]
+fn closing_the_page_ends_every_call_of_the_agent() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut first = Caller::new(1, "+15551230001", DEMO_DID);
+    let a = ring(&mut p, &mut first);
+    answer(&mut p, &mut first, &a);
+    let mut second = Caller::new(2, "+15551230002", DEMO_DID);
+    let b = ring(&mut p, &mut second);
+    p.take_sip();
+
+    p.disconnect(AGENT, CONN);
+    let sent = p.take_sip();
+    let bye = sent.iter().find_map(|m| match m {
+        Message::Request(r) if r.method.as_str() == "BYE" => Some(r.clone()),
+        _ => None,
+    });
+    let bye = bye.expect("the answered call gets a BYE");
+    assert_eq!(bye.headers.call_id(), Some("call-1@trunk"));
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::Response(r) if r.status == 480
+                && r.headers.call_id() == Some("call-2@trunk"))),
+        "the waiting caller is turned away: {sent:?}"
+    );
+    p.trunk_sends(&reply(&bye, 200, ""));
+    assert!(p.gw.call(&a).is_none() && p.gw.call(&b).is_none());
+    assert_eq!(p.stored_status(&a).as_deref(), Some("ended"));
+    assert_eq!(p.stored_status(&b).as_deref(), Some("ended"));
+    assert!(p.ports.in_use.lock().unwrap().is_empty());
+    assert_eq!(p.gw.live_legs(), 0);
+}
+
+#[test]
+fn a_second_sign_in_replaces_the_first_and_keeps_the_call() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    answer(&mut p, &mut caller, &call);
+    p.take_media(&call);
+
+    p.connect(AGENT, 7);
+    assert_eq!(p.closed, [(CONN, CloseReason::Replaced)]);
+    assert!(p
+        .take_media(&call)
+        .iter()
+        .any(|op| matches!(op, MediaOp::Bridge { conn: 7 })));
+    // The old connection's goodbye changes nothing.
+    p.disconnect(AGENT, CONN);
+    assert_eq!(status_of(&p, &call), Some(Status::Active));
+}
+
+#[test]
+fn a_retransmitted_invite_is_absorbed_and_an_unanswered_call_times_out() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    p.take_sip();
+    p.trunk_sends(&caller.invite_again());
+    assert!(
+        p.take_notices(CONN).is_empty(),
+        "a retransmission is not a new call"
+    );
+    assert_eq!(p.gw.calls().len(), 1);
+    let statuses = p.statuses();
+    assert!(
+        statuses.iter().all(|&s| s == 180 || s == 100) && !statuses.is_empty(),
+        "the last provisional is sent again: {statuses:?}"
+    );
+
+    // security.ring_timeout is 120 s in the shipped config.
+    p.advance(Duration::from_secs(119));
+    assert_eq!(status_of(&p, &call), Some(Status::Ringing));
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.statuses().last(), Some(&480));
+    assert!(p.gw.call(&call).is_none());
+    assert!(p
+        .take_notices(CONN)
+        .iter()
+        .any(|n| matches!(n, Notice::Ended(c) if c.id == call)));
+}
+
+#[test]
+fn an_unacknowledged_answer_is_retransmitted_then_the_call_ends() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    p.take_sip();
+    p.request(AGENT, AgentCall::Answer { call: call.clone() })
+        .unwrap();
+    assert_eq!(p.statuses(), [200]);
+    p.advance(Duration::from_millis(600));
+    assert_eq!(p.statuses(), [200], "again after T1");
+    // Timer H: 64*T1 = 32 s without an ACK and the call is over, with a BYE.
+    p.advance(Duration::from_secs(33));
+    let sent = p.take_sip();
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::Request(r) if r.method.as_str() == "BYE")),
+        "{sent:?}"
+    );
+    assert!(p.gw.call(&call).is_none(), "the call ended");
+    assert_eq!(p.stored_status(&call).as_deref(), Some("ended"));
+}
+
+#[test]
+fn an_agent_dials_out_through_the_trunk_with_its_number() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let call = p
+        .request(
+            AGENT,
+            AgentCall::Dial {
+                to: " +15551239999 ".into(),
+                prospect: Default::default(),
+            },
+        )
+        .unwrap();
+    let invite = p.request_sent("INVITE");
+    assert!(
+        invite.uri.to_string().contains("+15551239999"),
+        "{invite:?}"
+    );
+    let from = invite.headers.get("From").unwrap();
+    assert!(
+        from.contains(DEMO_DID),
+        "the agent's DID is the caller: {from}"
+    );
+    assert_eq!(status_of(&p, &call), Some(Status::Dialing));
+
+    p.trunk_sends(&reply(&invite, 180, ""));
+    p.trunk_sends(&reply(&invite, 200, &answer_sdp(40000)));
+    let ack = p.request_sent("ACK");
+    assert_eq!(ack.headers.call_id(), invite.headers.call_id());
+    assert_eq!(status_of(&p, &call), Some(Status::Active));
+    let ops = p.take_media(&call);
+    assert!(
+        matches!(ops.first(), Some(MediaOp::Start { early: false, .. })),
+        "{ops:?}"
+    );
+    assert!(ops
+        .iter()
+        .any(|op| matches!(op, MediaOp::Bridge { conn: CONN })));
+}
+
+#[test]
+fn the_dial_plan_refuses_what_the_operator_did_not_allow() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let refused = p
+        .request(
+            AGENT,
+            AgentCall::Dial {
+                to: "+4420700000".into(),
+                prospect: Default::default(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code, "dial_plan_denied");
+    let refused = p
+        .request(
+            AGENT,
+            AgentCall::Dial {
+                to: "+1-555-CALLGATE".into(),
+                prospect: Default::default(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code, "bad_request");
+    assert!(p.take_sip().is_empty(), "nothing left for the trunk");
+    assert!(p.gw.calls().is_empty());
+    assert!(p.ports.in_use.lock().unwrap().is_empty());
+}
+
+#[test]
+fn an_operator_dial_reports_its_failure() {
+    let mut p = Pair::new();
+    let (now, wall) = (p.now, p.wall);
+    let call = p.gw.dial(
+        now,
+        wall,
+        "+15551239999".into(),
+        crate::controller::MediaPlan::Echo,
+    );
+    p.progress();
+    let invite = p.request_sent("INVITE");
+    p.trunk_sends(&reply(&invite, 486, ""));
+    assert_eq!(
+        p.dialled,
+        [(call.clone(), Err("call failed with SIP 486".to_string()))]
+    );
+    assert!(p.ports.in_use.lock().unwrap().is_empty());
+    assert_eq!(p.stored_status(&call).as_deref(), Some("ended"));
+}
+
+#[test]
+fn a_sip_request_from_a_stranger_starts_no_call() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut stranger = Caller::new(1, "+15551230001", DEMO_DID);
+    let invite = stranger.invite();
+    p.handle(Input::Datagram {
+        source: "10.9.8.7:5060".parse().unwrap(),
+        bytes: invite.as_bytes(),
+    });
+    assert!(p.take_notices(CONN).is_empty());
+    assert!(p.gw.calls().is_empty());
+    let statuses = p.statuses();
+    assert!(
+        statuses.iter().all(|&s| s >= 400),
+        "nothing but a refusal: {statuses:?}"
+    );
+}
+
+#[test]
+fn shutdown_ends_every_call_with_a_bye() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    answer(&mut p, &mut caller, &call);
+    p.take_sip();
+    p.handle(Input::Shutdown);
+    let bye = p.request_sent("BYE");
+    p.trunk_sends(&reply(&bye, 200, ""));
+    assert_eq!(p.gw.live_legs(), 0);
+    assert_eq!(p.stored_status(&call).as_deref(), Some("ended"));
+}
