@@ -149,7 +149,8 @@ pub enum DropReason {
     ForeignResponse,
     /// An in-dialog request (or CANCEL, ACK) from a source the dialog does not belong to.
     ForeignInDialog,
-    /// A stranger's new call while overload control limits new calls (trunks come first).
+    /// A stranger's request outside a dialog while overload control limits new calls
+    /// (trunks come first).
     Overload,
 }
 

@@ -423,7 +423,9 @@ impl TransactionLayer {
     /// every new call now. A shed INVITE is answered 503 at once and forgotten.
     pub fn set_admission(&mut self, rate: Option<f64>, shed_all: bool) {
         if rate.is_some() && self.call_rate.is_none() {
-            self.call_tokens = 0.0;
+            // One call may pass at once: a trunk's lone call that arrives as a limit starts
+            // (brought on by others' load) is not refused for want of an accrual time.
+            self.call_tokens = 1.0;
             self.call_tokens_at = None;
         }
         self.call_rate = rate;
@@ -701,14 +703,16 @@ impl TransactionLayer {
         {
             return;
         }
-        let new_call = request.method == Method::Invite
-            && request.headers.to().is_some_and(|t| t.tag().is_none());
-        if new_call && !trusted && (self.shed_all || self.call_rate.is_some()) {
-            // Under load, strangers' calls (which could only be challenged or refused) go
-            // first, and without an answer.
+        let out_of_dialog = request.headers.to().is_some_and(|t| t.tag().is_none());
+        let limited = self.shed_all || self.call_rate.is_some();
+        if !trusted && limited && out_of_dialog && request.method != Method::Ack {
+            // Behind: nothing a stranger asks outside a dialog (OPTIONS, REGISTER, calls) is
+            // worth an answer before the trunks' traffic is served; a flood of them is the
+            // first work to go, so strangers cannot get trunks' calls shed.
             self.guard.count(DropReason::Overload);
             return;
         }
+        let new_call = request.method == Method::Invite && out_of_dialog;
         if new_call && !self.admit_call(now) {
             // Stateless and cheap: no transaction, no retransmission, no call. The peer
             // tries again later or elsewhere, and the calls already admitted keep their time.
@@ -1582,6 +1586,59 @@ mod tests {
             Some(TransactionEvent::Request { tx, request, .. }) => (tx, request),
             other => panic!("expected a new request, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn behind_strangers_are_not_answered_and_trunks_are() {
+        let mut l = layer();
+        let t0 = Instant::now();
+        let stranger: SocketAddr = "127.0.0.9:5070".parse().expect("literal");
+        let options = |branch: &str| {
+            String::from_utf8(request_bytes("OPTIONS", branch, ""))
+                .expect("text")
+                .replace("127.0.0.1:5070", "127.0.0.9:5070")
+                .into_bytes()
+        };
+        l.handle_datagram(t0, stranger, &options("z9hG4bKs1"));
+        assert!(
+            l.poll_event().is_some(),
+            "a stranger's OPTIONS is heard normally"
+        );
+        for (rate, shed_all) in [(Some(50.0), false), (None, true)] {
+            l.set_admission(rate, shed_all);
+            l.handle_datagram(t0, stranger, &options(&format!("z9hG4bKs{shed_all}")));
+            assert!(l.poll_event().is_none(), "behind, a stranger is not heard");
+            assert!(drain_transmits(&mut l).is_empty(), "nor answered");
+            l.handle_datagram(
+                t0,
+                peer(),
+                &request_bytes("OPTIONS", &format!("z9hG4bKt{shed_all}"), ""),
+            );
+            assert!(l.poll_event().is_some(), "the trunk still is");
+            l.set_admission(None, false);
+        }
+        // A limit starting lets the trunk's next call through; the one after waits its turn.
+        l.set_admission(Some(5.0), false);
+        let invite = |branch: &str, call: &str| {
+            String::from_utf8(request_bytes("INVITE", branch, ""))
+                .expect("text")
+                .replace("call-1", call)
+                .into_bytes()
+        };
+        l.handle_datagram(t0, peer(), &invite("z9hG4bKi1", "first"));
+        assert!(
+            l.poll_event().is_some(),
+            "the first call under a new limit passes"
+        );
+        drain_transmits(&mut l);
+        l.handle_datagram(t0, peer(), &invite("z9hG4bKi2", "second"));
+        assert!(
+            l.poll_event().is_none(),
+            "the next one at once is over the limit"
+        );
+        assert!(drain_transmits(&mut l)
+            .iter()
+            .any(|t| t.starts_with("SIP/2.0 503")));
     }
 
     #[test]
