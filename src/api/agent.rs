@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::api::protocol::{self, Auth, ClientMessage, Envelope, Req, ServerMessage};
 use crate::api::Peer;
 use crate::app::{
     AgentCall, AgentError, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY,
@@ -76,34 +77,23 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         .await;
 }
 
-async fn send(socket: &mut WebSocket, value: &Value) -> bool {
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
     socket
-        .send(Message::Text(value.to_string().into()))
+        .send(Message::Text(message.to_json().into()))
         .await
         .is_ok()
 }
 
-fn error(req: &Option<Value>, code: &str, message: impl Into<String>) -> Value {
-    let mut v = json!({"type": "error", "code": code, "message": message.into()});
-    if let Some(req) = req {
-        v["req"] = req.clone();
-    }
-    v
+fn error(req: &Req, code: &str, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::error(req.clone(), code, message)
 }
 
-fn ok(req: &Option<Value>, extra: Value) -> Value {
-    let mut v = json!({"type": "ok"});
-    if let Some(req) = req {
-        v["req"] = req.clone();
-    }
-    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
-        v.extend(extra);
-    }
-    v
+fn ok(req: &Req, result: Value) -> ServerMessage {
+    ServerMessage::ok(req.clone(), result)
 }
 
 /// Wait for `{"type":"auth","token":...}` as the first message.
-async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Option<Value>)> {
+async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Req)> {
     let message = tokio::time::timeout(AUTH_TIMEOUT, socket.recv())
         .await
         .ok()??
@@ -111,217 +101,12 @@ async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Option<V
     let Message::Text(text) = message else {
         return None;
     };
-    let value: Value = serde_json::from_str(&text).ok()?;
-    if value.get("type")?.as_str()? != "auth" {
-        return None;
-    }
-    let token = value.get("token")?.as_str()?.to_string();
-    Some((token, value.get("req").cloned()))
-}
-
-/// One agent message as the protocol reads it, before anything is done about it.
-#[derive(Debug)]
-pub enum AgentMessage {
-    Auth {
-        req: Option<Value>,
-    },
-    Ping {
-        req: Option<Value>,
-    },
-    List {
-        req: Option<Value>,
-    },
-    Offer {
-        req: Option<Value>,
-        sdp: String,
-    },
-    Candidate {
-        req: Option<Value>,
-        value: Value,
-    },
-    DismissLog {
-        req: Option<Value>,
-        number: String,
-    },
-    Call {
-        req: Option<Value>,
-        request: AgentCall,
-    },
-    /// Not a valid request: the `error` message to send back (the connection stays).
-    Invalid(Value),
-}
-
-/// Read one text frame of the agent protocol. Pure, and never panics on any input: a bad
-/// message becomes the `error` to answer with (`fuzz/fuzz_targets/agent_message.rs`).
-pub fn parse_message(text: &str) -> AgentMessage {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => Value::Object(map),
-        Ok(_) => {
-            return AgentMessage::Invalid(error(
-                &None,
-                "bad_request",
-                "a message is one JSON object",
-            ))
-        }
-        Err(e) => {
-            return AgentMessage::Invalid(error(
-                &None,
-                "bad_request",
-                format!("malformed JSON: {e}"),
-            ))
-        }
-    };
-    let req = value.get("req").cloned();
-    let Some(kind) = value.get("type").and_then(Value::as_str) else {
-        return AgentMessage::Invalid(error(&req, "bad_request", "type: missing"));
-    };
-    let field = |name: &str| -> Result<String, Value> {
-        match value.get(name) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(_) => Err(error(
-                &req,
-                "bad_request",
-                format!("{name}: must be a non-empty string"),
-            )),
-            None => Err(error(&req, "bad_request", format!("{name}: missing"))),
-        }
-    };
-    let call_request = |request: Result<AgentCall, Value>| request;
-    let request = match kind {
-        "auth" => return AgentMessage::Auth { req },
-        "ping" => return AgentMessage::Ping { req },
-        "calls.list" => return AgentMessage::List { req },
-        "webrtc.offer" => {
-            return match field("sdp") {
-                Ok(sdp) => AgentMessage::Offer { req, sdp },
-                Err(e) => AgentMessage::Invalid(e),
-            }
-        }
-        "webrtc.candidate" => return AgentMessage::Candidate { req, value: value.clone() },
-        "call.answer" => call_request(field("call_id").map(|call| AgentCall::Answer { call })),
-        "call.decline" => {
-            call_request(field("call_id").map(|call| AgentCall::Decline { call }))
-        }
-        "call.hangup" => call_request(field("call_id").map(|call| AgentCall::Hangup { call })),
-        "call.dial" => call_request(field("to").and_then(|to| {
-            // Optional: the prospect's name and the CRM's id for them.
-            let optional = |name: &str| -> Result<Option<String>, Value> {
-                match value.get(name) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(s)) if s.chars().count() <= crate::store::contacts::MAX_FIELD => {
-                        Ok(Some(crate::names::clean(s)).filter(|s| !s.is_empty()))
-                    }
-                    Some(Value::String(_)) => Err(error(
-                        &req,
-                        "bad_request",
-                        format!(
-                            "{name}: at most {} characters",
-                            crate::store::contacts::MAX_FIELD
-                        ),
-                    )),
-                    Some(_) => Err(error(&req, "bad_request", format!("{name}: must be a string"))),
-                }
-            };
-            Ok(AgentCall::Dial {
-                to,
-                prospect: crate::controller::Prospect {
-                    name: optional("name")?,
-                    id: optional("prospect_id")?,
-                },
-            })
-        })),
-        "call.dtmf" => {
-            call_request(field("call_id").and_then(|call| {
-                field("digits").map(|digits| AgentCall::Dtmf { call, digits })
-            }))
-        }
-        "call.accept" => call_request(field("call_id").and_then(|call| {
-            match value.get("mode").and_then(Value::as_str) {
-                Some("end") => Ok(AgentCall::Accept {
-                    call,
-                    hold_active: false,
-                }),
-                Some("hold") => Ok(AgentCall::Accept {
-                    call,
-                    hold_active: true,
-                }),
-                _ => Err(error(
-                    &req,
-                    "bad_request",
-                    "mode: must be \"end\" or \"hold\"",
-                )),
-            }
-        })),
-        "call.hold" => call_request(field("call_id").map(|call| AgentCall::Hold { call })),
-        "call.resume" => call_request(field("call_id").map(|call| AgentCall::Resume { call })),
-        "call.monitor" => call_request(field("call_id").and_then(|call| {
-            match value.get("mode").and_then(Value::as_str) {
-                Some("stop") => Ok(AgentCall::Monitor { call, mode: None }),
-                Some(m) if crate::media::monitor::MonitorMode::parse(m).is_some() => {
-                    Ok(AgentCall::Monitor {
-                        call,
-                        mode: crate::media::monitor::MonitorMode::parse(m),
-                    })
-                }
-                _ => Err(error(
-                    &req,
-                    "bad_request",
-                    "mode: must be \"listen\", \"whisper\", \"barge\" or \"stop\"",
-                )),
-            }
-        })),
-        "call.record" => call_request(field("call_id").and_then(|call| {
-            match value
-                .get("action")
-                .and_then(Value::as_str)
-                .and_then(crate::controller::RecordAction::parse)
-            {
-                Some(action) => Ok(AgentCall::Record { call, action }),
-                None => Err(error(
-                    &req,
-                    "bad_request",
-                    "action: must be \"start\", \"pause\", \"resume\" or \"stop\"",
-                )),
-            }
-        })),
-        "call_log.dismiss" => {
-            // The agent chose not to log this prospect: the open prompt closes.
-            return match field("number") {
-                Ok(number) => AgentMessage::DismissLog { req, number },
-                Err(e) => AgentMessage::Invalid(e),
-            };
-        }
-        "call.transfer" => call_request(field("call_id").and_then(|call| {
-            let text = |name: &str| value.get(name).and_then(Value::as_str);
-            match (text("to"), text("attended_call_id")) {
-                (Some(to), None) if !to.trim().is_empty() => Ok(AgentCall::Transfer {
-                    call,
-                    to: Some(to.trim().to_string()),
-                    attended: None,
-                }),
-                (None, Some(consult)) if !consult.is_empty() => Ok(AgentCall::Transfer {
-                    call,
-                    to: None,
-                    attended: Some(consult.to_string()),
-                }),
-                _ => Err(error(
-                    &req,
-                    "bad_request",
-                    "to: either \"to\" (agent:<id> or a number) or \"attended_call_id\" is required",
-                )),
-            }
-        })),
-        other => {
-            return AgentMessage::Invalid(error(
-                &req,
-                "bad_request",
-                format!("type: unknown message type {other:?}"),
-            ))
-        }
-    };
-    match request {
-        Ok(request) => AgentMessage::Call { req, request },
-        Err(e) => AgentMessage::Invalid(e),
+    match protocol::parse(&text).ok()? {
+        Envelope {
+            req,
+            message: ClientMessage::Auth(Auth { token: Some(token) }),
+        } => Some((token, req)),
+        _ => None,
     }
 }
 
@@ -355,7 +140,7 @@ async fn serve_agent(
     mut socket: WebSocket,
     agent: String,
     conn: ConnId,
-    auth_req: Option<Value>,
+    auth_req: Req,
 ) {
     let codec = Arc::new(PeerCodec::default());
     let (outbound_tx, mut outbound) = mpsc::channel(AGENT_OUTBOUND_CAPACITY);
@@ -409,8 +194,10 @@ async fn serve_agent(
         .fetch_add(1, Ordering::Relaxed);
     // The first snapshot also carries the ICE servers, for clients that authenticated with
     // the query token and so got no `ok` to `auth`.
-    let mut first = crate::api::wire::snapshot(&handle.clock, &calls);
-    first["ice_servers"] = ice_servers;
+    let mut first = crate::api::wire::snapshot(&handle.clock, &calls, None);
+    if let ServerMessage::Snapshot { ice_servers: i, .. } = &mut first {
+        *i = Some(ice_servers);
+    }
     if send(&mut socket, &first).await {
         session.run(&mut socket, &mut outbound).await;
     }
@@ -452,7 +239,7 @@ impl Session {
                     last_heard = Instant::now();
                     let reply = match message {
                         Message::Text(text) => self.on_text(&text).await,
-                        Message::Binary(_) => Some(error(&None, "bad_request", "binary messages are not part of the protocol")),
+                        Message::Binary(_) => Some(ServerMessage::error(None, "bad_request", "binary messages are not part of the protocol")),
                         Message::Close(_) => return,
                         Message::Ping(_) | Message::Pong(_) => None,
                     };
@@ -489,18 +276,15 @@ impl Session {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Option<Value> {
-        let (req, request) = match parse_message(text) {
-            AgentMessage::Invalid(error) => return Some(error),
-            AgentMessage::Auth { req } => return Some(ok(&req, json!({"agent_id": self.agent}))),
-            AgentMessage::Ping { req } => {
-                let mut pong = json!({"type": "pong"});
-                if let Some(r) = &req {
-                    pong["req"] = r.clone();
-                }
-                return Some(pong);
-            }
-            AgentMessage::List { req } => {
+    async fn on_text(&mut self, text: &str) -> Option<ServerMessage> {
+        let Envelope { req, message } = match protocol::parse(text) {
+            Ok(envelope) => envelope,
+            Err(refusal) => return Some(refusal.into_error()),
+        };
+        let request = match message {
+            ClientMessage::Auth(_) => return Some(ok(&req, json!({"agent_id": self.agent}))),
+            ClientMessage::Ping => return Some(ServerMessage::Pong { req }),
+            ClientMessage::List => {
                 let (reply, answer) = oneshot::channel();
                 let asked = self
                     .handle
@@ -512,26 +296,20 @@ impl Session {
                     .await;
                 return match (asked, answer.await) {
                     (Ok(()), Ok(calls)) => {
-                        let mut snapshot = crate::api::wire::snapshot(&self.handle.clock, &calls);
-                        if let Some(r) = &req {
-                            snapshot["req"] = r.clone();
-                        }
-                        Some(snapshot)
+                        Some(crate::api::wire::snapshot(&self.handle.clock, &calls, req))
                     }
                     _ => Some(error(&req, "unavailable", "gateway stopping")),
                 };
             }
-            AgentMessage::Offer { req, sdp } => return Some(self.offer(&req, Ok(sdp)).await),
-            AgentMessage::Candidate { req, value } => {
-                return Some(self.candidate(&req, &value).await)
-            }
-            AgentMessage::DismissLog { req, number } => {
+            ClientMessage::Offer(offer) => return Some(self.offer(&req, offer.sdp.0).await),
+            ClientMessage::Candidate(c) => return Some(self.candidate(&req, c.candidate).await),
+            ClientMessage::DismissLog(dismiss) => {
                 let closed = self
                     .handle
                     .agents
                     .send(AgentInput::LogSaved {
                         agent: self.agent.clone(),
-                        prospect: number,
+                        prospect: dismiss.number.0,
                     })
                     .await;
                 return Some(match closed {
@@ -539,7 +317,7 @@ impl Session {
                     Err(_) => error(&req, "unavailable", "gateway stopping"),
                 });
             }
-            AgentMessage::Call { req, request } => (req, request),
+            ClientMessage::Call(request) => request,
         };
         // A dial without a name takes the directory's, if the number is in it.
         let request = match request {
@@ -568,11 +346,7 @@ impl Session {
         })
     }
 
-    async fn offer(&mut self, req: &Option<Value>, sdp: Result<String, Value>) -> Value {
-        let sdp = match sdp {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+    async fn offer(&mut self, req: &Req, sdp: String) -> ServerMessage {
         let (reply, answer) = oneshot::channel();
         let input = WebrtcInput::Offer {
             peer: self.conn,
@@ -584,26 +358,23 @@ impl Session {
             return error(req, "unavailable", "media stopping");
         }
         match answer.await {
-            Ok(Ok(sdp)) => {
-                let mut v = json!({"type": "webrtc.answer", "sdp": sdp});
-                if let Some(r) = req {
-                    v["req"] = r.clone();
-                }
-                v
-            }
+            Ok(Ok(sdp)) => ServerMessage::WebrtcAnswer {
+                req: req.clone(),
+                sdp,
+            },
             Ok(Err(e)) => error(req, "bad_request", format!("sdp: {e}")),
             Err(_) => error(req, "unavailable", "media stopping"),
         }
     }
 
-    async fn candidate(&mut self, req: &Option<Value>, value: &Value) -> Value {
-        let candidate = match value.get("candidate") {
-            Some(Value::Object(init)) => init
+    async fn candidate(&mut self, req: &Req, candidate: Value) -> ServerMessage {
+        let candidate = match candidate {
+            Value::Object(init) => init
                 .get("candidate")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Null) => Some(String::new()),
+            Value::String(s) => Some(s),
+            Value::Null => Some(String::new()),
             _ => None,
         };
         let Some(candidate) = candidate else {

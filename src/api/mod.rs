@@ -6,6 +6,7 @@ pub mod agent;
 mod calls;
 pub mod contacts;
 pub mod ice;
+pub mod protocol;
 mod recording;
 pub mod tls;
 mod web;

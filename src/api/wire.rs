@@ -1,10 +1,9 @@
-//! Wire forms of the agent protocol and the HTTP API (`spec/agent-protocol.md`): the call
-//! object and the events built from controller notices. Only the edge knows JSON.
+//! Wire forms of the agent protocol and the HTTP API (`docs/agent-protocol.md`): times, the
+//! call object and the events built from controller notices. Only the edge knows JSON.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-
+use crate::api::protocol::{CallView, ProspectView, Req, ServerMessage};
 use crate::app::WallClock;
 use crate::controller::{Call, Notice};
 
@@ -37,61 +36,65 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-fn time(clock: &WallClock, t: Option<Instant>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(rfc3339(clock.at(t))))
+fn time(clock: &WallClock, t: Instant) -> String {
+    rfc3339(clock.at(t))
 }
 
 /// The agent protocol's call object.
-pub fn call(clock: &WallClock, c: &Call) -> Value {
-    json!({
-        "call_id": c.id,
-        "direction": c.direction.as_str(),
-        "from": c.from,
-        "to": c.to,
-        "prospect": {"number": c.prospect(), "name": c.prospect_name, "prospect_id": c.prospect_id},
-        "status": c.status.as_str(),
-        "queued_at": time(clock, c.queued_at),
-        "created_at": time(clock, Some(c.created_at)),
-        "answered_at": time(clock, c.answered_at),
-        "ended_at": time(clock, c.ended_at),
-        "end_reason": c.end_reason.map(|r| r.as_str()),
-        "recording": c.recording.as_str(),
-        "agent_id": c.agent,
-    })
+pub fn call(clock: &WallClock, c: &Call) -> CallView {
+    CallView {
+        call_id: c.id.clone(),
+        direction: c.direction.as_str().into(),
+        from: c.from.clone(),
+        to: c.to.clone(),
+        prospect: ProspectView {
+            number: c.prospect().to_string(),
+            name: c.prospect_name.clone(),
+            prospect_id: c.prospect_id.clone(),
+        },
+        status: c.status.as_str().into(),
+        queued_at: c.queued_at.map(|t| time(clock, t)),
+        created_at: time(clock, c.created_at),
+        answered_at: c.answered_at.map(|t| time(clock, t)),
+        ended_at: c.ended_at.map(|t| time(clock, t)),
+        end_reason: c.end_reason.map(|r| r.as_str().to_string()),
+        recording: c.recording.as_str().into(),
+        agent_id: c.agent.clone(),
+    }
 }
 
-pub fn snapshot(clock: &WallClock, calls: &[Call]) -> Value {
-    json!({
-        "type": "calls.snapshot",
-        "calls": calls.iter().map(|c| call(clock, c)).collect::<Vec<_>>(),
-    })
+pub fn snapshot(clock: &WallClock, calls: &[Call], req: Req) -> ServerMessage {
+    ServerMessage::Snapshot {
+        req,
+        calls: calls.iter().map(|c| call(clock, c)).collect(),
+        ice_servers: None,
+    }
 }
 
-pub fn notice(clock: &WallClock, notice: &Notice) -> Value {
+/// The event a controller notice is on the wire.
+pub fn notice(clock: &WallClock, notice: &Notice) -> ServerMessage {
+    let view = |c: &Call| call(clock, c);
     match notice {
-        Notice::Incoming(c) => json!({"type": "call.incoming", "call": call(clock, c)}),
-        Notice::Updated(c) => json!({"type": "call.updated", "call": call(clock, c)}),
-        Notice::Ended(c) => json!({"type": "call.ended", "call": call(clock, c)}),
+        Notice::Incoming(c) => ServerMessage::Incoming { call: view(c) },
+        Notice::Updated(c) => ServerMessage::Updated { call: view(c) },
+        Notice::Ended(c) => ServerMessage::Ended { call: view(c) },
         Notice::Waiting {
             call: c,
             queue_length,
-        } => json!({
-            "type": "call.waiting",
-            "call": call(clock, c),
-            "queue_length": queue_length,
-        }),
-        Notice::Offer(c) => json!({"type": "call.offer", "call": call(clock, c)}),
-        Notice::LogPrompt { call: c, call_ids } => json!({
-            "type": "call_log.prompt",
-            "call": call(clock, c),
-            "call_ids": call_ids,
-        }),
-        Notice::Monitoring { call: c, mode } => json!({
-            "type": "monitor.updated",
-            "call": call(clock, c),
-            "mode": mode.as_str(),
-        }),
-        Notice::MonitorEnded(c) => json!({"type": "monitor.ended", "call": call(clock, c)}),
+        } => ServerMessage::Waiting {
+            call: view(c),
+            queue_length: *queue_length,
+        },
+        Notice::Offer(c) => ServerMessage::Offer { call: view(c) },
+        Notice::LogPrompt { call: c, call_ids } => ServerMessage::LogPrompt {
+            call: view(c),
+            call_ids: call_ids.clone(),
+        },
+        Notice::Monitoring { call: c, mode } => ServerMessage::MonitorUpdated {
+            call: view(c),
+            mode: mode.as_str().into(),
+        },
+        Notice::MonitorEnded(c) => ServerMessage::MonitorEnded { call: view(c) },
     }
 }
 
