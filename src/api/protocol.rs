@@ -9,7 +9,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::controller::{Prospect, RecordAction};
+use crate::controller::{CallAction, Prospect, RecordAction};
 use crate::gateway::AgentCall;
 use crate::media::monitor::MonitorMode;
 
@@ -298,23 +298,23 @@ pub fn parse(text: &str) -> Result<Envelope, Refusal> {
         "webrtc.offer" => fields(&value).map(ClientMessage::Offer),
         "webrtc.candidate" => fields(&value).map(ClientMessage::Candidate),
         "call_log.dismiss" => fields(&value).map(ClientMessage::DismissLog),
-        "call.answer" => call_ref(|call| AgentCall::Answer { call }),
-        "call.decline" => call_ref(|call| AgentCall::Decline { call }),
-        "call.hangup" => call_ref(|call| AgentCall::Hangup { call }),
-        "call.hold" => call_ref(|call| AgentCall::Hold { call }),
-        "call.resume" => call_ref(|call| AgentCall::Resume { call }),
+        "call.answer" => call_ref(|call| AgentCall::Act(CallAction::Answer { call })),
+        "call.decline" => call_ref(|call| AgentCall::Act(CallAction::Decline { call })),
+        "call.hangup" => call_ref(|call| AgentCall::Act(CallAction::Hangup { call })),
+        "call.hold" => call_ref(|call| AgentCall::Act(CallAction::Hold { call })),
+        "call.resume" => call_ref(|call| AgentCall::Act(CallAction::Resume { call })),
         "call.dial" => fields::<Dial>(&value).map(|d| ClientMessage::Call(d.into_call())),
         "call.dtmf" => fields::<Dtmf>(&value).map(|d| {
-            ClientMessage::Call(AgentCall::Dtmf {
+            ClientMessage::Call(AgentCall::Act(CallAction::Dtmf {
                 call: d.call_id.0,
                 digits: d.digits.0,
-            })
+            }))
         }),
         "call.accept" => fields::<Accept>(&value).map(|a| {
-            ClientMessage::Call(AgentCall::Accept {
+            ClientMessage::Call(AgentCall::Act(CallAction::Accept {
                 call: a.call_id.0,
                 hold_active: matches!(a.mode, AcceptMode::Hold),
-            })
+            }))
         }),
         "call.monitor" => fields::<Monitor>(&value).map(|m| {
             let mode = match m.mode {
@@ -323,10 +323,10 @@ pub fn parse(text: &str) -> Result<Envelope, Refusal> {
                 MonitorChoice::Barge => Some(MonitorMode::Barge),
                 MonitorChoice::Stop => None,
             };
-            ClientMessage::Call(AgentCall::Monitor {
+            ClientMessage::Call(AgentCall::Act(CallAction::Monitor {
                 call: m.call_id.0,
                 mode,
-            })
+            }))
         }),
         "call.record" => fields::<Record>(&value).map(|r| {
             let action = match r.action {
@@ -335,10 +335,10 @@ pub fn parse(text: &str) -> Result<Envelope, Refusal> {
                 RecordChoice::Resume => RecordAction::Resume,
                 RecordChoice::Stop => RecordAction::Stop,
             };
-            ClientMessage::Call(AgentCall::Record {
+            ClientMessage::Call(AgentCall::Act(CallAction::Record {
                 call: r.call_id.0,
                 action,
-            })
+            }))
         }),
         "call.transfer" => fields::<Transfer>(&value)
             .and_then(Transfer::into_call)

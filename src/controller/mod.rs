@@ -236,9 +236,10 @@ pub enum Event {
     Shutdown,
 }
 
-/// An agent's request (agent protocol, `call.*`).
+/// What an agent does with one of its calls (agent protocol, `call.*`): everything but a dial
+/// and a transfer, which the gateway resolves first (dial plan, trunk, new ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentRequest {
+pub enum CallAction {
     Answer {
         call: CallId,
     },
@@ -248,25 +249,11 @@ pub enum AgentRequest {
     Hangup {
         call: CallId,
     },
-    /// `call` is the id the shell chose for the new call; `trunk` the first one whose dial
-    /// plan allows `to` (for its recording setting).
-    Dial {
-        call: CallId,
-        to: String,
-        trunk: Option<String>,
-        /// Who is called, as `call.dial` or the directory name them.
-        prospect: Prospect,
-    },
     /// `call.monitor` (supervisors): join another agent's call in this mode, switch mode, or
     /// leave (`None`).
     Monitor {
         call: CallId,
         mode: Option<MonitorMode>,
-    },
-    /// `call.transfer`: hand the call to another agent, a number, or a call set up first.
-    Transfer {
-        call: CallId,
-        target: TransferTarget,
     },
     /// `call.record`: start, pause, resume or stop the call's recording.
     Record {
@@ -289,6 +276,26 @@ pub enum AgentRequest {
     /// Make a held (or waiting) call active; the active one, if any, goes on hold.
     Resume {
         call: CallId,
+    },
+}
+
+/// An agent's request as the controller takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentRequest {
+    Act(CallAction),
+    /// `call` is the id the gateway chose for the new call; `trunk` the first one whose dial
+    /// plan allows `to` (for its recording setting).
+    Dial {
+        call: CallId,
+        to: String,
+        trunk: Option<String>,
+        /// Who is called, as `call.dial` or the directory name them.
+        prospect: Prospect,
+    },
+    /// `call.transfer`: hand the call to another agent, a number, or a call set up first.
+    Transfer {
+        call: CallId,
+        target: TransferTarget,
     },
 }
 

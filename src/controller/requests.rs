@@ -29,9 +29,9 @@ impl Controller {
         // one peer connection carries one call.
         let takes_a_call = matches!(
             request,
-            AgentRequest::Answer { .. }
-                | AgentRequest::Accept { .. }
-                | AgentRequest::Resume { .. }
+            AgentRequest::Act(CallAction::Answer { .. })
+                | AgentRequest::Act(CallAction::Accept { .. })
+                | AgentRequest::Act(CallAction::Resume { .. })
                 | AgentRequest::Dial { .. }
         );
         let saved = self.agents.get(agent).and_then(|a| a.monitoring.clone());
@@ -59,8 +59,10 @@ impl Controller {
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
         match request {
-            AgentRequest::Monitor { call, mode } => self.monitor(agent, call, mode),
-            AgentRequest::Answer { call } => {
+            AgentRequest::Act(CallAction::Monitor { call, mode }) => {
+                self.monitor(agent, call, mode)
+            }
+            AgentRequest::Act(CallAction::Answer { call }) => {
                 let status = match self.own_call(agent, &call) {
                     Some(c) => c.status,
                     None => return (Err(RequestError::NotFound), Vec::new()),
@@ -77,7 +79,7 @@ impl Controller {
                 commands.extend(self.activate(agent, &call, now));
                 (Ok(call), commands)
             }
-            AgentRequest::Accept { call, hold_active } => {
+            AgentRequest::Act(CallAction::Accept { call, hold_active }) => {
                 let queued = [Status::Ringing, Status::Waiting, Status::OnHold];
                 if let Err(e) = self.own_call_in(agent, &call, &queued) {
                     return (Err(e), Vec::new());
@@ -99,14 +101,14 @@ impl Controller {
                 commands.extend(self.activate(agent, &call, now));
                 (Ok(call), commands)
             }
-            AgentRequest::Hold { call } => {
+            AgentRequest::Act(CallAction::Hold { call }) => {
                 if let Err(e) = self.own_call_in(agent, &call, &[Status::Active]) {
                     return (Err(e), Vec::new());
                 }
                 let commands = self.hold(agent, &call, now);
                 (Ok(call), commands)
             }
-            AgentRequest::Resume { call } => {
+            AgentRequest::Act(CallAction::Resume { call }) => {
                 if let Err(e) = self.own_call_in(agent, &call, &[Status::OnHold, Status::Waiting]) {
                     return (Err(e), Vec::new());
                 }
@@ -114,7 +116,7 @@ impl Controller {
                 commands.extend(self.activate(agent, &call, now));
                 (Ok(call), commands)
             }
-            AgentRequest::Decline { call } => {
+            AgentRequest::Act(CallAction::Decline { call }) => {
                 let c = match self.own_call_in(agent, &call, &[Status::Ringing, Status::Waiting]) {
                     Ok(c) => c,
                     Err(e) => return (Err(e), Vec::new()),
@@ -131,7 +133,7 @@ impl Controller {
                 commands.extend(self.end(&call, EndReason::Declined, now));
                 (Ok(call), commands)
             }
-            AgentRequest::Hangup { call } => {
+            AgentRequest::Act(CallAction::Hangup { call }) => {
                 let Some(c) = self.own_call(agent, &call) else {
                     return (Err(RequestError::NotFound), Vec::new());
                 };
@@ -155,7 +157,7 @@ impl Controller {
                 }
             }
             AgentRequest::Transfer { call, target } => self.transfer(agent, call, target, now),
-            AgentRequest::Record { call, action } => {
+            AgentRequest::Act(CallAction::Record { call, action }) => {
                 let Some(c) = self.own_call(agent, &call) else {
                     return (Err(RequestError::NotFound), Vec::new());
                 };
@@ -237,7 +239,7 @@ impl Controller {
                 commands.extend(self.updated(&call));
                 (Ok(call), commands)
             }
-            AgentRequest::Dtmf { call, digits } => {
+            AgentRequest::Act(CallAction::Dtmf { call, digits }) => {
                 if digits.is_empty()
                     || digits.len() > MAX_DTMF_SEND
                     || !digits

@@ -159,7 +159,11 @@ fn agent(id: &str, did: &str, max_calls: u32) -> AgentConfig {
 
 /// Ann takes c1 back from her queue.
 fn resume(c: &mut Controller, now: Instant) {
-    let (result, _) = c.request("ann", AgentRequest::Resume { call: "c1".into() }, now);
+    let (result, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Resume { call: "c1".into() }),
+        now,
+    );
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -207,7 +211,11 @@ fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
     connect(&mut c, &["ann", "bob"], now);
     ring(&mut c, "c1", now);
     assert!(c
-        .request("ann", AgentRequest::Answer { call: "c1".into() }, now)
+        .request(
+            "ann",
+            AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
+            now
+        )
         .0
         .is_ok());
     let transfer = |c: &mut Controller, target, now| {
@@ -238,7 +246,11 @@ fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
     )));
     assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Incoming(_) } if agent == "bob")));
     // Bob declines: back on hold in ann's queue, offered to her (she is free).
-    let (r, cmds) = c.request("bob", AgentRequest::Decline { call: "c1".into() }, now);
+    let (r, cmds) = c.request(
+        "bob",
+        AgentRequest::Act(CallAction::Decline { call: "c1".into() }),
+        now,
+    );
     assert_eq!(r, Ok("c1".to_string()));
     assert!(
         !cmds.iter().any(|cmd| matches!(cmd, Command::Reject { .. })),
@@ -347,17 +359,21 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     let monitor = |c: &mut Controller, who: &str, call: &str, mode| {
         c.request(
             who,
-            AgentRequest::Monitor {
+            AgentRequest::Act(CallAction::Monitor {
                 call: call.into(),
                 mode,
-            },
+            }),
             now,
         )
     };
     // Ringing is not monitorable; agents may not monitor at all.
     let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
     assert_eq!(r.map_err(|e| e.code()), Err("invalid_state"));
-    let (r, _) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
+    let (r, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
+        now,
+    );
     assert!(r.is_ok());
     let (r, _) = monitor(&mut c, "ann", "c1", Some(MonitorMode::Listen));
     assert_eq!(r.map_err(|e| e.code()), Err("forbidden"));
@@ -375,11 +391,19 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         mode: MonitorMode::Barge
     }));
     // The agent's hold is told to the supervisor too.
-    let (_, cmds) = c.request("ann", AgentRequest::Hold { call: "c1".into() }, now);
+    let (_, cmds) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Hold { call: "c1".into() }),
+        now,
+    );
     assert!(cmds.iter().any(|cmd| matches!(cmd,
         Command::Notify { agent, notice: Notice::Monitoring { call, mode: MonitorMode::Barge } }
             if agent == "boss" && call.status == Status::OnHold)));
-    let (r, _) = c.request("ann", AgentRequest::Resume { call: "c1".into() }, now);
+    let (r, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Resume { call: "c1".into() }),
+        now,
+    );
     assert!(r.is_ok());
     // The supervisor answers a call of their own: they leave the monitored one first.
     c.handle(
@@ -393,7 +417,11 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         },
         now,
     );
-    let (r, cmds) = c.request("boss", AgentRequest::Answer { call: "own".into() }, now);
+    let (r, cmds) = c.request(
+        "boss",
+        AgentRequest::Act(CallAction::Answer { call: "own".into() }),
+        now,
+    );
     assert_eq!(r, Ok("own".to_string()));
     assert_eq!(
         cmds[0],
@@ -406,7 +434,11 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     // of the monitored call tells them.
     let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
     assert_eq!(r.map_err(|e| e.code()), Err("invalid_state"));
-    let (r, _) = c.request("boss", AgentRequest::Hangup { call: "own".into() }, now);
+    let (r, _) = c.request(
+        "boss",
+        AgentRequest::Act(CallAction::Hangup { call: "own".into() }),
+        now,
+    );
     assert!(r.is_ok());
     c.handle(
         Event::LegEnded {
@@ -486,10 +518,10 @@ fn recording_modes_follow_agent_then_trunk_then_default_and_call_record_obeys_th
     let record = |c: &mut Controller, agent: &str, call: &str, action| {
         c.request(
             agent,
-            AgentRequest::Record {
+            AgentRequest::Act(CallAction::Record {
                 call: call.into(),
                 action,
-            },
+            }),
             now,
         )
     };
@@ -643,7 +675,11 @@ fn an_answered_call_needs_no_more_time() {
     connect(&mut c, &["ann"], t0);
     ring(&mut c, "c1", t0);
     assert!(c.poll_timeout().is_some());
-    let (result, _) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, t0);
+    let (result, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
+        t0,
+    );
     assert_eq!(result, Ok("c1".to_string()));
     assert_eq!(c.poll_timeout(), None);
 }
@@ -654,7 +690,11 @@ fn answering_bridges_and_a_disconnect_ends_every_call() {
     let now = Instant::now();
     connect(&mut c, &["ann"], now);
     ring(&mut c, "c1", now);
-    let (result, cmds) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
+    let (result, cmds) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
+        now,
+    );
     assert_eq!(result, Ok("c1".to_string()));
     assert_eq!(
         cmds[..2],
@@ -670,9 +710,17 @@ fn answering_bridges_and_a_disconnect_ends_every_call() {
         ]
     );
     // Another agent's call id is not found; answering twice is an invalid state.
-    let (result, _) = c.request("ann", AgentRequest::Answer { call: "zz".into() }, now);
+    let (result, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "zz".into() }),
+        now,
+    );
     assert_eq!(result, Err(RequestError::NotFound));
-    let (result, _) = c.request("ann", AgentRequest::Answer { call: "c1".into() }, now);
+    let (result, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
+        now,
+    );
     assert_eq!(result, Err(RequestError::InvalidState("active")));
     // A replaced connection's close changes nothing; the current one's ends the calls.
     let cmds = c.handle(
@@ -782,10 +830,10 @@ fn agent_dials_bridge_on_answer_and_respect_max_calls() {
     );
     let (result, cmds) = c.request(
         "ann",
-        AgentRequest::Dtmf {
+        AgentRequest::Act(CallAction::Dtmf {
             call: "o1".into(),
             digits: "12#".into(),
-        },
+        }),
         now,
     );
     assert_eq!(result, Ok("o1".to_string()));
@@ -811,7 +859,11 @@ fn answered_one(now: Instant) -> Controller {
     let mut c = with_agent(100);
     connect(&mut c, &["ann"], now);
     ring(&mut c, "a", now);
-    let _ = c.request("ann", AgentRequest::Answer { call: "a".into() }, now);
+    let _ = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "a".into() }),
+        now,
+    );
     c
 }
 
@@ -823,10 +875,10 @@ fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
     assert_eq!(c.call("b").map(|b| b.status), Some(Status::Waiting));
     let (result, cmds) = c.request(
         "ann",
-        AgentRequest::Accept {
+        AgentRequest::Act(CallAction::Accept {
             call: "b".into(),
             hold_active: true,
-        },
+        }),
         now + Duration::from_secs(2),
     );
     assert_eq!(result, Ok("b".to_string()));
@@ -857,7 +909,7 @@ fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
     // Resume swaps back: b on hold, a active, and the queue stays in hold order.
     let (_, cmds) = c.request(
         "ann",
-        AgentRequest::Resume { call: "a".into() },
+        AgentRequest::Act(CallAction::Resume { call: "a".into() }),
         now + Duration::from_secs(3),
     );
     assert!(cmds.contains(&Command::Park { call: "b".into() }));
@@ -867,7 +919,11 @@ fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
     }));
     assert_eq!(c.active_call("ann").map(|a| a.id.as_str()), Some("a"));
     // Resuming the active call is an invalid state.
-    let (result, _) = c.request("ann", AgentRequest::Resume { call: "a".into() }, now);
+    let (result, _) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Resume { call: "a".into() }),
+        now,
+    );
     assert_eq!(result, Err(RequestError::InvalidState("active")));
 }
 
@@ -879,10 +935,10 @@ fn end_and_accept_hangs_up_without_offering_and_the_end_of_a_call_offers_the_hea
     ring(&mut c, "c", now + Duration::from_secs(2));
     let (_, cmds) = c.request(
         "ann",
-        AgentRequest::Accept {
+        AgentRequest::Act(CallAction::Accept {
             call: "b".into(),
             hold_active: false,
-        },
+        }),
         now + Duration::from_secs(3),
     );
     assert!(cmds.contains(&Command::Hangup { call: "a".into() }));
@@ -905,7 +961,11 @@ fn end_and_accept_hangs_up_without_offering_and_the_end_of_a_call_offers_the_hea
     assert!(!cmds.iter().any(|c| matches!(c, Command::Answer { .. })));
     assert_eq!(c.call("c").map(|c| c.status), Some(Status::Waiting));
     // Taking the offer answers it.
-    let (result, cmds) = c.request("ann", AgentRequest::Answer { call: "c".into() }, now);
+    let (result, cmds) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "c".into() }),
+        now,
+    );
     assert_eq!(result, Ok("c".to_string()));
     assert!(cmds.iter().any(|c| matches!(c, Command::Answer { .. })));
 }
@@ -914,7 +974,11 @@ fn end_and_accept_hangs_up_without_offering_and_the_end_of_a_call_offers_the_hea
 fn callers_giving_up_on_hold_are_prompted_once_per_prospect() {
     let now = Instant::now();
     let mut c = answered_one(now);
-    let _ = c.request("ann", AgentRequest::Hold { call: "a".into() }, now);
+    let _ = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Hold { call: "a".into() }),
+        now,
+    );
     let cmds = c.handle(
         Event::LegEnded {
             call: "a".into(),
@@ -957,7 +1021,11 @@ fn dialing_while_on_a_call_holds_it_and_the_limit_turns_callers_away() {
     let mut c = with_agent(2);
     connect(&mut c, &["ann"], now);
     ring(&mut c, "a", now);
-    let _ = c.request("ann", AgentRequest::Answer { call: "a".into() }, now);
+    let _ = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Answer { call: "a".into() }),
+        now,
+    );
     let (result, cmds) = c.request(
         "ann",
         AgentRequest::Dial {
@@ -995,18 +1063,33 @@ fn requests_in_the_wrong_state_are_refused_and_change_nothing() {
         v
     };
     for (request, code) in [
-        (AgentRequest::Hold { call: "b".into() }, "invalid_state"),
-        (AgentRequest::Decline { call: "a".into() }, "invalid_state"),
-        (AgentRequest::Resume { call: "a".into() }, "invalid_state"),
-        (AgentRequest::Answer { call: "b".into() }, "invalid_state"),
         (
-            AgentRequest::Dtmf {
-                call: "b".into(),
-                digits: "1".into(),
-            },
+            AgentRequest::Act(CallAction::Hold { call: "b".into() }),
             "invalid_state",
         ),
-        (AgentRequest::Hold { call: "zz".into() }, "not_found"),
+        (
+            AgentRequest::Act(CallAction::Decline { call: "a".into() }),
+            "invalid_state",
+        ),
+        (
+            AgentRequest::Act(CallAction::Resume { call: "a".into() }),
+            "invalid_state",
+        ),
+        (
+            AgentRequest::Act(CallAction::Answer { call: "b".into() }),
+            "invalid_state",
+        ),
+        (
+            AgentRequest::Act(CallAction::Dtmf {
+                call: "b".into(),
+                digits: "1".into(),
+            }),
+            "invalid_state",
+        ),
+        (
+            AgentRequest::Act(CallAction::Hold { call: "zz".into() }),
+            "not_found",
+        ),
     ] {
         let (result, cmds) = c.request("ann", request.clone(), now);
         assert_eq!(result.map_err(|e| e.code()), Err(code), "{request:?}");
@@ -1025,14 +1108,22 @@ fn resuming_a_waiting_call_answers_it_and_accepting_with_nothing_active_just_ans
     let now = Instant::now();
     let mut c = answered_one(now);
     ring(&mut c, "b", now + Duration::from_secs(1));
-    let (result, cmds) = c.request("ann", AgentRequest::Resume { call: "b".into() }, now);
+    let (result, cmds) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Resume { call: "b".into() }),
+        now,
+    );
     assert_eq!(result, Ok("b".to_string()));
     assert!(cmds.contains(&Command::Park { call: "a".into() }));
     assert!(cmds
         .iter()
         .any(|c| matches!(c, Command::Answer { call, .. } if call == "b")));
     // b ends by the agent: a answered call, so a prompt; a (held) is offered.
-    let (_, cmds) = c.request("ann", AgentRequest::Hangup { call: "b".into() }, now);
+    let (_, cmds) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Hangup { call: "b".into() }),
+        now,
+    );
     assert_eq!(cmds, vec![Command::Hangup { call: "b".into() }]);
     let cmds = c.handle(
         Event::LegEnded {
@@ -1052,10 +1143,10 @@ fn resuming_a_waiting_call_answers_it_and_accepting_with_nothing_active_just_ans
     // Accepting the held call with nothing active resumes it without ending anything.
     let (result, cmds) = c.request(
         "ann",
-        AgentRequest::Accept {
+        AgentRequest::Act(CallAction::Accept {
             call: "a".into(),
             hold_active: false,
-        },
+        }),
         now,
     );
     assert_eq!(result, Ok("a".to_string()));
@@ -1072,13 +1163,17 @@ fn the_agent_hanging_up_a_held_call_prompts_and_keeps_the_active_one() {
     ring(&mut c, "b", now);
     let _ = c.request(
         "ann",
-        AgentRequest::Accept {
+        AgentRequest::Act(CallAction::Accept {
             call: "b".into(),
             hold_active: true,
-        },
+        }),
         now,
     );
-    let (_, cmds) = c.request("ann", AgentRequest::Hangup { call: "a".into() }, now);
+    let (_, cmds) = c.request(
+        "ann",
+        AgentRequest::Act(CallAction::Hangup { call: "a".into() }),
+        now,
+    );
     assert_eq!(cmds, vec![Command::Hangup { call: "a".into() }]);
     let cmds = c.handle(
         Event::LegEnded {

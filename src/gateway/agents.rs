@@ -7,49 +7,18 @@ use std::time::{Instant, SystemTime};
 use super::Gateway;
 use crate::b2bua::DialError;
 use crate::controller::{
-    AgentRequest, CallId, Prospect, RecordAction, RequestError, Status, TransferTarget,
+    AgentRequest, CallAction, CallId, Prospect, RequestError, Status, TransferTarget,
 };
-use crate::media::monitor::MonitorMode;
 
-/// An agent's call request before the gateway gives a new call its id.
+/// An agent's request as the protocol reads it: an action on a call as the controller takes
+/// it, or a dial or transfer the gateway checks against the dial plan and gives ids first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentCall {
-    Answer {
-        call: CallId,
-    },
-    Decline {
-        call: CallId,
-    },
-    Hangup {
-        call: CallId,
-    },
+    Act(CallAction),
     Dial {
         to: String,
         /// Who is called, from `call.dial` or the directory.
         prospect: Prospect,
-    },
-    Dtmf {
-        call: CallId,
-        digits: String,
-    },
-    Accept {
-        call: CallId,
-        hold_active: bool,
-    },
-    Hold {
-        call: CallId,
-    },
-    Resume {
-        call: CallId,
-    },
-    Record {
-        call: CallId,
-        action: RecordAction,
-    },
-    /// `mode` `None`: stop.
-    Monitor {
-        call: CallId,
-        mode: Option<MonitorMode>,
     },
     /// `to` (`agent:<id>` or a number) for a blind transfer, `attended` for an attended one.
     Transfer {
@@ -127,15 +96,7 @@ impl Gateway {
 
     fn agent_request(&mut self, agent: &str, request: AgentCall) -> Result<CallId, AgentError> {
         let request = match request {
-            AgentCall::Answer { call } => AgentRequest::Answer { call },
-            AgentCall::Decline { call } => AgentRequest::Decline { call },
-            AgentCall::Hangup { call } => AgentRequest::Hangup { call },
-            AgentCall::Dtmf { call, digits } => AgentRequest::Dtmf { call, digits },
-            AgentCall::Accept { call, hold_active } => AgentRequest::Accept { call, hold_active },
-            AgentCall::Hold { call } => AgentRequest::Hold { call },
-            AgentCall::Resume { call } => AgentRequest::Resume { call },
-            AgentCall::Record { call, action } => AgentRequest::Record { call, action },
-            AgentCall::Monitor { call, mode } => AgentRequest::Monitor { call, mode },
+            AgentCall::Act(action) => AgentRequest::Act(action),
             AgentCall::Transfer { call, to, attended } => {
                 let target = match (to, attended) {
                     (_, Some(consult)) => TransferTarget::Attended(consult),

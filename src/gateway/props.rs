@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::pair::{answer_sdp, reply, Caller, Pair};
 use super::{AgentCall, Input};
-use crate::controller::{CallId, EndReason, Notice, Status};
+use crate::controller::{CallAction, CallId, EndReason, Notice, Status};
 use crate::sip::message::{Message, Request};
 
 const AGENTS: [&str; 2] = ["demo", "demo2"];
@@ -458,15 +458,15 @@ impl World {
                     .owner(&call)
                     .unwrap_or_else(|| AGENTS[index % 2].to_string());
                 let request = match other {
-                    Step::AgentHangup(_) => AgentCall::Hangup { call },
-                    Step::Answer(_) => AgentCall::Answer { call },
-                    Step::Accept(_, hold) => AgentCall::Accept {
+                    Step::AgentHangup(_) => AgentCall::Act(CallAction::Hangup { call }),
+                    Step::Answer(_) => AgentCall::Act(CallAction::Answer { call }),
+                    Step::Accept(_, hold) => AgentCall::Act(CallAction::Accept {
                         call,
                         hold_active: hold,
-                    },
-                    Step::Decline(_) => AgentCall::Decline { call },
-                    Step::Hold(_) => AgentCall::Hold { call },
-                    _ => AgentCall::Resume { call },
+                    }),
+                    Step::Decline(_) => AgentCall::Act(CallAction::Decline { call }),
+                    Step::Hold(_) => AgentCall::Act(CallAction::Hold { call }),
+                    _ => AgentCall::Act(CallAction::Resume { call }),
                 };
                 let _ = self.p.request(&agent, request);
             }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::pair::{answer_sdp, reply, Caller, Pair, DEMO_DID};
 use super::{AgentCall, Input, MediaOp, SourceSpec};
-use crate::controller::{CloseReason, Notice, Status};
+use crate::controller::{CallAction, CloseReason, Notice, Status};
 use crate::sip::message::Message;
 
 const AGENT: &str = "demo";
@@ -26,7 +26,10 @@ fn ring(p: &mut Pair, caller: &mut Caller) -> String {
 fn answer(p: &mut Pair, caller: &mut Caller, call: &str) {
     p.take_sip();
     assert_eq!(
-        p.request(AGENT, AgentCall::Answer { call: call.into() }),
+        p.request(
+            AGENT,
+            AgentCall::Act(CallAction::Answer { call: call.into() })
+        ),
         Ok(call.to_string())
     );
     let ok = p.response(200);
@@ -146,10 +149,10 @@ fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
     // Hold & Accept: the first call hears the hold audio, the second is answered.
     p.request(
         AGENT,
-        AgentCall::Accept {
+        AgentCall::Act(CallAction::Accept {
             call: b.clone(),
             hold_active: true,
-        },
+        }),
     )
     .unwrap();
     let ok = p.response(200);
@@ -174,8 +177,11 @@ fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
 
     // Resume the first: the second goes on hold in its place. No SIP: holds are ours.
     p.take_sip();
-    p.request(AGENT, AgentCall::Resume { call: a.clone() })
-        .unwrap();
+    p.request(
+        AGENT,
+        AgentCall::Act(CallAction::Resume { call: a.clone() }),
+    )
+    .unwrap();
     assert!(p.take_sip().is_empty(), "hold and resume send no SIP");
     assert_eq!(status_of(&p, &a), Some(Status::Active));
     assert_eq!(status_of(&p, &b), Some(Status::OnHold));
@@ -206,8 +212,11 @@ fn when_the_active_call_ends_the_oldest_queued_call_is_offered() {
     p.take_notices(CONN);
 
     p.take_sip();
-    p.request(AGENT, AgentCall::Hangup { call: a.clone() })
-        .unwrap();
+    p.request(
+        AGENT,
+        AgentCall::Act(CallAction::Hangup { call: a.clone() }),
+    )
+    .unwrap();
     let bye = p.request_sent("BYE");
     assert_eq!(bye.headers.call_id(), Some("call-1@trunk"));
     p.trunk_sends(&reply(&bye, 200, ""));
@@ -255,8 +264,11 @@ fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
         .take_notices(2)
         .iter()
         .any(|n| matches!(n, Notice::Incoming(c) if c.id == call)));
-    p.request("demo2", AgentCall::Answer { call: call.clone() })
-        .unwrap();
+    p.request(
+        "demo2",
+        AgentCall::Act(CallAction::Answer { call: call.clone() }),
+    )
+    .unwrap();
     assert!(p
         .take_media(&call)
         .iter()
@@ -362,8 +374,11 @@ fn an_unacknowledged_answer_is_retransmitted_then_the_call_ends() {
     let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
     let call = ring(&mut p, &mut caller);
     p.take_sip();
-    p.request(AGENT, AgentCall::Answer { call: call.clone() })
-        .unwrap();
+    p.request(
+        AGENT,
+        AgentCall::Act(CallAction::Answer { call: call.clone() }),
+    )
+    .unwrap();
     assert_eq!(p.statuses(), [200]);
     p.advance(Duration::from_millis(600));
     assert_eq!(p.statuses(), [200], "again after T1");

@@ -167,17 +167,17 @@ fn requests_read_into_what_the_gateway_does() {
     let read = |text: &str| parse(text).expect("parses").message;
     assert_eq!(
         read(r#"{"type":"call.accept","call_id":"c1","mode":"end"}"#),
-        ClientMessage::Call(AgentCall::Accept {
+        ClientMessage::Call(AgentCall::Act(CallAction::Accept {
             call: "c1".into(),
             hold_active: false
-        })
+        }))
     );
     assert_eq!(
         read(r#"{"type":"call.monitor","call_id":"c1","mode":"stop"}"#),
-        ClientMessage::Call(AgentCall::Monitor {
+        ClientMessage::Call(AgentCall::Act(CallAction::Monitor {
             call: "c1".into(),
             mode: None
-        })
+        }))
     );
     assert_eq!(
         read(r#"{"type":"call.transfer","call_id":"c1","to":"  +15551230001 "}"#),
