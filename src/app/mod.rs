@@ -89,6 +89,8 @@ struct Shell {
     codecs: HashMap<ConnId, Arc<PeerCodec>>,
     webrtc: mpsc::Sender<WebrtcInput>,
     store: mpsc::Sender<StoreOp>,
+    /// This turn's call-log changes (`write_store` sends them).
+    store_queue: Vec<StoreOp>,
     /// Operators' dials waiting for their outcome.
     dials: HashMap<CallId, oneshot::Sender<Result<String, String>>>,
     names: Arc<crate::names::Names>,
@@ -263,6 +265,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         codecs: HashMap::new(),
         webrtc: webrtc_tx,
         store: store_tx,
+        store_queue: Vec::new(),
         dials: HashMap::new(),
         names,
         named: named_tx,
@@ -335,6 +338,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
         shell.flush().await;
+        shell.write_store();
         shell.count();
         if let Some(started) = shutting_down {
             if shell.gateway.live_legs() == 0 || started.elapsed() > SHUTDOWN_GRACE {
@@ -430,7 +434,9 @@ impl Shell {
         });
     }
 
-    fn persist(&self, change: Persist) {
+    /// Call-log changes wait for the end of the loop's turn: the writer then takes them in
+    /// one transaction, as it took the old per-turn sync, instead of waking for each.
+    fn persist(&mut self, change: Persist) {
         let op = match change {
             Persist::Call { record, at } => StoreOp::Call { call: record, at },
             Persist::Recording {
@@ -443,8 +449,15 @@ impl Shell {
                 segment,
             },
         };
-        if self.store.try_send(op).is_err() {
-            tracing::error!("call log queue full; change not recorded");
+        self.store_queue.push(op);
+    }
+
+    /// Hand the turn's call-log changes to the writer.
+    fn write_store(&mut self) {
+        for op in self.store_queue.drain(..) {
+            if self.store.try_send(op).is_err() {
+                tracing::error!("call log queue full; change not recorded");
+            }
         }
     }
 

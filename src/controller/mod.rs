@@ -545,6 +545,9 @@ pub struct Controller {
     ended: Vec<Call>,
     /// When `Event::Tick` is next due (see `poll_timeout`), kept as events come.
     next_due: Option<Instant>,
+    /// An event or request was handled since `take_changed` last looked: only then can a
+    /// call have changed, so a datagram that reached no call costs no look at every call.
+    touched: bool,
 }
 
 impl Controller {
@@ -591,6 +594,7 @@ impl Controller {
             calls: HashMap::new(),
             ended: Vec::new(),
             next_due: None,
+            touched: false,
         }
     }
 
@@ -675,6 +679,7 @@ impl Controller {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         let commands = self.on_event(event, now);
         self.next_due = self.due_at();
+        self.touched = true;
         commands
     }
 
@@ -1144,6 +1149,9 @@ impl Controller {
     /// Live calls whose status, queue time or recording changed since the last call of
     /// this, as they are now; each change is marked where it is made.
     pub fn take_changed(&mut self) -> Vec<Call> {
+        if !std::mem::take(&mut self.touched) {
+            return Vec::new();
+        }
         self.calls
             .values_mut()
             .filter_map(|c| std::mem::take(&mut c.changed).then(|| c.clone()))

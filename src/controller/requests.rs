@@ -13,6 +13,7 @@ impl Controller {
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
         let outcome = self.on_request(agent, request, now);
         self.next_due = self.due_at();
+        self.touched = true;
         outcome
     }
 
