@@ -2,13 +2,12 @@
 //! task: requests answered on oneshots, and the handle it is served with.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::controller::{AgentId, Call, ConnId, MediaPlan, Notice};
-use crate::gateway::{AgentCall, AgentError, AgentView, LiveCall};
+use crate::gateway::{AgentCall, AgentError, AgentView, LiveCall, WallClock};
 use crate::media::stats::MediaCounters;
 use crate::store::StoreOp;
 use crate::webrtc::{PeerCodec, WebrtcCounters, WebrtcInput};
@@ -80,29 +79,6 @@ pub enum AgentOutbound {
     Notice(Notice),
     /// Close the WebSocket with this code.
     Close(u16),
-}
-
-/// Maps the monotonic clock of the cores to wall-clock time for the wire.
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    instant: Instant,
-    system: SystemTime,
-}
-
-impl WallClock {
-    pub fn now() -> WallClock {
-        WallClock {
-            instant: Instant::now(),
-            system: SystemTime::now(),
-        }
-    }
-
-    pub fn at(&self, t: Instant) -> SystemTime {
-        match t.checked_duration_since(self.instant) {
-            Some(after) => self.system + after,
-            None => self.system - self.instant.duration_since(t),
-        }
-    }
 }
 
 /// What the HTTP shell needs to reach the running gateway.

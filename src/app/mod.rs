@@ -28,10 +28,8 @@ mod listeners;
 mod media;
 mod sip_stream;
 
-pub use crate::gateway::{AgentCall, AgentError, AgentView, LiveCall};
-pub use handle::{
-    AdminRequest, AgentInput, AgentOutbound, AppHandle, WallClock, AGENT_OUTBOUND_CAPACITY,
-};
+pub use crate::gateway::{AgentCall, AgentError, AgentView, LiveCall, WallClock};
+pub use handle::{AdminRequest, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY};
 use sip_stream::{StreamInput, Streams};
 
 /// Inbound SIP from TCP connections to the signalling task. When full, connection readers

@@ -53,6 +53,16 @@ impl Controller {
         (result, leave)
     }
 
+    /// An unanswered call the agent turned away: the caller hears busy (486).
+    fn decline(&mut self, call: &CallId, now: Instant) -> Vec<Command> {
+        let mut commands = vec![Command::Reject {
+            call: call.clone(),
+            reason: RejectReason::Busy,
+        }];
+        commands.extend(self.end(call, EndReason::Declined, now));
+        commands
+    }
+
     fn agent_request(
         &mut self,
         agent: &str,
@@ -127,11 +137,7 @@ impl Controller {
                     return (Ok(call.clone()), self.transfer_failed(&call, now));
                 }
                 c.end_reason = Some(EndReason::Declined);
-                let mut commands = vec![Command::Reject {
-                    call: call.clone(),
-                    reason: RejectReason::Busy,
-                }];
-                commands.extend(self.end(&call, EndReason::Declined, now));
+                let commands = self.decline(&call, now);
                 (Ok(call), commands)
             }
             AgentRequest::Act(CallAction::Hangup { call }) => {
@@ -144,11 +150,7 @@ impl Controller {
                     }
                     Status::Ringing | Status::Waiting => {
                         c.end_reason = Some(EndReason::Declined);
-                        let mut commands = vec![Command::Reject {
-                            call: call.clone(),
-                            reason: RejectReason::Busy,
-                        }];
-                        commands.extend(self.end(&call, EndReason::Declined, now));
+                        let commands = self.decline(&call, now);
                         (Ok(call), commands)
                     }
                     _ => {

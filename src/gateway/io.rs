@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
 
 use crate::controller::{AgentId, CallId, CloseReason, ConnId, Notice, Prospect};
 use crate::media::monitor::MonitorMode;
@@ -183,4 +184,32 @@ pub enum Persist {
         path: Option<String>,
         segment: Option<RecordingSegment>,
     },
+}
+
+/// Maps the monotonic clock of the cores to wall-clock time for the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    /// The clocks as they stood at one moment, read by the caller.
+    pub fn pinned(instant: Instant, system: SystemTime) -> WallClock {
+        WallClock { instant, system }
+    }
+
+    pub fn at(&self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.instant) {
+            Some(after) => self.system + after,
+            None => self.system - self.instant.duration_since(t),
+        }
+    }
 }

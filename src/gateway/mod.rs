@@ -289,11 +289,7 @@ impl Gateway {
     }
 
     fn ms(&self, t: Instant) -> i64 {
-        let at = match t.checked_duration_since(self.now) {
-            Some(after) => self.wall + after,
-            None => self.wall - self.now.duration_since(t),
-        };
-        crate::store::millis(at)
+        crate::store::millis(WallClock::pinned(self.now, self.wall).at(t))
     }
 
     fn persist(&mut self, c: &Call, at: Instant) {

@@ -40,6 +40,19 @@ fn answer(p: &mut Pair, caller: &mut Caller, call: &str) {
     p.trunk_sends(&caller.ack(&ok));
 }
 
+/// The agent's connection was told that `call` ended.
+fn told_ended(p: &mut Pair, conn: u64, call: &str) -> bool {
+    p.take_notices(conn)
+        .iter()
+        .any(|n| matches!(n, Notice::Ended(c) if c.id == call))
+}
+
+/// The call's media was bridged to this agent connection.
+fn bridged_to(ops: &[MediaOp], conn: u64) -> bool {
+    ops.iter()
+        .any(|op| matches!(op, MediaOp::Bridge { conn: c } if *c == conn))
+}
+
 fn status_of(p: &Pair, call: &str) -> Option<Status> {
     p.gw.call(call).map(|c| c.status)
 }
@@ -91,10 +104,7 @@ fn an_inbound_call_rings_the_agent_is_answered_and_hung_up_by_the_caller() {
 
     p.trunk_sends(&caller.bye());
     assert_eq!(p.statuses(), [200], "the BYE is answered");
-    assert!(p
-        .take_notices(CONN)
-        .iter()
-        .any(|n| matches!(n, Notice::Ended(c) if c.id == call)));
+    assert!(told_ended(&mut p, CONN, &call));
     let ops = p.take_media(&call);
     assert!(matches!(ops.last(), Some(MediaOp::Stop)), "{ops:?}");
     assert!(
@@ -167,10 +177,7 @@ fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
         held.iter().any(|op| matches!(op, MediaOp::Unbridge)),
         "{held:?}"
     );
-    assert!(p
-        .take_media(&b)
-        .iter()
-        .any(|op| matches!(op, MediaOp::Bridge { conn: CONN })));
+    assert!(bridged_to(&p.take_media(&b), CONN));
     assert_eq!(status_of(&p, &a), Some(Status::OnHold));
     assert_eq!(status_of(&p, &b), Some(Status::Active));
     assert_eq!(p.stored_status(&a).as_deref(), Some("on_hold"));
@@ -185,10 +192,7 @@ fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
     assert!(p.take_sip().is_empty(), "hold and resume send no SIP");
     assert_eq!(status_of(&p, &a), Some(Status::Active));
     assert_eq!(status_of(&p, &b), Some(Status::OnHold));
-    assert!(p
-        .take_media(&a)
-        .iter()
-        .any(|op| matches!(op, MediaOp::Bridge { conn: CONN })));
+    assert!(bridged_to(&p.take_media(&a), CONN));
 }
 
 #[test]
@@ -269,18 +273,12 @@ fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
         AgentCall::Act(CallAction::Answer { call: call.clone() }),
     )
     .unwrap();
-    assert!(p
-        .take_media(&call)
-        .iter()
-        .any(|op| matches!(op, MediaOp::Bridge { conn: 2 })));
+    assert!(bridged_to(&p.take_media(&call), 2));
     assert_eq!(
         p.gw.call(&call).and_then(|c| c.agent.clone()).as_deref(),
         Some("demo2")
     );
-    assert!(p
-        .take_notices(CONN)
-        .iter()
-        .any(|n| matches!(n, Notice::Ended(c) if c.id == call)));
+    assert!(told_ended(&mut p, CONN, &call));
 }
 
 #[test]
@@ -327,10 +325,7 @@ fn a_second_sign_in_replaces_the_first_and_keeps_the_call() {
 
     p.connect(AGENT, 7);
     assert_eq!(p.closed, [(CONN, CloseReason::Replaced)]);
-    assert!(p
-        .take_media(&call)
-        .iter()
-        .any(|op| matches!(op, MediaOp::Bridge { conn: 7 })));
+    assert!(bridged_to(&p.take_media(&call), 7));
     // The old connection's goodbye changes nothing.
     p.disconnect(AGENT, CONN);
     assert_eq!(status_of(&p, &call), Some(Status::Active));
@@ -361,10 +356,7 @@ fn a_retransmitted_invite_is_absorbed_and_an_unanswered_call_times_out() {
     p.advance(Duration::from_secs(2));
     assert_eq!(p.statuses().last(), Some(&480));
     assert!(p.gw.call(&call).is_none());
-    assert!(p
-        .take_notices(CONN)
-        .iter()
-        .any(|n| matches!(n, Notice::Ended(c) if c.id == call)));
+    assert!(told_ended(&mut p, CONN, &call));
 }
 
 #[test]
@@ -429,9 +421,7 @@ fn an_agent_dials_out_through_the_trunk_with_its_number() {
         matches!(ops.first(), Some(MediaOp::Start { early: false, .. })),
         "{ops:?}"
     );
-    assert!(ops
-        .iter()
-        .any(|op| matches!(op, MediaOp::Bridge { conn: CONN })));
+    assert!(bridged_to(&ops, CONN));
 }
 
 #[test]
