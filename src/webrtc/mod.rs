@@ -7,10 +7,14 @@
 //! network blocks UDP. It knows peers and call ids as opaque routes, never queues or call
 //! policy.
 
+mod codecs;
 pub mod downlink;
 mod mmsg;
 pub mod peer;
+mod signalling;
 pub mod tcp;
+
+pub use codecs::*;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,81 +65,6 @@ pub enum WebrtcError {
     Rtc(String),
     #[error("the WebRTC task has stopped")]
     Stopped,
-}
-
-/// What the calls that encode for an agent's browser need to know of it, shared so they can
-/// follow it without a round trip: the codec to send it (chosen from what it negotiated and,
-/// with the adaptive downlink, from the loss it reports; either may change mid-call) and the
-/// packet loss it reports in its RTCP receiver reports.
-#[derive(Debug, Default)]
-pub struct PeerCodec {
-    codec: AtomicU8,
-    loss_percent: AtomicU8,
-    /// The codecs it negotiated (bit per `code`), and whether it may hear its source's codec
-    /// untouched when it negotiated it (an adaptive downlink on a clean path).
-    negotiated: AtomicU8,
-    pass_source: std::sync::atomic::AtomicBool,
-}
-
-impl PeerCodec {
-    pub fn get(&self) -> Option<Codec> {
-        match self.codec.load(Ordering::Relaxed) {
-            1 => Some(Codec::Pcmu),
-            2 => Some(Codec::Pcma),
-            3 => Some(Codec::Opus),
-            _ => None,
-        }
-    }
-
-    /// A codec fixed from the start (the far leg of a transfer, whose trunk codec it is).
-    pub fn of(codec: Codec) -> PeerCodec {
-        let c = PeerCodec::default();
-        c.set(Some(codec));
-        c
-    }
-
-    /// What a call whose audio is in `source` sends it: `source` itself on an adaptive
-    /// downlink's clean path when it negotiated it (passed through), otherwise `get()`.
-    pub fn toward(&self, source: Codec) -> Option<Codec> {
-        let negotiated = self.negotiated.load(Ordering::Relaxed) & (1 << code(Some(source))) != 0;
-        if negotiated && self.pass_source.load(Ordering::Relaxed) {
-            return Some(source);
-        }
-        self.get()
-    }
-
-    pub(crate) fn set(&self, codec: Option<Codec>) {
-        self.codec.store(code(codec), Ordering::Relaxed);
-    }
-
-    /// Publish a downlink decision: the codec, the codecs negotiated, and whether a
-    /// source's own codec may pass.
-    fn publish(&self, downlink: &Downlink, negotiated: &[Codec]) {
-        let mask = negotiated.iter().fold(0u8, |m, c| m | 1 << code(Some(*c)));
-        self.negotiated.store(mask, Ordering::Relaxed);
-        self.pass_source
-            .store(downlink.passes_source(), Ordering::Relaxed);
-        self.set(downlink.current());
-    }
-
-    /// The share of our packets the browser last reported lost, in percent.
-    pub fn loss_percent(&self) -> u8 {
-        self.loss_percent.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_loss(&self, fraction: f32) {
-        let percent = (fraction.clamp(0.0, 1.0) * 100.0).round() as u8;
-        self.loss_percent.store(percent, Ordering::Relaxed);
-    }
-}
-
-fn code(codec: Option<Codec>) -> u8 {
-    match codec {
-        None => 0,
-        Some(Codec::Pcmu) => 1,
-        Some(Codec::Pcma) => 2,
-        Some(Codec::Opus) => 3,
-    }
 }
 
 /// An RTP packet of the agent's microphone, for the call it is routed to.
@@ -271,23 +200,6 @@ impl Peer {
         let codec = self.downlink.negotiated(&negotiated);
         self.codec.publish(&self.downlink, &negotiated);
         codec
-    }
-}
-
-fn rtc_codec(codec: Codec) -> RtcCodec {
-    match codec {
-        Codec::Opus => RtcCodec::Opus,
-        Codec::Pcmu => RtcCodec::PCMU,
-        Codec::Pcma => RtcCodec::PCMA,
-    }
-}
-
-fn codec_of(codec: RtcCodec) -> Option<Codec> {
-    match codec {
-        RtcCodec::Opus => Some(Codec::Opus),
-        RtcCodec::PCMU => Some(Codec::Pcmu),
-        RtcCodec::PCMA => Some(Codec::Pcma),
-        _ => None,
     }
 }
 
@@ -661,90 +573,6 @@ impl WebrtcHost {
         }
     }
 
-    fn accept_offer(
-        &mut self,
-        id: PeerId,
-        sdp: &str,
-        codec: Arc<PeerCodec>,
-    ) -> Result<String, WebrtcError> {
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| WebrtcError::BadOffer(e.to_string()))?;
-        let now = Instant::now();
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            // Audio needs no RTP header extensions: without transport-cc the browser sends no
-            // per-packet feedback, which is most of the RTCP a peer would otherwise cost.
-            .clear_extension_map()
-            // Receiver reports are read for the loss the browser sees, which decides whether
-            // our Opus carries in-band FEC.
-            .set_stats_interval(Some(STATS_INTERVAL))
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_pcmu(true, false)
-            .enable_pcma(true, false)
-            .build(now);
-        let candidate =
-            Candidate::host(self.advertised, "udp").map_err(|e| WebrtcError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        if let Some(tcp) = &self.tcp {
-            let candidate = Candidate::builder()
-                .tcp()
-                .host(tcp.advertised)
-                .tcptype(str0m::net::TcpType::Passive)
-                .build()
-                .map_err(|e| WebrtcError::Rtc(e.to_string()))?;
-            rtc.add_local_candidate(candidate);
-        }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WebrtcError::BadOffer(e.to_string()))?;
-        let mut peer = Peer {
-            rtc,
-            created: now,
-            connected: false,
-            mid: None,
-            codec,
-            stream_time: rand::random::<u32>().into(),
-            // A second offer keeps what the reports decided for the first.
-            downlink: self.peers.get(&id).map_or_else(
-                || Downlink::new(self.downlink.mode, self.downlink.recover),
-                |old| old.downlink.clone(),
-            ),
-            connected_at: None,
-            rtp_sent: 0,
-            stream_codec: None,
-            last_write: None,
-            next_timeout: now,
-            opus_logged: false,
-        };
-        // The audio m-line is known from the offer already; media flows once ICE is up.
-        let audio_mid = sdp_audio_mids(sdp);
-        peer.mid = audio_mid.into_iter().find_map(|m| {
-            let mid = Mid::from(m.as_str());
-            peer.rtc.media(mid).map(|_| mid)
-        });
-        // Decided, but published only once the new peer connection replaces the old one: an
-        // offer without usable audio must not silence the call the old one carries.
-        let codecs = peer.negotiated();
-        let negotiated = peer.downlink.negotiated(&codecs);
-        if negotiated.is_none() {
-            return Err(WebrtcError::NoAudio);
-        }
-        peer.codec.publish(&peer.downlink, &codecs);
-        if let Some(mut old) = self.peers.insert(id, peer) {
-            old.rtc.disconnect();
-            if old.connected {
-                self.counters
-                    .peers_connected
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
-            self.sources.retain(|_, p| *p != id);
-        }
-        tracing::debug!(peer = id, codec = ?negotiated, "answered browser offer");
-        Ok(opus_narrowband(&answer.to_sdp_string()))
-    }
-
     fn write_audio(&mut self, id: PeerId, call: &str, codec: Codec, payload: Vec<u8>) {
         if self.routes.get(&id).is_none_or(|r| r.call != call) {
             // A frame from a call that is no longer (or not yet) this agent's active one.
@@ -866,77 +694,8 @@ impl WebrtcHost {
             }
         }
     }
-
-    fn on_event(&mut self, id: PeerId, event: Event) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        match event {
-            Event::Connected => {
-                peer.connected = true;
-                peer.connected_at = Some(Instant::now());
-                self.counters
-                    .peers_connected
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    peer = id,
-                    setup_ms = peer.created.elapsed().as_millis() as u64,
-                    "peer connection up"
-                );
-                let _ = self.events.try_send(WebrtcEvent::Connected { peer: id });
-            }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                tracing::info!(peer = id, "ICE disconnected");
-                peer.rtc.disconnect();
-            }
-            Event::MediaAdded(added) if peer.mid.is_none() => {
-                peer.mid = Some(added.mid);
-                peer.renegotiated();
-            }
-            Event::MediaEgressStats(stats) => {
-                // `None` when no receiver report came since the last look: keep what we know.
-                if let Some(loss) = stats.loss {
-                    peer.codec.set_loss(loss);
-                    let before = peer.downlink.current();
-                    let now = peer.downlink.on_report(Instant::now(), loss);
-                    tracing::debug!(peer = id, loss, "receiver report");
-                    if now != before {
-                        tracing::info!(peer = id, loss, codec = ?now, "downlink codec switched");
-                        let codecs = peer.negotiated();
-                        peer.codec.publish(&peer.downlink, &codecs);
-                    }
-                }
-            }
-            Event::MediaData(data) => {
-                self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                let Some(codec) = codec_of(data.params.spec().codec) else {
-                    return;
-                };
-                if codec == Codec::Opus && !peer.opus_logged {
-                    if let Some(toc) = data.data.first() {
-                        peer.opus_logged = true;
-                        tracing::info!(peer = id, "browser sends Opus {}", opus_bandwidth(*toc));
-                    }
-                }
-                let Some(route) = self.routes.get(&id) else {
-                    return;
-                };
-                let packet = AgentPacket {
-                    sequence: (*data.seq_range.start()).as_u16(),
-                    timestamp: data.time.numer() as u32,
-                    codec,
-                    payload: data.data.to_vec(),
-                };
-                if route.to_call.try_send(packet).is_err() {
-                    self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
-/// An SRTP packet (not RTCP, RFC 5761 types 192-223; not STUN or DTLS, RFC 7983).
 /// The next event from the ICE-TCP connections, or never when there is no TCP side.
 async fn next_tcp(tcp: &mut Option<TcpSide>) -> Option<tcp::TcpEvent> {
     match tcp {
@@ -945,132 +704,7 @@ async fn next_tcp(tcp: &mut Option<TcpSide>) -> Option<tcp::TcpEvent> {
     }
 }
 
+/// An SRTP packet (not RTCP, RFC 5761 types 192-223; not STUN or DTLS, RFC 7983).
 pub fn is_rtp(datagram: &[u8]) -> bool {
     datagram.len() > 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1])
-}
-
-/// Tell the browser our Opus needs no more than 8 kHz audio either way (RFC 7587
-/// `maxplaybackrate` and `sprop-maxcapturerate`). Every call's audio is 8 kHz PCM here, so
-/// wideband would only be decoded to be thrown away; told this, Chrome encodes narrowband,
-/// which costs us a quarter of the decoding time (`callgate bench-codec` here: 5.8 against
-/// 23.3 us a frame) and the browser less bandwidth. str0m has no such parameter, so
-/// the answer's Opus `a=fmtp` lines get it here.
-fn opus_narrowband(sdp: &str) -> String {
-    let opus_pts: Vec<&str> = sdp
-        .lines()
-        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
-        .filter_map(|rest| rest.split_once(' '))
-        .filter(|(_, name)| name.to_ascii_lowercase().starts_with("opus/"))
-        .map(|(pt, _)| pt)
-        .collect();
-    let mut out = String::with_capacity(sdp.len() + 64);
-    for line in sdp.split_inclusive("\r\n") {
-        let body = line.trim_end_matches("\r\n");
-        let is_opus_fmtp = body
-            .strip_prefix("a=fmtp:")
-            .and_then(|rest| rest.split_once(' '))
-            .is_some_and(|(pt, params)| {
-                opus_pts.contains(&pt) && !params.contains("maxplaybackrate")
-            });
-        if is_opus_fmtp {
-            out.push_str(body);
-            out.push_str(";maxplaybackrate=8000;sprop-maxcapturerate=8000");
-            out.push_str(&line[body.len()..]);
-        } else {
-            out.push_str(line);
-        }
-    }
-    out
-}
-
-/// The audio bandwidth an Opus packet's TOC byte announces (RFC 6716 section 3.1).
-fn opus_bandwidth(toc: u8) -> &'static str {
-    match toc >> 3 {
-        0..=3 | 16..=19 => "narrowband",
-        4..=7 => "mediumband",
-        8..=11 | 20..=23 => "wideband",
-        12 | 13 | 24..=27 => "super-wideband",
-        _ => "fullband",
-    }
-}
-
-/// The mids of the offer's audio m-lines, in order.
-fn sdp_audio_mids(sdp: &str) -> Vec<String> {
-    let mut mids = Vec::new();
-    let mut in_audio = false;
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if let Some(media) = line.strip_prefix("m=") {
-            in_audio = media.starts_with("audio ");
-        } else if in_audio {
-            if let Some(mid) = line.strip_prefix("a=mid:") {
-                mids.push(mid.trim().to_string());
-            }
-        }
-    }
-    mids
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_audio_mids() {
-        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
-        assert_eq!(sdp_audio_mids(sdp), vec!["0".to_string()]);
-    }
-
-    #[test]
-    fn answers_ask_for_narrowband_opus_only() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\n\
-                   a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\n\
-                   a=fmtp:0 foo=1\r\n";
-        let out = opus_narrowband(sdp);
-        assert!(out.contains(
-            "a=fmtp:111 minptime=10;useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000\r\n"
-        ));
-        assert!(out.contains("a=fmtp:0 foo=1\r\n"), "PCMU untouched: {out}");
-        assert_eq!(opus_narrowband(&out), out, "applied once");
-        assert_eq!(out.len(), sdp.len() + 47);
-    }
-
-    #[test]
-    fn opus_toc_names_the_bandwidth() {
-        // Configs: 1 SILK NB 20 ms, 9 SILK WB 20 ms, 15 hybrid FB 20 ms, 19 CELT NB 20 ms,
-        // 31 CELT FB 20 ms.
-        for (config, want) in [
-            (1u8, "narrowband"),
-            (5, "mediumband"),
-            (9, "wideband"),
-            (13, "super-wideband"),
-            (15, "fullband"),
-            (19, "narrowband"),
-            (31, "fullband"),
-        ] {
-            assert_eq!(opus_bandwidth(config << 3), want, "config {config}");
-        }
-    }
-
-    #[test]
-    fn reported_loss_is_kept_in_percent() {
-        let shared = PeerCodec::default();
-        assert_eq!(shared.loss_percent(), 0);
-        shared.set_loss(0.051);
-        assert_eq!(shared.loss_percent(), 5);
-        shared.set_loss(7.0);
-        assert_eq!(shared.loss_percent(), 100);
-        shared.set_loss(f32::NAN);
-        assert_eq!(shared.loss_percent(), 0);
-    }
-
-    #[test]
-    fn peer_codec_round_trips() {
-        let shared = PeerCodec::default();
-        assert_eq!(shared.get(), None);
-        for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
-            shared.set(Some(codec));
-            assert_eq!(shared.get(), Some(codec));
-        }
-    }
 }
