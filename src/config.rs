@@ -563,7 +563,7 @@ fn default_options_interval() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    pub id: String,
+    pub id: crate::ids::AgentId,
     pub name: String,
     /// SHA-256 (hex) of the agent's bearer token.
     pub token_sha256: String,

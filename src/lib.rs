@@ -12,6 +12,7 @@ pub mod controller;
 pub mod demo;
 pub mod gateway;
 pub mod http_client;
+pub mod ids;
 pub mod media;
 pub mod metrics;
 pub mod names;

@@ -20,7 +20,7 @@ use crate::app::{
     AgentCall, AgentError, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY,
 };
 use crate::conn::ReadLimit;
-use crate::controller::ConnId;
+use crate::controller::{AgentId, ConnId};
 use crate::webrtc::{PeerCodec, WebrtcInput};
 
 /// How long a client may take to send `auth` when the token is not in the URL.
@@ -54,7 +54,7 @@ pub async fn upgrade(
 }
 
 /// The agent id a token belongs to.
-fn agent_for(handle: &AppHandle, token: &str) -> Option<String> {
+fn agent_for(handle: &AppHandle, token: &str) -> Option<AgentId> {
     handle.config.agent_by_token(token).map(|a| a.id.clone())
 }
 
@@ -138,7 +138,7 @@ async fn session(
 async fn serve_agent(
     handle: AppHandle,
     mut socket: WebSocket,
-    agent: String,
+    agent: AgentId,
     conn: ConnId,
     auth_req: Req,
 ) {
@@ -208,11 +208,11 @@ async fn serve_agent(
     disconnect(&handle, &agent, conn).await;
 }
 
-async fn disconnect(handle: &AppHandle, agent: &str, conn: ConnId) {
+async fn disconnect(handle: &AppHandle, agent: &AgentId, conn: ConnId) {
     let _ = handle
         .agents
         .send(AgentInput::Disconnect {
-            agent: agent.to_string(),
+            agent: agent.clone(),
             conn,
         })
         .await;
@@ -220,7 +220,7 @@ async fn disconnect(handle: &AppHandle, agent: &str, conn: ConnId) {
 
 struct Session {
     handle: AppHandle,
-    agent: String,
+    agent: AgentId,
     conn: ConnId,
     codec: Arc<PeerCodec>,
 }

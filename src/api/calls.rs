@@ -41,9 +41,9 @@ pub(super) fn viewer(handle: &AppHandle, headers: &HeaderMap) -> Result<Viewer, 
     }
     match handle.config.agent_by_token(token) {
         Some(a) if a.role == crate::config::Role::Supervisor => {
-            Ok(Viewer::Everything(a.id.clone()))
+            Ok(Viewer::Everything(a.id.to_string()))
         }
-        Some(a) => Ok(Viewer::Agent(a.id.clone())),
+        Some(a) => Ok(Viewer::Agent(a.id.to_string())),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -391,7 +391,7 @@ async fn write(
                 let _ = handle
                     .agents
                     .send(crate::app::AgentInput::LogSaved {
-                        agent,
+                        agent: agent.into(),
                         prospect: call.prospect.clone(),
                     })
                     .await;

@@ -500,7 +500,7 @@ async fn hangup(
     if let Err(e) = submit(
         &handle,
         AdminRequest::Hangup {
-            call: call_id.clone(),
+            call: call_id.clone().into(),
             reply,
         },
     )
@@ -569,7 +569,7 @@ async fn dtmf(
     if let Err(e) = submit(
         &handle,
         AdminRequest::Dtmf {
-            call: call_id.clone(),
+            call: call_id.clone().into(),
             digits,
             reply,
         },

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::controller::{CallAction, Prospect, RecordAction};
 use crate::gateway::AgentCall;
+use crate::ids::{AgentId, CallId};
 use crate::media::monitor::MonitorMode;
 
 /// A request's correlation token: any JSON the client sent as `req`, echoed in the reply.
@@ -219,12 +220,12 @@ impl Transfer {
         let call = self.call_id.0;
         match (self.to, self.attended_call_id) {
             (Some(to), None) if !to.trim().is_empty() => Ok(AgentCall::Transfer {
-                call,
+                call: call.into(),
                 to: Some(to.trim().to_string()),
                 attended: None,
             }),
             (None, Some(consult)) if !consult.is_empty() => Ok(AgentCall::Transfer {
-                call,
+                call: call.into(),
                 to: None,
                 attended: Some(consult),
             }),
@@ -298,21 +299,23 @@ pub fn parse(text: &str) -> Result<Envelope, Refusal> {
         "webrtc.offer" => fields(&value).map(ClientMessage::Offer),
         "webrtc.candidate" => fields(&value).map(ClientMessage::Candidate),
         "call_log.dismiss" => fields(&value).map(ClientMessage::DismissLog),
-        "call.answer" => call_ref(|call| AgentCall::Act(CallAction::Answer { call })),
-        "call.decline" => call_ref(|call| AgentCall::Act(CallAction::Decline { call })),
-        "call.hangup" => call_ref(|call| AgentCall::Act(CallAction::Hangup { call })),
-        "call.hold" => call_ref(|call| AgentCall::Act(CallAction::Hold { call })),
-        "call.resume" => call_ref(|call| AgentCall::Act(CallAction::Resume { call })),
+        "call.answer" => call_ref(|call| AgentCall::Act(CallAction::Answer { call: call.into() })),
+        "call.decline" => {
+            call_ref(|call| AgentCall::Act(CallAction::Decline { call: call.into() }))
+        }
+        "call.hangup" => call_ref(|call| AgentCall::Act(CallAction::Hangup { call: call.into() })),
+        "call.hold" => call_ref(|call| AgentCall::Act(CallAction::Hold { call: call.into() })),
+        "call.resume" => call_ref(|call| AgentCall::Act(CallAction::Resume { call: call.into() })),
         "call.dial" => fields::<Dial>(&value).map(|d| ClientMessage::Call(d.into_call())),
         "call.dtmf" => fields::<Dtmf>(&value).map(|d| {
             ClientMessage::Call(AgentCall::Act(CallAction::Dtmf {
-                call: d.call_id.0,
+                call: d.call_id.0.into(),
                 digits: d.digits.0,
             }))
         }),
         "call.accept" => fields::<Accept>(&value).map(|a| {
             ClientMessage::Call(AgentCall::Act(CallAction::Accept {
-                call: a.call_id.0,
+                call: a.call_id.0.into(),
                 hold_active: matches!(a.mode, AcceptMode::Hold),
             }))
         }),
@@ -324,7 +327,7 @@ pub fn parse(text: &str) -> Result<Envelope, Refusal> {
                 MonitorChoice::Stop => None,
             };
             ClientMessage::Call(AgentCall::Act(CallAction::Monitor {
-                call: m.call_id.0,
+                call: m.call_id.0.into(),
                 mode,
             }))
         }),
@@ -336,7 +339,7 @@ pub fn parse(text: &str) -> Result<Envelope, Refusal> {
                 RecordChoice::Stop => RecordAction::Stop,
             };
             ClientMessage::Call(AgentCall::Act(CallAction::Record {
-                call: r.call_id.0,
+                call: r.call_id.0.into(),
                 action,
             }))
         }),
@@ -405,7 +408,7 @@ pub enum ServerMessage {
     #[serde(rename = "call_log.prompt")]
     LogPrompt {
         call: CallView,
-        call_ids: Vec<String>,
+        call_ids: Vec<CallId>,
     },
     /// To a supervisor: the call they monitor, or their mode, changed.
     #[serde(rename = "monitor.updated")]
@@ -462,7 +465,7 @@ impl ServerMessage {
 /// The call object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallView {
-    pub call_id: String,
+    pub call_id: CallId,
     /// `inbound` or `outbound`.
     pub direction: String,
     pub from: String,
@@ -478,7 +481,7 @@ pub struct CallView {
     pub end_reason: Option<String>,
     /// `off`, `recording`, `paused` (or `failed`).
     pub recording: String,
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::controller::{AgentId, Call, ConnId, MediaPlan, Notice};
+use crate::controller::{AgentId, Call, CallId, ConnId, MediaPlan, Notice};
 use crate::gateway::{AgentCall, AgentError, AgentView, LiveCall, WallClock};
 use crate::media::stats::MediaCounters;
 use crate::store::StoreOp;
@@ -21,10 +21,10 @@ pub enum AdminRequest {
     Dial {
         to: String,
         plan: MediaPlan,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<CallId, String>>,
     },
     Hangup {
-        call: String,
+        call: CallId,
         reply: oneshot::Sender<bool>,
     },
     Calls {
@@ -35,7 +35,7 @@ pub enum AdminRequest {
         reply: oneshot::Sender<Vec<AgentView>>,
     },
     Dtmf {
-        call: String,
+        call: CallId,
         digits: String,
         reply: oneshot::Sender<bool>,
     },
@@ -60,7 +60,7 @@ pub enum AgentInput {
     Request {
         agent: AgentId,
         request: AgentCall,
-        reply: oneshot::Sender<Result<String, AgentError>>,
+        reply: oneshot::Sender<Result<CallId, AgentError>>,
     },
     Snapshot {
         agent: AgentId,

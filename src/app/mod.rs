@@ -90,7 +90,7 @@ struct Shell {
     /// This turn's call-log changes (`write_store` sends them).
     store_queue: Vec<StoreOp>,
     /// Operators' dials waiting for their outcome.
-    dials: HashMap<CallId, oneshot::Sender<Result<String, String>>>,
+    dials: HashMap<CallId, oneshot::Sender<Result<CallId, String>>>,
     names: Arc<crate::names::Names>,
     named: mpsc::Sender<(CallId, crate::controller::Prospect)>,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
@@ -442,7 +442,7 @@ impl Shell {
                 path,
                 segment,
             } => StoreOp::Recording {
-                call_id: call,
+                call_id: call.into(),
                 path,
                 segment,
             },
@@ -533,7 +533,7 @@ impl Shell {
                 self.dials.insert(call, reply);
             }
             AdminRequest::Hangup { call, reply } => {
-                let known = self.gateway.hangup(now, wall, &call);
+                let known = self.gateway.hangup(now, wall, &call.clone());
                 let _ = reply.send(known);
             }
             AdminRequest::Agents { reply } => {
@@ -547,7 +547,7 @@ impl Shell {
                 digits,
                 reply,
             } => {
-                let _ = reply.send(self.gateway.send_dtmf(&call, digits));
+                let _ = reply.send(self.gateway.send_dtmf(&call.clone(), digits));
             }
         }
         self.flush().await;

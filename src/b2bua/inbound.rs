@@ -312,7 +312,7 @@ impl B2bua {
         let from_name = from.and_then(|f| f.display).filter(|d| !d.is_empty());
         let to_user = e164_or_user(&request.uri);
         let index = self.insert_leg(Leg {
-            id: id.clone(),
+            id: id.clone().into(),
             state: LegState::Offered {
                 tx,
                 offer: Box::new(offer),
@@ -332,7 +332,7 @@ impl B2bua {
         self.by_server_tx.insert(tx, index);
         tracing::info!(call = %id, trunk = %self.trunks[trunk].config.name, from = %from_number, to = %to_user, "inbound call");
         self.events.push_back(LegEvent::Incoming {
-            leg: id,
+            leg: id.into(),
             trunk: self.trunks[trunk].config.name.clone(),
             from_number,
             from_name,

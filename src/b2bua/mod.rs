@@ -41,7 +41,7 @@ const NONCE_COUNTS_MAX: usize = 100_000;
 /// Unanswered OPTIONS in a row that mark a trunk down.
 const KEEPALIVE_FAILURES_DOWN: u32 = 3;
 
-pub type LegId = String;
+pub use crate::ids::LegId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndCause {

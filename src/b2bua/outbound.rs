@@ -55,7 +55,7 @@ impl B2bua {
         let codecs = self.trunk_codecs(ordered[0]);
         let offer = sdp::offer(&codecs, &local, Direction::SendRecv);
         let index = self.insert_leg(Leg {
-            id: id.to_string(),
+            id: id.into(),
             state: LegState::Terminating,
             dialog: None,
             local: Some(local),

@@ -206,7 +206,7 @@ impl GatewaySide {
             srtp: srtp.then(|| bench_keys(i)),
         };
         let media = CallMedia::new(
-            format!("bench-{i}"),
+            format!("bench-{i}").into(),
             MediaSockets {
                 rtp,
                 rtcp,
@@ -246,7 +246,7 @@ impl GatewaySide {
         self.webrtc.blocking_send(WebrtcInput::Route {
             peer: i as u64,
             route: Some(Route {
-                call: format!("bench-{i}"),
+                call: format!("bench-{i}").into(),
                 to_call,
             }),
         })?;

@@ -12,8 +12,7 @@ use crate::config::{AgentConfig, RecordMode, RouteAction, RouteConfig};
 use crate::media::mixer::MonitorMode;
 use crate::media::recording_mode::{RecordWant, RecordingState};
 
-pub type CallId = String;
-pub type AgentId = String;
+pub use crate::ids::{AgentId, CallId};
 /// One agent WebSocket connection; a reconnect gets a new one.
 pub type ConnId = u64;
 
@@ -128,7 +127,7 @@ impl Controller {
     }
 
     /// Record the call's mode, and want a recording from the start when it is `always`.
-    fn apply_record_mode(&mut self, call: &str, trunk: Option<&str>) {
+    fn apply_record_mode(&mut self, call: &CallId, trunk: Option<&str>) {
         let Some(c) = self.calls.get_mut(call) else {
             return;
         };
@@ -149,7 +148,7 @@ impl Controller {
     }
 
     /// The agent's live calls (oldest first) and its recently ended ones.
-    pub fn snapshot(&self, agent: &str) -> Vec<Call> {
+    pub fn snapshot(&self, agent: &AgentId) -> Vec<Call> {
         let mut live: Vec<Call> = self
             .calls
             .values()
@@ -163,25 +162,25 @@ impl Controller {
         live
     }
 
-    pub fn is_connected(&self, agent: &str) -> bool {
+    pub fn is_connected(&self, agent: &AgentId) -> bool {
         self.agents
             .get(agent)
             .is_some_and(|a| a.connection.is_some())
     }
 
     /// The call this supervisor monitors, and how.
-    pub fn monitoring(&self, supervisor: &str) -> Option<(CallId, MonitorMode)> {
+    pub fn monitoring(&self, supervisor: &AgentId) -> Option<(CallId, MonitorMode)> {
         self.agents.get(supervisor)?.monitoring.clone()
     }
 
     /// The agent's call that is bridged to its browser.
-    pub fn active_call(&self, agent: &str) -> Option<&Call> {
+    pub fn active_call(&self, agent: &AgentId) -> Option<&Call> {
         self.calls
             .values()
             .find(|c| c.agent.as_deref() == Some(agent) && c.status == Status::Active)
     }
 
-    fn live_calls_of(&self, agent: &str) -> usize {
+    fn live_calls_of(&self, agent: &AgentId) -> usize {
         self.calls
             .values()
             .filter(|c| c.agent.as_deref() == Some(agent) && c.is_live())
@@ -456,7 +455,7 @@ impl Controller {
         commands
     }
 
-    fn updated(&self, call: &str) -> Vec<Command> {
+    fn updated(&self, call: &CallId) -> Vec<Command> {
         let Some(c) = self.calls.get(call) else {
             return Vec::new();
         };
@@ -535,7 +534,7 @@ impl Controller {
 
     /// The call is over, whoever ended it: stop its media, tell its agent, prompt for the
     /// call log, and offer the queue's head when the active call went.
-    fn end(&mut self, call: &str, reason: EndReason, now: Instant) -> Vec<Command> {
+    fn end(&mut self, call: &CallId, reason: EndReason, now: Instant) -> Vec<Command> {
         let joined = self.calls.get(call).filter(|c| c.joined.is_some()).cloned();
         let mut commands = self.end_call(call, reason, now, true);
         if let Some(c) = joined {
@@ -546,7 +545,7 @@ impl Controller {
 
     fn end_call(
         &mut self,
-        call: &str,
+        call: &CallId,
         reason: EndReason,
         now: Instant,
         offer_next: bool,
@@ -623,7 +622,7 @@ impl Controller {
     }
 
     /// The agent's connection closed: end this call of theirs now.
-    fn agent_gone(&mut self, call: &str, now: Instant) -> Vec<Command> {
+    fn agent_gone(&mut self, call: &CallId, now: Instant) -> Vec<Command> {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
@@ -701,7 +700,7 @@ fn new_call(
     now: Instant,
 ) -> Call {
     Call {
-        id: id.to_string(),
+        id: id.into(),
         direction,
         from,
         prospect_name: from_name.clone(),

@@ -4,7 +4,7 @@ use super::*;
 
 impl Controller {
     /// The supervisors on this call.
-    pub(super) fn monitors_of(&self, call: &str) -> Vec<(AgentId, MonitorMode)> {
+    pub(super) fn monitors_of(&self, call: &CallId) -> Vec<(AgentId, MonitorMode)> {
         let mut found: Vec<(AgentId, MonitorMode)> = self
             .agents
             .iter()
@@ -19,14 +19,14 @@ impl Controller {
 
     /// The supervisor leaves whatever call they monitor (to take a call of their own, or
     /// because they are gone).
-    pub(super) fn stop_monitoring(&mut self, supervisor: &str) -> Vec<Command> {
+    pub(super) fn stop_monitoring(&mut self, supervisor: &AgentId) -> Vec<Command> {
         let Some(a) = self.agents.get_mut(supervisor) else {
             return Vec::new();
         };
         match a.monitoring.take() {
             Some((call, _)) => vec![Command::MonitorStop {
                 call,
-                supervisor: supervisor.to_string(),
+                supervisor: supervisor.clone(),
             }],
             None => Vec::new(),
         }
@@ -35,7 +35,7 @@ impl Controller {
     /// The supervisor's `call.monitor`.
     pub(super) fn monitor(
         &mut self,
-        supervisor: &str,
+        supervisor: &AgentId,
         call: CallId,
         mode: Option<MonitorMode>,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
@@ -89,7 +89,7 @@ impl Controller {
                 commands.extend(self.stop_monitoring(supervisor));
                 commands.push(Command::MonitorStart {
                     call: call.clone(),
-                    supervisor: supervisor.to_string(),
+                    supervisor: supervisor.clone(),
                     mode,
                 });
             }
@@ -99,7 +99,7 @@ impl Controller {
         }
         if let Some(c) = self.calls.get(&call) {
             commands.push(Command::Notify {
-                agent: supervisor.to_string(),
+                agent: supervisor.clone(),
                 notice: Notice::Monitoring {
                     call: Box::new(c.clone()),
                     mode,

@@ -5,7 +5,7 @@ use super::*;
 
 impl Controller {
     /// The agent's queue: waiting and held calls, oldest `queued_at` first.
-    pub fn queue(&self, agent: &str) -> Vec<&Call> {
+    pub fn queue(&self, agent: &AgentId) -> Vec<&Call> {
         let mut queue: Vec<&Call> = self
             .calls
             .values()
@@ -19,7 +19,7 @@ impl Controller {
     }
 
     /// `call.waiting` for the oldest waiting call, once per head.
-    pub(super) fn announce_waiting(&mut self, agent: &str) -> Vec<Command> {
+    pub(super) fn announce_waiting(&mut self, agent: &AgentId) -> Vec<Command> {
         let queue = self.queue(agent);
         let queue_length = queue.len();
         let head = queue
@@ -33,7 +33,7 @@ impl Controller {
             Some(head) if a.announced_head.as_deref() != Some(head.id.as_str()) => {
                 a.announced_head = Some(head.id.clone());
                 vec![Command::Notify {
-                    agent: agent.to_string(),
+                    agent: agent.clone(),
                     notice: Notice::Waiting {
                         call: Box::new(head),
                         queue_length,
@@ -49,7 +49,7 @@ impl Controller {
     }
 
     /// Keep an ended call (as the agent saw it end) for the agent's snapshots.
-    pub(super) fn remember_ended(&mut self, agent: &str, call: &Call) {
+    pub(super) fn remember_ended(&mut self, agent: &AgentId, call: &Call) {
         if let Some(a) = self.agents.get_mut(agent) {
             a.recent.push_back(call.clone());
             while a.recent.len() > RECENT_ENDED {
@@ -59,7 +59,7 @@ impl Controller {
     }
 
     /// Open (or merge into) the call-log prompt for the call's prospect.
-    pub(super) fn prompt(&mut self, agent: &str, call: &Call) -> Vec<Command> {
+    pub(super) fn prompt(&mut self, agent: &AgentId, call: &Call) -> Vec<Command> {
         let Some(a) = self.agents.get_mut(agent) else {
             return Vec::new();
         };
@@ -68,7 +68,7 @@ impl Controller {
             ids.push(call.id.clone());
         }
         vec![Command::Notify {
-            agent: agent.to_string(),
+            agent: agent.clone(),
             notice: Notice::LogPrompt {
                 call: Box::new(call.clone()),
                 call_ids: ids.clone(),
@@ -77,21 +77,21 @@ impl Controller {
     }
 
     /// The prospect's call log was saved or dismissed: its prompt closes.
-    pub fn close_prompt(&mut self, agent: &str, prospect: &str) -> bool {
+    pub fn close_prompt(&mut self, agent: &AgentId, prospect: &str) -> bool {
         self.agents
             .get_mut(agent)
             .is_some_and(|a| a.prompts.remove(prospect).is_some())
     }
 
     /// Park the agent's active call, if any: it joins the queue with `queued_at = now`.
-    pub(super) fn hold_active(&mut self, agent: &str, now: Instant) -> Vec<Command> {
+    pub(super) fn hold_active(&mut self, agent: &AgentId, now: Instant) -> Vec<Command> {
         let Some(id) = self.active_call(agent).map(|c| c.id.clone()) else {
             return Vec::new();
         };
         self.hold(agent, &id, now)
     }
 
-    pub(super) fn hold(&mut self, agent: &str, call: &str, now: Instant) -> Vec<Command> {
+    pub(super) fn hold(&mut self, agent: &AgentId, call: &CallId, now: Instant) -> Vec<Command> {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
@@ -99,19 +99,22 @@ impl Controller {
         c.set_queued_at(Some(now));
         let mut commands = vec![
             Command::Unbridge {
-                call: call.to_string(),
-                agent: agent.to_string(),
+                call: call.clone(),
+                agent: agent.clone(),
             },
-            Command::Park {
-                call: call.to_string(),
-            },
+            Command::Park { call: call.clone() },
         ];
         commands.extend(self.updated(call));
         commands
     }
 
     /// Make a ringing, waiting or held call the active one (the agent has none active).
-    pub(super) fn activate(&mut self, agent: &str, call: &str, now: Instant) -> Vec<Command> {
+    pub(super) fn activate(
+        &mut self,
+        agent: &AgentId,
+        call: &CallId,
+        now: Instant,
+    ) -> Vec<Command> {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
@@ -127,13 +130,13 @@ impl Controller {
         let mut commands = Vec::new();
         if answer {
             commands.push(Command::Answer {
-                call: call.to_string(),
-                plan: MediaPlan::Agent(agent.to_string()),
+                call: call.clone(),
+                plan: MediaPlan::Agent(agent.clone()),
             });
         }
         commands.push(Command::Bridge {
-            call: call.to_string(),
-            agent: agent.to_string(),
+            call: call.clone(),
+            agent: agent.clone(),
         });
         commands.extend(self.updated(call));
         commands.extend(self.announce_waiting(agent));

@@ -7,7 +7,7 @@ impl Controller {
     /// An agent's request; `Ok` carries the call it concerns.
     pub fn request(
         &mut self,
-        agent: &str,
+        agent: &AgentId,
         request: AgentRequest,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
@@ -19,7 +19,7 @@ impl Controller {
 
     fn on_request(
         &mut self,
-        agent: &str,
+        agent: &AgentId,
         request: AgentRequest,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
@@ -65,7 +65,7 @@ impl Controller {
 
     fn agent_request(
         &mut self,
-        agent: &str,
+        agent: &AgentId,
         request: AgentRequest,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
@@ -228,8 +228,8 @@ impl Controller {
                     caller,
                     None,
                     &to,
-                    MediaPlan::Agent(agent.to_string()),
-                    Some(agent.to_string()),
+                    MediaPlan::Agent(agent.clone()),
+                    Some(agent.clone()),
                     now,
                 );
                 c.name(prospect);
@@ -270,7 +270,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn own_call(&mut self, agent: &str, call: &str) -> Option<&mut Call> {
+    pub(super) fn own_call(&mut self, agent: &AgentId, call: &CallId) -> Option<&mut Call> {
         self.calls
             .get_mut(call)
             .filter(|c| c.agent.as_deref() == Some(agent))
@@ -280,8 +280,8 @@ impl Controller {
     /// `invalid_state` otherwise.
     pub(super) fn own_call_in(
         &mut self,
-        agent: &str,
-        call: &str,
+        agent: &AgentId,
+        call: &CallId,
         allowed: &[Status],
     ) -> Result<&mut Call, RequestError> {
         let c = self.own_call(agent, call).ok_or(RequestError::NotFound)?;

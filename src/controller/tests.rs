@@ -131,7 +131,7 @@ fn shutdown_hangs_up_everything() {
         c.handle(
             Event::Incoming {
                 prospect: Default::default(),
-                call: format!("c{i}"),
+                call: format!("c{i}").into(),
                 from: "x".into(),
                 from_name: None,
                 to_user: "echo".into(),
@@ -160,7 +160,7 @@ fn agent(id: &str, did: &str, max_calls: u32) -> AgentConfig {
 /// Ann takes c1 back from her queue.
 fn resume(c: &mut Controller, now: Instant) {
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Resume { call: "c1".into() }),
         now,
     );
@@ -172,7 +172,7 @@ fn connect(c: &mut Controller, agents: &[&str], now: Instant) {
     for (i, agent) in agents.iter().enumerate() {
         c.handle(
             Event::AgentConnected {
-                agent: agent.to_string(),
+                agent: (*agent).into(),
                 conn: i as u64 + 1,
             },
             now,
@@ -290,11 +290,11 @@ fn an_answered_call_needs_no_more_time() {
     ring(&mut c, "c1", t0);
     assert!(c.poll_timeout().is_some());
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
         t0,
     );
-    assert_eq!(result, Ok("c1".to_string()));
+    assert_eq!(result, Ok("c1".into()));
     assert_eq!(c.poll_timeout(), None);
 }
 
@@ -305,11 +305,11 @@ fn answering_bridges_and_a_disconnect_ends_every_call() {
     connect(&mut c, &["ann"], now);
     ring(&mut c, "c1", now);
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
         now,
     );
-    assert_eq!(result, Ok("c1".to_string()));
+    assert_eq!(result, Ok("c1".into()));
     assert_eq!(
         cmds[..2],
         [
@@ -325,13 +325,13 @@ fn answering_bridges_and_a_disconnect_ends_every_call() {
     );
     // Another agent's call id is not found; answering twice is an invalid state.
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "zz".into() }),
         now,
     );
     assert_eq!(result, Err(RequestError::NotFound));
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
         now,
     );
@@ -386,7 +386,7 @@ fn answering_bridges_and_a_disconnect_ends_every_call() {
         Command::Notify { notice: Notice::Ended(call), .. }
             if call.end_reason == Some(EndReason::AgentDisconnected)
     )));
-    assert_eq!(c.snapshot("ann")[0].status, Status::Ended);
+    assert_eq!(c.snapshot(&"ann".into())[0].status, Status::Ended);
 }
 
 #[test]
@@ -394,7 +394,7 @@ fn agent_dials_bridge_on_answer_and_respect_max_calls() {
     let mut c = with_agent(1);
     let now = Instant::now();
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Dial {
             prospect: Default::default(),
             call: "o1".into(),
@@ -406,7 +406,7 @@ fn agent_dials_bridge_on_answer_and_respect_max_calls() {
     assert_eq!(result, Err(RequestError::NotConnected));
     connect(&mut c, &["ann"], now);
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Dial {
             prospect: Default::default(),
             call: "o1".into(),
@@ -415,7 +415,7 @@ fn agent_dials_bridge_on_answer_and_respect_max_calls() {
         },
         now,
     );
-    assert_eq!(result, Ok("o1".to_string()));
+    assert_eq!(result, Ok("o1".into()));
     assert_eq!(
         cmds[0],
         Command::Dial {
@@ -424,7 +424,7 @@ fn agent_dials_bridge_on_answer_and_respect_max_calls() {
         }
     );
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Dial {
             prospect: Default::default(),
             call: "o2".into(),
@@ -443,14 +443,14 @@ fn agent_dials_bridge_on_answer_and_respect_max_calls() {
         }
     );
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Dtmf {
             call: "o1".into(),
             digits: "12#".into(),
         }),
         now,
     );
-    assert_eq!(result, Ok("o1".to_string()));
+    assert_eq!(result, Ok("o1".into()));
     assert_eq!(
         cmds,
         vec![Command::SendDtmf {
@@ -474,7 +474,7 @@ fn answered_one(now: Instant) -> Controller {
     connect(&mut c, &["ann"], now);
     ring(&mut c, "a", now);
     let _ = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "a".into() }),
         now,
     );

@@ -41,7 +41,7 @@ impl Controller {
     /// `call.transfer` from `agent`.
     pub(super) fn transfer(
         &mut self,
-        agent: &str,
+        agent: &AgentId,
         call: CallId,
         target: TransferTarget,
         now: Instant,
@@ -60,9 +60,9 @@ impl Controller {
 
     fn transfer_to_agent(
         &mut self,
-        from: &str,
+        from: &AgentId,
         call: CallId,
-        to: &str,
+        to: &AgentId,
         now: Instant,
     ) -> (Result<CallId, RequestError>, Vec<Command>) {
         if to == from {
@@ -94,16 +94,16 @@ impl Controller {
         let mut commands = self.leave_agent(from, &call, now, false);
         commands.extend(self.offer_next(from));
         let busy = self.calls.values().any(|o| {
-            o.agent.as_deref() == Some(to)
+            o.agent.as_ref() == Some(to)
                 && matches!(o.status, Status::Active | Status::Ringing | Status::Dialing)
         });
         let deadline = now + self.transfer_ring;
         if let Some(c) = self.calls.get_mut(&call) {
-            c.agent = Some(to.to_string());
-            c.handled_by = Some(to.to_string());
-            c.plan = MediaPlan::Agent(to.to_string());
+            c.agent = Some(to.clone());
+            c.handled_by = Some(to.clone());
+            c.plan = MediaPlan::Agent(to.clone());
             c.transfer = Some(Transfer {
-                from: from.to_string(),
+                from: from.clone(),
                 deadline: Some(deadline),
             });
             if busy {
@@ -121,7 +121,7 @@ impl Controller {
             commands.extend(self.announce_waiting(to));
         } else {
             commands.push(Command::Notify {
-                agent: to.to_string(),
+                agent: to.clone(),
                 notice: Notice::Incoming(Box::new(c)),
             });
         }
@@ -131,7 +131,7 @@ impl Controller {
 
     fn transfer_to_number(
         &mut self,
-        from: &str,
+        from: &AgentId,
         call: CallId,
         to: String,
         leg: CallId,
@@ -150,7 +150,7 @@ impl Controller {
             c.set_queued_at(None);
             c.joined = Some(leg.clone());
             c.transfer = Some(Transfer {
-                from: from.to_string(),
+                from: from.clone(),
                 deadline: None,
             });
         }
@@ -165,7 +165,7 @@ impl Controller {
             now,
         );
         t.joined = Some(call.clone());
-        t.handled_by = Some(from.to_string());
+        t.handled_by = Some(from.clone());
         self.calls.insert(leg.clone(), t);
         commands.push(Command::Dial { call: leg, to });
         (Ok(call), commands)
@@ -173,7 +173,7 @@ impl Controller {
 
     fn complete_attended(
         &mut self,
-        agent: &str,
+        agent: &AgentId,
         call: CallId,
         consult: CallId,
         now: Instant,
@@ -223,26 +223,30 @@ impl Controller {
     /// `prompt` (an attended transfer is done at once; a transfer to a number prompts when the
     /// far end answers; a call handed to another agent is theirs to log). The caller offers
     /// the agent's next call after.
-    fn leave_agent(&mut self, agent: &str, call: &str, now: Instant, prompt: bool) -> Vec<Command> {
+    fn leave_agent(
+        &mut self,
+        agent: &AgentId,
+        call: &CallId,
+        now: Instant,
+        prompt: bool,
+    ) -> Vec<Command> {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
         let was = c.status;
-        c.handled_by = Some(agent.to_string());
+        c.handled_by = Some(agent.clone());
         let mut commands = Vec::new();
         if was == Status::Active {
             commands.push(Command::Unbridge {
-                call: call.to_string(),
-                agent: agent.to_string(),
+                call: call.clone(),
+                agent: agent.clone(),
             });
-            commands.push(Command::Park {
-                call: call.to_string(),
-            });
+            commands.push(Command::Park { call: call.clone() });
         }
         let gone = transferred_away(c, now);
         self.remember_ended(agent, &gone);
         commands.push(Command::Notify {
-            agent: agent.to_string(),
+            agent: agent.clone(),
             notice: Notice::Ended(Box::new(gone.clone())),
         });
         if prompt && gone.answered_at.is_some() {
@@ -258,12 +262,12 @@ impl Controller {
     }
 
     /// The agent has nothing active: offer the head of their queue, and tell them of it.
-    fn offer_next(&mut self, agent: &str) -> Vec<Command> {
+    fn offer_next(&mut self, agent: &AgentId) -> Vec<Command> {
         let mut commands = Vec::new();
         if self.active_call(agent).is_none() && self.is_connected(agent) {
             if let Some(head) = self.queue(agent).first().map(|h| (*h).clone()) {
                 commands.push(Command::Notify {
-                    agent: agent.to_string(),
+                    agent: agent.clone(),
                     notice: Notice::Offer(Box::new(head)),
                 });
             }
@@ -274,7 +278,7 @@ impl Controller {
 
     /// A transfer that did not land: back on hold in the first agent's queue (the caller has
     /// been hearing hold audio all along). Gone too if that agent is gone.
-    pub(super) fn transfer_failed(&mut self, call: &str, now: Instant) -> Vec<Command> {
+    pub(super) fn transfer_failed(&mut self, call: &CallId, now: Instant) -> Vec<Command> {
         let Some(c) = self.calls.get_mut(call) else {
             return Vec::new();
         };
@@ -294,9 +298,7 @@ impl Controller {
         }
         let from = transfer.from;
         if !self.is_connected(&from) {
-            commands.push(Command::Hangup {
-                call: call.to_string(),
-            });
+            commands.push(Command::Hangup { call: call.clone() });
             commands.extend(self.end(call, EndReason::AgentDisconnected, now));
             return commands;
         }
@@ -363,7 +365,7 @@ impl Controller {
     }
 
     /// Monitoring supervisors hear of the call (its agent may have changed).
-    pub(super) fn updated_monitors(&self, call: &str) -> Vec<Command> {
+    pub(super) fn updated_monitors(&self, call: &CallId) -> Vec<Command> {
         let Some(c) = self.calls.get(call) else {
             return Vec::new();
         };

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use super::Gateway;
 use crate::b2bua::DialError;
 use crate::controller::{
-    AgentRequest, CallAction, CallId, Prospect, RequestError, Status, TransferTarget,
+    AgentId, AgentRequest, CallAction, CallId, Prospect, RequestError, Status, TransferTarget,
 };
 
 /// An agent's request as the protocol reads it: an action on a call as the controller takes
@@ -58,19 +58,19 @@ impl AgentError {
 /// An agent as `GET /v1/agents` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AgentView {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub name: String,
     pub role: crate::config::Role,
     pub connected: bool,
-    pub active_call: Option<String>,
-    pub held_calls: Vec<String>,
-    pub waiting_calls: Vec<String>,
+    pub active_call: Option<CallId>,
+    pub held_calls: Vec<CallId>,
+    pub waiting_calls: Vec<CallId>,
 }
 
 /// A live call as `GET /v1/calls/live` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LiveCall {
-    pub call_id: String,
+    pub call_id: CallId,
     pub direction: &'static str,
     pub from: String,
     pub to: String,
@@ -85,7 +85,7 @@ impl Gateway {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        agent: &str,
+        agent: &AgentId,
         request: AgentCall,
     ) -> Result<CallId, AgentError> {
         self.set_time(now, wall);
@@ -94,14 +94,14 @@ impl Gateway {
         result
     }
 
-    fn agent_request(&mut self, agent: &str, request: AgentCall) -> Result<CallId, AgentError> {
+    fn agent_request(&mut self, agent: &AgentId, request: AgentCall) -> Result<CallId, AgentError> {
         let request = match request {
             AgentCall::Act(action) => AgentRequest::Act(action),
             AgentCall::Transfer { call, to, attended } => {
                 let target = match (to, attended) {
-                    (_, Some(consult)) => TransferTarget::Attended(consult),
+                    (_, Some(consult)) => TransferTarget::Attended(consult.into()),
                     (Some(to), None) => match to.strip_prefix("agent:") {
-                        Some(id) => TransferTarget::Agent(id.to_string()),
+                        Some(id) => TransferTarget::Agent(id.into()),
                         // Through a trunk, as a dial: the dial plan decides.
                         None => {
                             if let Err(e) = self.b2bua.trunks_for(&to) {

@@ -2,7 +2,7 @@
 //! media, what each call plays, and which agent connection or other call it is bridged to.
 
 use super::{unix_secs, Gateway, MediaOp, Output, SourceSpec};
-use crate::controller::{CallId, Event, MediaPlan};
+use crate::controller::{AgentId, CallId, Event, MediaPlan};
 use crate::media::monitor::MonitorMode;
 use crate::media::recording::RecordWant;
 use crate::sdp::{AudioSession, LocalMedia};
@@ -13,9 +13,9 @@ pub(super) struct MediaState {
 }
 
 impl Gateway {
-    pub(super) fn media_op(&mut self, call: &str, op: MediaOp) {
+    pub(super) fn media_op(&mut self, call: &CallId, op: MediaOp) {
         self.out.push_back(Output::Media {
-            call: call.to_string(),
+            call: call.clone(),
             op,
         });
     }
@@ -44,13 +44,13 @@ impl Gateway {
 
     pub(super) fn start_media(
         &mut self,
-        call: &str,
+        call: &CallId,
         port: u16,
         audio: AudioSession,
         source: SourceSpec,
         early: bool,
     ) {
-        self.media.insert(call.to_string(), MediaState { port });
+        self.media.insert(call.clone(), MediaState { port });
         let signalling_peer = self.b2bua.signalling_peer(call);
         self.media_op(
             call,
@@ -67,7 +67,7 @@ impl Gateway {
     /// 183 with SDP and the waiting audio toward a caller who waits for a busy agent. False
     /// when there is none to play, the trunk takes no early media, or it could not start
     /// (the caller then gets a 180).
-    pub(super) fn start_early_media(&mut self, call: &str) -> bool {
+    pub(super) fn start_early_media(&mut self, call: &CallId) -> bool {
         if self.config.media.waiting_audio.is_none() || self.media.contains_key(call) {
             return false;
         }
@@ -163,7 +163,7 @@ impl Gateway {
 
     /// Hand a call's media to an agent's connection. The recording learns what is wanted
     /// of it first, so it may start with the bridge.
-    pub(super) fn bridge(&mut self, call: &str, agent: &str) {
+    pub(super) fn bridge(&mut self, call: &CallId, agent: &AgentId) {
         let Some(conn) = self.connection_of(agent) else {
             return;
         };
@@ -175,32 +175,27 @@ impl Gateway {
         self.media_op(call, MediaOp::Bridge { conn });
     }
 
-    pub(super) fn record_want(&self, call: &str) -> RecordWant {
+    pub(super) fn record_want(&self, call: &CallId) -> RecordWant {
         self.controller
             .call(call)
             .map_or(RecordWant::Off, |c| c.record_want)
     }
 
     /// Run two calls' media into each other; recordings of either call continue.
-    pub(super) fn join(&mut self, a: &str, b: &str) {
+    pub(super) fn join(&mut self, a: &CallId, b: &CallId) {
         if !(self.media.contains_key(a) && self.media.contains_key(b)) {
             tracing::warn!(%a, %b, "join without media");
             return;
         }
         self.media_op(a, MediaOp::Record(self.record_want(a)));
         self.media_op(b, MediaOp::Record(self.record_want(b)));
-        self.media_op(
-            a,
-            MediaOp::Join {
-                other: b.to_string(),
-            },
-        );
+        self.media_op(a, MediaOp::Join { other: b.clone() });
         tracing::info!(%a, %b, "calls joined");
     }
 
     /// A supervisor's peer connection joins a call's media: the call mixes what they hear
     /// and takes their microphone (used in whisper and barge).
-    pub(super) fn monitor_start(&mut self, call: &str, supervisor: &str, mode: MonitorMode) {
+    pub(super) fn monitor_start(&mut self, call: &CallId, supervisor: &AgentId, mode: MonitorMode) {
         let Some(conn) = self.connection_of(supervisor) else {
             return;
         };

@@ -210,18 +210,16 @@ impl Gateway {
     }
 
     /// An operator ends a call; false when there is no such call.
-    pub fn hangup(&mut self, now: Instant, wall: SystemTime, call: &str) -> bool {
+    pub fn hangup(&mut self, now: Instant, wall: SystemTime, call: &CallId) -> bool {
         self.set_time(now, wall);
         let known = self.controller.call(call).is_some();
-        self.run(Event::Hangup {
-            call: call.to_string(),
-        });
+        self.run(Event::Hangup { call: call.clone() });
         self.settle();
         known
     }
 
     /// An operator's digits toward a call's far end; false when the call has no media.
-    pub fn send_dtmf(&mut self, call: &str, digits: String) -> bool {
+    pub fn send_dtmf(&mut self, call: &CallId, digits: String) -> bool {
         if !self.media.contains_key(call) {
             return false;
         }
@@ -230,7 +228,7 @@ impl Gateway {
     }
 
     /// The agent's calls, as a newly connected page is given them.
-    pub fn snapshot(&self, agent: &str) -> Vec<Call> {
+    pub fn snapshot(&self, agent: &AgentId) -> Vec<Call> {
         self.controller.snapshot(agent)
     }
 
@@ -286,6 +284,7 @@ impl Gateway {
             unix_secs(self.wall),
             self.ids.gen::<u64>() & 0xff_ffff_ffff
         )
+        .into()
     }
 
     fn ms(&self, t: Instant) -> i64 {
@@ -295,14 +294,18 @@ impl Gateway {
     fn persist(&mut self, c: &Call, at: Instant) {
         let ms = |t| self.ms(t);
         let record = CallRecord {
-            id: c.id.clone(),
+            id: c.id.clone().into(),
             direction: c.direction.as_str().into(),
             from_number: c.from.clone(),
             from_name: c.from_name.clone(),
             to_number: c.to.clone(),
             prospect: c.prospect().to_string(),
             // A call that left every agent (joined to a number) stays with the last one.
-            agent_id: c.agent.clone().or_else(|| c.handled_by.clone()),
+            agent_id: c
+                .agent
+                .clone()
+                .or_else(|| c.handled_by.clone())
+                .map(String::from),
             status: c.status.as_str().into(),
             created_at: ms(c.created_at),
             answered_at: c.answered_at.map(ms),
@@ -330,8 +333,9 @@ impl Gateway {
                 to_user,
                 trunk,
             } => {
+                let call = leg.call();
                 let event = Event::Incoming {
-                    call: leg.clone(),
+                    call: call.clone(),
                     from: from_number.clone(),
                     from_name,
                     prospect: Default::default(),
@@ -339,69 +343,75 @@ impl Gateway {
                     trunk: Some(trunk),
                 };
                 if self.naming.len() >= NAMING_CAPACITY {
-                    tracing::warn!(call = %leg, "too many calls waiting for names; this one goes on without");
+                    tracing::warn!(call = %call, "too many calls waiting for names; this one goes on without");
                     event
                 } else {
                     // The controller hears of the call once its name is known.
-                    self.naming.insert(leg.clone(), event);
+                    self.naming.insert(call.clone(), event);
                     self.out.push_back(Output::LookupName {
-                        call: leg,
+                        call,
                         number: from_number,
                     });
                     return;
                 }
             }
             LegEvent::Answered { leg, audio } => {
-                if let Some(port) = self.dialling.remove(&leg) {
-                    self.start_media(&leg, port, audio, SourceSpec::Silence, false);
+                let call = leg.call();
+                if let Some(port) = self.dialling.remove(&call) {
+                    self.start_media(&call, port, audio, SourceSpec::Silence, false);
                 }
-                if self.operator_dials.remove(&leg) {
+                if self.operator_dials.remove(&call) {
                     self.out.push_back(Output::Dialled {
-                        call: leg.clone(),
-                        result: Ok(leg.clone()),
+                        call: call.clone(),
+                        result: Ok(call.clone()),
                     });
                 }
-                Event::Answered { call: leg }
+                Event::Answered { call }
             }
             LegEvent::MediaChanged { leg, audio } => {
-                if self.media.contains_key(&leg) {
-                    self.media_op(&leg, MediaOp::Update(audio));
+                let call = leg.call();
+                if self.media.contains_key(&call) {
+                    self.media_op(&call, MediaOp::Update(audio));
                 }
                 return;
             }
-            LegEvent::Dtmf { leg, digit } => Event::Dtmf { call: leg, digit },
+            LegEvent::Dtmf { leg, digit } => Event::Dtmf {
+                call: leg.call(),
+                digit,
+            },
             LegEvent::Ringing { leg } => {
-                tracing::debug!(call = %leg, "ringing");
+                tracing::debug!(%leg, "ringing");
                 return;
             }
             LegEvent::Ended { leg, cause } => {
+                let call = leg.call();
                 // Gone (cancelled) before its name came: the controller never knew it.
-                if self.naming.remove(&leg).is_some() {
+                if self.naming.remove(&call).is_some() {
                     return;
                 }
-                if let Some(port) = self.dialling.remove(&leg) {
+                if let Some(port) = self.dialling.remove(&call) {
                     self.ports.release(port);
                 }
-                if self.operator_dials.remove(&leg) {
+                if self.operator_dials.remove(&call) {
                     let status = match cause {
                         EndCause::Failed(s) => s,
                         _ => 487,
                     };
                     self.out.push_back(Output::Dialled {
-                        call: leg.clone(),
+                        call: call.clone(),
                         result: Err(format!("call failed with SIP {status}")),
                     });
                 }
                 self.run(Event::LegEnded {
-                    call: leg.clone(),
+                    call: call.clone(),
                     remote: matches!(cause, EndCause::RemoteBye | EndCause::Cancelled),
                     failed: matches!(cause, EndCause::Failed(_) | EndCause::Timeout),
                 });
-                // A leg no call owns any more (answered after its call ended, its 200
+                // A call no call owns any more (answered after its call ended, its 200
                 // crossing our CANCEL) takes its media with it.
-                if self.controller.call(&leg).is_none() {
-                    if let Some(media) = self.media.remove(&leg) {
-                        self.media_op(&leg, MediaOp::Stop);
+                if self.controller.call(&call).is_none() {
+                    if let Some(media) = self.media.remove(&call) {
+                        self.media_op(&call, MediaOp::Stop);
                         self.ports.release(media.port);
                     }
                 }
@@ -472,14 +482,14 @@ impl Gateway {
         }
     }
 
-    fn connection_of(&self, agent: &str) -> Option<ConnId> {
+    fn connection_of(&self, agent: &AgentId) -> Option<ConnId> {
         self.connections
             .iter()
             .find(|(_, a)| a.as_str() == agent)
             .map(|(id, _)| *id)
     }
 
-    fn notify(&mut self, agent: &str, notice: Notice) {
+    fn notify(&mut self, agent: &AgentId, notice: Notice) {
         if let Some(conn) = self.connection_of(agent) {
             self.out.push_back(Output::Notify { conn, notice });
         }

@@ -180,7 +180,7 @@ impl Pair {
 
     pub fn request(&mut self, agent: &str, request: AgentCall) -> Result<CallId, AgentError> {
         let (now, wall) = (self.now, self.wall_now());
-        let result = self.gw.request(now, wall, agent, request);
+        let result = self.gw.request(now, wall, &agent.into(), request);
         self.progress();
         result
     }

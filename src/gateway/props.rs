@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::pair::{answer_sdp, reply, Caller, Pair};
 use super::{AgentCall, Input};
-use crate::controller::{CallAction, CallId, EndReason, Notice, Status};
+use crate::controller::{AgentId, CallAction, CallId, EndReason, Notice, Status};
 use crate::sip::message::{Message, Request};
 
 const AGENTS: [&str; 2] = ["demo", "demo2"];
@@ -136,7 +136,7 @@ impl World {
         }
     }
 
-    fn owner(&self, call: &str) -> Option<String> {
+    fn owner(&self, call: &str) -> Option<AgentId> {
         self.p.gw.call(call).and_then(|c| c.agent.clone())
     }
 
@@ -408,9 +408,7 @@ impl World {
                 let Some(call) = self.id(i) else {
                     return;
                 };
-                let agent = self
-                    .owner(&call)
-                    .unwrap_or_else(|| AGENTS[i % 2].to_string());
+                let agent = self.owner(&call).unwrap_or_else(|| AGENTS[i % 2].into());
                 let (to, attended) = match step {
                     Step::TransferToAgent(_) => {
                         let other = if agent == AGENTS[0] {
@@ -422,7 +420,7 @@ impl World {
                     }
                     Step::TransferToNumber(_, prospect) => (Some(PROSPECTS[prospect].into()), None),
                     Step::TransferAttended(_, j) => match self.id(j) {
-                        Some(consult) => (None, Some(consult)),
+                        Some(consult) => (None, Some(consult.into())),
                         None => return,
                     },
                     _ => return,
@@ -456,7 +454,7 @@ impl World {
                 // Agents act on their own calls, and sometimes on someone else's (refused).
                 let agent = self
                     .owner(&call)
-                    .unwrap_or_else(|| AGENTS[index % 2].to_string());
+                    .unwrap_or_else(|| (AGENTS[index % 2].to_string()).into());
                 let request = match other {
                     Step::AgentHangup(_) => AgentCall::Act(CallAction::Hangup { call }),
                     Step::Answer(_) => AgentCall::Act(CallAction::Answer { call }),
@@ -485,7 +483,7 @@ impl World {
                 .filter(|c| c.agent.as_deref() == Some(agent) && c.status == Status::Active)
                 .count();
             assert!(active <= 1, "{agent} has {active} active calls");
-            let queue = controller.queue(agent);
+            let queue = controller.queue(&agent.into());
             for pair in queue.windows(2) {
                 assert!(pair[0].queued_at <= pair[1].queued_at, "queue out of order");
             }
@@ -498,7 +496,7 @@ impl World {
             {
                 assert!(seen.insert(c.id.as_str()), "{} belongs to two agents", c.id);
             }
-            if !controller.is_connected(agent) {
+            if !controller.is_connected(&agent.into()) {
                 assert_eq!(
                     controller
                         .calls()

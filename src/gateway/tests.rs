@@ -17,7 +17,7 @@ fn ring(p: &mut Pair, caller: &mut Caller) -> String {
     p.trunk_sends(&caller.invite());
     let notices = p.take_notices(CONN);
     match notices.as_slice() {
-        [Notice::Incoming(c)] | [Notice::Waiting { call: c, .. }] => c.id.clone(),
+        [Notice::Incoming(c)] | [Notice::Waiting { call: c, .. }] => c.id.clone().into(),
         other => panic!("expected the call announced, got {other:?}"),
     }
 }
@@ -30,7 +30,7 @@ fn answer(p: &mut Pair, caller: &mut Caller, call: &str) {
             AGENT,
             AgentCall::Act(CallAction::Answer { call: call.into() })
         ),
-        Ok(call.to_string())
+        Ok(call.into())
     );
     let ok = p.response(200);
     assert!(
@@ -186,7 +186,9 @@ fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
     p.take_sip();
     p.request(
         AGENT,
-        AgentCall::Act(CallAction::Resume { call: a.clone() }),
+        AgentCall::Act(CallAction::Resume {
+            call: a.clone().into(),
+        }),
     )
     .unwrap();
     assert!(p.take_sip().is_empty(), "hold and resume send no SIP");
@@ -218,7 +220,9 @@ fn when_the_active_call_ends_the_oldest_queued_call_is_offered() {
     p.take_sip();
     p.request(
         AGENT,
-        AgentCall::Act(CallAction::Hangup { call: a.clone() }),
+        AgentCall::Act(CallAction::Hangup {
+            call: a.clone().into(),
+        }),
     )
     .unwrap();
     let bye = p.request_sent("BYE");
@@ -254,7 +258,7 @@ fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
     p.request(
         AGENT,
         AgentCall::Transfer {
-            call: call.clone(),
+            call: call.clone().into(),
             to: Some("agent:demo2".into()),
             attended: None,
         },
@@ -270,7 +274,9 @@ fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
         .any(|n| matches!(n, Notice::Incoming(c) if c.id == call)));
     p.request(
         "demo2",
-        AgentCall::Act(CallAction::Answer { call: call.clone() }),
+        AgentCall::Act(CallAction::Answer {
+            call: call.clone().into(),
+        }),
     )
     .unwrap();
     assert!(bridged_to(&p.take_media(&call), 2));
@@ -368,7 +374,9 @@ fn an_unacknowledged_answer_is_retransmitted_then_the_call_ends() {
     p.take_sip();
     p.request(
         AGENT,
-        AgentCall::Act(CallAction::Answer { call: call.clone() }),
+        AgentCall::Act(CallAction::Answer {
+            call: call.clone().into(),
+        }),
     )
     .unwrap();
     assert_eq!(p.statuses(), [200]);

@@ -7,6 +7,7 @@
 //! While the call is recorded, a passing-through bridge also decodes both sides (a tap with
 //! its own jitter buffers), so the recorder gets each side's PCM on every frame either way.
 
+use crate::ids::CallId;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -153,7 +154,7 @@ pub enum FromAgent {
 
 pub struct Bridge {
     pub link: AgentLink,
-    call: String,
+    call: CallId,
     trunk_codec: Codec,
     /// Trunk → agent, when transcoding.
     from_trunk: Option<Terminated>,
@@ -182,7 +183,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(call: String, link: AgentLink, trunk_codec: Codec) -> Bridge {
+    pub fn new(call: CallId, link: AgentLink, trunk_codec: Codec) -> Bridge {
         Bridge {
             link,
             call,

@@ -4,6 +4,7 @@
 //! through (same codec both ways, or the echo) go on the moment they arrive. It never waits
 //! on the signalling task: commands arrive on a channel and events leave with `try_send`.
 
+use crate::ids::CallId;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -85,7 +86,7 @@ pub struct CallMedia {
 
 impl CallMedia {
     pub fn new(
-        call: String,
+        call: CallId,
         sockets: MediaSockets,
         audio: AudioSession,
         source: Source,

@@ -5,6 +5,7 @@
 //! supervisor hears what the call is going through (the prospect and the hold audio) instead
 //! of the agent's next call, and on resume monitoring simply carries on.
 
+use crate::ids::CallId;
 use crate::media::bridge::{AgentLink, PeerEncoder, Terminated};
 use crate::media::codec::FRAME_SAMPLES;
 pub use crate::media::mixer::MonitorMode;
@@ -22,7 +23,7 @@ pub enum MonitorChange {
 pub struct Monitor {
     pub link: AgentLink,
     pub mode: MonitorMode,
-    call: String,
+    call: CallId,
     from_supervisor: Option<Terminated>,
     /// The prospect's audio while the call is not bridged to its agent (on hold): the bridge
     /// decodes it otherwise.
@@ -35,7 +36,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(call: String, link: AgentLink, mode: MonitorMode) -> Monitor {
+    pub fn new(call: CallId, link: AgentLink, mode: MonitorMode) -> Monitor {
         Monitor {
             link,
             mode,

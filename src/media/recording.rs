@@ -6,6 +6,7 @@
 //! unwritable directory, a full disk, a writer too far behind) marks that recording `failed`
 //! with a logged reason; the call goes on.
 
+use crate::ids::CallId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,7 +58,7 @@ pub struct RecordingUpdate {
 enum WriterOp {
     Open {
         id: u64,
-        call: String,
+        call: CallId,
         path: PathBuf,
         failed: Arc<Failure>,
     },
@@ -144,7 +145,7 @@ impl RecordingWriter {
 }
 
 struct OpenFile {
-    call: String,
+    call: CallId,
     wav: WavRecorder,
     failed: Arc<Failure>,
     /// The last 8 kHz sample of each side, for interpolating across batches.
@@ -258,7 +259,7 @@ struct FileHandle {
 
 /// One call's recording, driven by its media task on the 20 ms clock.
 pub struct CallRecording {
-    call: String,
+    call: CallId,
     writer: RecordingWriter,
     want: RecordWant,
     bridged: bool,
@@ -275,7 +276,7 @@ pub struct CallRecording {
 }
 
 impl CallRecording {
-    pub fn new(call: String, writer: RecordingWriter, want: RecordWant) -> CallRecording {
+    pub fn new(call: CallId, writer: RecordingWriter, want: RecordWant) -> CallRecording {
         CallRecording {
             call,
             writer,

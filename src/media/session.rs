@@ -6,6 +6,7 @@
 //! (passing packets through or transcoding on the 20 ms frame), mixes for a supervisor,
 //! records, protects with SRTP, and reports RTCP.
 
+use crate::ids::CallId;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,19 +76,19 @@ pub enum MediaCommand {
 pub enum MediaEvent {
     /// A `Play` source ran out.
     Finished {
-        call: String,
+        call: CallId,
     },
     Dtmf {
-        call: String,
+        call: CallId,
         digit: char,
     },
     /// No RTP for a long time.
     RtpTimeout {
-        call: String,
+        call: CallId,
     },
     /// The recording changed state, opened its file, or opened or closed a segment.
     Recording {
-        call: String,
+        call: CallId,
         update: RecordingUpdate,
     },
 }
@@ -129,7 +130,7 @@ pub struct Transmit {
 }
 
 pub struct MediaSession {
-    call: String,
+    call: CallId,
     audio: AudioSession,
     source: Source,
     play_pos: usize,
@@ -197,7 +198,7 @@ fn random_u32() -> u32 {
 
 impl MediaSession {
     pub fn new(
-        call: String,
+        call: CallId,
         audio: AudioSession,
         source: Source,
         counters: Arc<MediaCounters>,

@@ -16,6 +16,7 @@ pub mod tcp;
 
 pub use codecs::*;
 
+use crate::ids::CallId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -79,7 +80,7 @@ pub struct AgentPacket {
 /// Where an agent's microphone goes: the active call.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub call: String,
+    pub call: CallId,
     pub to_call: mpsc::Sender<AgentPacket>,
 }
 
@@ -106,7 +107,7 @@ pub enum WebrtcInput {
     /// One 20 ms frame from a call toward its agent, already encoded in `codec`.
     Audio {
         peer: PeerId,
-        call: String,
+        call: CallId,
         codec: Codec,
         payload: Vec<u8>,
     },

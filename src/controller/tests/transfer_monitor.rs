@@ -16,7 +16,7 @@ fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
     ring(&mut c, "c1", now);
     assert!(c
         .request(
-            "ann",
+            &"ann".into(),
             AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
             now
         )
@@ -24,7 +24,7 @@ fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
         .is_ok());
     let transfer = |c: &mut Controller, target, now| {
         c.request(
-            "ann",
+            &"ann".into(),
             AgentRequest::Transfer {
                 call: "c1".into(),
                 target,
@@ -35,7 +35,7 @@ fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
     // To bob: ann sees it go (transferred, no prompt: it is bob's to log), bob rings, the
     // caller is parked, and nothing is answered again at the SIP level.
     let (r, cmds) = transfer(&mut c, TransferTarget::Agent("bob".into()), now);
-    assert_eq!(r, Ok("c1".to_string()));
+    assert_eq!(r, Ok("c1".into()));
     assert!(cmds.contains(&Command::Park { call: "c1".into() }));
     assert!(cmds.iter().any(
         |cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Ended(call) }
@@ -51,11 +51,11 @@ fn transfers_hand_calls_on_and_bring_them_back_when_they_do_not_land() {
     assert!(cmds.iter().any(|cmd| matches!(cmd, Command::Notify { agent, notice: Notice::Incoming(_) } if agent == "bob")));
     // Bob declines: back on hold in ann's queue, offered to her (she is free).
     let (r, cmds) = c.request(
-        "bob",
+        &"bob".into(),
         AgentRequest::Act(CallAction::Decline { call: "c1".into() }),
         now,
     );
-    assert_eq!(r, Ok("c1".to_string()));
+    assert_eq!(r, Ok("c1".into()));
     assert!(
         !cmds.iter().any(|cmd| matches!(cmd, Command::Reject { .. })),
         "{cmds:?}"
@@ -162,7 +162,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     ring(&mut c, "c1", now);
     let monitor = |c: &mut Controller, who: &str, call: &str, mode| {
         c.request(
-            who,
+            &who.into(),
             AgentRequest::Act(CallAction::Monitor {
                 call: call.into(),
                 mode,
@@ -174,7 +174,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
     assert_eq!(r.map_err(|e| e.code()), Err("invalid_state"));
     let (r, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "c1".into() }),
         now,
     );
@@ -182,7 +182,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     let (r, _) = monitor(&mut c, "ann", "c1", Some(MonitorMode::Listen));
     assert_eq!(r.map_err(|e| e.code()), Err("forbidden"));
     let (r, cmds) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
-    assert_eq!(r, Ok("c1".to_string()));
+    assert_eq!(r, Ok("c1".into()));
     assert!(cmds.contains(&Command::MonitorStart {
         call: "c1".into(),
         supervisor: "boss".into(),
@@ -196,7 +196,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     }));
     // The agent's hold is told to the supervisor too.
     let (_, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Hold { call: "c1".into() }),
         now,
     );
@@ -204,7 +204,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         Command::Notify { agent, notice: Notice::Monitoring { call, mode: MonitorMode::Barge } }
             if agent == "boss" && call.status == Status::OnHold)));
     let (r, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Resume { call: "c1".into() }),
         now,
     );
@@ -222,11 +222,11 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         now,
     );
     let (r, cmds) = c.request(
-        "boss",
+        &"boss".into(),
         AgentRequest::Act(CallAction::Answer { call: "own".into() }),
         now,
     );
-    assert_eq!(r, Ok("own".to_string()));
+    assert_eq!(r, Ok("own".into()));
     assert_eq!(
         cmds[0],
         Command::MonitorStop {
@@ -239,7 +239,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
     let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Listen));
     assert_eq!(r.map_err(|e| e.code()), Err("invalid_state"));
     let (r, _) = c.request(
-        "boss",
+        &"boss".into(),
         AgentRequest::Act(CallAction::Hangup { call: "own".into() }),
         now,
     );
@@ -253,7 +253,7 @@ fn supervisors_monitor_other_agents_calls_and_leave_them_to_take_their_own() {
         now,
     );
     let (r, _) = monitor(&mut c, "boss", "c1", Some(MonitorMode::Whisper));
-    assert_eq!(r, Ok("c1".to_string()));
+    assert_eq!(r, Ok("c1".into()));
     let cmds = c.handle(
         Event::LegEnded {
             call: "c1".into(),
@@ -287,7 +287,7 @@ fn recording_modes_follow_agent_then_trunk_then_default_and_call_record_obeys_th
     );
     c.set_recording_policy(RecordingPolicy {
         default: RecordMode::Always,
-        agents: HashMap::from([("bob".to_string(), RecordMode::Off)]),
+        agents: HashMap::from([("bob".into(), RecordMode::Off)]),
         trunks: HashMap::from([("carrier".to_string(), RecordMode::OnDemand)]),
     });
     let now = Instant::now();
@@ -321,7 +321,7 @@ fn recording_modes_follow_agent_then_trunk_then_default_and_call_record_obeys_th
     );
     let record = |c: &mut Controller, agent: &str, call: &str, action| {
         c.request(
-            agent,
+            &agent.into(),
             AgentRequest::Act(CallAction::Record {
                 call: call.into(),
                 action,
@@ -351,7 +351,7 @@ fn recording_modes_follow_agent_then_trunk_then_default_and_call_record_obeys_th
         let (result, cmds) = record(&mut c, "ann", "a2", action);
         match expected {
             Ok(want) => {
-                assert_eq!(result, Ok("a2".to_string()), "{action:?}");
+                assert_eq!(result, Ok("a2".into()), "{action:?}");
                 assert_eq!(
                     cmds,
                     vec![Command::Record {

@@ -10,14 +10,14 @@ fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
     ring(&mut c, "b", now + Duration::from_secs(1));
     assert_eq!(c.call("b").map(|b| b.status), Some(Status::Waiting));
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Accept {
             call: "b".into(),
             hold_active: true,
         }),
         now + Duration::from_secs(2),
     );
-    assert_eq!(result, Ok("b".to_string()));
+    assert_eq!(result, Ok("b".into()));
     let order: Vec<&Command> = cmds
         .iter()
         .filter(|c| !matches!(c, Command::Notify { .. }))
@@ -41,10 +41,10 @@ fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
         ]
     );
     assert_eq!(c.call("a").map(|a| a.status), Some(Status::OnHold));
-    assert_eq!(c.queue("ann").len(), 1);
+    assert_eq!(c.queue(&"ann".into()).len(), 1);
     // Resume swaps back: b on hold, a active, and the queue stays in hold order.
     let (_, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Resume { call: "a".into() }),
         now + Duration::from_secs(3),
     );
@@ -53,10 +53,13 @@ fn hold_and_accept_parks_the_active_call_and_bridges_the_waiting_one() {
         call: "a".into(),
         agent: "ann".into()
     }));
-    assert_eq!(c.active_call("ann").map(|a| a.id.as_str()), Some("a"));
+    assert_eq!(
+        c.active_call(&"ann".into()).map(|a| a.id.as_str()),
+        Some("a")
+    );
     // Resuming the active call is an invalid state.
     let (result, _) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Resume { call: "a".into() }),
         now,
     );
@@ -70,7 +73,7 @@ fn end_and_accept_hangs_up_without_offering_and_the_end_of_a_call_offers_the_hea
     ring(&mut c, "b", now + Duration::from_secs(1));
     ring(&mut c, "c", now + Duration::from_secs(2));
     let (_, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Accept {
             call: "b".into(),
             hold_active: false,
@@ -98,11 +101,11 @@ fn end_and_accept_hangs_up_without_offering_and_the_end_of_a_call_offers_the_hea
     assert_eq!(c.call("c").map(|c| c.status), Some(Status::Waiting));
     // Taking the offer answers it.
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "c".into() }),
         now,
     );
-    assert_eq!(result, Ok("c".to_string()));
+    assert_eq!(result, Ok("c".into()));
     assert!(cmds.iter().any(|c| matches!(c, Command::Answer { .. })));
 }
 
@@ -111,7 +114,7 @@ fn callers_giving_up_on_hold_are_prompted_once_per_prospect() {
     let now = Instant::now();
     let mut c = answered_one(now);
     let _ = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Hold { call: "a".into() }),
         now,
     );
@@ -148,7 +151,7 @@ fn callers_giving_up_on_hold_are_prompted_once_per_prospect() {
         n,
         Notice::LogPrompt { call_ids, .. } if call_ids == &vec!["a".to_string(), "a3".to_string()]
     )));
-    assert!(c.close_prompt("ann", "+15551230001"));
+    assert!(c.close_prompt(&"ann".into(), "+15551230001"));
 }
 
 #[test]
@@ -158,12 +161,12 @@ fn dialing_while_on_a_call_holds_it_and_the_limit_turns_callers_away() {
     connect(&mut c, &["ann"], now);
     ring(&mut c, "a", now);
     let _ = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Answer { call: "a".into() }),
         now,
     );
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Dial {
             prospect: Default::default(),
             call: "o".into(),
@@ -172,7 +175,7 @@ fn dialing_while_on_a_call_holds_it_and_the_limit_turns_callers_away() {
         },
         now,
     );
-    assert_eq!(result, Ok("o".to_string()));
+    assert_eq!(result, Ok("o".into()));
     let park = cmds
         .iter()
         .position(|c| c == &Command::Park { call: "a".into() });
@@ -193,7 +196,7 @@ fn requests_in_the_wrong_state_are_refused_and_change_nothing() {
     let now = Instant::now();
     let mut c = answered_one(now);
     ring(&mut c, "b", now);
-    let before: Vec<(String, Status)> = {
+    let before: Vec<(CallId, Status)> = {
         let mut v: Vec<_> = c.calls().map(|x| (x.id.clone(), x.status)).collect();
         v.sort_by(|x, y| x.0.cmp(&y.0));
         v
@@ -227,11 +230,11 @@ fn requests_in_the_wrong_state_are_refused_and_change_nothing() {
             "not_found",
         ),
     ] {
-        let (result, cmds) = c.request("ann", request.clone(), now);
+        let (result, cmds) = c.request(&"ann".into(), request.clone(), now);
         assert_eq!(result.map_err(|e| e.code()), Err(code), "{request:?}");
         assert!(cmds.is_empty(), "{request:?}: {cmds:?}");
     }
-    let after: Vec<(String, Status)> = {
+    let after: Vec<(CallId, Status)> = {
         let mut v: Vec<_> = c.calls().map(|x| (x.id.clone(), x.status)).collect();
         v.sort_by(|x, y| x.0.cmp(&y.0));
         v
@@ -245,18 +248,18 @@ fn resuming_a_waiting_call_answers_it_and_accepting_with_nothing_active_just_ans
     let mut c = answered_one(now);
     ring(&mut c, "b", now + Duration::from_secs(1));
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Resume { call: "b".into() }),
         now,
     );
-    assert_eq!(result, Ok("b".to_string()));
+    assert_eq!(result, Ok("b".into()));
     assert!(cmds.contains(&Command::Park { call: "a".into() }));
     assert!(cmds
         .iter()
         .any(|c| matches!(c, Command::Answer { call, .. } if call == "b")));
     // b ends by the agent: a answered call, so a prompt; a (held) is offered.
     let (_, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Hangup { call: "b".into() }),
         now,
     );
@@ -278,18 +281,21 @@ fn resuming_a_waiting_call_answers_it_and_accepting_with_nothing_active_just_ans
         .any(|n| matches!(n, Notice::Offer(call) if call.id == "a")));
     // Accepting the held call with nothing active resumes it without ending anything.
     let (result, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Accept {
             call: "a".into(),
             hold_active: false,
         }),
         now,
     );
-    assert_eq!(result, Ok("a".to_string()));
+    assert_eq!(result, Ok("a".into()));
     assert!(!cmds
         .iter()
         .any(|c| matches!(c, Command::Hangup { .. } | Command::Answer { .. })));
-    assert_eq!(c.active_call("ann").map(|x| x.id.as_str()), Some("a"));
+    assert_eq!(
+        c.active_call(&"ann".into()).map(|x| x.id.as_str()),
+        Some("a")
+    );
 }
 
 #[test]
@@ -298,7 +304,7 @@ fn the_agent_hanging_up_a_held_call_prompts_and_keeps_the_active_one() {
     let mut c = answered_one(now);
     ring(&mut c, "b", now);
     let _ = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Accept {
             call: "b".into(),
             hold_active: true,
@@ -306,7 +312,7 @@ fn the_agent_hanging_up_a_held_call_prompts_and_keeps_the_active_one() {
         now,
     );
     let (_, cmds) = c.request(
-        "ann",
+        &"ann".into(),
         AgentRequest::Act(CallAction::Hangup { call: "a".into() }),
         now,
     );
@@ -324,5 +330,8 @@ fn the_agent_hanging_up_a_held_call_prompts_and_keeps_the_active_one() {
         .iter()
         .any(|n| matches!(n, Notice::LogPrompt { .. })));
     assert!(!notices(&cmds).iter().any(|n| matches!(n, Notice::Offer(_))));
-    assert_eq!(c.active_call("ann").map(|x| x.id.as_str()), Some("b"));
+    assert_eq!(
+        c.active_call(&"ann".into()).map(|x| x.id.as_str()),
+        Some("b")
+    );
 }
