@@ -9,4 +9,6 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # The fuzz targets (their own crate) must keep compiling against the library.
 cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir target/fuzz-check
+# The dialer page's reducers, protocol and module table (node's own test runner, no packages).
+node --test tests/web/*.test.mjs
 cargo test --all-targets -- --test-threads=4

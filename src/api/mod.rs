@@ -37,9 +37,8 @@ pub async fn serve(
     handle: AppHandle,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let app = web::modules(Router::new())
         .route("/", get(web::index))
-        .route("/app.js", get(web::script))
         .route("/style.css", get(web::style))
         .route("/calls", get(web::calls_page))
         .route("/calls.js", get(web::calls_script))

@@ -1,8 +1,10 @@
 //! The dialer page, served from the binary: plain HTML, CSS and JavaScript under `api/web/`,
 //! no build step. It speaks only the agent protocol, like any other client.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 
 /// A static asset from `api/web/`, never cached so an upgrade shows at once.
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -18,12 +20,34 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
-pub async fn index() -> impl IntoResponse {
-    asset(HTML, include_str!("web/index.html"))
+/// The dialer's ES modules by the path the page loads them from: `/app.js` is the entry
+/// (`index.html` loads it), the others are what it imports (`./protocol.js` and so on).
+const MODULES: &[(&str, &str)] = &[
+    ("/app.js", include_str!("web/app.js")),
+    ("/protocol.js", include_str!("web/protocol.js")),
+    ("/state.js", include_str!("web/state.js")),
+    ("/media.js", include_str!("web/media.js")),
+    ("/views.js", include_str!("web/views.js")),
+    ("/dom.js", include_str!("web/dom.js")),
+];
+
+/// `router` with a route for each of the dialer's modules.
+pub fn modules<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    MODULES
+        .iter()
+        .fold(router, |router, &(path, _)| router.route(path, get(module)))
 }
 
-pub async fn script() -> impl IntoResponse {
-    asset(JS, include_str!("web/app.js"))
+/// One of the dialer's modules, found by its path.
+async fn module(uri: Uri) -> Response {
+    match MODULES.iter().find(|&&(path, _)| path == uri.path()) {
+        Some(&(_, body)) => asset(JS, body).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+pub async fn index() -> impl IntoResponse {
+    asset(HTML, include_str!("web/index.html"))
 }
 
 pub async fn style() -> impl IntoResponse {

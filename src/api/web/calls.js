@@ -1,15 +1,27 @@
+// @ts-check
 // The calls page: the calls API (GET /v1/calls) as a table, refreshed every two seconds.
-"use strict";
+// An ES module (index.html's dialer shares its token through sessionStorage).
 
-const $ = (id) => document.getElementById(id);
+/** A call as GET /v1/calls lists it: the agent protocol's call, its log and recording. */
+/** @typedef {import("./protocol.js").Call & { log?: { tags: string[], disposition?: string | null } | null, recording_url?: string | null }} ListedCall */
+
+/** @param {string} id @returns {HTMLElement} */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+/** @param {string} id @returns {HTMLInputElement} */
+const input = (id) => /** @type {HTMLInputElement} */ ($(id));
+/** @type {string | null} */
 let token = sessionStorage.getItem("callgate-token") || new URLSearchParams(location.hash.slice(1)).get("token");
+/** @type {ListedCall[]} */
 let older = [];
+/** @type {string | null} */
 let cursor = null;
 
 function statuses() {
-  return [...document.querySelectorAll('input[name="status"]:checked')].map((b) => b.value).join(",");
+  return [...document.querySelectorAll('input[name="status"]:checked')]
+    .map((b) => /** @type {HTMLInputElement} */ (b).value).join(",");
 }
 
+/** @param {ListedCall} c */
 function duration(c) {
   const start = c.answered_at ? Date.parse(c.answered_at) : null;
   if (!start) return "—";
@@ -18,6 +30,7 @@ function duration(c) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
+/** @param {ListedCall} c */
 function row(c) {
   const tr = document.createElement("tr");
   tr.dataset.status = c.status;
@@ -59,13 +72,15 @@ function row(c) {
 
 // Recordings need the bearer token, so they are fetched and handed to the one player below
 // the table (rows are rebuilt every two seconds; the player is not).
+/** @param {ListedCall} c */
 async function playRecording(c) {
+  if (!c.recording_url) return;
   const response = await fetch(c.recording_url, { headers: { Authorization: `Bearer ${token}` } });
   if (!response.ok) {
     $("error").textContent = `Recording unavailable (${response.status}).`;
     return;
   }
-  const player = $("player");
+  const player = /** @type {HTMLAudioElement} */ ($("player"));
   if (player.src) URL.revokeObjectURL(player.src);
   player.src = URL.createObjectURL(await response.blob());
   $("player-label").textContent = `${c.prospect.number} · ${new Date(c.created_at).toLocaleString()}`;
@@ -94,7 +109,7 @@ async function load() {
 }
 
 $("more").addEventListener("click", async () => {
-  const response = await fetch(`/v1/calls?limit=100&before=${encodeURIComponent(cursor)}`, {
+  const response = await fetch(`/v1/calls?limit=100&before=${encodeURIComponent(cursor || "")}`, {
     headers: { Authorization: `Bearer ${token}` },
   });
   const page = await response.json();
@@ -106,7 +121,7 @@ $("more").addEventListener("click", async () => {
 
 $("signin-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  token = $("token").value.trim();
+  token = input("token").value.trim();
   sessionStorage.setItem("callgate-token", token);
   load();
 });
