@@ -16,7 +16,8 @@ use crate::controller::{CallId, ConnId};
 use crate::gateway::{MediaOp, MediaPorts, SourceSpec};
 use crate::media::bridge::{AgentLink, JoinedLeg};
 use crate::media::call::{
-    CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, COMMAND_CAPACITY,
+    AgentWires, CallMedia, MediaCommand, MediaEvent, MediaSockets, Source, ToMedia, Toward,
+    COMMAND_CAPACITY,
 };
 use crate::media::monitor::MonitorChange;
 use crate::media::ports::PortPool;
@@ -72,7 +73,7 @@ fn bind_pair(ip: IpAddr, port: u16) -> Option<MediaSockets> {
 }
 
 struct MediaHandle {
-    commands: mpsc::Sender<MediaCommand>,
+    commands: mpsc::Sender<ToMedia>,
     /// The trunk side's codec, as the other leg of a joined pair encodes for it.
     codec: Arc<PeerCodec>,
 }
@@ -180,10 +181,10 @@ impl Media {
         }
     }
 
-    fn send(&self, call: &str, command: MediaCommand) -> bool {
+    fn send(&self, call: &str, command: impl Into<ToMedia>) -> bool {
         self.handles
             .get(call)
-            .is_some_and(|m| m.commands.try_send(command).is_ok())
+            .is_some_and(|m| m.commands.try_send(command.into()).is_ok())
     }
 
     /// Carry out one of the core's media operations; `agents` are the open agent
@@ -239,17 +240,17 @@ impl Media {
             MediaOp::Update(audio) => {
                 if let Some(media) = self.handles.get(&call) {
                     media.codec.set(Some(audio.codec));
-                    let _ = media.commands.try_send(MediaCommand::Update(audio));
+                    let _ = media.commands.try_send(MediaCommand::Update(audio).into());
                 }
             }
             MediaOp::Record(want) => {
                 self.send(&call, MediaCommand::Record(want));
             }
             MediaOp::Bridge { conn } => {
-                let Some((link, to_call)) = self.agent_link(conn, agents) else {
+                let Some((link, wires, to_call)) = self.agent_link(conn, agents) else {
                     return;
                 };
-                if !self.send(&call, MediaCommand::Bridge(link)) {
+                if !self.send(&call, ToMedia::wired(MediaCommand::Bridge(link), wires)) {
                     tracing::warn!(%call, "media task not taking commands; bridge lost");
                 }
                 self.route(conn, Some(Route { call, to_call }));
@@ -259,10 +260,13 @@ impl Media {
                 self.send(&call, MediaCommand::Unbridge);
             }
             MediaOp::MonitorStart { conn, mode } => {
-                let Some((link, to_call)) = self.agent_link(conn, agents) else {
+                let Some((link, wires, to_call)) = self.agent_link(conn, agents) else {
                     return;
                 };
-                let start = MediaCommand::Monitor(MonitorChange::Start(link, mode));
+                let start = ToMedia::wired(
+                    MediaCommand::Monitor(MonitorChange::Start(link, mode)),
+                    wires,
+                );
                 if !self.send(&call, start) {
                     tracing::warn!(%call, "media task not taking commands; monitor lost");
                     return;
@@ -280,7 +284,7 @@ impl Media {
             }
             MediaOp::Stop => {
                 if let Some(media) = self.handles.remove(&call) {
-                    let _ = media.commands.try_send(MediaCommand::Stop);
+                    let _ = media.commands.try_send(MediaCommand::Stop.into());
                 }
             }
         }
@@ -302,22 +306,32 @@ impl Media {
     }
 
     /// A new link from an agent's peer connection to a call's media: the link for the media
-    /// task, and the sender the WebRTC task routes the agent's microphone into.
+    /// session, its channels for the media task, and the sender the WebRTC task routes the
+    /// agent's microphone into.
     fn agent_link(
         &self,
         conn: ConnId,
         agents: &HashMap<ConnId, Arc<PeerCodec>>,
-    ) -> Option<(AgentLink, mpsc::Sender<crate::webrtc::AgentPacket>)> {
+    ) -> Option<(
+        AgentLink,
+        AgentWires,
+        mpsc::Sender<crate::webrtc::AgentPacket>,
+    )> {
         let codec = Arc::clone(agents.get(&conn)?);
         let (to_call, from_agent) = mpsc::channel(AGENT_AUDIO_CAPACITY);
         let link = AgentLink {
             peer: conn,
             codec,
-            webrtc: self.webrtc.clone(),
-            from_agent,
             joined: None,
         };
-        Some((link, to_call))
+        let wires = AgentWires {
+            from_agent,
+            toward: Toward::Peer {
+                webrtc: self.webrtc.clone(),
+                peer: conn,
+            },
+        };
+        Some((link, wires, to_call))
     }
 
     /// Run two calls' media into each other: each takes the other's place of a browser, so
@@ -329,19 +343,24 @@ impl Media {
         };
         let (into_a, from_b) = mpsc::channel(AGENT_AUDIO_CAPACITY);
         let (into_b, from_a) = mpsc::channel(AGENT_AUDIO_CAPACITY);
-        let link = |codec: &Arc<PeerCodec>, from_agent, toward| AgentLink {
-            peer: 0,
-            codec: Arc::clone(codec),
-            webrtc: self.webrtc.clone(),
-            from_agent,
-            joined: Some(JoinedLeg::new(toward)),
+        let link = |codec: &Arc<PeerCodec>, from_agent, toward| {
+            let link = AgentLink {
+                peer: 0,
+                codec: Arc::clone(codec),
+                joined: Some(JoinedLeg::new()),
+            };
+            let wires = AgentWires {
+                from_agent,
+                toward: Toward::Joined(toward),
+            };
+            ToMedia::wired(MediaCommand::Bridge(link), wires)
         };
         let links = [
             (ma, link(&mb.codec, from_b, into_b), a),
             (mb, link(&ma.codec, from_a, into_a), b),
         ];
         for (media, link, call) in links {
-            if media.commands.try_send(MediaCommand::Bridge(link)).is_err() {
+            if media.commands.try_send(link).is_err() {
                 tracing::warn!(%call, "media task not taking commands; bridge lost");
             }
         }
@@ -350,7 +369,7 @@ impl Media {
     /// Every task stops (shutdown).
     pub fn stop_all(&mut self) {
         for (_, media) in self.handles.drain() {
-            let _ = media.commands.try_send(MediaCommand::Stop);
+            let _ = media.commands.try_send(MediaCommand::Stop.into());
         }
     }
 }

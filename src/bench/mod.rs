@@ -14,7 +14,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::media::bridge::AgentLink;
-use crate::media::call::{CallMedia, MediaCommand, MediaSockets, Source, COMMAND_CAPACITY};
+use crate::media::call::{
+    AgentWires, CallMedia, MediaCommand, MediaSockets, Source, ToMedia, Toward, COMMAND_CAPACITY,
+};
 use crate::media::recording::{RecordWant, RecordingFormat, RecordingWriter};
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::srtp::SrtpSession;
@@ -119,7 +121,7 @@ const PROBE_CALLS: usize = 10;
 /// One call as the gateway runs it: its media task and its agent's peer id.
 struct GatewayCall {
     rtp_port: u16,
-    commands: mpsc::Sender<MediaCommand>,
+    commands: mpsc::Sender<ToMedia>,
 }
 
 /// The gateway side of the bench: the WebRTC host and one media task per call, on a runtime
@@ -234,15 +236,21 @@ impl GatewaySide {
         let answer = answer.blocking_recv()??;
         let (to_call, from_agent) = mpsc::channel(crate::webrtc::AGENT_AUDIO_CAPACITY);
         if self.recordings.is_some() {
-            commands.blocking_send(MediaCommand::Record(RecordWant::On))?;
+            commands.blocking_send(MediaCommand::Record(RecordWant::On).into())?;
         }
-        commands.blocking_send(MediaCommand::Bridge(AgentLink {
+        let link = AgentLink {
             peer: i as u64,
             codec,
-            webrtc: self.webrtc.clone(),
-            from_agent,
             joined: None,
-        }))?;
+        };
+        let wires = AgentWires {
+            from_agent,
+            toward: Toward::Peer {
+                webrtc: self.webrtc.clone(),
+                peer: i as u64,
+            },
+        };
+        commands.blocking_send(ToMedia::wired(MediaCommand::Bridge(link), wires))?;
         self.webrtc.blocking_send(WebrtcInput::Route {
             peer: i as u64,
             route: Some(Route {
@@ -256,7 +264,7 @@ impl GatewaySide {
 
     fn stop(self) {
         for call in &self.calls {
-            let _ = call.commands.try_send(MediaCommand::Stop);
+            let _ = call.commands.try_send(MediaCommand::Stop.into());
         }
         self.rt.shutdown_timeout(Duration::from_secs(1));
         if let Some(writer) = self.recordings {

@@ -7,15 +7,13 @@
 //! While the call is recorded, a passing-through bridge also decodes both sides (a tap with
 //! its own jitter buffers), so the recorder gets each side's PCM on every frame either way.
 
-use crate::ids::CallId;
+use std::collections::VecDeque;
 use std::sync::Arc;
-
-use tokio::sync::mpsc;
 
 use crate::media::codec::{Decoder, Encoder, FRAME_SAMPLES};
 use crate::media::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::sdp::Codec;
-use crate::webrtc::{AgentPacket, PeerCodec, PeerId, WebrtcInput};
+use crate::webrtc::{AgentPacket, PeerCodec, PeerId};
 
 /// The encoder toward a browser's peer connection: it follows the codec the browser
 /// negotiated and the loss it reports (which turns Opus in-band FEC on and off).
@@ -36,39 +34,37 @@ impl PeerEncoder {
     }
 }
 
-/// What a call needs to reach its agent's peer connection (or, for the two legs of a
-/// transfer, the other leg's media, which then stands where the browser would).
+/// What a call needs to know of its agent's peer connection (or, for the two legs of a
+/// transfer, of the other leg's media, which then stands where the browser would). The
+/// channels that carry the audio stay with the call's task (`media::call::AgentWires`).
 #[derive(Debug)]
 pub struct AgentLink {
     pub peer: PeerId,
     /// The codec the agent's browser negotiated; it may change when the browser re-offers.
     pub codec: Arc<PeerCodec>,
-    pub webrtc: mpsc::Sender<WebrtcInput>,
-    pub from_agent: mpsc::Receiver<AgentPacket>,
     /// Set for a leg joined to another call: frames go to that call's media as packets, and
-    /// `peer`/`webrtc` are unused.
+    /// `peer` is unused.
     pub joined: Option<JoinedLeg>,
 }
 
-/// The other leg of a joined pair, fed as if it were a browser's microphone.
+/// The numbering of the packets a joined leg sends the other leg, as if from a browser's
+/// microphone.
 #[derive(Debug)]
 pub struct JoinedLeg {
-    pub to: mpsc::Sender<AgentPacket>,
     sequence: u16,
     timestamp: u32,
 }
 
 impl JoinedLeg {
-    pub fn new(to: mpsc::Sender<AgentPacket>) -> JoinedLeg {
+    pub fn new() -> JoinedLeg {
         JoinedLeg {
-            to,
             sequence: rand::random(),
             timestamp: rand::random(),
         }
     }
 
     /// One 20 ms frame, numbered and timed for the other leg's jitter buffer.
-    fn send(&mut self, codec: Codec, payload: Vec<u8>) -> bool {
+    fn packet(&mut self, codec: Codec, payload: Vec<u8>) -> AgentPacket {
         let packet = AgentPacket {
             sequence: self.sequence,
             timestamp: self.timestamp,
@@ -77,7 +73,13 @@ impl JoinedLeg {
         };
         self.sequence = self.sequence.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(codec.clock_rate() / 50);
-        self.to.try_send(packet).is_ok()
+        packet
+    }
+}
+
+impl Default for JoinedLeg {
+    fn default() -> JoinedLeg {
+        JoinedLeg::new()
     }
 }
 
@@ -154,7 +156,6 @@ pub enum FromAgent {
 
 pub struct Bridge {
     pub link: AgentLink,
-    call: CallId,
     trunk_codec: Codec,
     /// Trunk → agent, when transcoding.
     from_trunk: Option<Terminated>,
@@ -178,15 +179,16 @@ pub struct Bridge {
     /// The sequence number of the trunk's last packet passed through to the browser.
     last_forwarded: Option<u16>,
     payload: Vec<u8>,
+    /// Packets for the agent's side until the call's task takes them.
+    sent: VecDeque<AgentPacket>,
     pub frames_to_agent: u64,
     pub frames_from_agent: u64,
 }
 
 impl Bridge {
-    pub fn new(call: CallId, link: AgentLink, trunk_codec: Codec) -> Bridge {
+    pub fn new(link: AgentLink, trunk_codec: Codec) -> Bridge {
         Bridge {
             link,
-            call,
             trunk_codec,
             from_trunk: None,
             from_agent: None,
@@ -199,6 +201,7 @@ impl Bridge {
             was_downlink_passthrough: false,
             last_forwarded: None,
             payload: Vec::with_capacity(512),
+            sent: VecDeque::new(),
             frames_to_agent: 0,
             frames_from_agent: 0,
         }
@@ -336,22 +339,23 @@ impl Bridge {
     }
 
     fn send_to_agent(&mut self, codec: Codec, payload: Vec<u8>) {
-        let sent = match self.link.joined.as_mut() {
-            Some(leg) => leg.send(codec, payload),
-            None => self
-                .link
-                .webrtc
-                .try_send(WebrtcInput::Audio {
-                    peer: self.link.peer,
-                    call: self.call.clone(),
-                    codec,
-                    payload,
-                })
-                .is_ok(),
+        let packet = match self.link.joined.as_mut() {
+            Some(leg) => leg.packet(codec, payload),
+            // The WebRTC side numbers a browser's packets itself.
+            None => AgentPacket {
+                sequence: 0,
+                timestamp: 0,
+                codec,
+                payload,
+            },
         };
-        if sent {
-            self.frames_to_agent += 1;
-        }
+        self.sent.push_back(packet);
+        self.frames_to_agent += 1;
+    }
+
+    /// The next packet for the agent's side, in the order they were made.
+    pub fn poll_sent(&mut self) -> Option<AgentPacket> {
+        self.sent.pop_front()
     }
 
     /// An audio packet from the trunk (`arrival` in the trunk codec's clock units).

@@ -12,11 +12,12 @@ use std::time::{Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::media::monitor::MonitorChange;
 use crate::media::recording::RecordingWriter;
-use crate::media::session::{MediaSession, FRAME, MAX_READS_PER_FRAME, RTCP_INTERVAL};
+use crate::media::session::{MediaSession, Party, FRAME, MAX_READS_PER_FRAME, RTCP_INTERVAL};
 use crate::media::stats::MediaCounters;
 use crate::sdp::AudioSession;
-use crate::webrtc::AgentPacket;
+use crate::webrtc::{AgentPacket, PeerId, WebrtcInput};
 
 pub use crate::media::session::{MediaCommand, MediaEvent, Source, Transmit, COMMAND_CAPACITY};
 
@@ -59,13 +60,57 @@ enum Wake {
     /// A packet from the agent's browser, or `None` once its route is gone.
     Agent(Option<AgentPacket>),
     Rtcp,
-    Command(Option<MediaCommand>),
+    Command(Option<ToMedia>),
+}
+
+/// The channels of one agent link (the bridged agent's or a supervisor's): what that side
+/// sends the call, and where the call's audio for it goes. The session knows the link; the
+/// task keeps its channels.
+pub struct AgentWires {
+    pub from_agent: mpsc::Receiver<AgentPacket>,
+    pub toward: Toward,
+}
+
+/// Where a call's audio for the agent's side goes.
+pub enum Toward {
+    /// A browser's peer connection, through the WebRTC task.
+    Peer {
+        webrtc: mpsc::Sender<WebrtcInput>,
+        peer: PeerId,
+    },
+    /// The media of the call joined to this one.
+    Joined(mpsc::Sender<AgentPacket>),
+}
+
+/// What the signalling side sends a call's media task: a command for its session, with the
+/// channels of the agent link it carries, if it carries one.
+pub struct ToMedia {
+    pub command: MediaCommand,
+    pub wires: Option<AgentWires>,
+}
+
+impl ToMedia {
+    pub fn wired(command: MediaCommand, wires: AgentWires) -> ToMedia {
+        ToMedia {
+            command,
+            wires: Some(wires),
+        }
+    }
+}
+
+impl From<MediaCommand> for ToMedia {
+    fn from(command: MediaCommand) -> ToMedia {
+        ToMedia {
+            command,
+            wires: None,
+        }
+    }
 }
 
 /// The next packet from the bridged agent; never, while nobody is bridged.
-async fn next_agent_packet(session: &mut MediaSession) -> Option<AgentPacket> {
-    match session.agent_packets() {
-        Some(packets) => packets.recv().await,
+async fn next_agent_packet(wires: &mut Option<AgentWires>) -> Option<AgentPacket> {
+    match wires {
+        Some(wires) => wires.from_agent.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -82,6 +127,10 @@ pub struct CallMedia {
     sockets: MediaSockets,
     events: mpsc::Sender<MediaEvent>,
     counters: Arc<MediaCounters>,
+    /// The bridged agent's channels, and a monitoring supervisor's.
+    agent: Option<AgentWires>,
+    supervisor: Option<AgentWires>,
+    writer: Option<RecordingWriter>,
 }
 
 impl CallMedia {
@@ -106,29 +155,33 @@ impl CallMedia {
             sockets,
             events,
             counters,
+            agent: None,
+            supervisor: None,
+            writer: None,
         }
     }
 
     /// The call is in early media (not answered yet): its caller's silence ends nothing.
     pub fn in_early_media(mut self) -> CallMedia {
-        self.session = self.session.in_early_media();
+        self.session.set_early_media();
         self
     }
 
     /// The host this call's SIP came from: its RTP may come from there (behind a NAT).
     pub fn with_signalling_peer(mut self, host: Option<IpAddr>) -> CallMedia {
-        self.session = self.session.with_signalling_peer(host);
+        self.session.set_signalling_peer(host);
         self
     }
 
     /// Where this call's recording goes, if it is ever asked to record.
     pub fn with_recording_writer(mut self, writer: RecordingWriter) -> CallMedia {
-        self.session = self.session.with_recording_writer(writer);
+        self.session.set_recording(writer.sink());
+        self.writer = Some(writer);
         self
     }
 
     /// Run until stopped. The task owns everything it touches.
-    pub async fn run(self, commands: mpsc::Receiver<MediaCommand>) {
+    pub async fn run(self, commands: mpsc::Receiver<ToMedia>) {
         use tracing::Instrument;
         // Instrumented, not entered: a guard held across awaits would nest every call's span
         // into the next task's on the same thread, without end.
@@ -137,7 +190,7 @@ impl CallMedia {
         self.serve(commands).instrument(span).await
     }
 
-    async fn serve(mut self, mut commands: mpsc::Receiver<MediaCommand>) {
+    async fn serve(mut self, mut commands: mpsc::Receiver<ToMedia>) {
         let mut frame_clock = tokio::time::interval(FRAME);
         frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut clock_on = true;
@@ -165,7 +218,7 @@ impl CallMedia {
                     Err(_) => Wake::Frame,
                 },
                 _ = tokio::time::sleep_until(budget.window_end), if throttled => Wake::Arrivals,
-                packet = next_agent_packet(&mut self.session), if agent_on_arrival => {
+                packet = next_agent_packet(&mut self.agent), if agent_on_arrival => {
                     Wake::Agent(packet)
                 }
                 _ = rtcp_clock.tick() => Wake::Rtcp,
@@ -179,7 +232,7 @@ impl CallMedia {
                     // per 20 ms per transcoded call instead of one per packet. What passes
                     // through was sent on arrival already.
                     self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
-                    self.session.handle_frame();
+                    self.session.handle_frame(now);
                 }
                 Wake::Arrivals => {
                     let reads = self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
@@ -191,7 +244,10 @@ impl CallMedia {
                     let reads = self.read_arrivals(&mut rtp_buf, &mut rtcp_buf);
                     budget.spend(reads);
                 }
-                Wake::Agent(None) => self.session.handle_agent_gone(),
+                Wake::Agent(None) => {
+                    self.agent = None;
+                    self.session.handle_agent_gone(now);
+                }
                 Wake::Rtcp => {
                     // RTCP is read with the RTP it comes with, on the frame clock, and here:
                     // it never needs a wake-up of its own.
@@ -199,7 +255,7 @@ impl CallMedia {
                     budget.spend(reads);
                     self.session.handle_rtcp_tick(now);
                 }
-                Wake::Command(command) => go_on = self.session.handle_command(now, command),
+                Wake::Command(command) => go_on = self.on_command(now, command),
             }
             self.flush().await;
             if !go_on {
@@ -238,12 +294,97 @@ impl CallMedia {
                 Err(_) => break,
             }
         }
-        self.session.drain_agents(Instant::now());
+        self.drain_agents(Instant::now());
         reads
+    }
+
+    /// A command for the session; the channels it carries are kept here. `false` once the
+    /// media is to stop.
+    fn on_command(&mut self, now: Instant, command: Option<ToMedia>) -> bool {
+        let Some(ToMedia { command, wires }) = command else {
+            return self.session.handle_command(now, None);
+        };
+        match &command {
+            MediaCommand::Bridge(_) => self.agent = wires,
+            MediaCommand::Unbridge => self.agent = None,
+            MediaCommand::Monitor(MonitorChange::Start(..)) => self.supervisor = wires,
+            MediaCommand::Monitor(MonitorChange::Stop) => self.supervisor = None,
+            _ => {}
+        }
+        self.session.handle_command(now, Some(command))
+    }
+
+    /// Take what the bridged agent and a supervisor sent since the last look, without
+    /// waiting, at most `MAX_READS_PER_FRAME` of each.
+    fn drain_agents(&mut self, now: Instant) {
+        use tokio::sync::mpsc::error::TryRecvError;
+        for _ in 0..MAX_READS_PER_FRAME {
+            let Some(wires) = self.agent.as_mut() else {
+                break;
+            };
+            match wires.from_agent.try_recv() {
+                Ok(packet) => self.session.handle_agent_packet(now, packet),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.agent = None;
+                    self.session.handle_agent_gone(now);
+                    break;
+                }
+            }
+        }
+        for _ in 0..MAX_READS_PER_FRAME {
+            let Some(wires) = self.supervisor.as_mut() else {
+                break;
+            };
+            match wires.from_agent.try_recv() {
+                Ok(packet) => self.session.handle_supervisor_packet(now, packet),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.supervisor = None;
+                    self.session.handle_supervisor_gone();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Hand the agent's side its audio and the recording writer its work, without waiting.
+    fn hand_over(&mut self) {
+        while let Some(audio) = self.session.poll_agent_audio() {
+            let wires = match audio.to {
+                Party::Agent => self.agent.as_ref(),
+                Party::Supervisor => self.supervisor.as_ref(),
+            };
+            match wires.map(|w| &w.toward) {
+                Some(Toward::Peer { webrtc, peer }) => {
+                    let _ = webrtc.try_send(WebrtcInput::Audio {
+                        peer: *peer,
+                        call: self.session.call().clone(),
+                        codec: audio.packet.codec,
+                        payload: audio.packet.payload,
+                    });
+                }
+                Some(Toward::Joined(other)) => {
+                    let _ = other.try_send(audio.packet);
+                }
+                None => {}
+            }
+        }
+        while let Some(op) = self.session.poll_recording_op() {
+            let refused = match self.writer.as_ref() {
+                Some(writer) => writer.submit(op).err(),
+                None => Some("no recording writer"),
+            };
+            if let Some(reason) = refused {
+                self.session
+                    .handle_recording_refused(Instant::now(), reason);
+            }
+        }
     }
 
     /// Send what the session queued, and pass on its events.
     async fn flush(&mut self) {
+        self.hand_over();
         while let Some(transmit) = self.session.poll_transmit() {
             let socket = if transmit.rtcp {
                 &self.sockets.rtcp
@@ -258,5 +399,13 @@ impl CallMedia {
         while let Some(event) = self.session.poll_event() {
             let _ = self.events.try_send(event);
         }
+    }
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        // A task that ends without `Stop` (it panicked) still leaves a whole recording.
+        self.session.handle_abandoned(Instant::now());
+        self.hand_over();
     }
 }

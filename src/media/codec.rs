@@ -155,6 +155,13 @@ impl Decoder {
     }
 }
 
+/// Whether an Opus packet carries in-band FEC (LBRR) for the one before it.
+#[cfg(test)]
+pub(crate) fn packet_has_fec(packet: &[u8]) -> bool {
+    // SAFETY: the pointer and length describe one live slice; libopus only reads it.
+    unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), packet.len() as i32) == 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,8 +206,7 @@ mod tests {
     }
 
     fn has_fec(packet: &[u8]) -> bool {
-        // SAFETY: the pointer and length describe one live slice; libopus only reads it.
-        unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), packet.len() as i32) == 1 }
+        packet_has_fec(packet)
     }
 
     /// Voice-like frames. (libopus puts FEC only on frames its voice detector calls active,

@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod call;
+pub mod call_recording;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

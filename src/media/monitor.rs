@@ -5,12 +5,13 @@
 //! supervisor hears what the call is going through (the prospect and the hold audio) instead
 //! of the agent's next call, and on resume monitoring simply carries on.
 
-use crate::ids::CallId;
+use std::collections::VecDeque;
+
 use crate::media::bridge::{AgentLink, PeerEncoder, Terminated};
 use crate::media::codec::FRAME_SAMPLES;
 pub use crate::media::mixer::MonitorMode;
 use crate::sdp::Codec;
-use crate::webrtc::{AgentPacket, WebrtcInput};
+use crate::webrtc::AgentPacket;
 
 /// What a call's media is told about its supervisor.
 #[derive(Debug)]
@@ -23,7 +24,6 @@ pub enum MonitorChange {
 pub struct Monitor {
     pub link: AgentLink,
     pub mode: MonitorMode,
-    call: CallId,
     from_supervisor: Option<Terminated>,
     /// The prospect's audio while the call is not bridged to its agent (on hold): the bridge
     /// decodes it otherwise.
@@ -32,21 +32,23 @@ pub struct Monitor {
     supervisor_pcm: Vec<i16>,
     trunk_pcm: Vec<i16>,
     payload: Vec<u8>,
+    /// Packets for the supervisor until the call's task takes them.
+    sent: VecDeque<AgentPacket>,
     pub frames_to_supervisor: u64,
 }
 
 impl Monitor {
-    pub fn new(call: CallId, link: AgentLink, mode: MonitorMode) -> Monitor {
+    pub fn new(link: AgentLink, mode: MonitorMode) -> Monitor {
         Monitor {
             link,
             mode,
-            call,
             from_supervisor: None,
             from_trunk: None,
             toward: PeerEncoder::default(),
             supervisor_pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
             trunk_pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
             payload: Vec::with_capacity(512),
+            sent: VecDeque::new(),
             frames_to_supervisor: 0,
         }
     }
@@ -113,14 +115,17 @@ impl Monitor {
         if encoder.encode(pcm, &mut self.payload).is_err() {
             return;
         }
-        let sent = self.link.webrtc.try_send(WebrtcInput::Audio {
-            peer: self.link.peer,
-            call: self.call.clone(),
+        self.sent.push_back(AgentPacket {
+            sequence: 0,
+            timestamp: 0,
             codec,
             payload: self.payload.clone(),
         });
-        if sent.is_ok() {
-            self.frames_to_supervisor += 1;
-        }
+        self.frames_to_supervisor += 1;
+    }
+
+    /// The next packet for the supervisor's peer connection.
+    pub fn poll_sent(&mut self) -> Option<AgentPacket> {
+        self.sent.pop_front()
     }
 }

@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
-
 use crate::media::bridge::{AgentLink, Bridge, FromAgent};
+use crate::media::call_recording::{
+    CallRecording, RecordWant, RecordingSink, RecordingUpdate, WriterOp,
+};
 use crate::media::codec::{Encoder, FRAME_SAMPLES};
 use crate::media::dtmf::{DigitReceiver, DigitSender};
 use crate::media::latch::SourceLatch;
 use crate::media::mixer::mix_minus;
 use crate::media::monitor::{Monitor, MonitorChange, MonitorMode};
-use crate::media::recording::{CallRecording, RecordWant, RecordingUpdate, RecordingWriter};
 use crate::media::rtcp::{self, RtcpPacket, SenderInfo};
 use crate::media::rtp::{self, ReceptionStats, RtpStream};
 use crate::media::srtp::{SrtpError, SrtpSession};
@@ -120,6 +120,22 @@ impl Protection {
     }
 }
 
+/// Which side of the agent's an audio packet is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// The agent the call is bridged to (or the call joined to this one).
+    Agent,
+    /// A supervisor monitoring the call.
+    Supervisor,
+}
+
+/// An audio packet for the shell to hand to the agent's side.
+#[derive(Debug, Clone)]
+pub struct AgentAudio {
+    pub to: Party,
+    pub packet: AgentPacket,
+}
+
 /// One datagram for the shell to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -167,7 +183,7 @@ pub struct MediaSession {
     /// Maps the agent's RTP timestamps into ours when the agent's packets pass through.
     bridge_offset: Option<(u32, u32)>,
     pcm: Vec<i16>,
-    writer: Option<RecordingWriter>,
+    sink: Option<RecordingSink>,
     recording: Option<CallRecording>,
     recording_updates: Vec<RecordingUpdate>,
     monitor: Option<Monitor>,
@@ -239,7 +255,7 @@ impl MediaSession {
             bridge: None,
             bridge_offset: None,
             pcm: Vec::with_capacity(FRAME_SAMPLES * 6),
-            writer: None,
+            sink: None,
             recording: None,
             recording_updates: Vec::new(),
             monitor: None,
@@ -250,45 +266,54 @@ impl MediaSession {
 
     /// The call is in early media (not answered yet): see `early`.
     pub fn in_early_media(mut self) -> MediaSession {
-        self.early = true;
+        self.set_early_media();
         self
+    }
+
+    pub fn set_early_media(&mut self) {
+        self.early = true;
     }
 
     /// The host this call's SIP came from: its RTP may come from there (behind a NAT).
     pub fn with_signalling_peer(mut self, host: Option<std::net::IpAddr>) -> MediaSession {
-        self.latch = self.latch.clone().with_signalling(host);
+        self.set_signalling_peer(host);
         self
+    }
+
+    pub fn set_signalling_peer(&mut self, host: Option<std::net::IpAddr>) {
+        self.latch = self.latch.clone().with_signalling(host);
     }
 
     /// Where this call's recording goes, if it is ever asked to record.
-    pub fn with_recording_writer(mut self, writer: RecordingWriter) -> MediaSession {
-        self.writer = Some(writer);
-        self
+    pub fn set_recording(&mut self, sink: RecordingSink) {
+        self.sink = Some(sink);
     }
 
-    fn set_bridge(&mut self, bridge: Option<Bridge>) {
+    fn set_bridge(&mut self, now: Instant, bridge: Option<Bridge>) {
         let bridged = bridge.is_some();
+        let wall = self.wall_at(now);
         self.bridge = bridge;
         if let (true, Some(monitor)) = (bridged, self.monitor.as_mut()) {
             monitor.bridged();
         }
         if let Some(recording) = self.recording.as_mut() {
-            recording.set_bridged(bridged, &mut self.recording_updates);
+            recording.set_bridged(wall, bridged, &mut self.recording_updates);
         }
         self.report_recording();
     }
 
-    fn record(&mut self, want: RecordWant) {
+    fn record(&mut self, now: Instant, want: RecordWant) {
+        let wall = self.wall_at(now);
         if self.recording.is_none() && want != RecordWant::Off {
-            let Some(writer) = self.writer.clone() else {
+            let Some(sink) = self.sink.clone() else {
                 tracing::warn!("recording asked for, but no recording writer");
                 return;
             };
-            let mut recording = CallRecording::new(self.call.clone(), writer, want);
-            recording.set_bridged(self.bridge.is_some(), &mut self.recording_updates);
+            let mut recording = CallRecording::new(self.call.clone(), sink, want);
+            recording.set_bridged(wall, self.bridge.is_some(), &mut self.recording_updates);
             self.recording = Some(recording);
         } else if let Some(recording) = self.recording.as_mut() {
-            recording.set_want(want, &mut self.recording_updates);
+            recording.set_want(wall, want, &mut self.recording_updates);
         }
         self.report_recording();
     }
@@ -314,7 +339,7 @@ impl MediaSession {
         self.wall.1 + now.saturating_duration_since(self.wall.0)
     }
 
-    pub fn call(&self) -> &str {
+    pub fn call(&self) -> &CallId {
         &self.call
     }
 
@@ -338,49 +363,46 @@ impl MediaSession {
     }
 
     /// The WebRTC side dropped the agent's route: the agent is gone.
-    pub fn handle_agent_gone(&mut self) {
-        self.set_bridge(None);
+    pub fn handle_agent_gone(&mut self, now: Instant) {
+        self.set_bridge(now, None);
     }
 
-    /// Take what the bridged agent and a supervisor sent since the last look, without
-    /// waiting, at most `MAX_READS_PER_FRAME` of each.
-    pub fn drain_agents(&mut self, now: Instant) {
-        for _ in 0..MAX_READS_PER_FRAME {
-            let Some(bridge) = self.bridge.as_mut() else {
-                break;
-            };
-            match bridge.link.from_agent.try_recv() {
-                Ok(packet) => self.handle_agent_packet(now, packet),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.handle_agent_gone();
-                    break;
-                }
-            }
+    /// One packet of a monitoring supervisor's microphone.
+    pub fn handle_supervisor_packet(&mut self, now: Instant, packet: AgentPacket) {
+        if let Some(monitor) = self.monitor.as_mut() {
+            let arrival = arrival_in(self.started, now, packet.codec);
+            monitor.on_supervisor_packet(&packet, arrival);
         }
-        for _ in 0..MAX_READS_PER_FRAME {
-            let Some(monitor) = self.monitor.as_mut() else {
-                break;
-            };
-            match monitor.link.from_agent.try_recv() {
-                Ok(packet) => {
-                    let arrival = arrival_in(self.started, now, packet.codec);
-                    monitor.on_supervisor_packet(&packet, arrival);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.monitor = None;
-                    break;
-                }
-            }
+    }
+
+    /// The supervisor's route is gone: they no longer monitor the call.
+    pub fn handle_supervisor_gone(&mut self) {
+        self.monitor = None;
+    }
+
+    /// The recording writer could not take what this call's recording handed it.
+    pub fn handle_recording_refused(&mut self, now: Instant, reason: &str) {
+        let wall = self.wall_at(now);
+        if let Some(recording) = self.recording.as_mut() {
+            recording.writer_refused(wall, reason, &mut self.recording_updates);
+        }
+        self.report_recording();
+    }
+
+    /// The call's task is going away without a `Stop` (it panicked): the recording's file is
+    /// closed all the same.
+    pub fn handle_abandoned(&mut self, now: Instant) {
+        let wall = self.wall_at(now);
+        if let Some(recording) = self.recording.as_mut() {
+            recording.close(wall, &mut self.recording_updates);
         }
     }
 
     /// The 20 ms frame clock ticked (while `needs_frame_clock`).
-    pub fn handle_frame(&mut self) {
+    pub fn handle_frame(&mut self, now: Instant) {
         let mut out = std::mem::take(&mut self.out);
         let mut payload = std::mem::take(&mut self.payload);
-        self.on_frame(&mut out, &mut payload);
+        self.on_frame(now, &mut out, &mut payload);
         self.out = out;
         self.payload = payload;
     }
@@ -422,9 +444,25 @@ impl MediaSession {
         self.events.pop_front()
     }
 
-    /// The bridged agent's packets, for the shell to wait on while they pass through.
-    pub fn agent_packets(&mut self) -> Option<&mut mpsc::Receiver<AgentPacket>> {
-        self.bridge.as_mut().map(|b| &mut b.link.from_agent)
+    /// The next audio packet toward the agent's side: the bridged agent's browser (or the
+    /// joined call), or the monitoring supervisor's.
+    pub fn poll_agent_audio(&mut self) -> Option<AgentAudio> {
+        if let Some(packet) = self.bridge.as_mut().and_then(Bridge::poll_sent) {
+            return Some(AgentAudio {
+                to: Party::Agent,
+                packet,
+            });
+        }
+        let packet = self.monitor.as_mut().and_then(Monitor::poll_sent)?;
+        Some(AgentAudio {
+            to: Party::Supervisor,
+            packet,
+        })
+    }
+
+    /// The next thing the recording writer is to do.
+    pub fn poll_recording_op(&mut self) -> Option<WriterOp> {
+        self.recording.as_mut()?.poll_op()
     }
 
     /// Whether the agent's packets go on as they arrive (rather than on the frame clock).
@@ -462,19 +500,19 @@ impl MediaSession {
             }
             Some(MediaCommand::Bridge(link)) => {
                 tracing::debug!(peer = link.peer, "bridged to agent");
-                let bridge = Bridge::new(self.call.clone(), link, self.audio.codec);
-                self.set_bridge(Some(bridge));
+                let bridge = Bridge::new(link, self.audio.codec);
+                self.set_bridge(now, Some(bridge));
                 self.bridge_offset = None;
             }
             Some(MediaCommand::Unbridge) => {
-                self.set_bridge(None);
+                self.set_bridge(now, None);
                 self.source = Source::Silence;
             }
-            Some(MediaCommand::Record(want)) => self.record(want),
+            Some(MediaCommand::Record(want)) => self.record(now, want),
             Some(MediaCommand::Monitor(change)) => match change {
                 MonitorChange::Start(link, mode) => {
                     tracing::debug!(peer = link.peer, mode = mode.as_str(), "supervisor joined");
-                    self.monitor = Some(Monitor::new(self.call.clone(), link, mode));
+                    self.monitor = Some(Monitor::new(link, mode));
                 }
                 MonitorChange::Mode(mode) => {
                     if let Some(monitor) = self.monitor.as_mut() {
@@ -484,8 +522,9 @@ impl MediaSession {
                 MonitorChange::Stop => self.monitor = None,
             },
             Some(MediaCommand::Stop) | None => {
+                let wall = self.wall_at(now);
                 if let Some(recording) = self.recording.as_mut() {
-                    recording.close(&mut self.recording_updates);
+                    recording.close(wall, &mut self.recording_updates);
                 }
                 self.report_recording();
                 self.send_rtcp(now, out, true);

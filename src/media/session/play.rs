@@ -4,9 +4,9 @@
 use super::*;
 
 impl MediaSession {
-    pub(super) fn on_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
+    pub(super) fn on_frame(&mut self, now: Instant, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
         self.source_frame = None;
-        self.play_frame(out, payload);
+        self.play_frame(now, out, payload);
         if self.bridge.is_none() {
             self.monitor_held_call();
         }
@@ -31,7 +31,7 @@ impl MediaSession {
         }
     }
 
-    pub(super) fn play_frame(&mut self, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
+    pub(super) fn play_frame(&mut self, now: Instant, out: &mut Vec<u8>, payload: &mut Vec<u8>) {
         let ticks = self
             .encoder
             .as_ref()
@@ -40,6 +40,7 @@ impl MediaSession {
         // Both sides' frames of this tick: the trunk's toward the agent (decoded when
         // transcoding, recording or monitored), the agent's toward the trunk (encoded below).
         let mut agent_frame = false;
+        let wall = self.wall_at(now);
         if let Some(bridge) = self.bridge.as_mut() {
             let writing = self.recording.as_ref().is_some_and(|r| r.writing());
             let monitored = self.monitor.as_ref().map(|m| m.mode);
@@ -74,6 +75,7 @@ impl MediaSession {
                     self.pcm.extend_from_slice(&self.mix[MonitorMode::PROSPECT]);
                     if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
                         recording.frame(
+                            wall,
                             prospect.as_ref().map(|f| &f[..]),
                             agent_frame.then_some(&self.pcm[..]),
                             &mut self.recording_updates,
@@ -99,6 +101,7 @@ impl MediaSession {
                     }
                     if let Some(recording) = self.recording.as_mut().filter(|_| writing) {
                         recording.frame(
+                            wall,
                             bridge.trunk_frame(),
                             agent_frame.then_some(&self.pcm[..]),
                             &mut self.recording_updates,
