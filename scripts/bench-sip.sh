@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v sipp >/dev/null || { echo "sipp is needed (scripts/setup.sh)"; exit 1; }
 bin=${CALLGATE_BIN:-./target/release/callgate}
-[ -n "${CALLGATE_BIN:-}" ] || cargo build --release --quiet
+[ -n "${CALLGATE_BIN:-}" ] || cargo build --release --quiet --features testkit
 gw_core=() sipp_core=()
 if [ "$(nproc)" -ge 2 ]; then gw_core=(taskset -c 0); sipp_core=(taskset -c 1); fi
 dir=$(mktemp -d)

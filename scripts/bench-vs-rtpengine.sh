@@ -26,7 +26,7 @@ fi
 OUT=target/bench-rtpengine
 mkdir -p "$OUT"
 gcc -O2 -Wall -o "$OUT/loadgen" bench/rtpengine/loadgen.c -lsrtp2 -lopus -lm
-cargo build --release --quiet
+cargo build --release --quiet --features testkit
 RESULTS="$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 LOADGEN="$OUT/loadgen" python3 bench/rtpengine/run.py --callgate target/release/callgate \
     --rounds "$ROUNDS" --calls "$CALLS" --seconds "$SECONDS_MEASURED" --out "$RESULTS" \

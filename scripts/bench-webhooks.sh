@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 calls=${1:-1000} rate=${2:-100} delay_ms=${3:-100}
 command -v python3 >/dev/null || { echo "python3 is needed"; exit 1; }
 bin=${CALLGATE_BIN:-./target/release/callgate}
-[ -n "${CALLGATE_BIN:-}" ] || cargo build --release --quiet
+[ -n "${CALLGATE_BIN:-}" ] || cargo build --release --quiet --features testkit
 dir=$(mktemp -d)
 gw='' receiver=''
 # KEEP=1 keeps the scratch directory (databases, logs, sipp's files) for a look afterwards.

@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo fmt --all --check
+# An operator's build (no testkit), then everything the tests and benches build.
+cargo clippy --workspace -- -D warnings
+cargo clippy --workspace --all-targets --features testkit -- -D warnings
 # The fuzz targets (their own crate) must keep compiling against the library.
 cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir target/fuzz-check
 # The dialer page's reducers, protocol and module table (node's own test runner, no packages).
 node --test tests/web/*.test.mjs
-cargo test --all-targets -- --test-threads=4
+cargo test --workspace --all-targets -- --test-threads=4

@@ -192,7 +192,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let (named_tx, mut named_rx) = mpsc::channel(crate::gateway::NAMING_CAPACITY);
     let writer = tokio::spawn(crate::store::run_writer(database, hooks, store_rx));
-    let clock = WallClock::now();
+    let clock = WallClock::pinned(Instant::now(), SystemTime::now());
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_CAPACITY);

@@ -66,24 +66,7 @@ impl CodecCost {
     }
 }
 
-/// Voice-like audio at time `t` (seconds): a 140 Hz voice with its harmonics, in syllables
-/// four times a second, peaking near 15,000. A steady tone would soon be treated as
-/// background noise by Opus's voice detector, which changes what encoding it costs.
-pub fn voice_sample(t: f64) -> f64 {
-    let syllable = (t * 4.0 * std::f64::consts::TAU).sin().abs();
-    let v: f64 = (1..8)
-        .map(|h| (t * 140.0 * f64::from(h) * std::f64::consts::TAU).sin() / f64::from(h))
-        .sum();
-    v * syllable * 6000.0
-}
-
-/// `frames` 20 ms frames of `voice_sample` at `rate`.
-pub fn voice(rate: u32, frames: usize) -> Vec<i16> {
-    let samples = rate as usize / 50 * frames;
-    (0..samples)
-        .map(|i| voice_sample(i as f64 / f64::from(rate)) as i16)
-        .collect()
-}
+pub use callgate_core::media::tones::{voice, voice_sample};
 
 /// Time the codec work of a transcoded call over `frames` frames per operation: G.711 both
 /// ways, Opus encoding on a clean path and with loss reported (in-band FEC), and Opus decoding

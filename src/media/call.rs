@@ -142,7 +142,7 @@ impl CallMedia {
         events: mpsc::Sender<MediaEvent>,
         counters: Arc<MediaCounters>,
     ) -> CallMedia {
-        let session = MediaSession::new(
+        let mut session = MediaSession::new(
             call,
             audio,
             source,
@@ -150,6 +150,7 @@ impl CallMedia {
             Instant::now(),
             SystemTime::now(),
         );
+        session.set_cpu_clock(Instant::now);
         CallMedia {
             session,
             sockets,

@@ -1,24 +1,12 @@
-//! Media: RTP/RTCP, codecs, DTMF and each call's media task, all on 20 ms frames. Knows
-//! packets, samples and sockets; never SIP, WebSocket or the controller's state.
+//! Media in the shell: each call's media task with its sockets and clocks (`call`), the RTP
+//! port pool, the recording writer thread and its WAV files, and audio files read from disk.
+//! What each call does with its packets is decided in `callgate_core::media`, re-exported
+//! here so `media::session` and the rest read as one module.
 
-pub mod bridge;
+pub use callgate_core::media::*;
+
 pub mod call;
-pub mod call_recording;
-pub mod codec;
-pub mod dtmf;
-pub mod g711;
-pub mod jitter;
-pub mod latch;
-pub mod mixer;
-pub mod monitor;
 pub mod ports;
 pub mod recorder;
 pub mod recording;
-pub mod recording_mode;
-pub mod rtcp;
-pub mod rtp;
-pub mod session;
-pub mod srtp;
-pub mod stats;
-pub mod tones;
 pub mod wav;

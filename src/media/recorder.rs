@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How stale the header's sizes may get.
 const HEADER_EVERY: Duration = Duration::from_secs(1);
@@ -23,27 +23,6 @@ pub enum RecorderError {
     },
     #[error("{0}: not a WAV file this recorder wrote")]
     NotOurs(String),
-}
-
-/// Where a call's recording goes: `DIR/YYYY/MM/DD/<call_id>.wav` (UTC date).
-pub fn path_for(dir: &Path, call_id: &str, started: SystemTime) -> PathBuf {
-    let stamp = crate::api::wire::rfc3339(started);
-    let (year, month, day) = (&stamp[0..4], &stamp[5..7], &stamp[8..10]);
-    // Call ids are ours, but a path never takes anything that could climb out of DIR.
-    let name: String = call_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(year)
-        .join(month)
-        .join(day)
-        .join(format!("{name}.wav"))
 }
 
 #[derive(Debug)]
@@ -231,6 +210,9 @@ mod tests {
             })
             .collect()
     }
+
+    use callgate_core::media::call_recording::path_for;
+    use std::time::SystemTime;
 
     #[test]
     fn stereo_frames_make_a_valid_wav_with_each_side_on_its_channel() {

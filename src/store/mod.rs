@@ -6,17 +6,21 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
+#[cfg(feature = "testkit")]
 mod bench;
 pub mod contacts;
 pub mod outbox;
 mod query;
 
+#[cfg(feature = "testkit")]
 pub use bench::*;
+pub use callgate_core::log::{CallRecord, RecordingSegment};
+pub use callgate_core::time::{from_millis, millis};
 pub use query::*;
 
 pub use outbox::Hooks;
@@ -120,53 +124,6 @@ pub enum StoreError {
     Directory { path: String, reason: String },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
-}
-
-/// Milliseconds since the Unix epoch, the store's time unit.
-pub fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-/// A call as stored: the controller's view at one moment, in wall-clock milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallRecord {
-    pub id: String,
-    pub direction: String,
-    pub from_number: String,
-    pub from_name: Option<String>,
-    pub to_number: String,
-    pub prospect: String,
-    pub agent_id: Option<String>,
-    pub status: String,
-    pub created_at: i64,
-    pub answered_at: Option<i64>,
-    pub queued_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub end_reason: Option<String>,
-    pub recording: String,
-    /// The recording's file, once one was opened (set by `StoreOp::Recording` only; a call's
-    /// own updates leave it alone).
-    pub recording_path: Option<String>,
-    /// The prospect's name (from the dial, the contacts directory, the CRM lookup or the SIP
-    /// display name, in that order) and the CRM's id for them.
-    pub prospect_name: Option<String>,
-    pub prospect_id: Option<String>,
-}
-
-/// One recorded stretch of a call: where it sits in the file and in wall-clock time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordingSegment {
-    pub index: u32,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub offset_ms: i64,
-    pub duration_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

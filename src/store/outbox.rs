@@ -9,14 +9,7 @@ use serde_json::{json, Value};
 use super::{from_millis, CallLog, CallRecord, StoreError};
 use crate::api::wire::rfc3339;
 
-/// Every event type a receiver can subscribe to (`events = ["*"]`: all of them).
-pub const EVENT_TYPES: &[&str] = &[
-    "call.started",
-    "call.answered",
-    "call.status",
-    "call.ended",
-    "call_log.saved",
-];
+pub use callgate_core::config::WEBHOOK_EVENTS as EVENT_TYPES;
 
 /// The receivers and what the events need to know about the gateway.
 #[derive(Debug, Default)]

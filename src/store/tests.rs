@@ -24,7 +24,11 @@ pub(crate) fn record_of(id: &str, status: &str, at: i64) -> CallRecord {
     .with_time(at)
 }
 
-impl CallRecord {
+trait WithTime {
+    fn with_time(self, at: i64) -> Self;
+}
+
+impl WithTime for CallRecord {
     fn with_time(mut self, at: i64) -> CallRecord {
         if self.status == "ended" {
             self.ended_at = Some(at);

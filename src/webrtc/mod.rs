@@ -8,18 +8,20 @@
 //! policy.
 
 mod codecs;
-pub mod downlink;
 mod mmsg;
+#[cfg(feature = "testkit")]
 pub mod peer;
 mod signalling;
 pub mod tcp;
 
-pub use codecs::*;
+pub use callgate_core::media::agent::{AgentPacket, PeerCodec, PeerId};
+pub use callgate_core::media::downlink;
+pub use callgate_core::media::downlink::DownlinkOptions;
+use codecs::*;
 
 use crate::ids::CallId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,11 +34,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sdp::Codec;
-use downlink::{Downlink, DownlinkMode, SimulatedLoss};
+use downlink::Downlink;
 use mmsg::{RecvBatch, SendQueue, BATCH_DATAGRAMS};
-
-/// One agent connection's peer connection.
-pub type PeerId = u64;
+use std::sync::atomic::Ordering;
 
 /// Capacity of the task's input channel. Audio frames from every bridged call pass through
 /// it (50 a second each); when it is full a frame is dropped and counted, never waited for.
@@ -66,15 +66,6 @@ pub enum WebrtcError {
     Rtc(String),
     #[error("the WebRTC task has stopped")]
     Stopped,
-}
-
-/// An RTP packet of the agent's microphone, for the call it is routed to.
-#[derive(Debug, Clone)]
-pub struct AgentPacket {
-    pub sequence: u16,
-    pub timestamp: u32,
-    pub codec: Codec,
-    pub payload: Vec<u8>,
 }
 
 /// Where an agent's microphone goes: the active call.
@@ -121,25 +112,6 @@ pub enum WebrtcEvent {
     Connected { peer: PeerId },
     /// The peer connection failed or closed on its own.
     Disconnected { peer: PeerId },
-}
-
-/// How the codec toward browsers is chosen (`webrtc.downlink` and its companions).
-#[derive(Debug, Clone, Copy)]
-pub struct DownlinkOptions {
-    pub mode: DownlinkMode,
-    /// Clean reports for this long before an adaptive downlink leaves Opus.
-    pub recover: Duration,
-    pub simulated_loss: Option<SimulatedLoss>,
-}
-
-impl Default for DownlinkOptions {
-    fn default() -> Self {
-        DownlinkOptions {
-            mode: DownlinkMode::Adaptive,
-            recover: Duration::from_secs(30),
-            simulated_loss: None,
-        }
-    }
 }
 
 /// Counters for metrics and benchmarks.

@@ -10,10 +10,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::media::agent::{AgentPacket, PeerCodec, PeerId};
 use crate::media::codec::{Decoder, Encoder, FRAME_SAMPLES};
 use crate::media::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::sdp::Codec;
-use crate::webrtc::{AgentPacket, PeerCodec, PeerId};
 
 /// The encoder toward a browser's peer connection: it follows the codec the browser
 /// negotiated and the loss it reports (which turns Opus in-band FEC on and off).

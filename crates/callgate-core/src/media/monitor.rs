@@ -7,11 +7,11 @@
 
 use std::collections::VecDeque;
 
+use crate::media::agent::AgentPacket;
 use crate::media::bridge::{AgentLink, PeerEncoder, Terminated};
 use crate::media::codec::FRAME_SAMPLES;
 pub use crate::media::mixer::MonitorMode;
 use crate::sdp::Codec;
-use crate::webrtc::AgentPacket;
 
 /// What a call's media is told about its supervisor.
 #[derive(Debug)]

@@ -7,14 +7,22 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::media::downlink::{DownlinkMode, DownlinkOptions, SimulatedLoss};
 use crate::sip::uri::Uri;
-use crate::webrtc::downlink::{DownlinkMode, SimulatedLoss};
-use crate::webrtc::DownlinkOptions;
 
 mod media;
 mod validate;
 
 pub use media::*;
+
+/// Every event type a receiver can subscribe to (`events = ["*"]`: all of them).
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "call.started",
+    "call.answered",
+    "call.status",
+    "call.ended",
+    "call_log.saved",
+];
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 use super::*;
 
-const SHIPPED: &str = include_str!("../../config/callgate.toml");
+const SHIPPED: &str = include_str!("../../../../config/callgate.toml");
 
 #[test]
 fn shipped_config_is_valid() {

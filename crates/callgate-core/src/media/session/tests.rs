@@ -237,7 +237,7 @@ fn digits_replace_audio_and_stop_ends_with_an_rtcp_goodbye() {
 fn browser(peer: u64, codec: Codec) -> AgentLink {
     AgentLink {
         peer,
-        codec: Arc::new(crate::webrtc::PeerCodec::of(codec)),
+        codec: Arc::new(crate::media::agent::PeerCodec::of(codec)),
         joined: None,
     }
 }
@@ -525,7 +525,7 @@ fn opus_toward_the_trunk_carries_fec_only_while_the_trunk_reports_loss() {
         ..audio(None)
     };
     // Voice-like audio: libopus adds FEC only to frames its voice detector calls active.
-    let voice = Source::Loop(Arc::new(crate::bench::voice(8000, 400)));
+    let voice = Source::Loop(Arc::new(crate::media::tones::voice(8000, 400)));
     let mut s = MediaSession::new("c1".into(), opus, voice, counters, t0, SystemTime::now())
         .with_signalling_peer(Some(peer().ip()));
     let mut now = t0;

@@ -14,7 +14,6 @@ use std::time::SystemTime;
 
 use crate::ids::CallId;
 use crate::media::codec::FRAME_SAMPLES;
-use crate::media::recorder;
 pub use crate::media::recording_mode::{RecordWant, RecordingState};
 
 /// Frames gathered before a batch goes to the writer: 200 ms, so a `kill -9` loses at most
@@ -85,6 +84,27 @@ impl Failure {
     pub fn is_set(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
+}
+
+/// Where a call's recording goes: `DIR/YYYY/MM/DD/<call_id>.wav` (UTC date).
+pub fn path_for(dir: &Path, call_id: &str, started: SystemTime) -> PathBuf {
+    let stamp = crate::time::rfc3339(started);
+    let (year, month, day) = (&stamp[0..4], &stamp[5..7], &stamp[8..10]);
+    // Call ids are ours, but a path never takes anything that could climb out of DIR.
+    let name: String = call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(year)
+        .join(month)
+        .join(day)
+        .join(format!("{name}.wav"))
 }
 
 /// Where recordings go and how their files are numbered: what a session needs of the writer.
@@ -308,7 +328,7 @@ impl CallRecording {
         let mut opened = None;
         if should && self.segment.is_none() {
             if self.file.is_none() {
-                let path = recorder::path_for(&self.sink.directory, &self.call, wall);
+                let path = path_for(&self.sink.directory, &self.call, wall);
                 let id = self.sink.next_id();
                 let failed = Arc::new(Failure::default());
                 self.ops.push_back(WriterOp::Open {

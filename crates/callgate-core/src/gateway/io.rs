@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use crate::controller::{AgentId, CallId, CloseReason, ConnId, Notice, Prospect};
+use crate::log::{CallRecord, RecordingSegment};
 use crate::media::monitor::MonitorMode;
-use crate::media::recording::RecordWant;
+use crate::media::recording_mode::RecordWant;
 use crate::media::session::MediaEvent;
 use crate::sdp::AudioSession;
 use crate::sip::message::{Message, ParseError};
 use crate::sip::transaction::{Transmit, Transport};
-use crate::store::{CallRecord, RecordingSegment};
 
 /// Inbound calls at most waiting for their names at once; past it, calls go on at once
 /// with the name they came with (a flood of INVITEs never becomes a flood of lookups).
@@ -194,13 +194,6 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    pub fn now() -> WallClock {
-        WallClock {
-            instant: Instant::now(),
-            system: SystemTime::now(),
-        }
-    }
-
     /// The clocks as they stood at one moment, read by the caller.
     pub fn pinned(instant: Instant, system: SystemTime) -> WallClock {
         WallClock { instant, system }

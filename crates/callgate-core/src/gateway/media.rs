@@ -4,7 +4,7 @@
 use super::{unix_secs, Gateway, MediaOp, Output, SourceSpec};
 use crate::controller::{AgentId, CallId, Event, MediaPlan};
 use crate::media::monitor::MonitorMode;
-use crate::media::recording::RecordWant;
+use crate::media::recording_mode::RecordWant;
 use crate::sdp::{AudioSession, LocalMedia};
 
 /// A call's running media, as the core knows it.

@@ -79,12 +79,12 @@ impl Config {
             }
         }
         if let Some(http) = &self.http.public_url {
-            crate::http_client::parse_url(http)
-                .map_err(|e| invalid("http.public_url", e.to_string()))?;
+            crate::url::parse(http)
+                .map_err(|e| invalid("http.public_url", format!("bad URL: {e}")))?;
         }
         if let Some(lookup) = &self.lookup {
-            crate::http_client::parse_url(&lookup.url)
-                .map_err(|e| invalid("lookup.url", e.to_string()))?;
+            crate::url::parse(&lookup.url)
+                .map_err(|e| invalid("lookup.url", format!("bad URL: {e}")))?;
             if !(10..=5000).contains(&lookup.timeout_ms) {
                 return Err(invalid("lookup.timeout_ms", "must be 10..=5000"));
             }
@@ -92,8 +92,8 @@ impl Config {
         let mut urls = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let key = |field: &str| format!("webhook[{i}].{field}");
-            crate::http_client::parse_url(&hook.url)
-                .map_err(|e| invalid(key("url"), e.to_string()))?;
+            crate::url::parse(&hook.url)
+                .map_err(|e| invalid(key("url"), format!("bad URL: {e}")))?;
             if !urls.insert(hook.url.as_str()) {
                 return Err(invalid(key("url"), "each receiver's URL once"));
             }
@@ -101,12 +101,12 @@ impl Config {
                 return Err(invalid(key("events"), "name at least one event, or \"*\""));
             }
             for (j, event) in hook.events.iter().enumerate() {
-                if event != "*" && !crate::store::outbox::EVENT_TYPES.contains(&event.as_str()) {
+                if event != "*" && !crate::config::WEBHOOK_EVENTS.contains(&event.as_str()) {
                     return Err(invalid(
                         format!("webhook[{i}].events[{j}]"),
                         format!(
                             "unknown event {event:?} ({}, or *)",
-                            crate::store::outbox::EVENT_TYPES.join(", ")
+                            crate::config::WEBHOOK_EVENTS.join(", ")
                         ),
                     ));
                 }

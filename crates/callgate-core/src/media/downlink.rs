@@ -142,6 +142,25 @@ impl SimulatedLoss {
     }
 }
 
+/// How the codec toward browsers is chosen (`webrtc.downlink` and its companions).
+#[derive(Debug, Clone, Copy)]
+pub struct DownlinkOptions {
+    pub mode: DownlinkMode,
+    /// Clean reports for this long before an adaptive downlink leaves Opus.
+    pub recover: Duration,
+    pub simulated_loss: Option<SimulatedLoss>,
+}
+
+impl Default for DownlinkOptions {
+    fn default() -> Self {
+        DownlinkOptions {
+            mode: DownlinkMode::Adaptive,
+            recover: Duration::from_secs(30),
+            simulated_loss: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,9 +21,9 @@ use crate::config::Config;
 use crate::controller::{
     AgentId, Call, CallId, Command, ConnId, Controller, Event, MediaPlan, Notice, Prospect,
 };
+use crate::log::{CallRecord, RecordingSegment};
 use crate::media::session::MediaEvent;
 use crate::sip::transaction::{LocalAddress, TimerValues, TransactionLayer, TransactionLimits};
-use crate::store::{CallRecord, RecordingSegment};
 
 mod agents;
 pub use agents::{AgentCall, AgentError, AgentView, LiveCall};
@@ -288,7 +288,7 @@ impl Gateway {
     }
 
     fn ms(&self, t: Instant) -> i64 {
-        crate::store::millis(WallClock::pinned(self.now, self.wall).at(t))
+        crate::time::millis(WallClock::pinned(self.now, self.wall).at(t))
     }
 
     fn persist(&mut self, c: &Call, at: Instant) {
@@ -446,8 +446,8 @@ impl Gateway {
             MediaEvent::Recording { call, update } => {
                 let segment = update.segment.map(|s| RecordingSegment {
                     index: s.index,
-                    started_at: crate::store::millis(s.started_at),
-                    ended_at: s.ended_at.map(crate::store::millis),
+                    started_at: crate::time::millis(s.started_at),
+                    ended_at: s.ended_at.map(crate::time::millis),
                     offset_ms: s.offset_ms as i64,
                     duration_ms: s.duration_ms.map(|d| d as i64),
                 });

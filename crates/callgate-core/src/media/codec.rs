@@ -212,7 +212,7 @@ mod tests {
     /// Voice-like frames. (libopus puts FEC only on frames its voice detector calls active,
     /// which a steady tone soon is not.)
     fn encode_voice(enc: &mut Encoder, frames: usize) -> Vec<Vec<u8>> {
-        let pcm = crate::bench::voice(8000, frames);
+        let pcm = crate::media::tones::voice(8000, frames);
         pcm.chunks(FRAME_SAMPLES)
             .map(|frame| {
                 let mut payload = Vec::new();

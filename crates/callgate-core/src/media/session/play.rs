@@ -46,8 +46,8 @@ impl MediaSession {
             let monitored = self.monitor.as_ref().map(|m| m.mode);
             bridge.set_taps(writing || monitored.is_some());
             bridge.set_mixing(monitored.is_some_and(MonitorMode::speaks));
-            // CPU accounting for the metrics, not behaviour: the only clock read here.
-            let started = Instant::now();
+            // CPU accounting for the metrics, not behaviour, on the clock the shell lends.
+            let started = self.cpu_clock.map(|clock| (clock, clock()));
             match (monitored, self.monitor.as_mut()) {
                 (Some(mode), Some(monitor)) if mode.speaks() => {
                     // Whisper or barge: every side decoded, each hears its own mix.
@@ -109,8 +109,9 @@ impl MediaSession {
                     }
                 }
             }
-            if !bridge.passthrough() {
-                self.counters.transcoded(started.elapsed());
+            if let (false, Some((clock, t0))) = (bridge.passthrough(), started) {
+                self.counters
+                    .transcoded(clock().saturating_duration_since(t0));
             }
         }
         if !self.recording_updates.is_empty() {
@@ -153,11 +154,14 @@ impl MediaSession {
                 return; // the agent's packets went out as they came
             }
             let pcm = std::mem::take(&mut self.pcm);
-            let started = Instant::now();
+            let started = self.cpu_clock.map(|clock| (clock, clock()));
             if agent_frame {
                 if let Some(encoder) = self.encoder.as_mut() {
                     let encoded = encoder.encode(&pcm, payload).is_ok();
-                    self.counters.transcoded(started.elapsed());
+                    if let Some((clock, t0)) = started {
+                        self.counters
+                            .transcoded(clock().saturating_duration_since(t0));
+                    }
                     if encoded {
                         let header = self.stream.next_header(self.audio.pt, ticks, false);
                         rtp::write(&header, payload, out);

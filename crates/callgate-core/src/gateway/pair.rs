@@ -14,7 +14,7 @@ use crate::sip::message::{Message, Request, Response};
 
 /// The shipped configuration: the `local` trunk at 127.0.0.1:5080 (trusted from
 /// 127.0.0.0/8), agents `demo` (+15550000100), `demo2` (+15550000200) and `super`.
-const SHIPPED: &str = include_str!("../../config/callgate.toml");
+const SHIPPED: &str = include_str!("../../../../config/callgate.toml");
 
 pub const TRUNK: &str = "127.0.0.1:5080";
 pub const DEMO_DID: &str = "+15550000100";

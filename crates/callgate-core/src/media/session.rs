@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::media::agent::AgentPacket;
 use crate::media::bridge::{AgentLink, Bridge, FromAgent};
 use crate::media::call_recording::{
     CallRecording, RecordWant, RecordingSink, RecordingUpdate, WriterOp,
@@ -26,7 +27,6 @@ use crate::media::rtp::{self, ReceptionStats, RtpStream};
 use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::media::stats::MediaCounters;
 use crate::sdp::{AudioSession, SrtpKeys};
-use crate::webrtc::AgentPacket;
 
 /// Capacity of a call's command channel; commands are rare (updates, DTMF, stop).
 pub const COMMAND_CAPACITY: usize = 16;
@@ -187,6 +187,8 @@ pub struct MediaSession {
     recording: Option<CallRecording>,
     recording_updates: Vec<RecordingUpdate>,
     monitor: Option<Monitor>,
+    /// The clock transcoding time is measured on, for the metrics; none in tests.
+    cpu_clock: Option<fn() -> Instant>,
     /// What each party hears this tick while a supervisor is on the call.
     mix: [[i16; FRAME_SAMPLES]; 3],
     /// The frame the source played toward the peer this tick (hold audio, for a supervisor
@@ -259,6 +261,7 @@ impl MediaSession {
             recording: None,
             recording_updates: Vec::new(),
             monitor: None,
+            cpu_clock: None,
             mix: [[0; FRAME_SAMPLES]; 3],
             source_frame: None,
         }
@@ -282,6 +285,11 @@ impl MediaSession {
 
     pub fn set_signalling_peer(&mut self, host: Option<std::net::IpAddr>) {
         self.latch = self.latch.clone().with_signalling(host);
+    }
+
+    /// Measure transcoding's CPU time on `clock` (the metrics' `transcode` figures).
+    pub fn set_cpu_clock(&mut self, clock: fn() -> Instant) {
+        self.cpu_clock = Some(clock);
     }
 
     /// Where this call's recording goes, if it is ever asked to record.
