@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use callgate::config::Config;
-
 #[cfg(feature = "testkit")]
 mod testkit_cli;
 
@@ -75,7 +73,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => serve(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
-        Cmd::CheckConfig { file } => match Config::load(&file) {
+        Cmd::CheckConfig { file } => match callgate::app::load_config(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -107,7 +105,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = match Config::load(&path) {
+    let config = match callgate::app::load_config(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("callgate: {e}");

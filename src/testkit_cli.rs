@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use callgate::config::Config;
 use callgate::webrtc::downlink::DownlinkMode;
 
 use crate::{runtime, DEFAULT_CONFIG};
@@ -317,7 +316,7 @@ fn bench(options: callgate::bench::BenchOptions) -> ExitCode {
 }
 
 fn demo(config: PathBuf, to: Option<String>, seconds: u64) -> ExitCode {
-    let config = match Config::load(&config) {
+    let config = match callgate::app::load_config(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("callgate: {e}");

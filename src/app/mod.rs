@@ -96,6 +96,17 @@ struct Shell {
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
 }
 
+/// The configuration file, checked, with the names of its trunks' proxies looked up: the one
+/// DNS the gateway does, here at start, so the cores never do any.
+pub fn load_config(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+    let mut config = Config::load(path)?;
+    config.resolve_trunks(|host, port| {
+        use std::net::ToSocketAddrs;
+        (host, port).to_socket_addrs().ok()?.next().map(|a| a.ip())
+    })?;
+    Ok(config)
+}
+
 /// Start every listener and run until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // First, so that a SIGTERM during start-up stops the gateway cleanly rather than killing it.

@@ -175,3 +175,34 @@ fn dial_plan_stars_stay_in_the_user_part_and_never_backtrack() {
     assert!(!dial_plan_matches(&pattern, &target));
     assert!(dial_plan_matches(&pattern, &(target + "b")));
 }
+
+#[test]
+fn proxy_names_are_looked_up_by_the_shell_and_an_unresolved_one_is_refused() {
+    use std::net::{IpAddr, SocketAddr};
+    let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+    config.trunks[0].outbound_proxy = Some("sip:carrier.example;transport=tcp".into());
+    config
+        .validate()
+        .expect("a name passes validation without a lookup");
+    assert!(
+        config.trunks[0].proxy().is_none(),
+        "the core never looks a name up"
+    );
+    let asked = std::cell::RefCell::new(Vec::new());
+    config
+        .resolve_trunks(|host, port| {
+            asked.borrow_mut().push((host.to_string(), port));
+            Some(IpAddr::from([192, 0, 2, 7]))
+        })
+        .expect("resolves");
+    assert_eq!(
+        asked.into_inner(),
+        vec![("carrier.example".to_string(), 5060)]
+    );
+    let (_, addr, _) = config.trunks[0].proxy().expect("proxy");
+    assert_eq!(addr, "192.0.2.7:5060".parse::<SocketAddr>().unwrap());
+    let err = config
+        .resolve_trunks(|_, _| None)
+        .expect_err("an unknown name");
+    assert!(err.to_string().contains("trunk[0].outbound_proxy"), "{err}");
+}

@@ -237,10 +237,6 @@ impl Config {
             if let Some(proxy) = &trunk.outbound_proxy {
                 let uri = Uri::parse(proxy)
                     .map_err(|e| invalid(key("outbound_proxy"), format!("not a SIP URI: {e}")))?;
-                if uri.host.parse::<IpAddr>().is_err() && uri.host != "localhost" {
-                    resolve_host(&uri.host, uri.port.unwrap_or(5060))
-                        .ok_or_else(|| invalid(key("outbound_proxy"), "host does not resolve"))?;
-                }
                 if let Some(Some(t)) = uri.param("transport") {
                     if !["udp", "tcp", "tls"]
                         .iter()
