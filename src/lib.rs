@@ -1,6 +1,8 @@
-//! callgate: a self-hosted SIP/WebRTC media gateway. See DESIGN in the README: cores (sip,
-//! sdp, b2bua, controller, media codecs) are sans-IO; shells (app, api, media tasks) own
-//! sockets, tasks and files.
+//! callgate: a self-hosted SIP/WebRTC media gateway. This crate is the shells: sockets,
+//! tasks, files and the clock (`app`, `api`, `webrtc`, the media tasks, the call log). The
+//! cores it drives are sans-IO crates of their own, re-exported here under their usual paths:
+//! `callgate_sip` (as `sip`) and `callgate_core` (`sdp`, `b2bua`, `controller`, `gateway`,
+//! `config`, `ids`, and the media sessions under `media`). See "Architecture" in the README.
 
 pub use callgate_core::{b2bua, config, controller, gateway, ids, log, sdes, sdp, sip, time};
 

@@ -1,6 +1,6 @@
 //! The `callgate` command line: run the gateway, check a config file, and the operator's
-//! trunk-testing tools (`dial`, `hangup`) that talk to a running gateway's admin API, and
-//! `demo`, a simulated caller for trying the dialer page without a trunk.
+//! trunk-testing tools (`dial`, `hangup`) that talk to a running gateway's admin API. With
+//! `--features testkit`, also the benches and `demo` (`testkit_cli`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

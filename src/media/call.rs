@@ -374,11 +374,11 @@ impl CallMedia {
         while let Some(op) = self.session.poll_recording_op() {
             let refused = match self.writer.as_ref() {
                 Some(writer) => writer.submit(op).err(),
-                None => Some("no recording writer"),
+                None => Some((op, "no recording writer")),
             };
-            if let Some(reason) = refused {
+            if let Some((op, reason)) = refused {
                 self.session
-                    .handle_recording_refused(Instant::now(), reason);
+                    .handle_recording_refused(Instant::now(), op, reason);
             }
         }
     }
@@ -405,8 +405,10 @@ impl CallMedia {
 
 impl Drop for CallMedia {
     fn drop(&mut self) {
-        // A task that ends without `Stop` (it panicked) still leaves a whole recording.
-        self.session.handle_abandoned(Instant::now());
-        self.hand_over();
+        // A task that ends without `Stop` (it panicked) still leaves a whole recording: its file
+        // is closed, and nothing else is asked of a session that may be what failed.
+        if let (Some(op), Some(writer)) = (self.session.abandon_recording(), self.writer.as_ref()) {
+            let _ = writer.submit(op);
+        }
     }
 }

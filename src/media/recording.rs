@@ -76,11 +76,18 @@ impl RecordingWriter {
         self.sink.clone()
     }
 
-    /// Hand one of a recording's operations over without waiting; the reason it could not be.
-    pub fn submit(&self, op: WriterOp) -> Result<(), &'static str> {
+    /// Hand one of a recording's operations over without waiting; when it cannot be, the
+    /// operation back and why.
+    pub fn submit(&self, op: WriterOp) -> Result<(), (WriterOp, &'static str)> {
         self.jobs.try_send(Job::Op(op)).map_err(|e| match e {
-            TrySendError::Full(_) => "the recording writer is too far behind (slow disk)",
-            TrySendError::Disconnected(_) => "the recording writer stopped",
+            TrySendError::Full(Job::Op(op)) => {
+                (op, "the recording writer is too far behind (slow disk)")
+            }
+            TrySendError::Disconnected(Job::Op(op)) => (op, "the recording writer stopped"),
+            // Only operations are tried without waiting.
+            TrySendError::Full(Job::Shutdown(_)) | TrySendError::Disconnected(Job::Shutdown(_)) => {
+                unreachable!("submit sends operations only")
+            }
         })
     }
 
@@ -253,9 +260,9 @@ mod tests {
 
         fn pump(&mut self) -> &mut Driven {
             while let Some(op) = self.rec.poll_op() {
-                if let Err(reason) = self.writer.submit(op) {
+                if let Err((op, reason)) = self.writer.submit(op) {
                     self.rec
-                        .writer_refused(SystemTime::now(), reason, &mut self.updates);
+                        .writer_refused(SystemTime::now(), op, reason, &mut self.updates);
                 }
             }
             self

@@ -206,3 +206,16 @@ fn proxy_names_are_looked_up_by_the_shell_and_an_unresolved_one_is_refused() {
         .expect_err("an unknown name");
     assert!(err.to_string().contains("trunk[0].outbound_proxy"), "{err}");
 }
+
+#[test]
+fn required_srtp_over_a_plain_proxy_is_refused_whether_it_is_named_or_not() {
+    for proxy in ["sip:127.0.0.1:5080", "sip:sbc.carrier.example"] {
+        let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+        config.trunks[0].outbound_proxy = Some(proxy.into());
+        config.trunks[0].srtp = SrtpMode::Required;
+        let err = config.validate().expect_err(proxy);
+        assert!(err.to_string().contains("trunk[0].srtp"), "{proxy}: {err}");
+        config.trunks[0].outbound_proxy = Some(format!("{proxy};transport=tls"));
+        config.validate().expect("over TLS the keys are protected");
+    }
+}

@@ -251,9 +251,15 @@ impl Config {
             } else if trunk.register {
                 return Err(invalid(key("register"), "needs outbound_proxy"));
             }
+            // From the URI alone: a proxy given by name is not looked up yet when this runs.
             let plain_proxy = trunk
-                .proxy()
-                .is_some_and(|(_, _, t)| t != crate::sip::transaction::Transport::Tls);
+                .outbound_proxy
+                .as_deref()
+                .and_then(|p| Uri::parse(p).ok())
+                .is_some_and(|uri| {
+                    crate::sip::transaction::Transport::of_uri(&uri)
+                        != crate::sip::transaction::Transport::Tls
+                });
             if trunk.srtp == SrtpMode::Required && plain_proxy && !trunk.srtp_over_plain_sip {
                 return Err(invalid(
                     key("srtp"),

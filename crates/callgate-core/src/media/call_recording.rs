@@ -253,11 +253,13 @@ impl CallRecording {
         self.ops.pop_front()
     }
 
-    /// The writer could not take what it was handed (too far behind, or stopped): the
-    /// recording fails with `reason`, the call goes on unrecorded.
+    /// The writer could not take `op` (too far behind, or stopped): the recording fails with
+    /// `reason`, the call goes on unrecorded. A refused open never made a file: what was to
+    /// report it opened, still among `updates`, is taken back.
     pub fn writer_refused(
         &mut self,
         wall: SystemTime,
+        op: WriterOp,
         reason: &str,
         updates: &mut Vec<RecordingUpdate>,
     ) {
@@ -265,10 +267,21 @@ impl CallRecording {
             return;
         }
         tracing::error!(call = %self.call, reason, "recording failed; the call goes on unrecorded");
+        if let WriterOp::Open { path, .. } = &op {
+            updates.retain(|u| u.path.as_ref() != Some(path));
+            self.file = None;
+            self.segment = None;
+        }
         if let Some(file) = self.file.as_ref() {
             file.failed.set(reason.into());
         }
         self.fail(wall, updates);
+    }
+
+    /// The call's task is going away without a stop: close the file, nothing more.
+    pub fn abandon(&mut self) -> Option<WriterOp> {
+        let file = self.file.take()?;
+        Some(WriterOp::Close { id: file.id })
     }
 
     fn flush(&mut self) {

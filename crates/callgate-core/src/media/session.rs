@@ -307,7 +307,6 @@ impl MediaSession {
         if let Some(recording) = self.recording.as_mut() {
             recording.set_bridged(wall, bridged, &mut self.recording_updates);
         }
-        self.report_recording();
     }
 
     fn record(&mut self, now: Instant, want: RecordWant) {
@@ -323,9 +322,10 @@ impl MediaSession {
         } else if let Some(recording) = self.recording.as_mut() {
             recording.set_want(wall, want, &mut self.recording_updates);
         }
-        self.report_recording();
     }
 
+    /// The recording's updates become events only when the task reads them, after it handed
+    /// the writer its work: an open the writer refused is then never reported as opened.
     fn report_recording(&mut self) {
         for update in self.recording_updates.drain(..) {
             self.events.push_back(MediaEvent::Recording {
@@ -343,6 +343,9 @@ impl MediaSession {
         self.latch.rtcp_destination()
     }
 
+    /// The wall-clock time at `now`, from the pair read when the session started: recording
+    /// segments and RTCP's NTP times follow the monotonic clock, so a system clock stepped
+    /// mid-call moves them only for calls that start after it.
     fn wall_at(&self, now: Instant) -> SystemTime {
         self.wall.1 + now.saturating_duration_since(self.wall.0)
     }
@@ -388,22 +391,18 @@ impl MediaSession {
         self.monitor = None;
     }
 
-    /// The recording writer could not take what this call's recording handed it.
-    pub fn handle_recording_refused(&mut self, now: Instant, reason: &str) {
+    /// The recording writer could not take `op`, one of this call's recording's operations.
+    pub fn handle_recording_refused(&mut self, now: Instant, op: WriterOp, reason: &str) {
         let wall = self.wall_at(now);
         if let Some(recording) = self.recording.as_mut() {
-            recording.writer_refused(wall, reason, &mut self.recording_updates);
+            recording.writer_refused(wall, op, reason, &mut self.recording_updates);
         }
-        self.report_recording();
     }
 
-    /// The call's task is going away without a `Stop` (it panicked): the recording's file is
-    /// closed all the same.
-    pub fn handle_abandoned(&mut self, now: Instant) {
-        let wall = self.wall_at(now);
-        if let Some(recording) = self.recording.as_mut() {
-            recording.close(wall, &mut self.recording_updates);
-        }
+    /// The call's task is going away without a `Stop` (it panicked): the one thing left to do
+    /// is to close the recording's file, with nothing else decided on the way.
+    pub fn abandon_recording(&mut self) -> Option<WriterOp> {
+        self.recording.as_mut()?.abandon()
     }
 
     /// The 20 ms frame clock ticked (while `needs_frame_clock`).
@@ -449,6 +448,7 @@ impl MediaSession {
 
     /// The next event for the signalling side.
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.report_recording();
         self.events.pop_front()
     }
 
@@ -534,7 +534,6 @@ impl MediaSession {
                 if let Some(recording) = self.recording.as_mut() {
                     recording.close(wall, &mut self.recording_updates);
                 }
-                self.report_recording();
                 self.send_rtcp(now, out, true);
                 return false;
             }

@@ -114,9 +114,6 @@ impl MediaSession {
                     .transcoded(clock().saturating_duration_since(t0));
             }
         }
-        if !self.recording_updates.is_empty() {
-            self.report_recording();
-        }
         // DTMF replaces audio while a digit plays (RFC 4733 §2.5.1.2).
         if self.dtmf_sender.is_none() {
             if let Some(digit) = self.dtmf_out.pop() {

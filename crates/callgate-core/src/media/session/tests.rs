@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::media::call_recording::RecordingState;
+use crate::media::call_recording::{RecordingState, RecordingUpdate};
 use crate::media::rtp::{self, RtpHeader};
 use crate::media::srtp::SrtpSession;
 use crate::sdes::{MasterKey, SrtpSuite};
@@ -483,27 +483,37 @@ fn the_recording_follows_the_bridge_in_segments_and_hands_the_writer_each_step()
     );
 }
 
+fn recording_events(s: &mut MediaSession) -> Vec<RecordingUpdate> {
+    std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            MediaEvent::Recording { update, .. } => Some(update),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn the_writer_refusing_fails_the_recording_and_the_call_goes_on() {
+fn a_refused_open_is_reported_failed_and_never_opened() {
     let t0 = Instant::now();
     let (mut s, _) = session(Source::Silence, None, t0);
     s.set_recording(RecordingSink::new(std::path::PathBuf::from("/rec")));
     s.handle_command(t0, Some(MediaCommand::Record(RecordWant::On)));
     s.handle_command(t0, Some(MediaCommand::Bridge(browser(7, Codec::Pcmu))));
-    assert!(matches!(s.poll_recording_op(), Some(WriterOp::Open { .. })));
-    s.handle_recording_refused(t0, "the recording writer is too far behind (slow disk)");
-    let failed: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
-    assert!(
-        failed
-            .iter()
-            .any(|e| matches!(e, MediaEvent::Recording { update, .. }
-            if update.state == RecordingState::Failed)),
-        "{failed:?}"
+    let Some(open @ WriterOp::Open { .. }) = s.poll_recording_op() else {
+        panic!("the file opens first");
+    };
+    s.handle_recording_refused(t0, open, "the recording writer stopped");
+    let updates = recording_events(&mut s);
+    assert_eq!(
+        updates,
+        vec![RecordingUpdate {
+            state: RecordingState::Failed,
+            path: None,
+            segment: None,
+        }],
+        "no path or segment of a file that never was"
     );
-    assert!(matches!(
-        s.poll_recording_op(),
-        Some(WriterOp::Close { .. })
-    ));
+    assert!(s.poll_recording_op().is_none(), "nothing to close");
     // The call's audio still flows; nothing more is written.
     s.handle_agent_packet(t0, mic(1, 0x44));
     assert_eq!(rtp_out(&mut s).len(), 1);
@@ -511,6 +521,52 @@ fn the_writer_refusing_fails_the_recording_and_the_call_goes_on() {
         s.handle_frame(t0 + FRAME_TIME * i);
     }
     assert!(s.poll_recording_op().is_none());
+}
+
+#[test]
+fn a_writer_falling_behind_fails_the_recording_and_the_call_goes_on() {
+    let t0 = Instant::now();
+    let (mut s, _) = session(Source::Silence, None, t0);
+    s.set_recording(RecordingSink::new(std::path::PathBuf::from("/rec")));
+    s.handle_command(t0, Some(MediaCommand::Record(RecordWant::On)));
+    s.handle_command(t0, Some(MediaCommand::Bridge(browser(7, Codec::Pcmu))));
+    assert!(matches!(s.poll_recording_op(), Some(WriterOp::Open { .. })));
+    let opened = recording_events(&mut s);
+    assert!(opened.last().is_some_and(|u| u.path.is_some()));
+    let mut batch = None;
+    for i in 1..=10u16 {
+        let now = t0 + FRAME_TIME * u32::from(i);
+        s.handle_agent_packet(now, mic(i, 0x44));
+        s.handle_frame(now);
+        batch = batch.or_else(|| s.poll_recording_op());
+    }
+    assert_eq!(rtp_out(&mut s).len(), 10, "the agent was heard meanwhile");
+    let Some(audio @ WriterOp::Audio { .. }) = batch else {
+        panic!("a batch after 200 ms: {batch:?}");
+    };
+    s.handle_recording_refused(
+        t0 + FRAME_TIME * 10,
+        audio,
+        "the recording writer is too far behind (slow disk)",
+    );
+    let failed = recording_events(&mut s);
+    assert_eq!(failed.last().map(|u| u.state), Some(RecordingState::Failed));
+    assert_eq!(
+        failed
+            .last()
+            .and_then(|u| u.segment.as_ref())
+            .map(|g| (g.index, g.duration_ms)),
+        Some((0, Some(200))),
+        "the open segment closes where the writing stopped"
+    );
+    assert!(matches!(
+        s.poll_recording_op(),
+        Some(WriterOp::Close { .. })
+    ));
+    assert!(s.poll_recording_op().is_none());
+    // The call's audio still flows.
+    s.handle_agent_packet(t0 + FRAME_TIME * 11, mic(11, 0x44));
+    assert_eq!(rtp_out(&mut s).len(), 1);
 }
 
 #[test]
