@@ -4,7 +4,8 @@
 #   tcpdump, sipvicious (the scanners the security tests attack with), chromium (the dialer
 #   page's end-to-end tests), nodejs/npm and playwright-core
 #   (drives Chromium; never downloads a browser of its own), coturn (the TURN relay the
-#   relay-only browser test starts on loopback).
+#   relay-only browser test starts on loopback), kamailio (the cluster's SIP edge, started by
+#   the cluster test on loopback).
 # Safe to run repeatedly; does nothing when everything is there. Needs root (or sudo) only
 # when something is missing.
 set -euo pipefail
@@ -23,6 +24,7 @@ command -v curl    >/dev/null 2>&1 || need+=(curl)
 command -v node    >/dev/null 2>&1 || need+=(nodejs)
 command -v npm     >/dev/null 2>&1 || need+=(npm)
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -81,6 +81,8 @@ pub fn scratch(name: &str) -> PathBuf {
 /// `[media]`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tables<'a> {
+    /// The SIP listener's address (127.0.0.1 when empty): cluster nodes take 127.0.0.3 and up.
+    pub sip_ip: &'a str,
     pub sip: &'a str,
     pub http: &'a str,
     pub webrtc: &'a str,
@@ -167,6 +169,7 @@ impl Gateway {
 
     fn spawn_with(name: &str, ports: Ports, extra: &str, tables: Tables) -> Gateway {
         let Tables {
+            sip_ip,
             sip: sip_extra,
             http: http_extra,
             webrtc: webrtc_extra,
@@ -178,7 +181,7 @@ impl Gateway {
             r#"
 admin_token_sha256 = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a"
 [sip]
-listen = "127.0.0.1:{sip}"
+listen = "{sip_ip}:{sip}"
 {sip_extra}
 [http]
 listen = "127.0.0.1:{http}"
@@ -206,6 +209,11 @@ action = "announce"
 file = "{root}/config/announcement.wav"
 {extra}
 "#,
+            sip_ip = if sip_ip.is_empty() {
+                "127.0.0.1"
+            } else {
+                sip_ip
+            },
             sip = ports.sip,
             http = ports.http,
             webrtc = ports.http + 1,

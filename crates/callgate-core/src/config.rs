@@ -67,6 +67,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "trunk")]
     pub trunks: Vec<TrunkConfig>,
+    /// This node as one of a cluster behind a SIP registrar; none for a single node.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
@@ -484,6 +487,18 @@ impl RouteConfig {
             _ => RouteAction::Echo,
         }
     }
+}
+
+/// `[cluster]`: several nodes behind a SIP registrar (Kamailio), each agent on one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name among the cluster's.
+    pub node: String,
+    /// The trunk whose outbound proxy is the cluster's registrar: each signed-in agent's DIDs
+    /// are registered there with this node's SIP address as Contact, so calls for them come
+    /// here.
+    pub registrar: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

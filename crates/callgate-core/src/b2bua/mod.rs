@@ -25,6 +25,7 @@ use crate::sip::uri::{Scheme, Uri};
 
 mod in_dialog;
 mod inbound;
+mod location;
 mod outbound;
 mod trunk;
 
@@ -162,6 +163,8 @@ enum ClientPurpose {
     Bye(usize),
     Keepalive(usize),
     Register(usize),
+    /// A DID's registration at the cluster's registrar (index into `locations`).
+    Location(usize),
 }
 
 #[derive(Debug)]
@@ -225,6 +228,8 @@ pub struct B2bua {
     /// Authorization repeats a count and is refused.
     nonce_counts: HashMap<String, (u64, u32)>,
     unix_secs: u64,
+    /// Signed-in agents' DIDs registered at the cluster's registrar.
+    locations: Vec<Option<location::Location>>,
 }
 
 impl B2bua {
@@ -284,6 +289,7 @@ impl B2bua {
             nonces,
             nonce_counts: HashMap::new(),
             unix_secs: 0,
+            locations: Vec::new(),
         }
     }
 
@@ -311,6 +317,7 @@ impl B2bua {
         });
         trunk_deadlines
             .flatten()
+            .chain(self.location_deadlines())
             .chain(self.layer.poll_timeout())
             .min()
     }
@@ -402,6 +409,7 @@ impl B2bua {
                 self.send_register(now, index, None);
             }
         }
+        self.refresh_locations(now);
         self.drain_layer(now);
     }
 
@@ -570,6 +578,7 @@ impl B2bua {
                 }
             }
             ClientPurpose::Register(trunk) => self.on_register_response(now, trunk, response),
+            ClientPurpose::Location(index) => self.on_location_response(now, tx, index, response),
         }
     }
 
@@ -600,6 +609,7 @@ impl B2bua {
             ClientPurpose::Register(trunk) => {
                 self.trunks[trunk].registration = Registration::Due(now + Duration::from_secs(30));
             }
+            ClientPurpose::Location(index) => self.on_location_timeout(now, tx, index),
         }
     }
 

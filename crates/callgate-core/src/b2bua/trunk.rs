@@ -62,30 +62,42 @@ impl B2bua {
 
     fn register_request(&mut self, index: usize) -> Option<(Request, SocketAddr, Transport)> {
         let trunk = &self.trunks[index];
-        let (proxy, destination, transport) = trunk.proxy.clone()?;
+        let proxy = trunk.proxy.clone()?;
         let user = trunk
             .config
             .username
             .clone()
             .unwrap_or_else(|| "callgate".into());
         let expires = trunk.config.register_expires;
-        let mut registrar = proxy.clone();
-        registrar.user = None;
-        registrar.params.clear();
-        let aor = format!("<sip:{}@{}>", user, proxy.host);
         let call_id = format!(
             "reg-{}-{}@{}",
             trunk.config.name, index, self.settings.contact_host
         );
+        // CSeq must grow within one registration Call-ID (RFC 3261 §10.2).
+        let seq =
+            (self.unix_secs % 1_000_000_000) as u32 + self.layer.ids().next_u64() as u32 % 1000;
+        Some(self.register_to(proxy, &user, call_id, seq, expires))
+    }
+
+    /// A REGISTER of `user` at `proxy`'s host with this node as Contact.
+    pub(super) fn register_to(
+        &mut self,
+        (proxy, destination, transport): (Uri, SocketAddr, Transport),
+        user: &str,
+        call_id: String,
+        cseq: u32,
+        expires: u32,
+    ) -> (Request, SocketAddr, Transport) {
+        let mut registrar = proxy.clone();
+        registrar.user = None;
+        registrar.params.clear();
+        let aor = format!("<sip:{}@{}>", user, proxy.host);
         let mut headers = Headers::new();
         let tag = self.layer.ids().token();
         headers.push("From", format!("{aor};tag={tag}"));
         headers.push("To", aor);
         headers.push("Call-ID", call_id);
-        // CSeq must grow within one registration Call-ID (RFC 3261 §10.2).
-        let seq =
-            (self.unix_secs % 1_000_000_000) as u32 + self.layer.ids().next_u64() as u32 % 1000;
-        headers.push("CSeq", format!("{seq} REGISTER"));
+        headers.push("CSeq", format!("{cseq} REGISTER"));
         headers.push(
             "Contact",
             format!(
@@ -97,7 +109,7 @@ impl B2bua {
             ),
         );
         headers.push("Expires", expires.to_string());
-        Some((
+        (
             Request {
                 method: Method::Register,
                 uri: registrar,
@@ -106,7 +118,7 @@ impl B2bua {
             },
             destination,
             transport,
-        ))
+        )
     }
 
     pub(super) fn send_register(
@@ -149,23 +161,8 @@ impl B2bua {
         }
         let name = self.trunks[index].config.name.clone();
         if (200..300).contains(&response.status) {
-            let granted = response
-                .headers
-                .contact()
-                .and_then(|c| {
-                    c.param("expires")
-                        .flatten()
-                        .and_then(|e| e.parse::<u64>().ok())
-                })
-                .or_else(|| {
-                    response
-                        .headers
-                        .get("Expires")
-                        .and_then(|e| e.trim().parse().ok())
-                })
-                .unwrap_or(u64::from(self.trunks[index].config.register_expires));
-            // Refresh well before expiry (RFC 3261 §10.2.4), at least a little ahead.
-            let refresh = (granted * 8 / 10).max(5);
+            let (granted, refresh) =
+                granted_expires(&response, self.trunks[index].config.register_expires);
             tracing::info!(trunk = %name, expires = granted, "registered");
             self.trunks[index].registration = Registration::Registered {
                 refresh_at: now + Duration::from_secs(refresh),
@@ -194,4 +191,26 @@ impl B2bua {
             .find(|t| t.config.name == name)
             .map(|t| t.up)
     }
+}
+
+/// What a registrar's 2xx granted (the Contact's `expires`, else the Expires header, else what
+/// was asked), and when to refresh: well before expiry (RFC 3261 §10.2.4), at least a little
+/// ahead.
+pub(super) fn granted_expires(response: &Response, asked: u32) -> (u64, u64) {
+    let granted = response
+        .headers
+        .contact()
+        .and_then(|c| {
+            c.param("expires")
+                .flatten()
+                .and_then(|e| e.parse::<u64>().ok())
+        })
+        .or_else(|| {
+            response
+                .headers
+                .get("Expires")
+                .and_then(|e| e.trim().parse().ok())
+        })
+        .unwrap_or(u64::from(asked));
+    (granted, (granted * 8 / 10).max(5))
 }

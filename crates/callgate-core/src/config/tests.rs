@@ -219,3 +219,25 @@ fn required_srtp_over_a_plain_proxy_is_refused_whether_it_is_named_or_not() {
         config.validate().expect("over TLS the keys are protected");
     }
 }
+
+#[test]
+fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
+    let base: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+    let trunk = base.trunks[0].name.clone();
+    let with = |node: &str, registrar: &str, proxy: Option<&str>| {
+        let mut config = base.clone();
+        config.trunks[0].outbound_proxy = proxy.map(str::to_string);
+        config.cluster = Some(ClusterConfig {
+            node: node.into(),
+            registrar: registrar.into(),
+        });
+        config.validate().map_err(|e| e.to_string())
+    };
+    assert!(with("a", &trunk, Some("sip:127.0.0.2:5060")).is_ok());
+    let err = with("a", "nowhere", Some("sip:127.0.0.2:5060")).unwrap_err();
+    assert!(err.contains("cluster.registrar"), "{err}");
+    let err = with("a", &trunk, None).unwrap_err();
+    assert!(err.contains("cluster.registrar"), "{err}");
+    let err = with("a b", &trunk, Some("sip:127.0.0.2:5060")).unwrap_err();
+    assert!(err.contains("cluster.node"), "{err}");
+}

@@ -125,6 +125,27 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(cluster) = &self.cluster {
+            if cluster.node.is_empty()
+                || !cluster
+                    .node
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid("cluster.node", "letters, digits, - and _ only"));
+            }
+            let registrar = self
+                .trunks
+                .iter()
+                .find(|t| t.name == cluster.registrar)
+                .ok_or_else(|| invalid("cluster.registrar", "names no trunk"))?;
+            if registrar.outbound_proxy.is_none() {
+                return Err(invalid(
+                    "cluster.registrar",
+                    "its trunk needs an outbound_proxy to register with",
+                ));
+            }
+        }
         if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
             return Err(invalid(
                 "rtp.port_min",

@@ -173,7 +173,13 @@ impl Gateway {
             Input::AgentConnected { agent, conn } => self.on_agent_connected(agent, conn),
             Input::AgentDisconnected { agent, conn } => {
                 if self.connections.remove(&conn).is_some() {
-                    self.run(Event::AgentDisconnected { agent, conn });
+                    self.run(Event::AgentDisconnected {
+                        agent: agent.clone(),
+                        conn,
+                    });
+                    if self.connection_of(&agent).is_none() {
+                        self.locate(now, &agent, false);
+                    }
                 }
             }
             Input::LogSaved { agent, prospect } => {
@@ -187,6 +193,10 @@ impl Gateway {
             }
             Input::Shutdown => {
                 self.run(Event::Shutdown);
+                // The registrar stops sending this node calls at once rather than at expiry.
+                for (did, _) in self.b2bua.locations() {
+                    self.b2bua.unregister_location(now, &did);
+                }
                 for leg in self.b2bua.leg_ids() {
                     self.b2bua.hangup(now, &leg);
                 }
@@ -465,8 +475,30 @@ impl Gateway {
         self.run(event);
     }
 
+    /// In a cluster, the registrar learns that `agent`'s DIDs are here (`here`) or no longer.
+    fn locate(&mut self, now: Instant, agent: &AgentId, here: bool) {
+        let Some(cluster) = self.config.cluster.as_ref() else {
+            return;
+        };
+        let Some(config) = self.config.agents.iter().find(|a| &a.id == agent) else {
+            return;
+        };
+        for did in &config.dids {
+            if here {
+                if !self.b2bua.register_location(now, &cluster.registrar, did) {
+                    tracing::warn!(registrar = %cluster.registrar, "no registrar trunk to locate agents with");
+                }
+            } else {
+                self.b2bua.unregister_location(now, did);
+            }
+        }
+    }
+
     fn on_agent_connected(&mut self, agent: AgentId, conn: ConnId) {
         tracing::info!(%agent, conn, "agent connected");
+        if self.connection_of(&agent).is_none() {
+            self.locate(self.now, &agent, true);
+        }
         self.run(Event::AgentConnected {
             agent: agent.clone(),
             conn,

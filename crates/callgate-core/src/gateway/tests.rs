@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::pair::{answer_sdp, reply, Caller, Pair, DEMO_DID};
+use super::pair::{answer_sdp, reply, test_config, Caller, Pair, DEMO_DID};
 use super::{AgentCall, Input, MediaOp, SourceSpec};
 use crate::controller::{CallAction, CloseReason, Notice, Status};
-use crate::sip::message::Message;
+use crate::sip::message::{Message, Request};
 
 const AGENT: &str = "demo";
 const CONN: u64 = 1;
@@ -514,4 +514,81 @@ fn shutdown_ends_every_call_with_a_bye() {
     p.trunk_sends(&reply(&bye, 200, ""));
     assert_eq!(p.gw.live_legs(), 0);
     assert_eq!(p.stored_status(&call).as_deref(), Some("ended"));
+}
+
+#[test]
+fn in_a_cluster_a_signed_in_agents_did_is_registered_here_refreshed_and_removed() {
+    let mut config = test_config();
+    config.cluster = Some(crate::config::ClusterConfig {
+        node: "a".into(),
+        registrar: config.trunks[0].name.clone(),
+    });
+    config
+        .validate()
+        .expect("a cluster naming the trunk is valid");
+    let mut p = Pair::with_config(config);
+    p.connect("demo", 1);
+    let register = p.request_sent("REGISTER");
+    let h = &register.headers;
+    assert!(h
+        .get("To")
+        .unwrap()
+        .contains(&format!("sip:{DEMO_DID}@127.0.0.1")));
+    let contact = h.get("Contact").unwrap().to_string();
+    assert!(contact.contains(&format!("sip:{DEMO_DID}@")), "{contact}");
+    assert_eq!(h.get("Expires"), Some("3600"));
+    let call_id = h.get("Call-ID").unwrap().to_string();
+    let cseq = |r: &Request| -> u32 {
+        r.headers
+            .get("CSeq")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = cseq(&register);
+    p.trunk_sends(&reply(&register, 200, ""));
+    assert_eq!(p.gw.b2bua().locations(), vec![(DEMO_DID.to_string(), true)]);
+    // Refreshed at 80 % of what was granted, on the same Call-ID with a higher CSeq.
+    p.advance(Duration::from_secs(2879));
+    assert!(p.take_sip().is_empty(), "nothing before the refresh");
+    p.advance(Duration::from_secs(2));
+    let refresh = p.request_sent("REGISTER");
+    assert_eq!(refresh.headers.get("Call-ID"), Some(call_id.as_str()));
+    assert!(cseq(&refresh) > first);
+    p.trunk_sends(&reply(&refresh, 200, ""));
+    // A second connection of the agent's registers nothing more; the last one leaving
+    // removes the registration.
+    p.connect("demo", 2);
+    assert!(p.take_sip().is_empty());
+    p.disconnect("demo", 1);
+    assert!(p.take_sip().is_empty());
+    p.disconnect("demo", 2);
+    let gone = p.request_sent("REGISTER");
+    assert_eq!(gone.headers.get("Expires"), Some("0"));
+    assert_eq!(gone.headers.get("Call-ID"), Some(call_id.as_str()));
+    p.trunk_sends(&reply(&gone, 200, ""));
+    assert!(p.gw.b2bua().locations().is_empty());
+    // Without a cluster, nothing is registered.
+    let mut single = Pair::new();
+    single.connect("demo", 1);
+    assert!(single.take_sip().is_empty());
+}
+
+#[test]
+fn shutdown_removes_this_nodes_registrations() {
+    let mut config = test_config();
+    config.cluster = Some(crate::config::ClusterConfig {
+        node: "a".into(),
+        registrar: config.trunks[0].name.clone(),
+    });
+    let mut p = Pair::with_config(config);
+    p.connect("demo", 1);
+    let register = p.request_sent("REGISTER");
+    p.trunk_sends(&reply(&register, 200, ""));
+    p.handle(Input::Shutdown);
+    let gone = p.request_sent("REGISTER");
+    assert_eq!(gone.headers.get("Expires"), Some("0"));
 }

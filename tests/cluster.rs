@@ -1,0 +1,226 @@
+//! A cluster behind Kamailio (Debian's, started here on 127.0.0.2 with the shipped
+//! `deploy/kamailio/kamailio.cfg`): each node registers its signed-in agents' DIDs there, so a
+//! trunk's call through Kamailio reaches the node the agent is on, and follows the agent when
+//! it signs in on another node.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KAMAILIO: &str = "127.0.0.2:25800";
+/// The test's trunk.
+const TRUNK: &str = "127.0.0.1:25802";
+/// Neither a node nor a trunk.
+const STRANGER: &str = "127.0.0.1:25806";
+
+/// Kamailio and its worker processes, all stopped when dropped (killing only the main process
+/// would leave the workers answering on its port).
+struct Kamailio(std::process::Child);
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let group = -(self.0.id() as i32);
+        // SAFETY: kill(2) with a process group id; no memory is touched.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn start_kamailio(dir: &Path, nodes: &[SocketAddr]) -> Kamailio {
+    require_tool("kamailio");
+    std::fs::create_dir_all(dir).expect("dir");
+    let list: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+    let list_path = dir.join("nodes.list");
+    std::fs::write(&list_path, list).expect("dispatcher list");
+    let (ip, port) = TRUNK.split_once(':').expect("trunk address");
+    let trunks_path = dir.join("trunks.list");
+    std::fs::write(&trunks_path, format!("1 {ip} 32 {port}\n")).expect("trunks list");
+    let log = std::fs::File::create(dir.join("kamailio.log")).expect("log");
+    let child = Command::new("kamailio")
+        .process_group(0)
+        .arg("-f")
+        .arg(repo_root().join("deploy/kamailio/kamailio.cfg"))
+        .args(["-DD", "-E", "-m", "64", "-M", "8"])
+        .arg("-w")
+        .arg(dir)
+        .arg("-P")
+        .arg(dir.join("kamailio.pid"))
+        .args(["-l", &format!("udp:{KAMAILIO}")])
+        .arg("-A")
+        .arg(format!("DISPATCHER_LIST=\"{}\"", list_path.display()))
+        .arg("-A")
+        .arg(format!("TRUNKS_LIST=\"{}\"", trunks_path.display()))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("kamailio starts");
+    let guard = Kamailio(child);
+    // Up when it answers: an OPTIONS to an unknown user is relayed to a node or refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let options = raw_request("OPTIONS", &format!("sip:probe@{KAMAILIO}"), TRUNK, "", "");
+    while sip_exchange(TRUNK, KAMAILIO.parse().unwrap(), &options).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "kamailio did not answer: {}",
+            std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
+        );
+    }
+    guard
+}
+
+fn node(name: &str, block: u16, ip: &str) -> Gateway {
+    let extra = format!(
+        r#"
+[[trunk]]
+name = "kamailio"
+inbound_from = ["127.0.0.2/32"]
+outbound_proxy = "sip:{KAMAILIO}"
+options_interval = 0
+register_expires = 60
+dial_plan = ["+1*"]
+[cluster]
+node = "{name}"
+registrar = "kamailio"
+{DEMO_AGENT}"#
+    );
+    Gateway::start_with_tables(
+        &format!("cluster_{name}"),
+        Ports::block(block),
+        &extra,
+        Tables {
+            sip_ip: ip,
+            ..Tables::default()
+        },
+    )
+}
+
+/// Wait until the node's log says `line`.
+fn wait_log(gw: &Gateway, line: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !gw.log_text().contains(line) {
+        assert!(
+            Instant::now() < deadline,
+            "no {line:?} in {}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The trunk calls `did` through Kamailio; the INVITE's Via branch, Call-ID and From tag.
+fn call_through_kamailio(trunk: &UdpSocket, did: &str) -> Vec<u8> {
+    let offer = sdp_offer(25804, "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+    let invite = raw_request(
+        "INVITE",
+        &format!("sip:{did}@{KAMAILIO}"),
+        TRUNK,
+        "Content-Type: application/sdp\r\n",
+        &offer,
+    );
+    trunk
+        .send_to(&invite, KAMAILIO)
+        .expect("INVITE to kamailio");
+    invite
+}
+
+/// CANCEL of `invite` (same branch, Call-ID, From and CSeq number).
+fn cancel_of(invite: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(invite);
+    let header = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let uri = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default();
+    format!(
+        "CANCEL {uri} SIP/2.0\r\n{}\r\n{}\r\n{}\r\n{}\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header("Via:"),
+        header("From:"),
+        header("To:"),
+        header("Call-ID:"),
+    )
+    .into_bytes()
+}
+
+#[test]
+fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
+    let a = node("a", 86, "127.0.0.3");
+    let b = node("b", 87, "127.0.0.4");
+    let nodes: [SocketAddr; 2] = [
+        format!("127.0.0.3:{}", a.ports.sip).parse().unwrap(),
+        format!("127.0.0.4:{}", b.ports.sip).parse().unwrap(),
+    ];
+    let _kamailio = start_kamailio(&scratch("cluster_kamailio"), &nodes);
+    // A stranger can neither place itself at an agent's DID nor send a call in.
+    let hijack = raw_request(
+        "REGISTER",
+        &format!("sip:{KAMAILIO}"),
+        STRANGER,
+        "Expires: 60\r\n",
+        "",
+    );
+    let hijack = String::from_utf8(hijack)
+        .unwrap()
+        .replacen("To: <sip:", "To: <sip:+15550000100@", 1)
+        .into_bytes();
+    let answer = sip_exchange(STRANGER, KAMAILIO.parse().unwrap(), &hijack).expect("answered");
+    assert_eq!(sip_status(&answer), 403, "{answer}");
+    let intrusion = raw_request(
+        "INVITE",
+        &format!("sip:+15550000100@{KAMAILIO}"),
+        STRANGER,
+        "",
+        "",
+    );
+    let answer = sip_exchange(STRANGER, KAMAILIO.parse().unwrap(), &intrusion).expect("answered");
+    assert_eq!(sip_status(&answer), 403, "{answer}");
+    let trunk = bind_udp(TRUNK);
+    trunk
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+
+    // Signed in on node A: its DID is registered there, and a call finds the agent on A.
+    let mut on_a = connect_agent(&a, "?token=demo-token");
+    assert_eq!(
+        next_message(&mut on_a).expect("snapshot")["type"],
+        "calls.snapshot"
+    );
+    wait_log(&a, "location registered", Duration::from_secs(10));
+    let invite = call_through_kamailio(&trunk, "+15550000100");
+    let incoming = next_of(&mut on_a, "call.incoming");
+    assert_eq!(incoming["call"]["to"], "+15550000100", "{incoming}");
+    trunk
+        .send_to(&cancel_of(&invite), KAMAILIO)
+        .expect("CANCEL");
+    next_of(&mut on_a, "call.ended");
+
+    // The agent leaves A (its registration goes) and signs in on B: the next call finds B.
+    drop(on_a);
+    wait_log(&a, "location removed", Duration::from_secs(10));
+    let mut on_b = connect_agent(&b, "?token=demo-token");
+    assert_eq!(
+        next_message(&mut on_b).expect("snapshot")["type"],
+        "calls.snapshot"
+    );
+    wait_log(&b, "location registered", Duration::from_secs(10));
+    let invite = call_through_kamailio(&trunk, "+15550000100");
+    let incoming = next_of(&mut on_b, "call.incoming");
+    assert_eq!(incoming["call"]["to"], "+15550000100", "{incoming}");
+    trunk
+        .send_to(&cancel_of(&invite), KAMAILIO)
+        .expect("CANCEL");
+    next_of(&mut on_b, "call.ended");
+}
