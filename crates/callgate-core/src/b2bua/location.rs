@@ -168,16 +168,7 @@ impl B2bua {
             let Some(trunk) = self.locations[index].as_ref().map(|l| l.trunk) else {
                 return;
             };
-            let config = &self.trunks[trunk].config;
-            let (Some(username), Some(password)) =
-                (config.username.clone(), config.password.clone())
-            else {
-                return;
-            };
-            let cnonce = self.layer.ids().token();
-            let mut previous = previous.clone();
-            previous.headers.remove("Via");
-            match authorized_retry(&previous, challenge, &username, &password, &cnonce) {
+            match self.retry_with_trunk_credentials(trunk, previous, challenge) {
                 Some(retry) => request = retry,
                 None => return,
             }

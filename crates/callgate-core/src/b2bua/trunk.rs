@@ -79,6 +79,22 @@ impl B2bua {
         Some(self.register_to(proxy, &user, call_id, seq, expires))
     }
 
+    /// `previous` again with an Authorization for `challenge`, in the trunk's credentials
+    /// (none without them).
+    pub(super) fn retry_with_trunk_credentials(
+        &mut self,
+        trunk: usize,
+        previous: &Request,
+        challenge: &Response,
+    ) -> Option<Request> {
+        let config = &self.trunks[trunk].config;
+        let (username, password) = (config.username.clone()?, config.password.clone()?);
+        let cnonce = self.layer.ids().token();
+        let mut previous = previous.clone();
+        previous.headers.remove("Via");
+        authorized_retry(&previous, challenge, &username, &password, &cnonce)
+    }
+
     /// A REGISTER of `user` at `proxy`'s host with this node as Contact.
     pub(super) fn register_to(
         &mut self,
@@ -135,15 +151,7 @@ impl B2bua {
             return;
         };
         if let Some((previous, challenge)) = answer_to {
-            let trunk = &self.trunks[index].config;
-            let (Some(username), Some(password)) = (trunk.username.clone(), trunk.password.clone())
-            else {
-                return;
-            };
-            let cnonce = self.layer.ids().token();
-            let mut previous = previous.clone();
-            previous.headers.remove("Via");
-            match authorized_retry(&previous, challenge, &username, &password, &cnonce) {
+            match self.retry_with_trunk_credentials(index, previous, challenge) {
                 Some(retry) => request = retry,
                 None => return,
             }

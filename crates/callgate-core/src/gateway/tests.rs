@@ -592,3 +592,38 @@ fn shutdown_removes_this_nodes_registrations() {
     let gone = p.request_sent("REGISTER");
     assert_eq!(gone.headers.get("Expires"), Some("0"));
 }
+
+#[test]
+fn a_challenged_location_registration_is_retried_with_the_trunks_credentials() {
+    let mut config = test_config();
+    config.cluster = Some(crate::config::ClusterConfig {
+        node: "a".into(),
+        registrar: config.trunks[0].name.clone(),
+    });
+    let mut p = Pair::with_config(config);
+    p.connect("demo", 1);
+    let register = p.request_sent("REGISTER");
+    assert!(register.headers.get("Authorization").is_none());
+    let challenge = reply(&register, 401, "").replacen(
+        "Content-Length: 0",
+        "WWW-Authenticate: Digest realm=\"kamailio\", nonce=\"abc123\", qop=\"auth\"\r\nContent-Length: 0",
+        1,
+    );
+    p.trunk_sends(&challenge);
+    let retry = p.request_sent("REGISTER");
+    let auth = retry
+        .headers
+        .get("Authorization")
+        .expect("credentials")
+        .to_string();
+    assert!(
+        auth.contains("username=\"trunk\"") && auth.contains("nonce=\"abc123\""),
+        "{auth}"
+    );
+    assert_eq!(
+        retry.headers.get("Call-ID"),
+        register.headers.get("Call-ID")
+    );
+    p.trunk_sends(&reply(&retry, 200, ""));
+    assert_eq!(p.gw.b2bua().locations(), vec![(DEMO_DID.to_string(), true)]);
+}
