@@ -241,7 +241,8 @@ fn hang_up_answered(
     let from = header(request, "From").expect("From");
     let call_id = header(request, "Call-ID").expect("Call-ID");
     let to_header = header(response, "To").expect("To");
-    let socket = UdpSocket::bind(local).expect("bind");
+    // The exchange's socket on this address has just closed; the kernel may take a moment.
+    let socket = bind_udp(local);
     socket
         .set_read_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");
