@@ -5,7 +5,8 @@
 #   page's end-to-end tests), nodejs/npm and playwright-core
 #   (drives Chromium; never downloads a browser of its own), coturn (the TURN relay the
 #   relay-only browser test starts on loopback), kamailio (the cluster's SIP edge, started by
-#   the cluster test on loopback).
+#   the cluster test on loopback), postgresql (the cluster's shared call log, run by the tests
+#   as the postgres user in scratch directories).
 # Safe to run repeatedly; does nothing when everything is there. Needs root (or sudo) only
 # when something is missing.
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v node    >/dev/null 2>&1 || need+=(nodejs)
 command -v npm     >/dev/null 2>&1 || need+=(npm)
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -4,11 +4,8 @@
 //! the directory's, which wins over the SIP display name the call came with.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use rusqlite::Connection;
 
 use crate::config::LookupConfig;
 use crate::controller::Prospect;
@@ -20,11 +17,10 @@ const CACHE_CAPACITY: usize = 10_000;
 const MAX_LOOKUP_BODY: usize = 16 * 1024;
 
 pub struct Names {
-    database: PathBuf,
     country_code: Option<String>,
     lookup: Option<LookupConfig>,
-    /// Read connections to the directory, reused (opening one costs more than a lookup).
-    readers: Mutex<Vec<Connection>>,
+    /// Read connections to the directory (the call log's).
+    readers: Arc<crate::store::Readers>,
     /// The CRM's answers by number, with when they expire (`None`: it knows no name).
     cache: Mutex<HashMap<String, (Option<Prospect>, Instant)>>,
     /// Whether the directory may hold an entry: while it is empty and no lookup is
@@ -33,25 +29,24 @@ pub struct Names {
 }
 
 impl Names {
+    /// Blocking (it asks the directory whether it holds anything): call from a blocking
+    /// thread.
     pub fn new(
-        database: PathBuf,
+        readers: Arc<crate::store::Readers>,
         country_code: Option<String>,
         lookup: Option<LookupConfig>,
     ) -> Names {
         let names = Names {
-            database,
             country_code,
             lookup,
-            readers: Mutex::new(Vec::new()),
+            readers,
             cache: Mutex::new(HashMap::new()),
             directory_used: std::sync::atomic::AtomicBool::new(true),
         };
-        let any = names.read(|conn| {
-            Ok(
-                conn.query_row("SELECT EXISTS (SELECT 1 FROM contacts)", [], |r| {
-                    r.get::<_, bool>(0)
-                })?,
-            )
+        let any = names.read(|db| {
+            Ok(db
+                .query_one("SELECT 1 FROM contacts LIMIT 1", &[], |r| r.get::<i64>(0))?
+                .is_some())
         });
         if any == Some(false) {
             names
@@ -98,29 +93,12 @@ impl Names {
     /// Run `f` on a pooled read connection; `None` when the database cannot be read.
     pub fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, crate::store::StoreError>,
+        f: impl FnOnce(&mut crate::store::db::Db) -> Result<T, crate::store::StoreError>,
     ) -> Option<T> {
-        let pooled = self.readers.lock().ok().and_then(|mut r| r.pop());
-        let conn = match pooled {
-            Some(c) => c,
-            None => match crate::store::open_reader(&self.database) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "contacts directory unreadable");
-                    return None;
-                }
-            },
-        };
-        let result = f(&conn);
-        if let Ok(mut r) = self.readers.lock() {
-            if r.len() < 4 {
-                r.push(conn);
-            }
-        }
-        match result {
+        match self.readers.read(f) {
             Ok(v) => Some(v),
             Err(e) => {
-                tracing::warn!(error = %e, "contacts directory read failed");
+                tracing::warn!(error = %e, "contacts directory unreadable");
                 None
             }
         }

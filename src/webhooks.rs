@@ -8,7 +8,6 @@
 //! where `<hex>` is HMAC-SHA-256 with the receiver's secret over `<t>.<body>`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,8 +15,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::WebhookConfig;
+use crate::store::db::Db;
 use crate::store::outbox::{self, Delivery, Outcome};
-use crate::store::{millis, Hooks};
+use crate::store::{millis, Hooks, Location};
 
 /// How long an event is retried before it is marked failed.
 pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -29,6 +29,8 @@ const PER_RECEIVER: usize = 32;
 const MAX_ANSWER: usize = 4096;
 /// Delivered rows are kept this long for operators, then pruned.
 const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the delivery task waits before trying an outbox it could not open again.
+const OUTBOX_RETRY: Duration = Duration::from_secs(5);
 
 /// The signature header's value for `body` sent at `t` (Unix seconds).
 pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
@@ -55,7 +57,7 @@ fn backoff(attempts: u32, max: Duration) -> Duration {
 }
 
 /// The subscriptions the call log's writer queues events for.
-pub fn hooks(webhooks: &[WebhookConfig], public_url: String) -> Hooks {
+pub fn hooks(webhooks: &[WebhookConfig], public_url: String, node: Option<String>) -> Hooks {
     Hooks {
         subscriptions: webhooks
             .iter()
@@ -66,26 +68,38 @@ pub fn hooks(webhooks: &[WebhookConfig], public_url: String) -> Hooks {
             .collect(),
         public_url,
         wake: Arc::new(tokio::sync::Notify::new()),
+        node,
     }
 }
 
 /// The delivery task. Runs for the life of the gateway; pending deliveries left by a
-/// previous run go first.
-pub async fn run(database: PathBuf, webhooks: Vec<WebhookConfig>, wake: Arc<tokio::sync::Notify>) {
+/// previous run go first. On a shared store it makes this node's deliveries only.
+pub async fn run(location: Location, webhooks: Vec<WebhookConfig>, hooks: Arc<Hooks>) {
     let receivers: Arc<HashMap<String, WebhookConfig>> =
         Arc::new(webhooks.into_iter().map(|w| (w.url.clone(), w)).collect());
-    let conn = match crate::store::open(&database) {
-        Ok(c) => Arc::new(std::sync::Mutex::new(c)),
-        Err(e) => {
-            tracing::error!(error = %e, "webhook outbox unavailable");
-            return;
-        }
-    };
-    let db = |f: Box<dyn FnOnce(&rusqlite::Connection) + Send>| {
+    let wake = Arc::clone(&hooks.wake);
+    let node = hooks.node.clone();
+    // The outbox's own connection, opened again when it was lost.
+    let conn: Arc<std::sync::Mutex<Option<Db>>> = Arc::new(std::sync::Mutex::new(None));
+    let db = |f: Box<dyn FnOnce(&mut Db) + Send>| {
         let conn = Arc::clone(&conn);
+        let location = location.clone();
         tokio::task::spawn_blocking(move || {
-            if let Ok(c) = conn.lock() {
-                f(&c);
+            let Ok(mut slot) = conn.lock() else {
+                return;
+            };
+            if slot.as_ref().is_none_or(Db::is_lost) {
+                match location.open() {
+                    Ok(db) => *slot = Some(db),
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhook outbox unavailable");
+                        *slot = None;
+                        return;
+                    }
+                }
+            }
+            if let Some(db) = slot.as_mut() {
+                f(db);
             }
         })
     };
@@ -105,8 +119,9 @@ pub async fn run(database: PathBuf, webhooks: Vec<WebhookConfig>, wake: Arc<toki
             .await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let node = node.clone();
         let _ = db(Box::new(move |c| {
-            let mut due = outbox::due(c, now, ROUND).unwrap_or_else(|e| {
+            let mut due = outbox::due(c, &node, now, ROUND).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "webhook outbox read failed");
                 Vec::new()
             });
@@ -114,12 +129,14 @@ pub async fn run(database: PathBuf, webhooks: Vec<WebhookConfig>, wake: Arc<toki
                 tracing::error!(error = %e, "webhook attempts not counted; retrying later");
                 due.clear();
             }
-            let next = outbox::next_due(c).ok().flatten();
+            let next = outbox::next_due(c, &node).ok().flatten();
             let _ = tx.send((due, next));
         }))
         .await;
         let Ok((due, next)) = rx.await else {
-            return;
+            // The outbox could not be opened: try again in a while.
+            tokio::time::sleep(OUTBOX_RETRY).await;
+            continue;
         };
         if due.is_empty() {
             // Sleep until the next retry falls due, a new event is committed, or a minute.

@@ -1,7 +1,9 @@
 //! A cluster behind Kamailio (Debian's, started here on 127.0.0.2 with the shipped
-//! `deploy/kamailio/kamailio.cfg`): each node registers its signed-in agents' DIDs there, so a
-//! trunk's call through Kamailio reaches the node the agent is on, and follows the agent when
-//! it signs in on another node.
+//! `deploy/kamailio/kamailio.cfg`) sharing one call log on PostgreSQL (Debian's, run by the
+//! test as the `postgres` user): each node registers its signed-in agents' DIDs at Kamailio, so
+//! a trunk's call through Kamailio reaches the node the agent is on, and follows the agent when
+//! it signs in on another node; the calls API of either node lists every node's calls, each
+//! naming its node.
 
 mod common;
 
@@ -76,7 +78,7 @@ fn start_kamailio(dir: &Path, nodes: &[SocketAddr]) -> Kamailio {
     guard
 }
 
-fn node(name: &str, block: u16, ip: &str) -> Gateway {
+fn node(name: &str, block: u16, ip: &str, store_url: &str) -> Gateway {
     let extra = format!(
         r#"
 [[trunk]]
@@ -97,6 +99,7 @@ registrar = "kamailio"
         &extra,
         Tables {
             sip_ip: ip,
+            store: &format!("backend = \"postgres\"\nurl = \"{store_url}\""),
             ..Tables::default()
         },
     )
@@ -157,8 +160,9 @@ fn cancel_of(invite: &[u8]) -> Vec<u8> {
 
 #[test]
 fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
-    let a = node("a", 86, "127.0.0.3");
-    let b = node("b", 87, "127.0.0.4");
+    let pg = common::postgres::Postgres::start("cluster", 25851);
+    let a = node("a", 86, "127.0.0.3", &pg.url());
+    let b = node("b", 87, "127.0.0.4", &pg.url());
     let nodes: [SocketAddr; 2] = [
         format!("127.0.0.3:{}", a.ports.sip).parse().unwrap(),
         format!("127.0.0.4:{}", b.ports.sip).parse().unwrap(),
@@ -206,6 +210,10 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         .send_to(&cancel_of(&invite), KAMAILIO)
         .expect("CANCEL");
     next_of(&mut on_a, "call.ended");
+    let on_node_a = incoming["call"]["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     // The agent leaves A (its registration goes) and signs in on B: the next call finds B.
     drop(on_a);
@@ -223,4 +231,35 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         .send_to(&cancel_of(&invite), KAMAILIO)
         .expect("CANCEL");
     next_of(&mut on_b, "call.ended");
+    let on_node_b = incoming["call"]["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // One call log: either node's calls API lists both calls, each naming its node, ended.
+    for gw in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = gw
+                .http("GET", "/v1/calls?limit=10", Some(ADMIN_TOKEN), None)
+                .expect("calls API");
+            assert_eq!(status, 200, "{body}");
+            let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let node_of = |id: &str| {
+                page["calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["call_id"] == id && c["status"] == "ended")
+                    .map(|c| c["node"].clone())
+            };
+            if node_of(&on_node_a) == Some("a".into()) && node_of(&on_node_b) == Some("b".into()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "calls page: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop((a, b));
+    drop(pg);
 }

@@ -382,17 +382,29 @@ fn check_config_names_the_bad_key() {
     let bad = dir.join("bad.toml");
     let text =
         std::fs::read_to_string(repo_root().join("config/callgate.toml")).expect("shipped config");
-    std::fs::write(&bad, text.replace("port_min = 20000", "port_min = 30000")).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["check-config"])
-        .arg(&bad)
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("rtp.port_min"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // `callgate check-config` on `config` fails (exit 1) naming `key`.
+    let refused_naming = |config: String, key: &str| {
+        std::fs::write(&bad, config).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["check-config"])
+            .arg(&bad)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{stderr}");
+    };
+    refused_naming(
+        text.replace("port_min = 20000", "port_min = 30000"),
+        "rtp.port_min",
+    );
+    // A PostgreSQL URL its client cannot read is named too, before any connection is tried.
+    refused_naming(
+        text.replace(
+            "[store]\n",
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://cg@127.0.0.1:notaport/cg\"\n",
+        ),
+        "store.url",
     );
     let good = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["check-config", "config/callgate.toml"])

@@ -58,7 +58,8 @@ pub(super) fn time(ms: Option<i64>) -> Value {
     })
 }
 
-/// The agent protocol's call object, plus `agent_id` and `log`.
+/// The agent protocol's call object, plus `agent_id`, `log`, and in a cluster the `node` the
+/// call lives on.
 fn call_json(c: &CallRecord) -> Value {
     json!({
         "call_id": c.id,
@@ -75,6 +76,7 @@ fn call_json(c: &CallRecord) -> Value {
         "recording": c.recording,
         "recording_url": c.recording_path.as_ref().map(|_| format!("/v1/calls/{}/recording", c.id)),
         "agent_id": c.agent_id,
+        "node": c.node,
         "log": Value::Null,
     })
 }
@@ -179,18 +181,19 @@ pub async fn list(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let path = handle.config.store.database.clone();
+    let call_log = std::sync::Arc::clone(&handle.call_log);
     let limit = query.limit;
     let result = tokio::task::spawn_blocking(move || {
-        let conn = store::open_reader(&path)?;
-        let calls = store::calls(&conn, &query)?;
-        calls
-            .into_iter()
-            .map(|c| {
-                let log = store::log(&conn, &c.id)?;
-                Ok((c, log))
-            })
-            .collect::<Result<Vec<_>, store::StoreError>>()
+        call_log.read(|db| {
+            let calls = store::calls(db, &query)?;
+            calls
+                .into_iter()
+                .map(|c| {
+                    let log = store::log(db, &c.id)?;
+                    Ok((c, log))
+                })
+                .collect::<Result<Vec<_>, store::StoreError>>()
+        })
     })
     .await;
     match result {
@@ -226,15 +229,16 @@ pub async fn one(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let path = handle.config.store.database.clone();
+    let call_log = std::sync::Arc::clone(&handle.call_log);
     let id = call_id.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let conn = store::open_reader(&path)?;
-        let call = store::call(&conn, &id)?;
-        let segments = store::segments(&conn, &id)?;
-        let recorded = store::recording_segments(&conn, &id)?;
-        let log = store::log(&conn, &id)?;
-        Ok::<_, store::StoreError>((call, segments, recorded, log))
+        call_log.read(|db| {
+            let call = store::call(db, &id)?;
+            let segments = store::segments(db, &id)?;
+            let recorded = store::recording_segments(db, &id)?;
+            let log = store::log(db, &id)?;
+            Ok((call, segments, recorded, log))
+        })
     })
     .await;
     let (call, segments, recorded, log) = match result {
@@ -345,25 +349,22 @@ async fn write(
         Err(e) => return e.into_response(),
     };
     // The call must exist and be the agent's own before anything is written.
-    let path = handle.config.store.database.clone();
+    let call_log = std::sync::Arc::clone(&handle.call_log);
     let id = call_id.clone();
-    let call = match tokio::task::spawn_blocking(move || {
-        store::open_reader(&path).and_then(|c| store::call(&c, &id))
-    })
-    .await
-    {
-        Ok(Ok(Some(call))) => call,
-        Ok(Ok(None)) => {
-            return ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no call {call_id}"),
-            )
-            .into_response();
-        }
-        Ok(Err(e)) => return database_error(e).into_response(),
-        Err(e) => return database_error(e).into_response(),
-    };
+    let call =
+        match tokio::task::spawn_blocking(move || call_log.read(|db| store::call(db, &id))).await {
+            Ok(Ok(Some(call))) => call,
+            Ok(Ok(None)) => {
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no call {call_id}"),
+                )
+                .into_response();
+            }
+            Ok(Err(e)) => return database_error(e).into_response(),
+            Err(e) => return database_error(e).into_response(),
+        };
     if let Viewer::Agent(me) = &viewer {
         if call.agent_id.as_deref() != Some(me.as_str()) {
             return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "another agent's call")

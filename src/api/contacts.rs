@@ -37,7 +37,7 @@ fn no_contact(number: &str) -> ApiError {
 /// Run a read of the call-log database off the async workers.
 async fn read<T: Send + 'static>(
     handle: &AppHandle,
-    f: impl FnOnce(&rusqlite::Connection) -> Result<T, store::StoreError> + Send + 'static,
+    f: impl FnOnce(&mut store::db::Db) -> Result<T, store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let names = std::sync::Arc::clone(&handle.names);
     tokio::task::spawn_blocking(move || names.read(f))

@@ -237,10 +237,10 @@ async fn metrics(
             .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
             .collect(),
     );
-    let path = handle.config.store.database.clone();
+    let call_log = std::sync::Arc::clone(&handle.call_log);
     let ended = tokio::task::spawn_blocking(move || {
-        crate::store::open_reader(&path)
-            .and_then(|conn| crate::store::status_counts(&conn))
+        call_log
+            .read(crate::store::status_counts)
             .ok()
             .and_then(|m| m.get("ended").copied())
     })

@@ -80,13 +80,9 @@ async fn visible_call(
     call_id: &str,
 ) -> Result<CallRecord, Response> {
     let viewer = viewer(handle, headers).map_err(IntoResponse::into_response)?;
-    let path = handle.config.store.database.clone();
+    let call_log = std::sync::Arc::clone(&handle.call_log);
     let id = call_id.to_string();
-    let found = tokio::task::spawn_blocking(move || {
-        let conn = store::open_reader(&path)?;
-        store::call(&conn, &id)
-    })
-    .await;
+    let found = tokio::task::spawn_blocking(move || call_log.read(|db| store::call(db, &id))).await;
     let call = match found {
         Ok(Ok(Some(call))) => call,
         Ok(Ok(None)) => return Err(not_found(&format!("no call {call_id}"))),

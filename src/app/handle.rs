@@ -99,4 +99,6 @@ pub struct AppHandle {
     pub gateway_counters: Arc<crate::metrics::GatewayCounters>,
     /// The contacts directory and the CRM lookup.
     pub names: Arc<crate::names::Names>,
+    /// Read connections to the call log, for the API.
+    pub call_log: Arc<crate::store::Readers>,
 }

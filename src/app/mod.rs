@@ -104,6 +104,15 @@ pub fn load_config(path: &std::path::Path) -> Result<Config, crate::config::Conf
         use std::net::ToSocketAddrs;
         (host, port).to_socket_addrs().ok()?.next().map(|a| a.ip())
     })?;
+    // The store's URL is read by its client: a bad one is a configuration error too.
+    if let Err(crate::store::StoreError::Url { reason }) =
+        crate::store::Location::from_config(&config.store)
+    {
+        return Err(crate::config::ConfigError::Invalid {
+            key: "store.url".into(),
+            problem: reason,
+        });
+    }
     Ok(config)
 }
 
@@ -158,24 +167,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(host.run(webrtc_rx));
     let (agents_tx, mut agents_rx) = mpsc::channel(AGENT_INPUT_CAPACITY);
-    // The call log: opened (and migrated) before anything listens, so a bad path stops the
-    // start naming `store.database`; calls left live by a crash are closed as failed.
-    let database = config.store.database.clone();
+    // The call log: opened (and migrated) before anything listens, so a bad path or an
+    // unreachable PostgreSQL stops the start naming its key; this node's calls left live by a
+    // crash are closed as failed. Both clients block: off the async workers.
+    let location = crate::store::Location::from_config(&config.store)?;
     let hooks = Arc::new(crate::webhooks::hooks(
         &config.webhooks,
         config.public_url(),
+        config.cluster.as_ref().map(|c| c.node.clone()),
     ));
-    let orphans = {
-        let conn = crate::store::open(&database)?;
-        // Their writer died with the last run: bring each header up to its data.
-        for path in crate::store::orphan_recordings(&conn)? {
-            match crate::media::recorder::repair(&path) {
-                Ok(true) => tracing::warn!(path = %path.display(), "recording header repaired"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "recording could not be repaired"),
+    let readers = Arc::new(crate::store::Readers::new(location.clone()));
+    let (orphans, names) = {
+        let (location, hooks, readers) =
+            (location.clone(), Arc::clone(&hooks), Arc::clone(&readers));
+        let (country_code, lookup) = (config.contacts.country_code.clone(), config.lookup.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut db = location.open()?;
+            // Their writer died with the last run: bring each header up to its data.
+            for path in crate::store::orphan_recordings(&mut db, &hooks.node)? {
+                match crate::media::recorder::repair(&path) {
+                    Ok(true) => {
+                        tracing::warn!(path = %path.display(), "recording header repaired")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "recording could not be repaired"),
+                }
             }
-        }
-        crate::store::end_orphans(&conn, &hooks, crate::store::millis(SystemTime::now()))?
+            let now = crate::store::millis(SystemTime::now());
+            let orphans = crate::store::end_orphans(&mut db, &hooks, now)?;
+            let names = crate::names::Names::new(readers, country_code, lookup);
+            Ok::<_, crate::store::StoreError>((orphans, Arc::new(names)))
+        })
+        .await??
     };
     if orphans > 0 {
         tracing::warn!(
@@ -191,18 +214,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (store_tx, store_rx) = mpsc::channel(crate::store::WRITE_CAPACITY);
     if !config.webhooks.is_empty() {
         tokio::spawn(crate::webhooks::run(
-            database.clone(),
+            location.clone(),
             config.webhooks.clone(),
-            Arc::clone(&hooks.wake),
+            Arc::clone(&hooks),
         ));
     }
-    let names = Arc::new(crate::names::Names::new(
-        database.clone(),
-        config.contacts.country_code.clone(),
-        config.lookup.clone(),
-    ));
     let (named_tx, mut named_rx) = mpsc::channel(crate::gateway::NAMING_CAPACITY);
-    let writer = tokio::spawn(crate::store::run_writer(database, hooks, store_rx));
+    let writer = tokio::spawn(crate::store::run_writer(location, hooks, store_rx));
     let clock = WallClock::pinned(Instant::now(), SystemTime::now());
     let udp = Arc::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel(TCP_INPUT_CAPACITY);
@@ -238,6 +256,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store_tx.downgrade(),
         gateway_counters: Arc::clone(&gateway_counters),
         names: Arc::clone(&names),
+        call_log: readers,
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),

@@ -16,7 +16,7 @@ pub struct StoreBench {
 /// time the calls page queries the API runs.
 pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
     let _ = std::fs::remove_file(path);
-    let conn = open(path)?;
+    let mut conn = super::Location::Sqlite(path.to_path_buf()).open()?;
     let started = std::time::Instant::now();
     let statuses = ["ended", "ended", "ended", "active", "on_hold", "waiting"];
     for i in 0..rows {
@@ -40,9 +40,10 @@ pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
             recording_path: None,
             prospect_name: None,
             prospect_id: None,
+            node: None,
         };
         apply(
-            &conn,
+            &mut conn,
             &Hooks::default(),
             StoreOp::Call {
                 call: Box::new(record),
@@ -56,7 +57,7 @@ pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
             comment: Some("call back next week".into()),
         };
         write_log(
-            &conn,
+            &mut conn,
             &Hooks::default(),
             &format!("c_{i:08}"),
             &patch,
@@ -104,9 +105,9 @@ pub fn bench(path: &Path, rows: usize) -> Result<StoreBench, StoreError> {
         for _ in 0..21 {
             let t = std::time::Instant::now();
             // What the API does for a page: the calls, then each one's log.
-            let calls = calls(&conn, &query)?;
+            let calls = calls(&mut conn, &query)?;
             for c in &calls {
-                log(&conn, &c.id)?;
+                log(&mut conn, &c.id)?;
             }
             times.push(t.elapsed());
         }

@@ -2,7 +2,7 @@
 //! log's database. Numbers are normalised before they are stored or looked up, so
 //! `+1 (555) 123-0001`, `0015551230001` and `+15551230001` are one entry.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{args, Db};
 
 use super::StoreError;
 
@@ -55,40 +55,40 @@ pub fn normalise(number: &str, country_code: Option<&str>) -> Result<String, &'s
     Ok(format!("+{full}"))
 }
 
-pub fn get(conn: &Connection, number: &str) -> Result<Option<Contact>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT number, name, prospect_id, updated_at FROM contacts WHERE number = ?1",
-        )?
-        .query_row(params![number], |r| {
+pub fn get(db: &mut Db, number: &str) -> Result<Option<Contact>, StoreError> {
+    db.query_one(
+        "SELECT number, name, prospect_id, updated_at FROM contacts WHERE number = ?1",
+        args![number],
+        |r| {
             Ok(Contact {
                 number: r.get(0)?,
                 name: r.get(1)?,
                 prospect_id: r.get(2)?,
                 updated_at: r.get(3)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Insert or replace entries, all of them or none.
-pub fn put_all(conn: &Connection, contacts: &[Contact]) -> Result<(), StoreError> {
-    let tx = super::write_transaction(conn)?;
-    for c in contacts {
-        tx.prepare_cached(
-            "INSERT INTO contacts (number, name, prospect_id, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(number) DO UPDATE SET name = excluded.name,
-                prospect_id = excluded.prospect_id, updated_at = excluded.updated_at",
-        )?
-        .execute(params![c.number, c.name, c.prospect_id, c.updated_at])?;
-    }
-    tx.commit()?;
-    Ok(())
+pub fn put_all(db: &mut Db, contacts: &[Contact]) -> Result<(), StoreError> {
+    db.transaction(|tx| {
+        for c in contacts {
+            tx.execute(
+                "INSERT INTO contacts (number, name, prospect_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(number) DO UPDATE SET name = excluded.name,
+                    prospect_id = excluded.prospect_id, updated_at = excluded.updated_at",
+                args![c.number, c.name, c.prospect_id, c.updated_at],
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Whether there was an entry to delete.
-pub fn delete(conn: &Connection, number: &str) -> Result<bool, StoreError> {
-    Ok(conn.execute("DELETE FROM contacts WHERE number = ?1", params![number])? > 0)
+pub fn delete(db: &mut Db, number: &str) -> Result<bool, StoreError> {
+    Ok(db.execute("DELETE FROM contacts WHERE number = ?1", args![number])? > 0)
 }
 
 #[cfg(test)]
@@ -124,16 +124,18 @@ mod tests {
     fn entries_are_put_replaced_read_and_deleted() {
         let dir = std::env::temp_dir().join(format!("cg-contacts-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let conn = super::super::open(&dir.join("c.db")).expect("open");
+        let mut conn = super::super::Location::Sqlite(dir.join("c.db").to_path_buf())
+            .open()
+            .expect("open");
         let riley = Contact {
             number: "+15551230001".into(),
             name: "Riley Example".into(),
             prospect_id: Some("crm-1".into()),
             updated_at: 1,
         };
-        put_all(&conn, std::slice::from_ref(&riley)).expect("put");
+        put_all(&mut conn, std::slice::from_ref(&riley)).expect("put");
         assert_eq!(
-            get(&conn, "+15551230001").expect("get"),
+            get(&mut conn, "+15551230001").expect("get"),
             Some(riley.clone())
         );
         let renamed = Contact {
@@ -142,11 +144,11 @@ mod tests {
             updated_at: 2,
             ..riley
         };
-        put_all(&conn, std::slice::from_ref(&renamed)).expect("replace");
-        assert_eq!(get(&conn, "+15551230001").expect("get"), Some(renamed));
-        assert!(delete(&conn, "+15551230001").expect("delete"));
-        assert!(!delete(&conn, "+15551230001").expect("delete again"));
-        assert_eq!(get(&conn, "+15551230001").expect("get"), None);
+        put_all(&mut conn, std::slice::from_ref(&renamed)).expect("replace");
+        assert_eq!(get(&mut conn, "+15551230001").expect("get"), Some(renamed));
+        assert!(delete(&mut conn, "+15551230001").expect("delete"));
+        assert!(!delete(&mut conn, "+15551230001").expect("delete again"));
+        assert_eq!(get(&mut conn, "+15551230001").expect("get"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,10 +3,10 @@
 //! crash loses none and invents none), and the queries the delivery task drains it with.
 //! Delivery itself (HTTP, signatures, backoff) is `crate::webhooks`; nothing here sends.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::{from_millis, CallLog, CallRecord, StoreError};
+use super::db::{args, Db, Row, ToArg};
+use super::{from_millis, node_key, CallLog, CallRecord, StoreError};
 use crate::api::wire::rfc3339;
 
 pub use callgate_core::config::WEBHOOK_EVENTS as EVENT_TYPES;
@@ -20,6 +20,9 @@ pub struct Hooks {
     /// Woken after the writer commits, so deliveries start at once rather than at the next
     /// poll.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// This node's name (`[cluster] node`): on a shared store, the calls it writes and the
+    /// deliveries it queues and makes are its own.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,18 +68,17 @@ fn call_json(c: &CallRecord, recording_path: Option<&str>, public_url: &str) -> 
 }
 
 /// Seconds the call spent in each status, from its closed segments, and in all.
-fn durations(conn: &Connection, c: &CallRecord) -> Result<Value, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT status, SUM(COALESCE(ended_at, started_at) - started_at) FROM segments
-         WHERE call_id = ?1 GROUP BY status",
-    )?;
-    let mut by_status = std::collections::HashMap::new();
-    for row in stmt.query_map(params![c.id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })? {
-        let (status, ms) = row?;
-        by_status.insert(status, ms);
-    }
+fn durations(db: &mut Db, c: &CallRecord) -> Result<Value, StoreError> {
+    // PostgreSQL sums BIGINTs into NUMERIC: the cast keeps one type on both engines.
+    let by_status: std::collections::HashMap<String, i64> = db
+        .query(
+            "SELECT status, CAST(SUM(COALESCE(ended_at, started_at) - started_at) AS BIGINT)
+             FROM segments WHERE call_id = ?1 GROUP BY status",
+            args![c.id],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+        )?
+        .into_iter()
+        .collect();
     let secs = |status: &str| by_status.get(status).copied().unwrap_or(0) as f64 / 1000.0;
     let total = c.ended_at.unwrap_or(c.created_at) - c.created_at;
     Ok(json!({
@@ -91,7 +93,7 @@ fn durations(conn: &Connection, c: &CallRecord) -> Result<Value, StoreError> {
 /// when it was first answered, `call.status` on each move between waiting, active and
 /// on_hold, `call.ended` (with its end reason, durations and recording) when it ends.
 pub fn call_changed(
-    conn: &Connection,
+    db: &mut Db,
     hooks: &Hooks,
     before: Option<&Before>,
     call: &CallRecord,
@@ -120,19 +122,19 @@ pub fn call_changed(
         if call.status == "ended" {
             events.push((
                 "call.ended",
-                json!({"call": object(), "durations": durations(conn, call)?}),
+                json!({"call": object(), "durations": durations(db, call)?}),
             ));
         }
     }
     for (kind, data) in events {
-        queue(conn, hooks, kind, Some(&call.id), data, at)?;
+        queue(db, hooks, kind, Some(&call.id), data, at)?;
     }
     Ok(())
 }
 
 /// Queue `call_log.saved` for a log edit.
 pub fn log_saved(
-    conn: &Connection,
+    db: &mut Db,
     hooks: &Hooks,
     call_id: &str,
     log: &CallLog,
@@ -141,12 +143,12 @@ pub fn log_saved(
     if hooks.subscriptions.is_empty() {
         return Ok(());
     }
-    let call = super::call(conn, call_id)?;
+    let call = super::call(db, call_id)?;
     let data = json!({
         "call": call.as_ref().map(|c| call_json(c, c.recording_path.as_deref(), &hooks.public_url)),
         "log": log,
     });
-    queue(conn, hooks, "call_log.saved", Some(call_id), data, at)
+    queue(db, hooks, "call_log.saved", Some(call_id), data, at)
 }
 
 /// A fresh event id: the receiver's idempotency key, the same in every attempt and for
@@ -156,7 +158,7 @@ fn event_id() -> String {
 }
 
 fn queue(
-    conn: &Connection,
+    db: &mut Db,
     hooks: &Hooks,
     kind: &str,
     call_id: Option<&str>,
@@ -172,12 +174,12 @@ fn queue(
     })
     .to_string();
     for sub in hooks.subscriptions.iter().filter(|s| s.wants(kind)) {
-        conn.prepare_cached(
+        db.execute(
             "INSERT INTO webhook_deliveries
-                (event_id, webhook, event_type, call_id, body, created_at, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-        )?
-        .execute(params![id, sub.url, kind, call_id, body, at])?;
+                (event_id, webhook, event_type, call_id, body, created_at, next_attempt_at, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+            args![id, sub.url, kind, call_id, body, at, hooks.node],
+        )?;
     }
     Ok(())
 }
@@ -202,7 +204,7 @@ pub struct Delivery {
 const DELIVERY_COLUMNS: &str = "id, event_id, webhook, event_type, call_id, body, created_at,
     status, attempts, next_attempt_at, last_error, delivered_at";
 
-fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery(r: &Row<'_>) -> Result<Delivery, StoreError> {
     Ok(Delivery {
         id: r.get(0)?,
         event_id: r.get(1)?,
@@ -219,44 +221,58 @@ fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-/// Deliveries to make now: of each receiver's pending events for one call, only the oldest,
-/// so a call's events arrive in the order they happened; oldest first.
-pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
-         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
-                WHERE e.webhook = d.webhook AND e.call_id IS d.call_id
-                  AND e.status = 'pending' AND e.id < d.id)
-         ORDER BY d.id LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![now, limit as i64], delivery)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+/// This node's deliveries to make now: of each receiver's pending events for one call, only
+/// the oldest, so a call's events arrive in the order they happened; oldest first.
+pub fn due(
+    db: &mut Db,
+    node: &Option<String>,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    let limit = limit as i64;
+    db.query(
+        &format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+               AND COALESCE(d.node, '') = ?3
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                    WHERE e.webhook = d.webhook AND e.call_id IS NOT DISTINCT FROM d.call_id
+                      AND e.status = 'pending' AND e.id < d.id)
+             ORDER BY d.id LIMIT ?2"
+        ),
+        args![now, limit, node_key(node)],
+        delivery,
+    )
 }
 
-/// When the earliest pending delivery falls due (`None`: nothing pending).
-pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
-            [],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
+/// When this node's earliest pending delivery falls due (`None`: nothing pending).
+pub fn next_due(db: &mut Db, node: &Option<String>) -> Result<Option<i64>, StoreError> {
+    Ok(db
+        .query_one(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries
+             WHERE status = 'pending' AND COALESCE(node, '') = ?1",
+            args![node_key(node)],
+            |r| r.get::<Option<i64>>(0),
+        )?
         .flatten())
 }
 
 /// Count an attempt at each delivery before it is made, so that an attempt number is never
 /// sent twice for one event, not even when the gateway dies between sending and recording.
 /// The deliveries' `attempts` become the number of the attempt about to be made.
-pub fn begin_attempts(conn: &Connection, deliveries: &mut [Delivery]) -> Result<(), StoreError> {
-    let tx = super::write_transaction(conn)?;
+pub fn begin_attempts(db: &mut Db, deliveries: &mut [Delivery]) -> Result<(), StoreError> {
+    db.transaction(|tx| {
+        for d in deliveries.iter() {
+            tx.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1 WHERE id = ?1",
+                args![d.id],
+            )?;
+        }
+        Ok(())
+    })?;
     for d in deliveries.iter_mut() {
-        tx.prepare_cached("UPDATE webhook_deliveries SET attempts = attempts + 1 WHERE id = ?1")?
-            .execute(params![d.id])?;
         d.attempts += 1;
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -278,66 +294,62 @@ pub enum Outcome {
 }
 
 /// Record how a round's attempts went, in one transaction.
-pub fn record_attempts(conn: &Connection, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError> {
-    let tx = super::write_transaction(conn)?;
-    for (id, outcome) in outcomes {
-        record_attempt(&tx, *id, outcome)?;
-    }
-    tx.commit()?;
-    Ok(())
+pub fn record_attempts(db: &mut Db, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError> {
+    db.transaction(|tx| {
+        for (id, outcome) in outcomes {
+            record_attempt(tx, *id, outcome)?;
+        }
+        Ok(())
+    })
 }
 
-pub fn record_attempt(conn: &Connection, id: i64, outcome: &Outcome) -> Result<(), StoreError> {
+pub fn record_attempt(db: &mut Db, id: i64, outcome: &Outcome) -> Result<(), StoreError> {
     match outcome {
-        Outcome::Delivered { at } => conn
-            .prepare_cached(
-                "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = ?2,
-                    last_error = NULL WHERE id = ?1",
-            )?
-            .execute(params![id, at])?,
-        Outcome::Retry { error, next_at } => conn
-            .prepare_cached(
-                "UPDATE webhook_deliveries SET last_error = ?2, next_attempt_at = ?3
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, error, next_at])?,
-        Outcome::Failed { error } => conn
-            .prepare_cached(
-                "UPDATE webhook_deliveries SET status = 'failed', last_error = ?2 WHERE id = ?1",
-            )?
-            .execute(params![id, error])?,
+        Outcome::Delivered { at } => db.execute(
+            "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = ?2,
+                last_error = NULL WHERE id = ?1",
+            args![id, at],
+        )?,
+        Outcome::Retry { error, next_at } => db.execute(
+            "UPDATE webhook_deliveries SET last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            args![id, error, next_at],
+        )?,
+        Outcome::Failed { error } => db.execute(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = ?2 WHERE id = ?1",
+            args![id, error],
+        )?,
     };
     Ok(())
 }
 
 /// Deliveries in these statuses (all when empty), oldest first, after the cursor `after`.
 pub fn deliveries(
-    conn: &Connection,
+    db: &mut Db,
     statuses: &[String],
     after: Option<i64>,
     limit: usize,
 ) -> Result<Vec<Delivery>, StoreError> {
+    let after = after.unwrap_or(0);
+    let limit = limit.clamp(1, 1000) as i64;
     let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id > ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![after.unwrap_or(0).into()];
+    let mut args: Vec<super::db::Arg<'_>> = vec![after.to_arg()];
     if !statuses.is_empty() {
         let marks = vec!["?"; statuses.len()].join(", ");
         sql.push_str(&format!(" AND status IN ({marks})"));
-        args.extend(statuses.iter().cloned().map(Into::into));
+        args.extend(statuses.iter().map(|s| s.to_arg()));
     }
     sql.push_str(" ORDER BY id LIMIT ?");
-    args.push((limit.clamp(1, 1000) as i64).into());
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), delivery)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    args.push(limit.to_arg());
+    db.query(&sql, &args, delivery)
 }
 
 /// Forget deliveries that succeeded before `before` (the outbox stays bounded; failed ones
 /// stay for the operator). Returns how many.
-pub fn prune_delivered(conn: &Connection, before: i64) -> Result<usize, StoreError> {
-    Ok(conn.execute(
+pub fn prune_delivered(db: &mut Db, before: i64) -> Result<usize, StoreError> {
+    db.execute(
         "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND delivered_at < ?1",
-        params![before],
-    )?)
+        args![before],
+    )
 }
 
 #[cfg(test)]
@@ -352,18 +364,18 @@ mod tests {
             end_reason: ended.map(|_| "caller_hangup".into()),
             prospect_name: Some("Riley".into()),
             prospect_id: Some("crm-1".into()),
+            node: None,
             ..crate::store::tests::record_of("c_1", status, 0)
         }
     }
 
-    fn kinds(conn: &Connection, webhook: &str) -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT event_type FROM webhook_deliveries WHERE webhook = ?1 ORDER BY id")
-            .expect("query");
-        stmt.query_map(params![webhook], |r| r.get(0))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("kinds")
+    fn kinds(db: &mut Db, webhook: &str) -> Vec<String> {
+        db.query(
+            "SELECT event_type FROM webhook_deliveries WHERE webhook = ?1 ORDER BY id",
+            args![webhook],
+            |r| r.get(0),
+        )
+        .expect("kinds")
     }
 
     /// A call's life makes its events in order, each receiver gets what it subscribed to,
@@ -372,7 +384,9 @@ mod tests {
     fn a_calls_changes_queue_its_events_and_each_call_is_delivered_in_order() {
         let dir = std::env::temp_dir().join(format!("cg-outbox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let conn = crate::store::open(&dir.join("o.db")).expect("open");
+        let mut conn = crate::store::Location::Sqlite(dir.join("o.db"))
+            .open()
+            .expect("open");
         let hooks = Hooks {
             subscriptions: vec![
                 Subscription {
@@ -386,13 +400,14 @@ mod tests {
             ],
             public_url: "https://gw".into(),
             wake: Default::default(),
+            node: None,
         };
         let op = |c: CallRecord, at: i64| StoreOp::Call {
             call: Box::new(c),
             at,
         };
         apply_all(
-            &conn,
+            &mut conn,
             &hooks,
             vec![
                 op(call("ringing", None, None), 1_000),
@@ -404,7 +419,7 @@ mod tests {
         );
         let (reply, _answer) = tokio::sync::oneshot::channel();
         apply_all(
-            &conn,
+            &mut conn,
             &hooks,
             vec![StoreOp::Log {
                 call_id: "c_1".into(),
@@ -418,7 +433,7 @@ mod tests {
             }],
         );
         assert_eq!(
-            kinds(&conn, "http://all"),
+            kinds(&mut conn, "http://all"),
             [
                 "call.started",
                 "call.answered",
@@ -429,15 +444,16 @@ mod tests {
                 "call_log.saved"
             ]
         );
-        assert_eq!(kinds(&conn, "http://ends"), ["call.ended"]);
+        assert_eq!(kinds(&mut conn, "http://ends"), ["call.ended"]);
 
         // The ended event carries the durations of the call's segments and its name.
         let ended: Value = conn
-            .query_row(
+            .query_one(
                 "SELECT body FROM webhook_deliveries WHERE webhook = 'http://ends'",
-                [],
-                |r| r.get::<_, String>(0),
+                &[],
+                |r| r.get::<String>(0),
             )
+            .expect("query")
             .map(|b| serde_json::from_str(&b).expect("JSON"))
             .expect("ended");
         assert_eq!(ended["type"], "call.ended");
@@ -447,7 +463,7 @@ mod tests {
         assert_eq!(ended["data"]["call"]["prospect"]["name"], "Riley");
 
         // Only the head of each (receiver, call) is due; the next once it is delivered.
-        let due1 = due(&conn, 100_000, 10).expect("due");
+        let due1 = due(&mut conn, &None, 100_000, 10).expect("due");
         assert_eq!(
             due1.iter()
                 .map(|d| (d.webhook.as_str(), d.event_type.as_str()))
@@ -458,11 +474,11 @@ mod tests {
             ]
         );
         // Not yet due: nothing.
-        assert!(due(&conn, 0, 10).expect("due").is_empty());
-        record_attempt(&conn, due1[0].id, &Outcome::Delivered { at: 11_000 }).expect("ok");
+        assert!(due(&mut conn, &None, 0, 10).expect("due").is_empty());
+        record_attempt(&mut conn, due1[0].id, &Outcome::Delivered { at: 11_000 }).expect("ok");
         // A head waiting for its retry holds the call's later events back.
         record_attempt(
-            &conn,
+            &mut conn,
             due1[1].id,
             &Outcome::Retry {
                 error: "HTTP 503".into(),
@@ -470,11 +486,11 @@ mod tests {
             },
         )
         .expect("retry");
-        let due2 = due(&conn, 100_000, 10).expect("due");
+        let due2 = due(&mut conn, &None, 100_000, 10).expect("due");
         assert_eq!(due2.len(), 1);
         assert_eq!(due2[0].event_type, "call.answered");
-        assert_eq!(next_due(&conn).expect("next"), Some(2_000));
-        let pending = deliveries(&conn, &["pending".into()], None, 100).expect("list");
+        assert_eq!(next_due(&mut conn, &None).expect("next"), Some(2_000));
+        let pending = deliveries(&mut conn, &["pending".into()], None, 100).expect("list");
         assert_eq!(pending.len(), 7);
         assert!(pending
             .iter()

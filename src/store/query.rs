@@ -1,6 +1,7 @@
 //! Reading the call log: the calls page's filtered, paged list, one call, its recording
 //! segments, and the status counts for metrics.
 
+use super::db::ToArg;
 use super::*;
 
 /// One page of the calls list.
@@ -13,7 +14,7 @@ pub struct CallQuery {
     pub before: Option<(i64, String)>,
 }
 
-pub(super) fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
+pub(super) fn record(row: &db::Row<'_>) -> Result<CallRecord, StoreError> {
     Ok(CallRecord {
         id: row.get(0)?,
         direction: row.get(1)?,
@@ -32,88 +33,87 @@ pub(super) fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         recording_path: row.get(14)?,
         prospect_name: row.get(15)?,
         prospect_id: row.get(16)?,
+        node: row.get(17)?,
     })
 }
 
 pub(super) const CALL_COLUMNS: &str =
     "id, direction, from_number, from_name, to_number, prospect, agent_id,
     status, created_at, answered_at, queued_at, ended_at, end_reason, recording, recording_path,
-    prospect_name, prospect_id";
+    prospect_name, prospect_id, node";
 
 /// Calls, newest first.
-pub fn calls(conn: &Connection, query: &CallQuery) -> Result<Vec<CallRecord>, StoreError> {
+pub fn calls(db: &mut Db, query: &CallQuery) -> Result<Vec<CallRecord>, StoreError> {
     let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let limit = query.limit.clamp(1, 500) as i64;
+    let mut args: Vec<db::Arg<'_>> = Vec::new();
     if !query.statuses.is_empty() {
         let marks = vec!["?"; query.statuses.len()].join(", ");
         sql.push_str(&format!(" AND status IN ({marks})"));
-        args.extend(query.statuses.iter().cloned().map(Into::into));
+        args.extend(query.statuses.iter().map(|s| s.to_arg()));
     }
     if let Some(agent) = &query.agent {
         sql.push_str(" AND agent_id = ?");
-        args.push(agent.clone().into());
+        args.push(agent.to_arg());
     }
     if let Some((at, id)) = &query.before {
         sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
-        args.push((*at).into());
-        args.push((*at).into());
-        args.push(id.clone().into());
+        args.push(at.to_arg());
+        args.push(at.to_arg());
+        args.push(id.to_arg());
     }
     sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
-    args.push((query.limit.clamp(1, 500) as i64).into());
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), record)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    args.push(limit.to_arg());
+    db.query(&sql, &args, record)
 }
 
-pub fn call(conn: &Connection, id: &str) -> Result<Option<CallRecord>, StoreError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
-            params![id],
-            record,
-        )
-        .optional()?)
+pub fn call(db: &mut Db, id: &str) -> Result<Option<CallRecord>, StoreError> {
+    db.query_one(
+        &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
+        args![id],
+        record,
+    )
 }
 
 /// A call's recorded stretches, in file order.
-pub fn recording_segments(
-    conn: &Connection,
-    id: &str,
-) -> Result<Vec<RecordingSegment>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn recording_segments(db: &mut Db, id: &str) -> Result<Vec<RecordingSegment>, StoreError> {
+    db.query(
         "SELECT idx, started_at, ended_at, offset_ms, duration_ms FROM recording_segments
          WHERE call_id = ?1 ORDER BY idx",
-    )?;
-    let rows = stmt.query_map(params![id], |r| {
-        Ok(RecordingSegment {
-            index: r.get(0)?,
-            started_at: r.get(1)?,
-            ended_at: r.get(2)?,
-            offset_ms: r.get(3)?,
-            duration_ms: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        args![id],
+        |r| {
+            Ok(RecordingSegment {
+                index: r.get(0)?,
+                started_at: r.get(1)?,
+                ended_at: r.get(2)?,
+                offset_ms: r.get(3)?,
+                duration_ms: r.get(4)?,
+            })
+        },
+    )
 }
 
-pub fn segments(conn: &Connection, id: &str) -> Result<Vec<Segment>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT status, started_at, ended_at FROM segments WHERE call_id = ?1 ORDER BY started_at, rowid",
-    )?;
-    let rows = stmt.query_map(params![id], |r| {
-        Ok(Segment {
-            status: r.get(0)?,
-            started_at: r.get(1)?,
-            ended_at: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+pub fn segments(db: &mut Db, id: &str) -> Result<Vec<Segment>, StoreError> {
+    db.query(
+        "SELECT status, started_at, ended_at FROM segments WHERE call_id = ?1
+         ORDER BY started_at, rowid",
+        args![id],
+        |r| {
+            Ok(Segment {
+                status: r.get(0)?,
+                started_at: r.get(1)?,
+                ended_at: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// Counts by status, for metrics.
-pub fn status_counts(conn: &Connection) -> Result<HashMap<String, i64>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM calls GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+pub fn status_counts(db: &mut Db) -> Result<HashMap<String, i64>, StoreError> {
+    let rows = db.query(
+        "SELECT status, COUNT(*) FROM calls GROUP BY status",
+        &[],
+        |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+    )?;
+    Ok(rows.into_iter().collect())
 }

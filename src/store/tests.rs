@@ -20,6 +20,7 @@ pub(crate) fn record_of(id: &str, status: &str, at: i64) -> CallRecord {
         recording_path: None,
         prospect_name: None,
         prospect_id: None,
+        node: None,
     }
     .with_time(at)
 }
@@ -41,7 +42,9 @@ impl WithTime for CallRecord {
 #[test]
 fn a_batch_is_written_together_and_a_bad_change_spoils_none_of_the_others() {
     let dir = std::env::temp_dir().join(format!("callgate-store-{}", rand::random::<u64>()));
-    let conn = open(&dir.join("calls.db")).expect("open");
+    let mut conn = super::Location::Sqlite(dir.join("calls.db").to_path_buf())
+        .open()
+        .expect("open");
     let segment = |call: &str| StoreOp::Recording {
         call_id: call.into(),
         path: None,
@@ -81,7 +84,7 @@ fn a_batch_is_written_together_and_a_bad_change_spoils_none_of_the_others() {
             at: 3_000,
         },
     ];
-    apply_all(&conn, &Hooks::default(), ops);
+    apply_all(&mut conn, &Hooks::default(), ops);
     let log = answer.blocking_recv().expect("answered").expect("written");
     assert_eq!(
         log.and_then(|l| l.disposition).as_deref(),
@@ -89,15 +92,15 @@ fn a_batch_is_written_together_and_a_bad_change_spoils_none_of_the_others() {
         "the log edit saw the call written before it"
     );
     assert_eq!(
-        call(&conn, "c1")
+        call(&mut conn, "c1")
             .expect("query")
             .map(|c| c.status)
             .as_deref(),
         Some("ended")
     );
-    assert!(call(&conn, "c2").expect("query").is_some());
-    assert_eq!(recording_segments(&conn, "c1").expect("query").len(), 1);
-    assert!(recording_segments(&conn, "nobody")
+    assert!(call(&mut conn, "c2").expect("query").is_some());
+    assert_eq!(recording_segments(&mut conn, "c1").expect("query").len(), 1);
+    assert!(recording_segments(&mut conn, "nobody")
         .expect("query")
         .is_empty());
     let _ = std::fs::remove_dir_all(&dir);
@@ -107,7 +110,9 @@ fn a_batch_is_written_together_and_a_bad_change_spoils_none_of_the_others() {
 fn status_changes_make_segments_and_orphans_end_failed() {
     let dir = std::env::temp_dir().join(format!("callgate-store-{}", rand::random::<u64>()));
     let path = dir.join("calls.db");
-    let conn = open(&path).expect("open");
+    let mut conn = super::Location::Sqlite(path.to_path_buf())
+        .open()
+        .expect("open");
     for (status, at) in [
         ("ringing", 1_000),
         ("active", 2_000),
@@ -116,7 +121,7 @@ fn status_changes_make_segments_and_orphans_end_failed() {
         ("ended", 5_000),
     ] {
         apply(
-            &conn,
+            &mut conn,
             &Hooks::default(),
             StoreOp::Call {
                 call: Box::new(record_of("c1", status, at)),
@@ -125,7 +130,7 @@ fn status_changes_make_segments_and_orphans_end_failed() {
         )
         .expect("apply");
     }
-    let segs = segments(&conn, "c1").expect("segments");
+    let segs = segments(&mut conn, "c1").expect("segments");
     let got: Vec<(&str, i64, Option<i64>)> = segs
         .iter()
         .map(|s| (s.status.as_str(), s.started_at, s.ended_at))
@@ -139,7 +144,7 @@ fn status_changes_make_segments_and_orphans_end_failed() {
         ]
     );
     apply(
-        &conn,
+        &mut conn,
         &Hooks::default(),
         StoreOp::Call {
             call: Box::new(record_of("c2", "waiting", 6_000)),
@@ -149,18 +154,20 @@ fn status_changes_make_segments_and_orphans_end_failed() {
     .expect("apply");
     drop(conn);
     // Reopening runs no migration twice and ends what was live.
-    let conn = open(&path).expect("reopen");
+    let mut conn = super::Location::Sqlite(path.to_path_buf())
+        .open()
+        .expect("reopen");
     assert_eq!(
-        end_orphans(&conn, &Hooks::default(), 9_000).expect("orphans"),
+        end_orphans(&mut conn, &Hooks::default(), 9_000).expect("orphans"),
         1
     );
-    let c2 = call(&conn, "c2").expect("query").expect("c2");
+    let c2 = call(&mut conn, "c2").expect("query").expect("c2");
     assert_eq!(
         (c2.status.as_str(), c2.end_reason.as_deref(), c2.ended_at),
         ("ended", Some("failed"), Some(9_000))
     );
     assert_eq!(
-        segments(&conn, "c2").expect("segments")[0].ended_at,
+        segments(&mut conn, "c2").expect("segments")[0].ended_at,
         Some(9_000)
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -168,7 +175,9 @@ fn status_changes_make_segments_and_orphans_end_failed() {
 
 #[test]
 fn pages_newest_first_with_a_cursor_and_filters() {
-    let conn = open(Path::new(":memory:")).expect("open");
+    let mut conn = super::Location::Sqlite(Path::new(":memory:").to_path_buf())
+        .open()
+        .expect("open");
     for i in 0..7 {
         let mut r = record_of(
             &format!("c{i}"),
@@ -177,7 +186,7 @@ fn pages_newest_first_with_a_cursor_and_filters() {
         );
         r.created_at = 100 + i;
         apply(
-            &conn,
+            &mut conn,
             &Hooks::default(),
             StoreOp::Call {
                 call: Box::new(r),
@@ -187,7 +196,7 @@ fn pages_newest_first_with_a_cursor_and_filters() {
         .expect("apply");
     }
     let first = calls(
-        &conn,
+        &mut conn,
         &CallQuery {
             limit: 3,
             ..CallQuery::default()
@@ -198,7 +207,7 @@ fn pages_newest_first_with_a_cursor_and_filters() {
     assert_eq!(ids, ["c6", "c5", "c4"]);
     let last = first.last().expect("last");
     let next = calls(
-        &conn,
+        &mut conn,
         &CallQuery {
             limit: 3,
             before: Some((last.created_at, last.id.clone())),
@@ -209,7 +218,7 @@ fn pages_newest_first_with_a_cursor_and_filters() {
     let ids: Vec<&str> = next.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["c3", "c2", "c1"]);
     let active = calls(
-        &conn,
+        &mut conn,
         &CallQuery {
             limit: 50,
             statuses: vec!["active".into()],
@@ -218,5 +227,8 @@ fn pages_newest_first_with_a_cursor_and_filters() {
     )
     .expect("filter");
     assert_eq!(active.len(), 3);
-    assert_eq!(status_counts(&conn).expect("counts").get("ended"), Some(&4));
+    assert_eq!(
+        status_counts(&mut conn).expect("counts").get("ended"),
+        Some(&4)
+    );
 }

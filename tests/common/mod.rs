@@ -7,6 +7,7 @@ mod agent_ws;
 pub mod baresip;
 pub mod browser;
 pub mod caller;
+pub mod postgres;
 pub mod tls;
 #[allow(unused_imports)] // not every test binary speaks the agent protocol
 pub use agent_ws::*;
@@ -87,6 +88,8 @@ pub struct Tables<'a> {
     pub http: &'a str,
     pub webrtc: &'a str,
     pub media: &'a str,
+    /// The `[store]` table's keys (the node's own SQLite file when empty).
+    pub store: &'a str,
 }
 
 pub struct Gateway {
@@ -174,6 +177,7 @@ impl Gateway {
             http: http_extra,
             webrtc: webrtc_extra,
             media: media_extra,
+            store,
         } = tables;
         let dir = scratch(name);
         let root = repo_root();
@@ -199,7 +203,7 @@ hold_audio = "{root}/config/hold.wav"
 [recording]
 directory = "{dir}/recordings"
 [store]
-database = "{dir}/callgate.db"
+{store}
 [[route]]
 user = "echo"
 action = "echo"
@@ -221,6 +225,11 @@ file = "{root}/config/announcement.wav"
             rtp_max = ports.rtp_min + ports.rtp_span - 1,
             root = root.display(),
             dir = dir.display(),
+            store = if store.is_empty() {
+                format!("database = \"{}/callgate.db\"", dir.display())
+            } else {
+                store.to_string()
+            },
         );
         let config_path = dir.join("callgate.toml");
         std::fs::write(&config_path, config).expect("config written");

@@ -25,6 +25,9 @@ pub struct CallRecord {
     /// display name, in that order) and the CRM's id for them.
     pub prospect_name: Option<String>,
     pub prospect_id: Option<String>,
+    /// The cluster node the call lives on, as the store read it (the store's writer names its
+    /// own node when it first writes a call; `None` on a single node).
+    pub node: Option<String>,
 }
 
 /// One recorded stretch of a call: where it sits in the file and in wall-clock time.

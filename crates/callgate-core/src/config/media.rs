@@ -129,8 +129,24 @@ impl Default for RecordingConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sqlite` (the default: one node, the file at `database`) or `postgres` (a cluster's
+    /// shared call log at `url`).
+    #[serde(default)]
+    pub backend: StoreBackend,
     #[serde(default = "default_database")]
     pub database: PathBuf,
+    /// `postgres://user:password@host:port/dbname` (libpq's URL or key=value forms), for
+    /// `backend = "postgres"` only.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 pub(super) fn default_database() -> PathBuf {
@@ -140,7 +156,9 @@ pub(super) fn default_database() -> PathBuf {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             database: default_database(),
+            url: None,
         }
     }
 }

@@ -241,3 +241,21 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
     let err = with("a b", &trunk, Some("sip:127.0.0.2:5060")).unwrap_err();
     assert!(err.contains("cluster.node"), "{err}");
 }
+
+#[test]
+fn a_postgres_store_needs_its_url_and_sqlite_takes_none() {
+    let base: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+    assert_eq!(base.store.backend, StoreBackend::Sqlite);
+    let with = |store: &str| {
+        let mut config = base.clone();
+        config.store = toml::from_str(store).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())
+    };
+    assert!(with("backend = \"postgres\"\nurl = \"postgres://cg@127.0.0.1/cg\"").is_ok());
+    let err = with("backend = \"postgres\"").unwrap_err();
+    assert!(err.contains("store.url"), "{err}");
+    let err = with("url = \"postgres://cg@127.0.0.1/cg\"").unwrap_err();
+    assert!(err.contains("store.url"), "{err}");
+    let err = with("backend = \"mysql\"").unwrap_err();
+    assert!(err.contains("backend"), "{err}");
+}

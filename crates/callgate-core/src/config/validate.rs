@@ -146,6 +146,18 @@ impl Config {
                 ));
             }
         }
+        match (self.store.backend, &self.store.url) {
+            (StoreBackend::Postgres, None) => {
+                return Err(invalid("store.url", "backend \"postgres\" needs its URL"))
+            }
+            (StoreBackend::Sqlite, Some(_)) => {
+                return Err(invalid(
+                    "store.url",
+                    "is for backend \"postgres\"; SQLite's file is store.database",
+                ))
+            }
+            _ => {}
+        }
         if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
             return Err(invalid(
                 "rtp.port_min",

@@ -326,6 +326,7 @@ impl Gateway {
             recording_path: None,
             prospect_name: c.prospect_name.clone(),
             prospect_id: c.prospect_id.clone(),
+            node: None,
         };
         let at = ms(at);
         self.out.push_back(Output::Persist(Persist::Call {
