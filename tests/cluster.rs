@@ -107,14 +107,33 @@ registrar = "kamailio"
 
 /// Wait until the node's log says `line`.
 fn wait_log(gw: &Gateway, line: &str, within: Duration) {
+    wait_log_times(gw, line, 1, within);
+}
+
+/// Wait until the node's log has said `line` `times` times.
+fn wait_log_times(gw: &Gateway, line: &str, times: usize, within: Duration) {
     let deadline = Instant::now() + within;
-    while !gw.log_text().contains(line) {
+    while gw.log_text().matches(line).count() < times {
         assert!(
             Instant::now() < deadline,
             "no {line:?} in {}",
             gw.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The close code the node ends the agent's session with, waiting up to `within` for it.
+fn close_code(socket: &mut AgentSocket, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    loop {
+        match next_message(socket) {
+            Ok(_) => continue,
+            Err(Some(code)) => return Some(code),
+            // A read timeout: the close may still come.
+            Err(None) if Instant::now() < deadline => continue,
+            Err(None) => return None,
+        }
     }
 }
 
@@ -260,6 +279,30 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    // One agent, one node: signing in on A while the agent is signed in on B ends the session
+    // on B with 4409 (A claimed the agent in PostgreSQL and B heard of it), B takes its DID's
+    // registration back, and the next call reaches A.
+    let mut again_on_a = connect_agent(&a, "?token=demo-token");
+    assert_eq!(
+        next_message(&mut again_on_a).expect("snapshot")["type"],
+        "calls.snapshot"
+    );
+    assert_eq!(
+        close_code(&mut on_b, Duration::from_secs(15)),
+        Some(4409),
+        "node b's log:\n{}",
+        b.log_text()
+    );
+    wait_log(&b, "location removed", Duration::from_secs(10));
+    wait_log_times(&a, "location registered", 2, Duration::from_secs(10));
+    let invite = call_through_kamailio(&trunk, "+15550000100");
+    let incoming = next_of(&mut again_on_a, "call.incoming");
+    assert_eq!(incoming["call"]["to"], "+15550000100", "{incoming}");
+    trunk
+        .send_to(&cancel_of(&invite), KAMAILIO)
+        .expect("CANCEL");
+    next_of(&mut again_on_a, "call.ended");
     drop((a, b));
     drop(pg);
 }

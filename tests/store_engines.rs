@@ -389,3 +389,67 @@ fn the_writer_keeps_what_it_could_not_write_while_postgres_was_down() {
         .expect("writer ends with its channel");
     drop(pg);
 }
+
+/// Two nodes' claim tasks on one PostgreSQL: a claim by one node reaches the other at once
+/// (NOTIFY), and a change of holder that came with no notice (as when a node's listening
+/// connection was down) is found at the next refresh.
+#[test]
+fn an_agent_claimed_by_another_node_is_let_go_here() {
+    use callgate::claims::{self, ClaimOp};
+    let pg = Postgres::start("claims", 25853);
+    let location = Location::Postgres(Box::new(pg.url().parse().expect("URL")));
+    drop(location.open().expect("migrated"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (a, mut lost_a) = claims::start(location.clone(), "a".into());
+        let (b, mut lost_b) = claims::start(location.clone(), "b".into());
+        // Let both listeners start listening.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        a.send(ClaimOp::Claim("demo".into())).await.expect("claim");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.send(ClaimOp::Claim("demo".into())).await.expect("claim");
+        let lost = tokio::time::timeout(Duration::from_secs(3), lost_a.recv())
+            .await
+            .expect("node a hears of b's claim within the notice's time, not the refresh's");
+        assert_eq!(lost.as_deref(), Some("demo"));
+        assert!(lost_b.try_recv().is_err(), "b keeps the agent");
+
+        // The holder changes behind b's back: its next refresh finds it.
+        let reader = location.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = reader.open_reader().expect("reader");
+            store::db::Db::execute(
+                &mut db,
+                "UPDATE agent_claims SET node = 'c' WHERE agent_id = 'demo'",
+                &[],
+            )
+            .expect("moved")
+        })
+        .await
+        .expect("blocking");
+        let lost = tokio::time::timeout(Duration::from_secs(12), lost_b.recv())
+            .await
+            .expect("node b finds the change at its refresh");
+        assert_eq!(lost.as_deref(), Some("demo"));
+
+        // A node that stops releases its claims.
+        a.send(ClaimOp::Claim("other".into())).await.expect("claim");
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
+    let mut db = location.open_reader().expect("reader");
+    let holders = db
+        .query(
+            "SELECT agent_id, node FROM agent_claims ORDER BY agent_id",
+            &[],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
+        )
+        .expect("claims");
+    assert_eq!(holders, [("demo".to_string(), "c".to_string())]);
+    drop(runtime);
+    drop(pg);
+}

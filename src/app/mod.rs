@@ -94,6 +94,8 @@ struct Shell {
     names: Arc<crate::names::Names>,
     named: mpsc::Sender<(CallId, crate::controller::Prospect)>,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
+    /// In a cluster, where this node's agents are claimed and released (`claims.rs`).
+    claims: Option<mpsc::Sender<crate::claims::ClaimOp>>,
 }
 
 /// The configuration file, checked, with the names of its trunks' proxies looked up: the one
@@ -220,6 +222,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
     let (named_tx, mut named_rx) = mpsc::channel(crate::gateway::NAMING_CAPACITY);
+    // In a cluster each signed-in agent is claimed in the shared store; an agent another node
+    // claims arrives on `claims_lost`. Without one, nothing ever arrives there.
+    let (claims, mut claims_lost, _no_claims) = match &config.cluster {
+        Some(cluster) => {
+            let (claims, lost) = crate::claims::start(location.clone(), cluster.node.clone());
+            (Some(claims), lost, None)
+        }
+        None => {
+            let (keep, lost) = mpsc::channel(1);
+            (None, lost, Some(keep))
+        }
+    };
     let writer = tokio::spawn(crate::store::run_writer(location, hooks, store_rx));
     let clock = WallClock::pinned(Instant::now(), SystemTime::now());
     let udp = Arc::new(udp);
@@ -298,6 +312,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         names,
         named: named_tx,
         gateway_counters,
+        claims,
     };
     tracing::info!(sip = %sip_addr, http = %config.http.listen, "callgate listening");
 
@@ -354,6 +369,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(request) = admin_rx.recv() => shell.on_admin(request).await,
             Some(input) = agents_rx.recv() => shell.on_agent(input).await,
             Some((call, prospect)) = named_rx.recv() => shell.input(Input::Named { call, prospect }),
+            Some(agent) = claims_lost.recv() => {
+                shell.input(Input::AgentClaimedElsewhere { agent: agent.into() });
+            }
             Some(event) = webrtc_events.recv() => match event {
                 WebrtcEvent::Connected { peer } => tracing::debug!(peer, "agent media up"),
                 WebrtcEvent::Disconnected { peer } => tracing::debug!(peer, "agent media down"),
@@ -598,6 +616,14 @@ impl Shell {
                     agent: agent.clone(),
                     conn,
                 });
+                if let Some(claims) = &self.claims {
+                    if claims
+                        .try_send(crate::claims::ClaimOp::Claim(agent.to_string()))
+                        .is_err()
+                    {
+                        tracing::warn!(%agent, "agent claim queue full; the next refresh makes it");
+                    }
+                }
                 // What the connection it replaces is told comes first.
                 self.flush().await;
                 let _ = reply.send(self.gateway.snapshot(&agent));
@@ -607,7 +633,16 @@ impl Shell {
                 let _ = self.webrtc.try_send(WebrtcInput::Close { peer: conn });
                 self.outbound.remove(&conn);
                 self.codecs.remove(&conn);
-                self.input(Input::AgentDisconnected { agent, conn });
+                self.input(Input::AgentDisconnected {
+                    agent: agent.clone(),
+                    conn,
+                });
+                if let Some(claims) = &self.claims {
+                    if !self.gateway.is_signed_in(&agent) {
+                        // Full queue: the claim lapses with its lease instead.
+                        let _ = claims.try_send(crate::claims::ClaimOp::Release(agent.to_string()));
+                    }
+                }
             }
             AgentInput::LogSaved { agent, prospect } => {
                 self.input(Input::LogSaved { agent, prospect });

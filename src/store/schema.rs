@@ -90,6 +90,12 @@ const MIGRATIONS: &[&str] = &[
     // single node). A node closes only its own orphans and delivers only its own events.
     "ALTER TABLE calls ADD COLUMN node TEXT;
      ALTER TABLE webhook_deliveries ADD COLUMN node TEXT;",
+    // 5: which node holds each signed-in agent in a cluster, until when (`claims.rs`).
+    "CREATE TABLE agent_claims (
+        agent_id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+     );",
 ];
 
 /// `MIGRATIONS` for PostgreSQL: times and counts are BIGINT (SQLite's INTEGER is 64 bits),
@@ -174,6 +180,11 @@ const PG_MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_in_order ON webhook_deliveries (webhook, call_id, status, id);",
     "ALTER TABLE calls ADD COLUMN node TEXT;
      ALTER TABLE webhook_deliveries ADD COLUMN node TEXT;",
+    "CREATE TABLE agent_claims (
+        agent_id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+     );",
 ];
 
 /// The key of the PostgreSQL advisory lock nodes take while migrating, so that two nodes

@@ -231,6 +231,8 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
             node: node.into(),
             registrar: registrar.into(),
         });
+        config.store.backend = StoreBackend::Postgres;
+        config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
         config.validate().map_err(|e| e.to_string())
     };
     assert!(with("a", &trunk, Some("sip:127.0.0.2:5060")).is_ok());
@@ -240,6 +242,15 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
     assert!(err.contains("cluster.registrar"), "{err}");
     let err = with("a b", &trunk, Some("sip:127.0.0.2:5060")).unwrap_err();
     assert!(err.contains("cluster.node"), "{err}");
+    // A cluster on each node's own SQLite would split the call log and claim agents nowhere.
+    let mut alone = base.clone();
+    alone.trunks[0].outbound_proxy = Some("sip:127.0.0.2:5060".into());
+    alone.cluster = Some(ClusterConfig {
+        node: "a".into(),
+        registrar: trunk.clone(),
+    });
+    let err = alone.validate().unwrap_err().to_string();
+    assert!(err.contains("store.backend"), "{err}");
 }
 
 #[test]

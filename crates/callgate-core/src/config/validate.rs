@@ -145,6 +145,12 @@ impl Config {
                     "its trunk needs an outbound_proxy to register with",
                 ));
             }
+            if self.store.backend != StoreBackend::Postgres {
+                return Err(invalid(
+                    "store.backend",
+                    "a cluster's nodes share one call log: \"postgres\"",
+                ));
+            }
         }
         match (self.store.backend, &self.store.url) {
             (StoreBackend::Postgres, None) => {

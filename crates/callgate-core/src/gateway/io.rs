@@ -76,6 +76,11 @@ pub enum Input<'a> {
         agent: AgentId,
         conn: ConnId,
     },
+    /// In a cluster, the agent signed in on another node, which claimed it: its session here
+    /// ends (closed 4409, as a second sign-in here would close it) and so do its calls here.
+    AgentClaimedElsewhere {
+        agent: AgentId,
+    },
     /// The prospect's call log was saved: its prompt is closed.
     LogSaved {
         agent: AgentId,

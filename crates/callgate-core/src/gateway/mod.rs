@@ -19,7 +19,8 @@ use rand::{Rng, SeedableRng};
 use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
 use crate::config::Config;
 use crate::controller::{
-    AgentId, Call, CallId, Command, ConnId, Controller, Event, MediaPlan, Notice, Prospect,
+    AgentId, Call, CallId, CloseReason, Command, ConnId, Controller, Event, MediaPlan, Notice,
+    Prospect,
 };
 use crate::log::{CallRecord, RecordingSegment};
 use crate::media::session::MediaEvent;
@@ -171,15 +172,15 @@ impl Gateway {
             Input::Media(event) => self.on_media_event(event),
             Input::Named { call, prospect } => self.on_named(call, prospect),
             Input::AgentConnected { agent, conn } => self.on_agent_connected(agent, conn),
-            Input::AgentDisconnected { agent, conn } => {
-                if self.connections.remove(&conn).is_some() {
-                    self.run(Event::AgentDisconnected {
-                        agent: agent.clone(),
+            Input::AgentDisconnected { agent, conn } => self.on_agent_disconnected(agent, conn),
+            Input::AgentClaimedElsewhere { agent } => {
+                if let Some(conn) = self.connection_of(&agent) {
+                    tracing::info!(%agent, conn, "agent signed in on another node");
+                    self.out.push_back(Output::Close {
                         conn,
+                        reason: CloseReason::Replaced,
                     });
-                    if self.connection_of(&agent).is_none() {
-                        self.locate(now, &agent, false);
-                    }
+                    self.on_agent_disconnected(agent, conn);
                 }
             }
             Input::LogSaved { agent, prospect } => {
@@ -513,6 +514,23 @@ impl Gateway {
         if let Some((call, mode)) = self.controller.monitoring(&agent) {
             self.monitor_start(&call, &agent, mode);
         }
+    }
+
+    fn on_agent_disconnected(&mut self, agent: AgentId, conn: ConnId) {
+        if self.connections.remove(&conn).is_some() {
+            self.run(Event::AgentDisconnected {
+                agent: agent.clone(),
+                conn,
+            });
+            if self.connection_of(&agent).is_none() {
+                self.locate(self.now, &agent, false);
+            }
+        }
+    }
+
+    /// Whether the agent has a connection open here.
+    pub fn is_signed_in(&self, agent: &AgentId) -> bool {
+        self.connection_of(agent).is_some()
     }
 
     fn connection_of(&self, agent: &AgentId) -> Option<ConnId> {

@@ -338,6 +338,33 @@ fn a_second_sign_in_replaces_the_first_and_keeps_the_call() {
 }
 
 #[test]
+fn a_claim_by_another_node_ends_the_session_here_and_its_calls() {
+    let mut p = Pair::new();
+    p.connect(AGENT, CONN);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    answer(&mut p, &mut caller, &call);
+    p.take_sip();
+
+    p.handle(Input::AgentClaimedElsewhere {
+        agent: AGENT.into(),
+    });
+    assert_eq!(p.closed, [(CONN, CloseReason::Replaced)]);
+    let sent = p.take_sip();
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::Request(r) if r.method.as_str() == "BYE")),
+        "the caller gets a BYE: {sent:?}"
+    );
+    // The page's own goodbye afterwards changes nothing; a second notice neither.
+    p.disconnect(AGENT, CONN);
+    p.handle(Input::AgentClaimedElsewhere {
+        agent: AGENT.into(),
+    });
+    assert_eq!(p.closed.len(), 1);
+}
+
+#[test]
 fn a_retransmitted_invite_is_absorbed_and_an_unanswered_call_times_out() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
@@ -523,6 +550,8 @@ fn in_a_cluster_a_signed_in_agents_did_is_registered_here_refreshed_and_removed(
         node: "a".into(),
         registrar: config.trunks[0].name.clone(),
     });
+    config.store.backend = crate::config::StoreBackend::Postgres;
+    config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
     config
         .validate()
         .expect("a cluster naming the trunk is valid");
