@@ -10,7 +10,7 @@ pub mod api;
 pub mod app;
 #[cfg(feature = "testkit")]
 pub mod bench;
-pub mod claims;
+pub mod cluster;
 pub mod conn;
 #[cfg(feature = "testkit")]
 pub mod demo;

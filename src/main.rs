@@ -95,15 +95,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `CALLGATE_LOG` (default `info`). The PostgreSQL client's own debug lines (every statement
+/// with its parameters: callers' numbers) stay out unless asked for by name.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let mut wanted = std::env::var("CALLGATE_LOG").unwrap_or_else(|_| "info".into());
+    if !wanted.contains("postgres") {
+        wanted.push_str(",tokio_postgres=warn,postgres=warn");
+    }
+    tracing_subscriber::EnvFilter::try_new(&wanted)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
 fn serve(path: PathBuf) -> ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .init();
     let config = match callgate::app::load_config(&path) {
         Ok(c) => c,

@@ -91,6 +91,7 @@ dial_plan = ["+1*"]
 [cluster]
 node = "{name}"
 registrar = "kamailio"
+lease = 3
 {DEMO_AGENT}"#
     );
     Gateway::start_with_tables(
@@ -180,7 +181,7 @@ fn cancel_of(invite: &[u8]) -> Vec<u8> {
 #[test]
 fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     let pg = common::postgres::Postgres::start("cluster", 25851);
-    let a = node("a", 86, "127.0.0.3", &pg.url());
+    let mut a = node("a", 86, "127.0.0.3", &pg.url());
     let b = node("b", 87, "127.0.0.4", &pg.url());
     let nodes: [SocketAddr; 2] = [
         format!("127.0.0.3:{}", a.ports.sip).parse().unwrap(),
@@ -303,6 +304,54 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         .send_to(&cancel_of(&invite), KAMAILIO)
         .expect("CANCEL");
     next_of(&mut again_on_a, "call.ended");
+
+    // A node's loss: A dies (SIGKILL) with a call ringing for its agent; once A's lease (3 s
+    // here) lapses, B ends that call in the shared log as failed.
+    call_through_kamailio(&trunk, "+15550000100");
+    let ringing = next_of(&mut again_on_a, "call.incoming");
+    let orphan = ringing["call"]["call_id"].as_str().expect("id").to_string();
+    // Once it is in the shared log (a call whose first write had not reached PostgreSQL when
+    // its node died is not in the log at all).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .http(
+            "GET",
+            &format!("/v1/calls/{orphan}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .map(|(status, _)| status)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(Instant::now() < deadline, "{orphan} never reached the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.crash();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = b
+            .http(
+                "GET",
+                &format!("/v1/calls/{orphan}"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .expect("calls API");
+        let call: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200 && call["status"] == "ended" {
+            assert_eq!(call["end_reason"], "failed", "{body}");
+            assert_eq!(call["node"], "a", "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status} {body}\nnode b's log:\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_log(&b, "a node's lease lapsed", Duration::from_secs(1));
     drop((a, b));
     drop(pg);
 }

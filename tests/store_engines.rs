@@ -395,7 +395,7 @@ fn the_writer_keeps_what_it_could_not_write_while_postgres_was_down() {
 /// connection was down) is found at the next refresh.
 #[test]
 fn an_agent_claimed_by_another_node_is_let_go_here() {
-    use callgate::claims::{self, ClaimOp};
+    use callgate::cluster::{self as claims, ClaimOp};
     let pg = Postgres::start("claims", 25853);
     let location = Location::Postgres(Box::new(pg.url().parse().expect("URL")));
     drop(location.open().expect("migrated"));
@@ -405,8 +405,13 @@ fn an_agent_claimed_by_another_node_is_let_go_here() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let (a, mut lost_a) = claims::start(location.clone(), "a".into());
-        let (b, mut lost_b) = claims::start(location.clone(), "b".into());
+        let member = |node: &str| claims::Membership {
+            node: node.into(),
+            lease: Duration::from_secs(30),
+            hooks: std::sync::Arc::new(hooks(node)),
+        };
+        let (a, mut lost_a) = claims::start(location.clone(), member("a"));
+        let (b, mut lost_b) = claims::start(location.clone(), member("b"));
         // Let both listeners start listening.
         tokio::time::sleep(Duration::from_millis(500)).await;
         a.send(ClaimOp::Claim("demo".into())).await.expect("claim");
@@ -450,6 +455,107 @@ fn an_agent_claimed_by_another_node_is_let_go_here() {
         )
         .expect("claims");
     assert_eq!(holders, [("demo".to_string(), "c".to_string())]);
+    drop(runtime);
+    drop(pg);
+}
+
+/// A node whose lease lapsed is taken over by exactly one of the survivors: its live calls
+/// end as failed (one `call.ended` each), its claims go, its pending deliveries become the
+/// survivor's; the survivors' own leases are written.
+#[test]
+fn a_dead_nodes_live_calls_end_failed_once_its_lease_lapses() {
+    use callgate::cluster::{self, Membership};
+    let pg = Postgres::start("takeover", 25854);
+    let location = Location::Postgres(Box::new(pg.url().parse().expect("URL")));
+    let mut db = location.open().expect("migrated");
+    let dead = hooks("dead");
+    let mut live = record("live", "active", 1_000);
+    live.answered_at = Some(1_500);
+    assert!(store::apply_all(&mut db, &dead, vec![change(live, 1_500)]).is_empty());
+    let mut over = record("over", "ended", 500);
+    over.ended_at = Some(900);
+    over.end_reason = Some("caller_hangup".into());
+    assert!(store::apply_all(&mut db, &dead, vec![change(over, 900)]).is_empty());
+    // Its lease ran out a second ago; it held an agent.
+    let lapsed = store::millis(std::time::SystemTime::now()) - 1_000;
+    db.execute(
+        "INSERT INTO node_leases (node, alive_until) VALUES ('dead', ?1)",
+        &[store::db::Arg::Int(lapsed)],
+    )
+    .expect("lease");
+    db.execute(
+        "INSERT INTO agent_claims (agent_id, node, expires_at) VALUES ('demo', 'dead', ?1)",
+        &[store::db::Arg::Int(lapsed)],
+    )
+    .expect("claim");
+    drop(db);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let senders = runtime.block_on(async {
+        // Two survivors notice at once.
+        let member = |node: &str| Membership {
+            node: node.into(),
+            lease: Duration::from_secs(3),
+            hooks: std::sync::Arc::new(hooks(node)),
+        };
+        let b = cluster::start(location.clone(), member("b"));
+        let c = cluster::start(location.clone(), member("c"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (b, c)
+    });
+    let mut db = location.open_reader().expect("reader");
+    let call = store::call(&mut db, "live").expect("read").expect("live");
+    assert_eq!(
+        (
+            call.status.as_str(),
+            call.end_reason.as_deref(),
+            call.node.as_deref()
+        ),
+        ("ended", Some("failed"), Some("dead"))
+    );
+    let over = store::call(&mut db, "over").expect("read").expect("over");
+    assert_eq!(
+        over.end_reason.as_deref(),
+        Some("caller_hangup"),
+        "left alone"
+    );
+    let deliveries = outbox::deliveries(&mut db, &[], None, 100).expect("deliveries");
+    let ended: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.call_id.as_deref() == Some("live") && d.event_type == "call.ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "taken over once: {deliveries:?}");
+    // The dead node's pending deliveries now belong to survivors, so someone makes them.
+    let owners = db
+        .query(
+            "SELECT DISTINCT node FROM webhook_deliveries WHERE status = 'pending'",
+            &[],
+            |r| r.get::<Option<String>>(0),
+        )
+        .expect("owners");
+    assert!(
+        owners
+            .iter()
+            .all(|o| matches!(o.as_deref(), Some("b" | "c"))),
+        "{owners:?}"
+    );
+    let leases = db
+        .query("SELECT node FROM node_leases ORDER BY node", &[], |r| {
+            r.get::<String>(0)
+        })
+        .expect("leases");
+    assert_eq!(leases, ["b", "c"]);
+    let claims = db
+        .query("SELECT agent_id FROM agent_claims", &[], |r| {
+            r.get::<String>(0)
+        })
+        .expect("claims");
+    assert!(claims.is_empty(), "{claims:?}");
+    drop(senders);
     drop(runtime);
     drop(pg);
 }

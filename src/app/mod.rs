@@ -95,7 +95,7 @@ struct Shell {
     named: mpsc::Sender<(CallId, crate::controller::Prospect)>,
     gateway_counters: Arc<crate::metrics::GatewayCounters>,
     /// In a cluster, where this node's agents are claimed and released (`claims.rs`).
-    claims: Option<mpsc::Sender<crate::claims::ClaimOp>>,
+    claims: Option<mpsc::Sender<crate::cluster::ClaimOp>>,
 }
 
 /// The configuration file, checked, with the names of its trunks' proxies looked up: the one
@@ -226,7 +226,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // claims arrives on `claims_lost`. Without one, nothing ever arrives there.
     let (claims, mut claims_lost, _no_claims) = match &config.cluster {
         Some(cluster) => {
-            let (claims, lost) = crate::claims::start(location.clone(), cluster.node.clone());
+            let (claims, lost) = crate::cluster::start(
+                location.clone(),
+                crate::cluster::Membership {
+                    node: cluster.node.clone(),
+                    lease: Duration::from_secs(cluster.lease),
+                    hooks: Arc::clone(&hooks),
+                },
+            );
             (Some(claims), lost, None)
         }
         None => {
@@ -618,7 +625,7 @@ impl Shell {
                 });
                 if let Some(claims) = &self.claims {
                     if claims
-                        .try_send(crate::claims::ClaimOp::Claim(agent.to_string()))
+                        .try_send(crate::cluster::ClaimOp::Claim(agent.to_string()))
                         .is_err()
                     {
                         tracing::warn!(%agent, "agent claim queue full; the next refresh makes it");
@@ -640,7 +647,8 @@ impl Shell {
                 if let Some(claims) = &self.claims {
                     if !self.gateway.is_signed_in(&agent) {
                         // Full queue: the claim lapses with its lease instead.
-                        let _ = claims.try_send(crate::claims::ClaimOp::Release(agent.to_string()));
+                        let _ =
+                            claims.try_send(crate::cluster::ClaimOp::Release(agent.to_string()));
                     }
                 }
             }

@@ -177,10 +177,15 @@ fn node_key(node: &Option<String>) -> &str {
 /// The recordings of this node's calls that were live when it last stopped: their writer
 /// died, so their headers may be behind their data (call before `end_orphans`).
 pub fn orphan_recordings(db: &mut Db, node: &Option<String>) -> Result<Vec<PathBuf>, StoreError> {
+    recordings_left_by(db, node_key(node))
+}
+
+/// The recordings of `node`'s live calls ("" for a single node's).
+pub fn recordings_left_by(db: &mut Db, node: &str) -> Result<Vec<PathBuf>, StoreError> {
     let paths = db.query(
         "SELECT recording_path FROM calls WHERE status != 'ended'
             AND recording_path IS NOT NULL AND COALESCE(node, '') = ?1",
-        args![node_key(node)],
+        args![node],
         |r| r.get::<String>(0),
     )?;
     Ok(paths.into_iter().map(PathBuf::from).collect())
@@ -191,43 +196,48 @@ pub fn orphan_recordings(db: &mut Db, node: &Option<String>) -> Result<Vec<PathB
 /// same transaction). Other nodes' calls on a shared store are theirs. Returns how many.
 pub fn end_orphans(db: &mut Db, hooks: &Hooks, now: i64) -> Result<usize, StoreError> {
     let node = node_key(&hooks.node).to_string();
-    db.transaction(|tx| {
-        let orphans: Vec<CallRecord> = tx.query(
-            &format!(
-                "SELECT {CALL_COLUMNS} FROM calls
-                 WHERE status != 'ended' AND COALESCE(node, '') = ?1"
-            ),
-            args![node],
-            record,
+    db.transaction(|tx| end_calls_of(tx, hooks, &node, now))
+}
+
+/// Inside the caller's transaction: end the live calls of `node` ("" for a single node's) as
+/// `failed`, closing their segments and queueing their webhook events as this node's. For a
+/// node's own orphans at start, and for a dead node's calls taken over by a survivor.
+pub fn end_calls_of(tx: &mut Db, hooks: &Hooks, node: &str, now: i64) -> Result<usize, StoreError> {
+    let orphans: Vec<CallRecord> = tx.query(
+        &format!(
+            "SELECT {CALL_COLUMNS} FROM calls
+             WHERE status != 'ended' AND COALESCE(node, '') = ?1"
+        ),
+        args![node],
+        record,
+    )?;
+    for before in &orphans {
+        tx.execute(
+            "UPDATE segments SET ended_at = ?2 WHERE call_id = ?1 AND ended_at IS NULL",
+            args![before.id, now],
         )?;
-        for before in &orphans {
-            tx.execute(
-                "UPDATE segments SET ended_at = ?2 WHERE call_id = ?1 AND ended_at IS NULL",
-                args![before.id, now],
-            )?;
-            tx.execute(
-                "UPDATE recording_segments SET ended_at = ?2
-                 WHERE call_id = ?1 AND ended_at IS NULL",
-                args![before.id, now],
-            )?;
-            tx.execute(
-                "UPDATE calls SET status = 'ended', ended_at = ?2, end_reason = 'failed',
-                    recording = CASE WHEN recording IN ('recording', 'paused') THEN 'off'
-                                     ELSE recording END
-                 WHERE id = ?1",
-                args![before.id, now],
-            )?;
-            let before_state = outbox::Before {
-                status: before.status.clone(),
-                answered_at: before.answered_at,
-                recording_path: before.recording_path.clone(),
-            };
-            if let Some(after) = call(tx, &before.id)? {
-                outbox::call_changed(tx, hooks, Some(&before_state), &after, now)?;
-            }
+        tx.execute(
+            "UPDATE recording_segments SET ended_at = ?2
+             WHERE call_id = ?1 AND ended_at IS NULL",
+            args![before.id, now],
+        )?;
+        tx.execute(
+            "UPDATE calls SET status = 'ended', ended_at = ?2, end_reason = 'failed',
+                recording = CASE WHEN recording IN ('recording', 'paused') THEN 'off'
+                                 ELSE recording END
+             WHERE id = ?1",
+            args![before.id, now],
+        )?;
+        let before_state = outbox::Before {
+            status: before.status.clone(),
+            answered_at: before.answered_at,
+            recording_path: before.recording_path.clone(),
+        };
+        if let Some(after) = call(tx, &before.id)? {
+            outbox::call_changed(tx, hooks, Some(&before_state), &after, now)?;
         }
-        Ok(orphans.len())
-    })
+    }
+    Ok(orphans.len())
 }
 
 /// A call's log, or `None` when nothing was written about it yet.

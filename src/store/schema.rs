@@ -90,11 +90,16 @@ const MIGRATIONS: &[&str] = &[
     // single node). A node closes only its own orphans and delivers only its own events.
     "ALTER TABLE calls ADD COLUMN node TEXT;
      ALTER TABLE webhook_deliveries ADD COLUMN node TEXT;",
-    // 5: which node holds each signed-in agent in a cluster, until when (`claims.rs`).
+    // 5: which node holds each signed-in agent in a cluster, and until when each node is
+    // alive (`cluster.rs`).
     "CREATE TABLE agent_claims (
         agent_id TEXT PRIMARY KEY,
         node TEXT NOT NULL,
         expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE node_leases (
+        node TEXT PRIMARY KEY,
+        alive_until INTEGER NOT NULL
      );",
 ];
 
@@ -184,6 +189,10 @@ const PG_MIGRATIONS: &[&str] = &[
         agent_id TEXT PRIMARY KEY,
         node TEXT NOT NULL,
         expires_at BIGINT NOT NULL
+     );
+     CREATE TABLE node_leases (
+        node TEXT PRIMARY KEY,
+        alive_until BIGINT NOT NULL
      );",
 ];
 

@@ -499,6 +499,15 @@ pub struct ClusterConfig {
     /// are registered there with this node's SIP address as Contact, so calls for them come
     /// here.
     pub registrar: String,
+    /// Seconds this node's lease in the shared store lasts; it is refreshed six times as often.
+    /// When a node's lease lapses (it died, or lost the store), a surviving node ends its live
+    /// calls as failed, frees its agents and takes over its webhook deliveries.
+    #[serde(default = "default_lease")]
+    pub lease: u64,
+}
+
+fn default_lease() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -230,6 +230,7 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
         config.cluster = Some(ClusterConfig {
             node: node.into(),
             registrar: registrar.into(),
+            lease: 30,
         });
         config.store.backend = StoreBackend::Postgres;
         config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
@@ -248,6 +249,7 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
     alone.cluster = Some(ClusterConfig {
         node: "a".into(),
         registrar: trunk.clone(),
+        lease: 30,
     });
     let err = alone.validate().unwrap_err().to_string();
     assert!(err.contains("store.backend"), "{err}");

@@ -145,6 +145,9 @@ impl Config {
                     "its trunk needs an outbound_proxy to register with",
                 ));
             }
+            if cluster.lease < 3 {
+                return Err(invalid("cluster.lease", "at least 3 seconds"));
+            }
             if self.store.backend != StoreBackend::Postgres {
                 return Err(invalid(
                     "store.backend",

@@ -549,6 +549,7 @@ fn in_a_cluster_a_signed_in_agents_did_is_registered_here_refreshed_and_removed(
     config.cluster = Some(crate::config::ClusterConfig {
         node: "a".into(),
         registrar: config.trunks[0].name.clone(),
+        lease: 30,
     });
     config.store.backend = crate::config::StoreBackend::Postgres;
     config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
@@ -612,6 +613,7 @@ fn shutdown_removes_this_nodes_registrations() {
     config.cluster = Some(crate::config::ClusterConfig {
         node: "a".into(),
         registrar: config.trunks[0].name.clone(),
+        lease: 30,
     });
     let mut p = Pair::with_config(config);
     p.connect("demo", 1);
@@ -628,6 +630,7 @@ fn a_challenged_location_registration_is_retried_with_the_trunks_credentials() {
     config.cluster = Some(crate::config::ClusterConfig {
         node: "a".into(),
         registrar: config.trunks[0].name.clone(),
+        lease: 30,
     });
     let mut p = Pair::with_config(config);
     p.connect("demo", 1);

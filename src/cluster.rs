@@ -1,9 +1,16 @@
-//! One agent, one node: in a cluster, the node an agent signs in on claims the agent in the
-//! shared store (`agent_claims`: the agent, the node, a lease the node refreshes) and tells the
-//! other nodes through PostgreSQL's `NOTIFY`; a node that had the agent signed in ends that
-//! session (close code 4409, as a second sign-in on one node does) when another node claims
-//! it. A notification missed while a connection was down is caught at the next refresh, which
-//! also reads who holds this node's agents.
+//! Who holds what in a cluster, kept in the shared store.
+//!
+//! One agent, one node: the node an agent signs in on claims the agent (`agent_claims`) and
+//! tells the other nodes through PostgreSQL's `NOTIFY`; a node that had the agent signed in
+//! ends that session (close code 4409, as a second sign-in on one node does) when another node
+//! claims it. A notification missed while a connection was down is caught at the next refresh,
+//! which also reads who holds this node's agents.
+//!
+//! A node's loss: each node holds a lease (`node_leases`) it refreshes six times a lease. When
+//! a node's lease lapses (killed, or cut off from the store), the first survivor to notice
+//! takes it over, exactly once: the dead node's live calls end as `failed` (their recordings'
+//! headers brought up to their data when the directory is shared), its agents are free, and
+//! its pending webhook deliveries become the survivor's.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,14 +20,10 @@ use postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::mpsc;
 
 use crate::store::db::{args, Db};
-use crate::store::{Location, StoreError};
+use crate::store::{Hooks, Location, StoreError};
 
 /// The notification channel claims are announced on.
 const CHANNEL: &str = "callgate_claims";
-/// How long a claim holds without a refresh (a node that died lets its agents go then).
-pub const LEASE: Duration = Duration::from_secs(30);
-/// How often a node refreshes its claims and checks them.
-const REFRESH: Duration = Duration::from_secs(5);
 /// How long the listener waits before opening a lost connection again.
 const RECONNECT: Duration = Duration::from_secs(2);
 /// Claims and releases queued at most (one per sign-in and sign-out).
@@ -42,9 +45,22 @@ struct Claimed {
     node: String,
 }
 
-/// Start claiming for `node` on the store at `location` (PostgreSQL). Returns where to send
-/// claims and releases, and where the agents another node claimed arrive.
-pub fn start(location: Location, node: String) -> (mpsc::Sender<ClaimOp>, mpsc::Receiver<String>) {
+/// This node in the cluster: its name, its lease, and the outbox settings events of calls it
+/// takes over are queued with.
+pub struct Membership {
+    pub node: String,
+    pub lease: Duration,
+    pub hooks: Arc<Hooks>,
+}
+
+/// Start holding this node's lease and claims on the store at `location` (PostgreSQL).
+/// Returns where to send claims and releases, and where the agents another node claimed
+/// arrive.
+pub fn start(
+    location: Location,
+    member: Membership,
+) -> (mpsc::Sender<ClaimOp>, mpsc::Receiver<String>) {
+    let node = member.node.clone();
     let (ops_tx, ops_rx) = mpsc::channel(QUEUE);
     let (lost_tx, lost_rx) = mpsc::channel(QUEUE);
     let (notified_tx, notified_rx) = mpsc::channel(QUEUE);
@@ -57,7 +73,7 @@ pub fn start(location: Location, node: String) -> (mpsc::Sender<ClaimOp>, mpsc::
     }
     tokio::spawn(run(
         location,
-        node,
+        member,
         ops_rx,
         Channels {
             notified: notified_rx,
@@ -71,8 +87,8 @@ fn now_ms() -> i64 {
     crate::store::millis(std::time::SystemTime::now())
 }
 
-fn claim(db: &mut Db, node: &str, agent: &str) -> Result<(), StoreError> {
-    let expires = now_ms() + LEASE.as_millis() as i64;
+fn claim(db: &mut Db, node: &str, agent: &str, lease: Duration) -> Result<(), StoreError> {
+    let expires = now_ms() + lease.as_millis() as i64;
     let payload = serde_json::to_string(&Claimed {
         agent: agent.into(),
         node: node.into(),
@@ -91,10 +107,20 @@ fn claim(db: &mut Db, node: &str, agent: &str) -> Result<(), StoreError> {
     })
 }
 
-/// Refresh this node's claims, make those that never reached the store, and return the held
-/// agents another node has claimed meanwhile.
-fn refresh(db: &mut Db, node: &str, held: &HashSet<String>) -> Result<Vec<String>, StoreError> {
-    let expires = now_ms() + LEASE.as_millis() as i64;
+/// Refresh this node's lease and claims, make the claims that never reached the store, and
+/// return the held agents another node has claimed meanwhile.
+fn refresh(
+    db: &mut Db,
+    node: &str,
+    held: &HashSet<String>,
+    lease: Duration,
+) -> Result<Vec<String>, StoreError> {
+    let expires = now_ms() + lease.as_millis() as i64;
+    db.execute(
+        "INSERT INTO node_leases (node, alive_until) VALUES (?1, ?2)
+         ON CONFLICT(node) DO UPDATE SET alive_until = excluded.alive_until",
+        args![node, expires],
+    )?;
     db.execute(
         "UPDATE agent_claims SET expires_at = ?2 WHERE node = ?1",
         args![node, expires],
@@ -116,10 +142,57 @@ fn refresh(db: &mut Db, node: &str, held: &HashSet<String>) -> Result<Vec<String
     }
     for agent in held {
         if !written.contains(agent) && !elsewhere.contains(agent) {
-            claim(db, node, agent)?;
+            claim(db, node, agent, lease)?;
         }
     }
     Ok(elsewhere)
+}
+
+/// Take over the nodes whose lease lapsed; each goes to the one survivor whose delete of its
+/// lease row finds it (the others' wait on the row and find nothing). Returns each node taken
+/// over with how many live calls it left.
+fn take_over_lapsed(
+    db: &mut Db,
+    me: &str,
+    hooks: &Hooks,
+) -> Result<Vec<(String, usize)>, StoreError> {
+    let now = now_ms();
+    let lapsed = db.query(
+        "SELECT node FROM node_leases WHERE alive_until < ?1 AND node != ?2",
+        args![now, me],
+        |r| r.get::<String>(0),
+    )?;
+    let mut taken = Vec::new();
+    for node in lapsed {
+        // What its writers left behind the data, where this node can reach the files.
+        for path in crate::store::recordings_left_by(db, &node)? {
+            if path.exists() {
+                if let Err(e) = crate::media::recorder::repair(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "recording of a dead node not repaired");
+                }
+            }
+        }
+        let ended = db.transaction(|tx| {
+            let gone = tx.execute(
+                "DELETE FROM node_leases WHERE node = ?1 AND alive_until < ?2",
+                args![node, now],
+            )?;
+            if gone == 0 {
+                return Ok(None); // another survivor took it, or it came back
+            }
+            let ended = crate::store::end_calls_of(tx, hooks, &node, now)?;
+            tx.execute("DELETE FROM agent_claims WHERE node = ?1", args![node])?;
+            tx.execute(
+                "UPDATE webhook_deliveries SET node = ?2 WHERE node = ?1 AND status = 'pending'",
+                args![node, me],
+            )?;
+            Ok(Some(ended))
+        })?;
+        if let Some(ended) = ended {
+            taken.push((node, ended));
+        }
+    }
+    Ok(taken)
 }
 
 /// Run `f` on the claim task's connection on a blocking thread, opening it first when it is
@@ -164,20 +237,20 @@ struct Channels {
 /// The claim task's state: its connection and the agents it holds.
 struct Claims {
     location: Location,
-    node: String,
+    member: Membership,
     conn: Arc<Mutex<Option<Db>>>,
     held: HashSet<String>,
 }
 
 impl Claims {
     async fn apply(&mut self, op: ClaimOp) {
-        let node = self.node.clone();
+        let (node, lease) = (self.member.node.clone(), self.member.lease);
         match op {
             ClaimOp::Claim(agent) => {
                 self.held.insert(agent.clone());
                 // Not written (the store is down): the next refresh makes it.
                 with_db(&self.location, &self.conn, move |db| {
-                    claim(db, &node, &agent)
+                    claim(db, &node, &agent, lease)
                 })
                 .await;
             }
@@ -197,7 +270,7 @@ impl Claims {
     /// Whether another node holds `agent` now, by the store (a notification may be older
     /// than this node's own claim of the agent since).
     async fn held_elsewhere(&self, agent: String) -> bool {
-        let node = self.node.clone();
+        let node = self.member.node.clone();
         with_db(&self.location, &self.conn, move |db| {
             db.query_one(
                 "SELECT node FROM agent_claims WHERE agent_id = ?1",
@@ -209,22 +282,52 @@ impl Claims {
         .flatten()
         .is_some_and(|holder| holder != node)
     }
+
+    /// Refresh, then take over the nodes that lapsed; the agents lost to other nodes.
+    async fn refresh(&mut self) -> Vec<String> {
+        let (node, snapshot, lease) = (
+            self.member.node.clone(),
+            self.held.clone(),
+            self.member.lease,
+        );
+        let hooks = Arc::clone(&self.member.hooks);
+        let done = with_db(&self.location, &self.conn, move |db| {
+            let elsewhere = refresh(db, &node, &snapshot, lease)?;
+            let taken = take_over_lapsed(db, &node, &hooks)?;
+            Ok((elsewhere, taken))
+        })
+        .await;
+        let Some((elsewhere, taken)) = done else {
+            return Vec::new();
+        };
+        for (node, calls) in &taken {
+            tracing::warn!(%node, calls, "a node's lease lapsed: its live calls ended as failed here");
+        }
+        if !taken.is_empty() {
+            self.member.hooks.wake.notify_one();
+        }
+        for agent in &elsewhere {
+            self.held.remove(agent);
+        }
+        elsewhere
+    }
 }
 
 async fn run(
     location: Location,
-    node: String,
+    member: Membership,
     mut ops: mpsc::Receiver<ClaimOp>,
     channels: Channels,
 ) {
     let Channels { mut notified, lost } = channels;
+    let refresh_every = member.lease / 6;
     let mut claims = Claims {
         location,
-        node,
+        member,
         conn: Arc::new(Mutex::new(None)),
         held: HashSet::new(),
     };
-    let mut tick = tokio::time::interval(REFRESH);
+    let mut tick = tokio::time::interval(refresh_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -244,23 +347,18 @@ async fn run(
                 }
             }
             _ = tick.tick() => {
-                let (node, snapshot) = (claims.node.clone(), claims.held.clone());
-                let elsewhere = with_db(&claims.location, &claims.conn, move |db| {
-                    refresh(db, &node, &snapshot)
-                })
-                .await
-                .unwrap_or_default();
-                for agent in elsewhere {
-                    claims.held.remove(&agent);
+                for agent in claims.refresh().await {
                     let _ = lost.send(agent).await;
                 }
             }
         }
     }
-    // Shutting down: this node's agents are free at once rather than at the lease's end.
-    let node = claims.node.clone();
+    // Shutting down (every call ended first): this node's agents are free at once rather than
+    // at the lease's end, and no survivor need take it over.
+    let node = claims.member.node.clone();
     with_db(&claims.location, &claims.conn, move |db| {
-        db.execute("DELETE FROM agent_claims WHERE node = ?1", args![node])
+        db.execute("DELETE FROM agent_claims WHERE node = ?1", args![node])?;
+        db.execute("DELETE FROM node_leases WHERE node = ?1", args![node])
     })
     .await;
 }
