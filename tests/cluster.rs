@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::caller::Caller;
 use common::*;
 
 const KAMAILIO: &str = "127.0.0.2:25800";
@@ -20,6 +21,10 @@ const KAMAILIO: &str = "127.0.0.2:25800";
 const TRUNK: &str = "127.0.0.1:25802";
 /// Neither a node nor a trunk.
 const STRANGER: &str = "127.0.0.1:25806";
+/// The trunk's caller with audio (SIP here, RTP two ports up).
+const AUDIO_CALLER_PORT: u16 = 25808;
+const CALLER_HZ: f64 = 440.0;
+const AGENT_HZ: f64 = 1000.0;
 
 /// Kamailio and its worker processes, all stopped when dropped (killing only the main process
 /// would leave the workers answering on its port).
@@ -44,7 +49,11 @@ fn start_kamailio(dir: &Path, nodes: &[SocketAddr]) -> Kamailio {
     std::fs::write(&list_path, list).expect("dispatcher list");
     let (ip, port) = TRUNK.split_once(':').expect("trunk address");
     let trunks_path = dir.join("trunks.list");
-    std::fs::write(&trunks_path, format!("1 {ip} 32 {port}\n")).expect("trunks list");
+    std::fs::write(
+        &trunks_path,
+        format!("1 {ip} 32 {port}\n1 {ip} 32 {AUDIO_CALLER_PORT}\n"),
+    )
+    .expect("trunks list");
     let log = std::fs::File::create(dir.join("kamailio.log")).expect("log");
     let child = Command::new("kamailio")
         .process_group(0)
@@ -284,11 +293,7 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     // One agent, one node: signing in on A while the agent is signed in on B ends the session
     // on B with 4409 (A claimed the agent in PostgreSQL and B heard of it), B takes its DID's
     // registration back, and the next call reaches A.
-    let mut again_on_a = connect_agent(&a, "?token=demo-token");
-    assert_eq!(
-        next_message(&mut again_on_a).expect("snapshot")["type"],
-        "calls.snapshot"
-    );
+    let (mut again_on_a, browser) = common::browser::signed_in(&a, "demo-token", AGENT_HZ);
     assert_eq!(
         close_code(&mut on_b, Duration::from_secs(15)),
         Some(4409),
@@ -304,6 +309,40 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         .send_to(&cancel_of(&invite), KAMAILIO)
         .expect("CANCEL");
     next_of(&mut again_on_a, "call.ended");
+
+    // Audio both ways through the cluster: the trunk's caller reaches the agent's browser on A
+    // through Kamailio, each hears the other's tone, and the caller's BYE follows the route
+    // Kamailio recorded.
+    let mut caller = Caller::dial_via(
+        KAMAILIO.parse().unwrap(),
+        "+15550000100",
+        "+15551230009",
+        "127.0.0.1",
+        AUDIO_CALLER_PORT,
+    );
+    common::caller::answer_incoming(&mut again_on_a, &mut caller);
+    assert!(
+        caller.route.is_some(),
+        "Kamailio stays on the dialog's path"
+    );
+    caller.play_tone(CALLER_HZ);
+    std::thread::sleep(Duration::from_millis(2000));
+    let (to, from) = (Instant::now(), Instant::now() - Duration::from_secs(1));
+    let caller_hears = caller.heard_between(from, to);
+    let agent_hears = browser.heard_between(from, to);
+    assert!(
+        tone_amplitude(&caller_hears, AGENT_HZ) > 400.0,
+        "the caller hears the agent: {:.0}",
+        tone_amplitude(&caller_hears, AGENT_HZ)
+    );
+    assert!(
+        tone_amplitude(&agent_hears, CALLER_HZ) > 400.0,
+        "the agent hears the caller: {:.0}",
+        tone_amplitude(&agent_hears, CALLER_HZ)
+    );
+    caller.hang_up();
+    let ended = next_of(&mut again_on_a, "call.ended");
+    assert_eq!(ended["call"]["end_reason"], "caller_hangup", "{ended}");
 
     // A node's loss: A dies (SIGKILL) with a call ringing for its agent; once A's lease (3 s
     // here) lapses, B ends that call in the shared log as failed.

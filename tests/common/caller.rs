@@ -30,9 +30,15 @@ pub struct Caller {
     pub sip: UdpSocket,
     pub rtp: UdpSocket,
     pub gateway: std::net::SocketAddr,
+    /// The number called.
+    pub did: String,
     pub number: String,
     pub call_id: String,
     pub to_tag: Option<String>,
+    /// Through a proxy that record-routes (Kamailio): the route set and the remote target
+    /// the 2xx gave, which requests inside the dialog follow.
+    pub route: Option<String>,
+    pub target: Option<String>,
     pub remote_rtp: Option<std::net::SocketAddr>,
     /// Every RTP packet received, read as it arrives by a thread of its own.
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Packet>>>,
@@ -58,6 +64,17 @@ impl Caller {
 
     /// Dial from another loopback address (another trunk's `inbound_from`).
     pub fn dial_from(gw: &Gateway, number: &str, ip: &str, sip_port: u16) -> Caller {
+        Caller::dial_via(gw.sip_addr(), "+15550000100", number, ip, sip_port)
+    }
+
+    /// Dial `did` through `proxy` (a gateway, or Kamailio in front of several).
+    pub fn dial_via(
+        proxy: std::net::SocketAddr,
+        did: &str,
+        number: &str,
+        ip: &str,
+        sip_port: u16,
+    ) -> Caller {
         let sip = bind_udp(&format!("{ip}:{sip_port}"));
         let rtp = bind_udp(&format!("{ip}:{}", sip_port + 2));
         sip.set_read_timeout(Some(Duration::from_millis(200)))
@@ -67,10 +84,13 @@ impl Caller {
         let caller = Caller {
             sip,
             rtp,
-            gateway: gw.sip_addr(),
+            gateway: proxy,
+            did: did.to_string(),
             number: number.to_string(),
             call_id: format!("{:x}@waiting-test", rand_u64()),
             to_tag: None,
+            route: None,
+            target: None,
             remote_rtp: None,
             received: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
             tone_stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -93,9 +113,19 @@ impl Caller {
             .as_ref()
             .map(|t| format!(";tag={t}"))
             .unwrap_or_default();
+        let uri = self
+            .target
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}@{}", self.did, self.gateway));
+        let route = self
+            .route
+            .as_ref()
+            .map(|r| format!("Route: {r}\r\n"))
+            .unwrap_or_default();
         format!(
-            "{method} sip:+15550000100@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch:x};rport\r\nFrom: <sip:{number}@{local}>;tag=f{number}\r\nTo: <sip:+15550000100@{gw}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{number}@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch:x};rport\r\n{route}From: <sip:{number}@{local}>;tag=f{number}\r\nTo: <sip:{did}@{gw}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{number}@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
             gw = self.gateway,
+            did = self.did,
             branch = rand_u64(),
             number = self.number,
             call_id = self.call_id,
@@ -134,6 +164,23 @@ impl Caller {
                     .and_then(|l| l.split(";tag=").nth(1))
                     .map(|t| t.trim().to_string());
                 self.remote_rtp = sdp_audio(&text);
+                // A proxy that record-routed stays on the path (one proxy here: its route).
+                let header = |name: &str| {
+                    text.lines()
+                        .find(|l| l.to_ascii_lowercase().starts_with(name))
+                        .and_then(|l| l.split_once(':'))
+                        .map(|(_, v)| v.trim().to_string())
+                };
+                self.route = header("record-route:");
+                if self.route.is_some() {
+                    self.target = header("contact:").map(|c| {
+                        c.trim_start_matches('<')
+                            .split('>')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    });
+                }
                 let ack = self.request("ACK", 1, "", "");
                 self.sip.send_to(ack.as_bytes(), self.gateway).expect("ACK");
             } else {

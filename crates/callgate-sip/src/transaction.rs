@@ -344,11 +344,19 @@ pub struct TransactionLayer {
     user_agent: String,
 }
 
-/// Build a response to `request` as §8.2.6 says: Via, From, To, Call-ID and CSeq copied.
+/// Build a response to `request` as §8.2.6 says: Via, From, To, Call-ID and CSeq copied; and
+/// on a response that may establish a dialog (1xx above 100 and 2xx to INVITE), every
+/// Record-Route as §12.1.1 says, so that the caller's requests in the dialog take the path the
+/// proxies asked for (Kamailio in front of a cluster).
 pub fn response_to(request: &Request, status: u16, reason: Option<&str>) -> Response {
     let mut headers = Headers::new();
     for via in request.headers.all("Via") {
         headers.push("Via", via);
+    }
+    if request.method.as_str() == "INVITE" && (101..300).contains(&status) {
+        for route in request.headers.all("Record-Route") {
+            headers.push("Record-Route", route);
+        }
     }
     for name in ["From", "To", "Call-ID", "CSeq"] {
         if let Some(value) = request.headers.get(name) {

@@ -315,3 +315,42 @@ fn unanswerable_garbage_is_dropped_and_bad_requests_get_400() {
     assert_eq!(sent.len(), 1);
     assert!(sent[0].starts_with("SIP/2.0 400"), "{}", sent[0]);
 }
+
+/// A proxy that record-routed an INVITE stays on the dialog's path: the responses that may
+/// establish the dialog carry its Record-Route back (§12.1.1); the rest need not.
+#[test]
+fn dialog_establishing_responses_copy_record_route() {
+    let request = |method: &str| {
+        let text = String::from_utf8(request_bytes(method, "z9hG4bKrr", ""))
+            .expect("utf8")
+            .replacen(
+            "Call-ID:",
+            "Record-Route: <sip:127.0.0.2;lr>\r\nRecord-Route: <sip:10.0.0.1;lr;ftag=x>\r\nCall-ID:",
+            1,
+        );
+        match Message::parse_datagram(text.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    let invite = request("INVITE");
+    for status in [180, 183, 200] {
+        let routes: Vec<String> = response_to(&invite, status, None)
+            .headers
+            .all("Record-Route")
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            routes,
+            ["<sip:127.0.0.2;lr>", "<sip:10.0.0.1;lr;ftag=x>"],
+            "{status}"
+        );
+    }
+    for (method, status) in [("INVITE", 100), ("INVITE", 486), ("OPTIONS", 200)] {
+        let response = response_to(&request(method), status, None);
+        assert!(
+            response.headers.all("Record-Route").next().is_none(),
+            "{method} {status}"
+        );
+    }
+}
