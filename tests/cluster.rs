@@ -25,6 +25,7 @@ const STRANGER: &str = "127.0.0.1:25806";
 const AUDIO_CALLER_PORT: u16 = 25808;
 const CALLER_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;
+const AGENT2_HZ: f64 = 1600.0;
 
 /// Kamailio and its worker processes, all stopped when dropped (killing only the main process
 /// would leave the workers answering on its port).
@@ -101,7 +102,7 @@ dial_plan = ["+1*"]
 node = "{name}"
 registrar = "kamailio"
 lease = 3
-{DEMO_AGENT}"#
+{DEMO_AGENT}{DEMO2_AGENT}"#
     );
     Gateway::start_with_tables(
         &format!("cluster_{name}"),
@@ -294,6 +295,9 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     // on B with 4409 (A claimed the agent in PostgreSQL and B heard of it), B takes its DID's
     // registration back, and the next call reaches A.
     let (mut again_on_a, browser) = common::browser::signed_in(&a, "demo-token", AGENT_HZ);
+    // A second agent works on B.
+    let (mut demo2_on_b, browser2) = common::browser::signed_in(&b, "demo2-token", AGENT2_HZ);
+    wait_log_times(&b, "location registered", 2, Duration::from_secs(10));
     assert_eq!(
         close_code(&mut on_b, Duration::from_secs(15)),
         Some(4409),
@@ -320,7 +324,7 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         "127.0.0.1",
         AUDIO_CALLER_PORT,
     );
-    common::caller::answer_incoming(&mut again_on_a, &mut caller);
+    let audio_call = common::caller::answer_incoming(&mut again_on_a, &mut caller);
     assert!(
         caller.route.is_some(),
         "Kamailio stays on the dialog's path"
@@ -340,9 +344,47 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         "the agent hears the caller: {:.0}",
         tone_amplitude(&agent_hears, CALLER_HZ)
     );
+    // A blind transfer from the agent on A to the agent on B: A dials demo2's DID through
+    // Kamailio, B rings demo2, and once answered the caller and demo2 hear each other (the
+    // audio relayed by A), demo out of the call.
+    let transfer = request(
+        &mut again_on_a,
+        serde_json::json!({"type": "call.transfer", "call_id": audio_call, "to": "agent:demo2"}),
+    );
+    assert_eq!(transfer["type"], "ok", "{transfer}");
+    next_of(&mut again_on_a, "call.ended");
+    let transferred = next_of(&mut demo2_on_b, "call.incoming");
+    let on_b = transferred["call"]["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let answered = request(
+        &mut demo2_on_b,
+        serde_json::json!({"type": "call.answer", "call_id": on_b}),
+    );
+    assert_eq!(answered["type"], "ok", "{answered}");
+    std::thread::sleep(Duration::from_millis(2000));
+    let (to, from) = (Instant::now(), Instant::now() - Duration::from_secs(1));
+    let caller_hears = caller.heard_between(from, to);
+    let demo2_hears = browser2.heard_between(from, to);
+    assert!(
+        tone_amplitude(&caller_hears, AGENT2_HZ) > 400.0,
+        "the caller hears the agent on B: {:.0}",
+        tone_amplitude(&caller_hears, AGENT2_HZ)
+    );
+    assert!(
+        tone_amplitude(&caller_hears, AGENT_HZ) < 150.0,
+        "and no longer the agent on A"
+    );
+    assert!(
+        tone_amplitude(&demo2_hears, CALLER_HZ) > 400.0,
+        "the agent on B hears the caller: {:.0}",
+        tone_amplitude(&demo2_hears, CALLER_HZ)
+    );
     caller.hang_up();
-    let ended = next_of(&mut again_on_a, "call.ended");
-    assert_eq!(ended["call"]["end_reason"], "caller_hangup", "{ended}");
+    let ended = next_of(&mut demo2_on_b, "call.ended");
+    assert_eq!(ended["call"]["call_id"], on_b.as_str(), "{ended}");
+    drop(browser2);
 
     // A node's loss: A dies (SIGKILL) with a call ringing for its agent; once A's lease (3 s
     // here) lapses, B ends that call in the shared log as failed.

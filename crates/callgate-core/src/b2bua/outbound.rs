@@ -40,6 +40,8 @@ impl B2bua {
 
     /// Place an outbound call: the first trunk whose dial plan allows `target`, failing over
     /// to the next on 5xx or timeout.
+    /// `via` names the one trunk to use, past the dial plan (a transfer to an agent on another
+    /// node of the cluster goes through the registrar, to the agent's own DID).
     pub fn dial(
         &mut self,
         now: Instant,
@@ -47,8 +49,19 @@ impl B2bua {
         target: &str,
         from_number: &str,
         local: LocalMedia,
+        via: Option<&str>,
     ) -> Result<(), DialError> {
-        let trunks = self.trunks_for(target)?;
+        let trunks = match via {
+            Some(name) => {
+                let trunk = self
+                    .trunks
+                    .iter()
+                    .position(|t| t.config.name == name && t.proxy.is_some())
+                    .ok_or_else(|| DialError::DialPlanDenied(target.to_string()))?;
+                vec![trunk]
+            }
+            None => self.trunks_for(target)?,
+        };
         // Healthy trunks first, configured order within each group.
         let mut ordered = trunks.clone();
         ordered.sort_by_key(|&i| !self.trunks[i].up);

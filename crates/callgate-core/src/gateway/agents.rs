@@ -91,7 +91,20 @@ impl Gateway {
         self.set_time(now, wall);
         let result = self.agent_request(agent, request);
         self.settle();
+        // A transfer's leg is dialled while its request is carried out, or never (refused).
+        self.via_registrar.clear();
         result
+    }
+
+    /// In a cluster, the DID an agent who is not signed in here is reached at (their first);
+    /// `None` for one signed in here, unknown, without DIDs, or on a single node.
+    fn agent_elsewhere(&self, id: &str) -> Option<String> {
+        self.config.cluster.as_ref()?;
+        let agent = self.config.agents.iter().find(|a| a.id.as_str() == id)?;
+        if self.is_signed_in(&agent.id) {
+            return None;
+        }
+        agent.dids.first().cloned()
     }
 
     fn agent_request(&mut self, agent: &AgentId, request: AgentCall) -> Result<CallId, AgentError> {
@@ -101,7 +114,16 @@ impl Gateway {
                 let target = match (to, attended) {
                     (_, Some(consult)) => TransferTarget::Attended(consult.into()),
                     (Some(to), None) => match to.strip_prefix("agent:") {
-                        Some(id) => TransferTarget::Agent(id.into()),
+                        Some(id) => match self.agent_elsewhere(id) {
+                            // In a cluster, an agent not signed in here is reached through the
+                            // registrar at their DID, on whichever node they are.
+                            Some(did) => {
+                                let leg = self.new_call_id();
+                                self.via_registrar.insert(leg.clone());
+                                TransferTarget::Number { to: did, leg }
+                            }
+                            None => TransferTarget::Agent(id.into()),
+                        },
                         // Through a trunk, as a dial: the dial plan decides.
                         None => {
                             if let Err(e) = self.b2bua.trunks_for(&to) {

@@ -139,7 +139,16 @@ impl Gateway {
             .call(&call)
             .map(|c| c.from.clone())
             .unwrap_or_default();
-        if let Err(e) = self.b2bua.dial(self.now, &call, &to, &from, local) {
+        // A leg toward an agent on another node goes through the cluster's registrar.
+        let via = self
+            .via_registrar
+            .remove(&call)
+            .then(|| self.config.cluster.as_ref().map(|c| c.registrar.clone()))
+            .flatten();
+        if let Err(e) = self
+            .b2bua
+            .dial(self.now, &call, &to, &from, local, via.as_deref())
+        {
             self.dialling.remove(&call);
             self.ports.release(port);
             self.dial_failed(call, e.to_string());

@@ -52,6 +52,8 @@ pub struct Gateway {
     dialling: HashMap<CallId, u16>,
     /// Operators' dials not yet answered or failed.
     operator_dials: std::collections::HashSet<CallId>,
+    /// Transfer legs toward an agent on another node: dialled through the registrar trunk.
+    via_registrar: std::collections::HashSet<CallId>,
     /// Open agent connections.
     connections: HashMap<ConnId, AgentId>,
     /// Inbound calls waiting for their caller's name before the controller hears of them.
@@ -114,6 +116,7 @@ impl Gateway {
             media: HashMap::new(),
             dialling: HashMap::new(),
             operator_dials: Default::default(),
+            via_registrar: Default::default(),
             connections: HashMap::new(),
             naming: HashMap::new(),
             ids: rand::rngs::StdRng::from_seed(seeds.call_ids),

@@ -545,14 +545,7 @@ fn shutdown_ends_every_call_with_a_bye() {
 
 #[test]
 fn in_a_cluster_a_signed_in_agents_did_is_registered_here_refreshed_and_removed() {
-    let mut config = test_config();
-    config.cluster = Some(crate::config::ClusterConfig {
-        node: "a".into(),
-        registrar: config.trunks[0].name.clone(),
-        lease: 30,
-    });
-    config.store.backend = crate::config::StoreBackend::Postgres;
-    config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
+    let config = cluster_config();
     config
         .validate()
         .expect("a cluster naming the trunk is valid");
@@ -609,13 +602,7 @@ fn in_a_cluster_a_signed_in_agents_did_is_registered_here_refreshed_and_removed(
 
 #[test]
 fn shutdown_removes_this_nodes_registrations() {
-    let mut config = test_config();
-    config.cluster = Some(crate::config::ClusterConfig {
-        node: "a".into(),
-        registrar: config.trunks[0].name.clone(),
-        lease: 30,
-    });
-    let mut p = Pair::with_config(config);
+    let mut p = Pair::with_config(cluster_config());
     p.connect("demo", 1);
     let register = p.request_sent("REGISTER");
     p.trunk_sends(&reply(&register, 200, ""));
@@ -626,13 +613,7 @@ fn shutdown_removes_this_nodes_registrations() {
 
 #[test]
 fn a_challenged_location_registration_is_retried_with_the_trunks_credentials() {
-    let mut config = test_config();
-    config.cluster = Some(crate::config::ClusterConfig {
-        node: "a".into(),
-        registrar: config.trunks[0].name.clone(),
-        lease: 30,
-    });
-    let mut p = Pair::with_config(config);
+    let mut p = Pair::with_config(cluster_config());
     p.connect("demo", 1);
     let register = p.request_sent("REGISTER");
     assert!(register.headers.get("Authorization").is_none());
@@ -658,4 +639,75 @@ fn a_challenged_location_registration_is_retried_with_the_trunks_credentials() {
     );
     p.trunk_sends(&reply(&retry, 200, ""));
     assert_eq!(p.gw.b2bua().locations(), vec![(DEMO_DID.to_string(), true)]);
+}
+
+/// The test configuration as node `a` of a cluster whose registrar is the first trunk.
+fn cluster_config() -> crate::config::Config {
+    let mut config = test_config();
+    config.cluster = Some(crate::config::ClusterConfig {
+        node: "a".into(),
+        registrar: config.trunks[0].name.clone(),
+        lease: 30,
+    });
+    config.store.backend = crate::config::StoreBackend::Postgres;
+    config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
+    config
+}
+
+/// The agent's blind transfer of `call` to `to`.
+fn transfer(p: &mut Pair, call: &str, to: &str) {
+    p.request(
+        AGENT,
+        AgentCall::Transfer {
+            call: call.into(),
+            to: Some(to.into()),
+            attended: None,
+        },
+    )
+    .expect("transfer accepted");
+}
+
+/// In a cluster, a blind transfer to an agent signed in on no connection here goes out as an
+/// INVITE through the registrar trunk to that agent's DID (the registrar knows their node),
+/// past the dial plan; to an agent signed in here it stays a transfer between agents.
+#[test]
+fn in_a_cluster_a_transfer_to_an_agent_elsewhere_dials_their_did_through_the_registrar() {
+    let mut config = cluster_config();
+    // The dial plan lets nothing out: the registrar leg does not ask it.
+    for trunk in &mut config.trunks {
+        trunk.dial_plan = vec!["+44*".into()];
+    }
+    config.validate().expect("valid");
+    let mut p = Pair::with_config(config);
+    p.connect(AGENT, CONN);
+    p.take_sip();
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    answer(&mut p, &mut caller, &call);
+    p.take_sip();
+
+    transfer(&mut p, &call, "agent:demo2");
+    let invite = p.request_sent("INVITE");
+    assert!(
+        invite.uri.to_string().contains("+15550000200"),
+        "demo2's DID: {}",
+        invite.uri
+    );
+    assert!(told_ended(&mut p, CONN, &call), "the call left demo");
+
+    // An agent signed in here is handed the call directly, with no SIP.
+    let mut p2 = Pair::with_config(cluster_config());
+    p2.connect(AGENT, CONN);
+    p2.connect("demo2", 2);
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p2, &mut caller);
+    answer(&mut p2, &mut caller, &call);
+    p2.take_sip();
+    transfer(&mut p2, &call, "agent:demo2");
+    assert!(
+        !p2.take_sip()
+            .iter()
+            .any(|m| matches!(m, Message::Request(r) if r.method.as_str() == "INVITE")),
+        "no INVITE for an agent signed in here"
+    );
 }
