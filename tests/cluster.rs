@@ -21,6 +21,8 @@ const KAMAILIO: &str = "127.0.0.2:25800";
 const TRUNK: &str = "127.0.0.1:25802";
 /// Neither a node nor a trunk.
 const STRANGER: &str = "127.0.0.1:25806";
+/// The trunk's callers under load, from any port of this address.
+const LOAD_IP: &str = "127.0.0.5";
 /// The trunk's caller with audio (SIP here, RTP two ports up).
 const AUDIO_CALLER_PORT: u16 = 25808;
 const CALLER_HZ: f64 = 440.0;
@@ -52,7 +54,7 @@ fn start_kamailio(dir: &Path, nodes: &[SocketAddr]) -> Kamailio {
     let trunks_path = dir.join("trunks.list");
     std::fs::write(
         &trunks_path,
-        format!("1 {ip} 32 {port}\n1 {ip} 32 {AUDIO_CALLER_PORT}\n"),
+        format!("1 {ip} 32 {port}\n1 {ip} 32 {AUDIO_CALLER_PORT}\n1 {LOAD_IP} 32 0\n"),
     )
     .expect("trunks list");
     let log = std::fs::File::create(dir.join("kamailio.log")).expect("log");
@@ -386,8 +388,72 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     assert_eq!(ended["call"]["call_id"], on_b.as_str(), "{ended}");
     drop(browser2);
 
-    // A node's loss: A dies (SIGKILL) with a call ringing for its agent; once A's lease (3 s
-    // here) lapses, B ends that call in the shared log as failed.
+    // 50 calls at once to the echo route through Kamailio, which spreads them over both nodes:
+    // each caller hears its own tone back, and the shared log has calls of both nodes.
+    let mut callers: Vec<Caller> = (0..50u16)
+        .map(|i| {
+            Caller::dial_via(
+                KAMAILIO.parse().unwrap(),
+                "echo",
+                &format!("+1555123{:04}", 100 + i),
+                LOAD_IP,
+                26000 + i * 4,
+            )
+        })
+        .collect();
+    for caller in &mut callers {
+        assert_eq!(caller.final_response(Duration::from_secs(10)), 200);
+        assert!(caller.route.is_some());
+        caller.play_tone(CALLER_HZ);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (to, from) = (Instant::now(), Instant::now() - Duration::from_secs(1));
+    for caller in &callers {
+        let echoed = tone_amplitude(&caller.heard_between(from, to), CALLER_HZ);
+        assert!(
+            echoed > 400.0,
+            "{} hears its tone back: {echoed:.0}",
+            caller.number
+        );
+    }
+    let echo_calls_of = |node: &str| {
+        let (_, body) = b
+            .http("GET", "/v1/calls?limit=200", Some(ADMIN_TOKEN), None)
+            .expect("calls API");
+        let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        page["calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["to"] == "echo" && c["node"] == node && c["status"] == "active")
+            .count()
+    };
+    let (on_a, on_b) = (echo_calls_of("a"), echo_calls_of("b"));
+    assert_eq!(
+        on_a + on_b,
+        50,
+        "live in the shared log: {on_a} on a, {on_b} on b"
+    );
+    assert!(on_a >= 10 && on_b >= 10, "spread: {on_a} on a, {on_b} on b");
+    // 20 of them stay for what follows; the rest hang up.
+    for caller in &callers[20..] {
+        caller.hang_up();
+    }
+    callers.truncate(20);
+    let on_node = |caller: &Caller, ip: &str| {
+        caller
+            .target
+            .as_deref()
+            .is_some_and(|t| t.contains(&format!("@{ip}:")))
+    };
+    let kept_on_a = callers.iter().filter(|c| on_node(c, "127.0.0.3")).count();
+    let kept_on_b = callers.iter().filter(|c| on_node(c, "127.0.0.4")).count();
+    assert_eq!(kept_on_a + kept_on_b, 20, "each answered by a node");
+
+    // A node's loss: A dies (SIGKILL) during 20 calls and with a call ringing for its agent.
+    // B's calls keep their audio; once A's lease (3 s here) lapses, B ends A's live calls in
+    // the shared log as failed; a new call for A's agent gets 480 at once while the agent is
+    // nowhere, and reaches them on B once they sign in there.
     call_through_kamailio(&trunk, "+15550000100");
     let ringing = next_of(&mut again_on_a, "call.incoming");
     let orphan = ringing["call"]["call_id"].as_str().expect("id").to_string();
@@ -433,6 +499,61 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_log(&b, "a node's lease lapsed", Duration::from_secs(1));
+    let (_, body) = b
+        .http("GET", "/v1/calls?limit=200", Some(ADMIN_TOKEN), None)
+        .expect("calls API");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let failed_on_a = page["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["to"] == "echo" && c["node"] == "a" && c["end_reason"] == "failed")
+        .count();
+    assert_eq!(failed_on_a, kept_on_a, "A's live echo calls end as failed");
+
+    // B's callers still hear their own tone.
+    let (to, from) = (Instant::now(), Instant::now() - Duration::from_secs(1));
+    for caller in callers.iter().filter(|c| on_node(c, "127.0.0.4")) {
+        let echoed = tone_amplitude(&caller.heard_between(from, to), CALLER_HZ);
+        assert!(
+            echoed > 400.0,
+            "{} on B after A died: {echoed:.0}",
+            caller.number
+        );
+    }
+
+    // A's agent is nowhere now: Kamailio still has A's registration, A does not answer, and
+    // the caller hears 480 (not a 30 s wait).
+    let mut late = Caller::dial_via(
+        KAMAILIO.parse().unwrap(),
+        "+15550000100",
+        "+15551239998",
+        LOAD_IP,
+        26300,
+    );
+    assert_eq!(late.final_response(Duration::from_secs(10)), 480);
+    // The agent signs in on B (their page reconnecting there): the next call reaches them.
+    let mut moved = connect_agent(&b, "?token=demo-token");
+    next_of(&mut moved, "calls.snapshot");
+    // (the agent's DID was registered from B once before, when they first moved there)
+    wait_log_times(
+        &b,
+        "location registered did=+15550000100",
+        2,
+        Duration::from_secs(10),
+    );
+    let _reached = Caller::dial_via(
+        KAMAILIO.parse().unwrap(),
+        "+15550000100",
+        "+15551239999",
+        LOAD_IP,
+        26310,
+    );
+    let incoming = next_of(&mut moved, "call.incoming");
+    assert_eq!(incoming["call"]["to"], "+15550000100", "{incoming}");
+    for caller in &callers {
+        caller.hang_up();
+    }
     drop((a, b));
     drop(pg);
 }
