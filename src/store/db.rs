@@ -454,12 +454,20 @@ impl Db {
 
 /// Idle read connections kept for reuse at most.
 const IDLE_READERS: usize = 4;
+/// Read connections open at once at most: a burst of API requests waits its turn rather than
+/// open a connection each (PostgreSQL serves 100 by default, for every node of the cluster).
+const MAX_READERS: usize = 8;
+/// How long a read waits for a connection before it gives up (the API answers 503).
+const READER_WAIT: Duration = Duration::from_secs(5);
 
 /// Read connections to the call log, reused: opening one costs more than most reads (a
 /// PostgreSQL connection far more). Blocking: used from blocking threads.
 pub struct Readers {
     location: Location,
     idle: std::sync::Mutex<Vec<Db>>,
+    /// Connections lent out now, and the wake-up for a read waiting for one.
+    lent: std::sync::Mutex<usize>,
+    returned: std::sync::Condvar,
 }
 
 impl Readers {
@@ -467,7 +475,33 @@ impl Readers {
         Readers {
             location,
             idle: std::sync::Mutex::new(Vec::new()),
+            lent: std::sync::Mutex::new(0),
+            returned: std::sync::Condvar::new(),
         }
+    }
+
+    /// Wait for a turn among the `MAX_READERS` (false: none came in `READER_WAIT`).
+    fn take_turn(&self) -> bool {
+        let Ok(lent) = self.lent.lock() else {
+            return false;
+        };
+        let waited = self
+            .returned
+            .wait_timeout_while(lent, READER_WAIT, |lent| *lent >= MAX_READERS);
+        match waited {
+            Ok((mut lent, timeout)) if !timeout.timed_out() || *lent < MAX_READERS => {
+                *lent += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn end_turn(&self) {
+        if let Ok(mut lent) = self.lent.lock() {
+            *lent = lent.saturating_sub(1);
+        }
+        self.returned.notify_one();
     }
 
     pub fn location(&self) -> &Location {
@@ -477,6 +511,18 @@ impl Readers {
     /// Run `f` on an idle connection, or a new one when none is idle. A connection that was
     /// lost meanwhile is not kept.
     pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.take_turn() {
+            return Err(StoreError::Busy);
+        }
+        let result = self.read_in_turn(f);
+        self.end_turn();
+        result
+    }
+
+    fn read_in_turn<T>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -500,6 +546,39 @@ impl Readers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads beyond `MAX_READERS` wait for a turn; none is refused while turns come back.
+    #[test]
+    fn readers_are_bounded_and_take_turns() {
+        let dir = std::env::temp_dir().join(format!("cg-readers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("r.db");
+        drop(crate::store::open(&path).expect("created"));
+        let readers = std::sync::Arc::new(Readers::new(Location::Sqlite(path)));
+        let busiest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..3 * MAX_READERS)
+            .map(|_| {
+                let (readers, busiest, now) = (readers.clone(), busiest.clone(), now.clone());
+                std::thread::spawn(move || {
+                    readers.read(|db| {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let at_once = now.fetch_add(1, SeqCst) + 1;
+                        busiest.fetch_max(at_once, SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        now.fetch_sub(1, SeqCst);
+                        crate::store::status_counts(db)
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread").expect("read in its turn");
+        }
+        let busiest = busiest.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(busiest <= MAX_READERS, "{busiest} at once");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {

@@ -53,6 +53,8 @@ pub enum StoreError {
     Postgres(#[from] postgres::Error),
     #[error("database: column {column} is NULL or out of range")]
     Null { column: usize },
+    #[error("database: every read connection busy")]
+    Busy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
