@@ -164,15 +164,7 @@ fn take_over_lapsed(
     )?;
     let mut taken = Vec::new();
     for node in lapsed {
-        // What its writers left behind the data, where this node can reach the files.
-        for path in crate::store::recordings_left_by(db, &node)? {
-            if path.exists() {
-                if let Err(e) = crate::media::recorder::repair(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "recording of a dead node not repaired");
-                }
-            }
-        }
-        let ended = db.transaction(|tx| {
+        let taken_over = db.transaction(|tx| {
             let gone = tx.execute(
                 "DELETE FROM node_leases WHERE node = ?1 AND alive_until < ?2",
                 args![node, now],
@@ -180,17 +172,26 @@ fn take_over_lapsed(
             if gone == 0 {
                 return Ok(None); // another survivor took it, or it came back
             }
+            let recordings = crate::store::recordings_left_by(tx, &node)?;
             let ended = crate::store::end_calls_of(tx, hooks, &node, now)?;
             tx.execute("DELETE FROM agent_claims WHERE node = ?1", args![node])?;
             tx.execute(
                 "UPDATE webhook_deliveries SET node = ?2 WHERE node = ?1 AND status = 'pending'",
                 args![node, me],
             )?;
-            Ok(Some(ended))
+            Ok(Some((ended, recordings)))
         })?;
-        if let Some(ended) = ended {
-            taken.push((node, ended));
+        let Some((ended, recordings)) = taken_over else {
+            continue;
+        };
+        // What its writers left behind the data, where this node can reach the files (the
+        // survivor that took the node over, only).
+        for path in recordings.iter().filter(|p| p.exists()) {
+            if let Err(e) = crate::media::recorder::repair(path) {
+                tracing::warn!(path = %path.display(), error = %e, "recording of a dead node not repaired");
+            }
         }
+        taken.push((node, ended));
     }
     Ok(taken)
 }
@@ -208,7 +209,7 @@ async fn with_db<T: Send + 'static>(
         if slot.as_ref().is_none_or(Db::is_lost) {
             *slot = Some(
                 location
-                    .open_reader()
+                    .open()
                     .map_err(|e| {
                         tracing::warn!(error = %e, "agent claims: store unreachable");
                     })

@@ -136,6 +136,24 @@ fn wait_log_times(gw: &Gateway, line: &str, times: usize, within: Duration) {
     }
 }
 
+/// The node's calls page (the newest 200 calls of the shared log).
+fn calls_page(gw: &Gateway) -> Vec<serde_json::Value> {
+    let (status, body) = gw
+        .http("GET", "/v1/calls?limit=200", Some(ADMIN_TOKEN), None)
+        .expect("calls API");
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    page["calls"].as_array().cloned().unwrap_or_default()
+}
+
+/// One call as the node's calls API gives it, when it is in the log.
+fn call_on(gw: &Gateway, id: &str) -> Option<serde_json::Value> {
+    match gw.http("GET", &format!("/v1/calls/{id}"), Some(ADMIN_TOKEN), None) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
 /// The close code the node ends the agent's session with, waiting up to `within` for it.
 fn close_code(socket: &mut AgentSocket, within: Duration) -> Option<u16> {
     let deadline = Instant::now() + within;
@@ -272,23 +290,16 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     for gw in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (status, body) = gw
-                .http("GET", "/v1/calls?limit=10", Some(ADMIN_TOKEN), None)
-                .expect("calls API");
-            assert_eq!(status, 200, "{body}");
-            let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let page = calls_page(gw);
             let node_of = |id: &str| {
-                page["calls"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                page.iter()
                     .find(|c| c["call_id"] == id && c["status"] == "ended")
                     .map(|c| c["node"].clone())
             };
             if node_of(&on_node_a) == Some("a".into()) && node_of(&on_node_b) == Some("b".into()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "calls page: {body}");
+            assert!(Instant::now() < deadline, "calls page: {page:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -417,14 +428,8 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         );
     }
     let echo_calls_of = |node: &str| {
-        let (_, body) = b
-            .http("GET", "/v1/calls?limit=200", Some(ADMIN_TOKEN), None)
-            .expect("calls API");
-        let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        page["calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        calls_page(&b)
+            .iter()
             .filter(|c| c["to"] == "echo" && c["node"] == node && c["status"] == "active")
             .count()
     };
@@ -460,53 +465,28 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     // Once it is in the shared log (a call whose first write had not reached PostgreSQL when
     // its node died is not in the log at all).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while b
-        .http(
-            "GET",
-            &format!("/v1/calls/{orphan}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .map(|(status, _)| status)
-        .unwrap_or(0)
-        != 200
-    {
+    while call_on(&b, &orphan).is_none() {
         assert!(Instant::now() < deadline, "{orphan} never reached the log");
         std::thread::sleep(Duration::from_millis(50));
     }
     a.crash();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, body) = b
-            .http(
-                "GET",
-                &format!("/v1/calls/{orphan}"),
-                Some(ADMIN_TOKEN),
-                None,
-            )
-            .expect("calls API");
-        let call: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if status == 200 && call["status"] == "ended" {
-            assert_eq!(call["end_reason"], "failed", "{body}");
-            assert_eq!(call["node"], "a", "{body}");
+        if let Some(call) = call_on(&b, &orphan).filter(|c| c["status"] == "ended") {
+            assert_eq!(call["end_reason"], "failed", "{call}");
+            assert_eq!(call["node"], "a", "{call}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{status} {body}\nnode b's log:\n{}",
+            "{orphan} not ended; node b's log:\n{}",
             b.log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_log(&b, "a node's lease lapsed", Duration::from_secs(1));
-    let (_, body) = b
-        .http("GET", "/v1/calls?limit=200", Some(ADMIN_TOKEN), None)
-        .expect("calls API");
-    let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let failed_on_a = page["calls"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let failed_on_a = calls_page(&b)
+        .iter()
         .filter(|c| c["to"] == "echo" && c["node"] == "a" && c["end_reason"] == "failed")
         .count();
     assert_eq!(failed_on_a, kept_on_a, "A's live echo calls end as failed");

@@ -5,7 +5,7 @@ use super::db::{args, Db};
 use super::StoreError;
 
 /// The schema on SQLite, one entry per version; `PRAGMA user_version` says how many have run.
-/// `PG_MIGRATIONS` is the same schema, version for version, in PostgreSQL's types.
+/// PostgreSQL runs the same list, each rewritten in its types (`for_postgres`).
 const MIGRATIONS: &[&str] = &[
     // 1: calls, their status segments, call logs and comments.
     "CREATE TABLE calls (
@@ -103,98 +103,18 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
-/// `MIGRATIONS` for PostgreSQL: times and counts are BIGINT (SQLite's INTEGER is 64 bits),
-/// row ids BIGSERIAL, and `segments` gets the `rowid` SQLite gives every table implicitly
-/// (two segments of a call may start in the same millisecond; insertion order breaks the tie).
-const PG_MIGRATIONS: &[&str] = &[
-    "CREATE TABLE calls (
-        id TEXT PRIMARY KEY,
-        direction TEXT NOT NULL,
-        from_number TEXT NOT NULL,
-        from_name TEXT,
-        to_number TEXT NOT NULL,
-        prospect TEXT NOT NULL,
-        agent_id TEXT,
-        status TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        answered_at BIGINT,
-        queued_at BIGINT,
-        ended_at BIGINT,
-        end_reason TEXT,
-        recording TEXT NOT NULL DEFAULT 'off'
-     );
-     CREATE INDEX calls_by_time ON calls (created_at DESC, id DESC);
-     CREATE INDEX calls_by_agent ON calls (agent_id, created_at DESC);
-     CREATE TABLE segments (
-        rowid BIGSERIAL PRIMARY KEY,
-        call_id TEXT NOT NULL REFERENCES calls(id),
-        status TEXT NOT NULL,
-        started_at BIGINT NOT NULL,
-        ended_at BIGINT
-     );
-     CREATE INDEX segments_by_call ON segments (call_id, started_at);
-     CREATE TABLE call_logs (
-        call_id TEXT PRIMARY KEY REFERENCES calls(id),
-        assignee TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',
-        disposition TEXT,
-        updated_at BIGINT NOT NULL,
-        updated_by TEXT
-     );
-     CREATE TABLE comments (
-        id BIGSERIAL PRIMARY KEY,
-        call_id TEXT NOT NULL REFERENCES calls(id),
-        author TEXT NOT NULL,
-        text TEXT NOT NULL,
-        created_at BIGINT NOT NULL
-     );
-     CREATE INDEX comments_by_call ON comments (call_id, id);",
-    "ALTER TABLE calls ADD COLUMN recording_path TEXT;
-     CREATE TABLE recording_segments (
-        call_id TEXT NOT NULL REFERENCES calls(id),
-        idx BIGINT NOT NULL,
-        started_at BIGINT NOT NULL,
-        ended_at BIGINT,
-        offset_ms BIGINT NOT NULL,
-        duration_ms BIGINT,
-        PRIMARY KEY (call_id, idx)
-     );",
-    "ALTER TABLE calls ADD COLUMN prospect_name TEXT;
-     ALTER TABLE calls ADD COLUMN prospect_id TEXT;
-     CREATE TABLE contacts (
-        number TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        prospect_id TEXT,
-        updated_at BIGINT NOT NULL
-     );
-     CREATE TABLE webhook_deliveries (
-        id BIGSERIAL PRIMARY KEY,
-        event_id TEXT NOT NULL,
-        webhook TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        call_id TEXT,
-        body TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempts BIGINT NOT NULL DEFAULT 0,
-        next_attempt_at BIGINT NOT NULL,
-        last_error TEXT,
-        delivered_at BIGINT
-     );
-     CREATE INDEX deliveries_due ON webhook_deliveries (status, next_attempt_at);
-     CREATE INDEX deliveries_in_order ON webhook_deliveries (webhook, call_id, status, id);",
-    "ALTER TABLE calls ADD COLUMN node TEXT;
-     ALTER TABLE webhook_deliveries ADD COLUMN node TEXT;",
-    "CREATE TABLE agent_claims (
-        agent_id TEXT PRIMARY KEY,
-        node TEXT NOT NULL,
-        expires_at BIGINT NOT NULL
-     );
-     CREATE TABLE node_leases (
-        node TEXT PRIMARY KEY,
-        alive_until BIGINT NOT NULL
-     );",
-];
+/// A migration of `MIGRATIONS` as PostgreSQL runs it: the same tables and columns in its
+/// types. SQLite's INTEGER is 64 bits (BIGINT) and its INTEGER PRIMARY KEY a row id
+/// (BIGSERIAL); `segments` gets the `rowid` SQLite gives every table implicitly (two segments
+/// of a call may start in the same millisecond; insertion order breaks the tie).
+fn for_postgres(sql: &str) -> String {
+    sql.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+        .replace(
+            "CREATE TABLE segments (",
+            "CREATE TABLE segments (\n        rowid BIGSERIAL PRIMARY KEY,",
+        )
+}
 
 /// The key of the PostgreSQL advisory lock nodes take while migrating, so that two nodes
 /// starting at once do not both run a migration.
@@ -231,14 +151,10 @@ fn migrate_postgres(db: &mut Db) -> Result<(), StoreError> {
         })?
         .flatten()
         .unwrap_or(0);
-    for (i, sql) in PG_MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(version.max(0) as usize)
-    {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let version = (i + 1) as i64;
         db.transaction(|tx| {
-            tx.batch(sql)?;
+            tx.batch(&for_postgres(sql))?;
             tx.execute(
                 "INSERT INTO callgate_schema (version) VALUES (?1)",
                 args![version],
@@ -248,4 +164,20 @@ fn migrate_postgres(db: &mut Db) -> Result<(), StoreError> {
         tracing::info!(version, "database migrated");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL's schema has no 32-bit column (times are milliseconds) and every row id and
+    /// the segments' order survive the rewrite.
+    #[test]
+    fn postgres_runs_the_same_migrations_in_its_types() {
+        let all: String = MIGRATIONS.iter().map(|m| for_postgres(m)).collect();
+        assert!(!all.contains("INTEGER"), "{all}");
+        assert_eq!(all.matches("BIGSERIAL PRIMARY KEY").count(), 3, "{all}");
+        assert!(all.contains("CREATE TABLE segments (\n        rowid BIGSERIAL PRIMARY KEY,"));
+        assert!(all.contains("created_at BIGINT NOT NULL"));
+    }
 }

@@ -41,6 +41,17 @@ fn as_postgres(bin: &Path, program: &str, args: &[&str]) {
     );
 }
 
+/// Stop the server whose data is under `dir` at once, if one runs (a test's leftover or ours).
+fn stop_now(bin: &Path, dir: &Path) {
+    let _ = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["stop", "-m", "immediate"])
+        .output();
+}
+
 impl Postgres {
     /// A fresh server with an empty `callgate` database owned by the `callgate` user.
     pub fn start(name: &str, port: u16) -> Postgres {
@@ -48,13 +59,7 @@ impl Postgres {
         // Under /tmp: the postgres user must be able to reach it.
         let dir = std::env::temp_dir().join(format!("callgate-pg-{name}"));
         if dir.join("data/postmaster.pid").exists() {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(bin.join("pg_ctl"))
-                .args(["-D"])
-                .arg(dir.join("data"))
-                .args(["stop", "-m", "immediate"])
-                .output();
+            stop_now(&bin, &dir);
         }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("postgres scratch dir");
@@ -152,13 +157,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["stop", "-m", "immediate"])
-            .output();
+        stop_now(&self.bin, &self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
