@@ -68,6 +68,8 @@ dial_plan = ["+1*"]
 [cluster]
 node = "$name"
 registrar = "kamailio"
+# Where browsers reach this node: pages fail over to the others, supervisors monitor here.
+url = "http://$ip:8080"
 EOF
 }
 

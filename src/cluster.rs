@@ -13,7 +13,7 @@
 //! its pending webhook deliveries become the survivor's.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -45,12 +45,77 @@ struct Claimed {
     node: String,
 }
 
-/// This node in the cluster: its name, its lease, and the outbox settings events of calls it
-/// takes over are queued with.
+/// This node in the cluster: its name, where browsers reach it, its lease, the outbox
+/// settings events of calls it takes over are queued with, and the live nodes it keeps up to
+/// date.
 pub struct Membership {
     pub node: String,
+    pub url: String,
     pub lease: Duration,
     pub hooks: Arc<Hooks>,
+    pub nodes: Nodes,
+}
+
+/// A live node of the cluster as pages are told of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInfo {
+    pub node: String,
+    pub url: String,
+}
+
+/// The cluster's live nodes (their leases current), read from the store at each refresh;
+/// shared with the API, which gives them to pages and names the node of each call.
+#[derive(Debug, Clone, Default)]
+pub struct Nodes(Arc<RwLock<NodeList>>);
+
+#[derive(Debug, Default)]
+struct NodeList {
+    live: Vec<NodeInfo>,
+    /// Every node URL seen live since this node started: a page keeps its first node's
+    /// origin after that node is lost, and still calls this node's API from it.
+    known: HashSet<String>,
+}
+
+/// Node URLs remembered at most (a cluster has a handful of nodes).
+const KNOWN_ORIGINS: usize = 256;
+
+impl Nodes {
+    /// Starting with this node alone, until the first refresh reads the others.
+    pub fn new(me: NodeInfo) -> Nodes {
+        let nodes = Nodes::default();
+        nodes.set(vec![me]);
+        nodes
+    }
+
+    pub fn live(&self) -> Vec<NodeInfo> {
+        self.0.read().map(|n| n.live.clone()).unwrap_or_default()
+    }
+
+    /// Where a live node is reached; None for a dead or unknown one.
+    pub fn url_of(&self, node: &str) -> Option<String> {
+        let nodes = self.0.read().ok()?;
+        let found = nodes.live.iter().find(|n| n.node == node);
+        found.map(|n| n.url.clone())
+    }
+
+    /// Whether `origin` is a cluster node's, live now or seen live before (the pages of
+    /// every node may call this one's API).
+    pub fn is_origin(&self, origin: &str) -> bool {
+        self.0
+            .read()
+            .is_ok_and(|nodes| nodes.known.contains(origin))
+    }
+
+    fn set(&self, live: Vec<NodeInfo>) {
+        if let Ok(mut nodes) = self.0.write() {
+            for node in &live {
+                if nodes.known.len() < KNOWN_ORIGINS {
+                    nodes.known.insert(node.url.clone());
+                }
+            }
+            nodes.live = live;
+        }
+    }
 }
 
 /// Start holding this node's lease and claims on the store at `location` (PostgreSQL).
@@ -111,15 +176,17 @@ fn claim(db: &mut Db, node: &str, agent: &str, lease: Duration) -> Result<(), St
 /// return the held agents another node has claimed meanwhile.
 fn refresh(
     db: &mut Db,
-    node: &str,
+    me: &NodeInfo,
     held: &HashSet<String>,
     lease: Duration,
 ) -> Result<Vec<String>, StoreError> {
+    let node = me.node.as_str();
     let expires = now_ms() + lease.as_millis() as i64;
     db.execute(
-        "INSERT INTO node_leases (node, alive_until) VALUES (?1, ?2)
-         ON CONFLICT(node) DO UPDATE SET alive_until = excluded.alive_until",
-        args![node, expires],
+        "INSERT INTO node_leases (node, alive_until, url) VALUES (?1, ?2, ?3)
+         ON CONFLICT(node) DO UPDATE SET alive_until = excluded.alive_until,
+            url = excluded.url",
+        args![node, expires, me.url.as_str()],
     )?;
     db.execute(
         "UPDATE agent_claims SET expires_at = ?2 WHERE node = ?1",
@@ -146,6 +213,21 @@ fn refresh(
         }
     }
     Ok(elsewhere)
+}
+
+/// The nodes whose lease is current, by name.
+fn live_nodes(db: &mut Db) -> Result<Vec<NodeInfo>, StoreError> {
+    db.query(
+        "SELECT node, url FROM node_leases WHERE alive_until >= ?1 AND url IS NOT NULL
+         ORDER BY node",
+        args![now_ms()],
+        |r| {
+            Ok(NodeInfo {
+                node: r.get::<String>(0)?,
+                url: r.get::<String>(1)?,
+            })
+        },
+    )
 }
 
 /// Take over the nodes whose lease lapsed; each goes to the one survivor whose delete of its
@@ -286,21 +368,22 @@ impl Claims {
 
     /// Refresh, then take over the nodes that lapsed; the agents lost to other nodes.
     async fn refresh(&mut self) -> Vec<String> {
-        let (node, snapshot, lease) = (
-            self.member.node.clone(),
-            self.held.clone(),
-            self.member.lease,
-        );
+        let me = NodeInfo {
+            node: self.member.node.clone(),
+            url: self.member.url.clone(),
+        };
+        let (snapshot, lease) = (self.held.clone(), self.member.lease);
         let hooks = Arc::clone(&self.member.hooks);
         let done = with_db(&self.location, &self.conn, move |db| {
-            let elsewhere = refresh(db, &node, &snapshot, lease)?;
-            let taken = take_over_lapsed(db, &node, &hooks)?;
-            Ok((elsewhere, taken))
+            let elsewhere = refresh(db, &me, &snapshot, lease)?;
+            let taken = take_over_lapsed(db, &me.node, &hooks)?;
+            Ok((elsewhere, taken, live_nodes(db)?))
         })
         .await;
-        let Some((elsewhere, taken)) = done else {
+        let Some((elsewhere, taken, live)) = done else {
             return Vec::new();
         };
+        self.member.nodes.set(live);
         for (node, calls) in &taken {
             tracing::warn!(%node, calls, "a node's lease lapsed: its live calls ended as failed here");
         }

@@ -3,7 +3,8 @@
 //! test as the `postgres` user): each node registers its signed-in agents' DIDs at Kamailio, so
 //! a trunk's call through Kamailio reaches the node the agent is on, and follows the agent when
 //! it signs in on another node; the calls API of either node lists every node's calls, each
-//! naming its node.
+//! naming its node. The dialer page in Chromium signs in on another node by itself when its
+//! node dies, and a supervisor's page monitors a call on the node the call lives on.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::caller::Caller;
+use common::page::{number, BrowserAgent};
 use common::*;
 
 const KAMAILIO: &str = "127.0.0.2:25800";
@@ -28,6 +30,14 @@ const AUDIO_CALLER_PORT: u16 = 25808;
 const CALLER_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;
 const AGENT2_HZ: f64 = 1600.0;
+/// An agent whose page (Chromium) outlives its node (token `pager-token`).
+const PAGER_AGENT: &str = r#"
+[[agent]]
+id = "pager"
+name = "Paged Agent"
+token_sha256 = "2602a18cb7e9e9fad652a1f8372daac389eabe8c4fd2217593ace2a2aacdafa8"
+dids = ["+15550000300"]
+"#;
 
 /// Kamailio and its worker processes, all stopped when dropped (killing only the main process
 /// would leave the workers answering on its port).
@@ -90,7 +100,13 @@ fn start_kamailio(dir: &Path, nodes: &[SocketAddr]) -> Kamailio {
     guard
 }
 
+/// Where browsers reach a node: its HTTP listener.
+fn url_of(gw: &Gateway) -> String {
+    format!("http://127.0.0.1:{}", gw.ports.http)
+}
+
 fn node(name: &str, block: u16, ip: &str, store_url: &str) -> Gateway {
+    let http = Ports::block(block).http;
     let extra = format!(
         r#"
 [[trunk]]
@@ -104,7 +120,8 @@ dial_plan = ["+1*"]
 node = "{name}"
 registrar = "kamailio"
 lease = 3
-{DEMO_AGENT}{DEMO2_AGENT}"#
+url = "http://127.0.0.1:{http}"
+{DEMO_AGENT}{DEMO2_AGENT}{SUPERVISOR_AGENT}{PAGER_AGENT}"#
     );
     Gateway::start_with_tables(
         &format!("cluster_{name}"),
@@ -116,6 +133,25 @@ lease = 3
             ..Tables::default()
         },
     )
+}
+
+/// The head of the node's answer to a CORS preflight from `origin` for a PUT.
+fn preflight(gw: &Gateway, origin: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.ports.http)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "OPTIONS /v1/calls/c_x/log HTTP/1.1\r\nHost: test\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map_or(response.clone(), |(head, _)| head.to_lowercase())
 }
 
 /// Wait until the node's log says `line`.
@@ -304,6 +340,46 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         }
     }
 
+    // A page signing in learns this node and the live ones, with where browsers reach them.
+    let (a_url, b_url) = (url_of(&a), url_of(&b));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let nodes = loop {
+        let mut page = connect_agent(&b, "");
+        let ok = request(
+            &mut page,
+            serde_json::json!({"type": "auth", "token": "super-token"}),
+        );
+        assert_eq!(ok["node"], "b", "{ok}");
+        let nodes = ok["nodes"].clone();
+        if nodes.as_array().is_some_and(|n| n.len() == 2) {
+            break nodes;
+        }
+        assert!(Instant::now() < deadline, "{ok}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        nodes,
+        serde_json::json!([{"node": "a", "url": a_url}, {"node": "b", "url": b_url}])
+    );
+    // Each node lets the other's pages call its API (CORS), and nobody else's.
+    let allowed = preflight(&b, &a_url);
+    assert!(
+        allowed.contains(&format!("access-control-allow-origin: {a_url}"))
+            && allowed.contains("access-control-allow-headers: authorization, content-type"),
+        "{allowed}"
+    );
+    let refused = preflight(&b, "http://evil.example.com");
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
+    // A monitoring connection is a supervisor's only.
+    let mut not_supervisor = connect_agent(&b, "?token=demo2-token&monitor=true");
+    assert_eq!(
+        close_code(&mut not_supervisor, Duration::from_secs(5)),
+        Some(4403)
+    );
+
     // One agent, one node: signing in on A while the agent is signed in on B ends the session
     // on B with 4409 (A claimed the agent in PostgreSQL and B heard of it), B takes its DID's
     // registration back, and the next call reaches A.
@@ -357,6 +433,42 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         "the agent hears the caller: {:.0}",
         tone_amplitude(&agent_hears, CALLER_HZ)
     );
+    // A supervisor signed in on B monitors that call, which lives on A: the calls API names
+    // its node and where the node is reached, and the page (Chromium) opens a monitoring
+    // connection and a peer connection there, hears the call, barges and stops.
+    let listed = call_on(&b, &audio_call).expect("the call in B's calls API");
+    assert_eq!(
+        (listed["node"].as_str(), listed["node_url"].as_str()),
+        (Some("a"), Some(a_url.as_str())),
+        "{listed}"
+    );
+    let supervisor_dir = scratch("cluster_supervisor_page");
+    let supervisor = BrowserAgent::start(
+        &b,
+        &supervisor_dir,
+        "supervise",
+        &[("CALLGATE_TOKEN", "super-token"), ("TALK_MS", "300")],
+    );
+    supervisor.expect("READY", Duration::from_secs(70), &supervisor_dir, &b);
+    supervisor.expect("MONITORING", Duration::from_secs(30), &supervisor_dir, &a);
+    let heard = supervisor.expect("RESULT", Duration::from_secs(30), &supervisor_dir, &a);
+    assert!(
+        number(&heard, "packets_after") > number(&heard, "packets_before") + 50.0,
+        "the supervisor on B receives the call on A: {heard}"
+    );
+    assert!(number(&heard, "audio_level") > 0.01, "{heard}");
+    supervisor.expect("STOPPED", Duration::from_secs(30), &supervisor_dir, &a);
+    supervisor.expect("CLOSED", Duration::from_secs(30), &supervisor_dir, &b);
+    let a_log = a.log_text();
+    assert!(
+        a_log.contains("agent connected agent=super") && a_log.contains("kind=Monitor"),
+        "A took a monitoring connection: {a_log}"
+    );
+    assert!(a_log.contains("supervisor joined the call"), "{a_log}");
+    // The call went on undisturbed.
+    let (to, from) = (Instant::now(), Instant::now() - Duration::from_secs(1));
+    assert!(tone_amplitude(&caller.heard_between(from, to), AGENT_HZ) > 400.0);
+
     // A blind transfer from the agent on A to the agent on B: A dials demo2's DID through
     // Kamailio, B rings demo2, and once answered the caller and demo2 hear each other (the
     // audio relayed by A), demo out of the call.
@@ -398,6 +510,30 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     let ended = next_of(&mut demo2_on_b, "call.ended");
     assert_eq!(ended["call"]["call_id"], on_b.as_str(), "{ended}");
     drop(browser2);
+
+    // An agent works in the dialer page (Chromium) signed in on A, for what A's death does to
+    // it below.
+    let pager_dir = scratch("cluster_failover_page");
+    let pager = BrowserAgent::start(
+        &a,
+        &pager_dir,
+        "failover",
+        &[
+            ("CALLGATE_TOKEN", "pager-token"),
+            ("HANGUP", "1"),
+            ("TIMEOUT_MS", "240000"),
+        ],
+    );
+    pager.expect("READY", Duration::from_secs(70), &pager_dir, &a);
+    assert_eq!(
+        pager.expect("NODE", Duration::from_secs(10), &pager_dir, &a),
+        "NODE a"
+    );
+    wait_log(
+        &a,
+        "location registered did=+15550000300",
+        Duration::from_secs(10),
+    );
 
     // 50 calls at once to the echo route through Kamailio, which spreads them over both nodes:
     // each caller hears its own tone back, and the shared log has calls of both nodes.
@@ -470,6 +606,14 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         std::thread::sleep(Duration::from_millis(50));
     }
     a.crash();
+    let killed = Instant::now();
+    // The page saw its connection drop and signed in on B by itself, with its audio up again,
+    // and calls B's API from now on.
+    let moved = pager.expect("MOVED", Duration::from_secs(30), &pager_dir, &b);
+    let took = killed.elapsed();
+    eprintln!("the page signed in again on B, audio up, {took:?} after A was killed");
+    assert_eq!(moved, format!("MOVED b {b_url}"));
+    assert!(took < Duration::from_secs(10), "{took:?}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(call) = call_on(&b, &orphan).filter(|c| c["status"] == "ended") {
@@ -531,9 +675,56 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     );
     let incoming = next_of(&mut moved, "call.incoming");
     assert_eq!(incoming["call"]["to"], "+15550000100", "{incoming}");
+
+    // The page that moved by itself gets its DID's call on B and talks: each side hears the
+    // other. Its hang-up's call log is saved through B's API from A's origin.
+    wait_log(
+        &b,
+        "location registered did=+15550000300",
+        Duration::from_secs(10),
+    );
+    let mut paged = Caller::dial_via(
+        KAMAILIO.parse().unwrap(),
+        "+15550000300",
+        "+15551239997",
+        LOAD_IP,
+        26320,
+    );
+    pager.expect("ANSWERED", Duration::from_secs(30), &pager_dir, &b);
+    assert_eq!(paged.final_response(Duration::from_secs(10)), 200);
+    paged.play_tone(CALLER_HZ);
+    let heard = pager.expect("RESULT", Duration::from_secs(30), &pager_dir, &b);
+    assert!(
+        number(&heard, "packets_after") > number(&heard, "packets_before") + 50.0,
+        "the page hears the caller on B: {heard}"
+    );
+    assert!(number(&heard, "audio_level") > 0.01, "{heard}");
+    let (to, from) = (Instant::now(), Instant::now() - Duration::from_secs(1));
+    let page_tone = tone_amplitude(&paged.heard_between(from, to), 1000.0);
+    assert!(
+        page_tone > 400.0,
+        "the caller hears the page: {page_tone:.0}"
+    );
+    pager.expect("HUNG_UP", Duration::from_secs(30), &pager_dir, &b);
+    pager.expect("LOGGED", Duration::from_secs(30), &pager_dir, &b);
+    let logged = calls_page(&b)
+        .into_iter()
+        .find(|c| c["to"] == "+15550000300" && c["node"] == "b")
+        .expect("the paged call in the log");
+    assert_eq!(
+        logged["log"]["tags"],
+        serde_json::json!(["interested"]),
+        "{logged}"
+    );
+    assert_eq!(
+        logged["log"]["comments"][0]["text"], "after failover",
+        "{logged}"
+    );
+
     for caller in &callers {
         caller.hang_up();
     }
+    drop(pager);
     drop((a, b));
     drop(pg);
 }

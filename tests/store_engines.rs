@@ -407,8 +407,10 @@ fn an_agent_claimed_by_another_node_is_let_go_here() {
     runtime.block_on(async {
         let member = |node: &str| claims::Membership {
             node: node.into(),
+            url: format!("http://{node}.example.com"),
             lease: Duration::from_secs(30),
             hooks: std::sync::Arc::new(hooks(node)),
+            nodes: Default::default(),
         };
         let (a, mut lost_a) = claims::start(location.clone(), member("a"));
         let (b, mut lost_b) = claims::start(location.clone(), member("b"));
@@ -479,7 +481,7 @@ fn a_dead_nodes_live_calls_end_failed_once_its_lease_lapses() {
     // Its lease ran out a second ago; it held an agent.
     let lapsed = store::millis(std::time::SystemTime::now()) - 1_000;
     db.execute(
-        "INSERT INTO node_leases (node, alive_until) VALUES ('dead', ?1)",
+        "INSERT INTO node_leases (node, alive_until, url) VALUES ('dead', ?1, 'http://dead.example.com')",
         &[store::db::Arg::Int(lapsed)],
     )
     .expect("lease");
@@ -497,14 +499,39 @@ fn a_dead_nodes_live_calls_end_failed_once_its_lease_lapses() {
         .expect("runtime");
     let senders = runtime.block_on(async {
         // Two survivors notice at once.
-        let member = |node: &str| Membership {
+        let b_sees = cluster::Nodes::default();
+        let member = |node: &str, nodes: &cluster::Nodes| Membership {
             node: node.into(),
+            url: format!("http://{node}.example.com"),
             lease: Duration::from_secs(3),
             hooks: std::sync::Arc::new(hooks(node)),
+            nodes: nodes.clone(),
         };
-        let b = cluster::start(location.clone(), member("b"));
-        let c = cluster::start(location.clone(), member("c"));
+        let b = cluster::start(location.clone(), member("b", &b_sees));
+        let c = cluster::start(location.clone(), member("c", &Default::default()));
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // The live nodes, where pages reach them: the dead one is not among them.
+        assert_eq!(
+            b_sees.live(),
+            [
+                cluster::NodeInfo {
+                    node: "b".into(),
+                    url: "http://b.example.com".into()
+                },
+                cluster::NodeInfo {
+                    node: "c".into(),
+                    url: "http://c.example.com".into()
+                }
+            ]
+        );
+        assert_eq!(b_sees.url_of("c").as_deref(), Some("http://c.example.com"));
+        assert!(b_sees.url_of("dead").is_none());
+        assert!(b_sees.is_origin("http://c.example.com"));
+        assert!(
+            !b_sees.is_origin("http://dead.example.com"),
+            "never seen live"
+        );
+        assert!(!b_sees.is_origin("http://evil.example.com"));
         (b, c)
     });
     let mut db = location.open_reader().expect("reader");

@@ -20,7 +20,7 @@ use crate::app::{
     AgentCall, AgentError, AgentInput, AgentOutbound, AppHandle, AGENT_OUTBOUND_CAPACITY,
 };
 use crate::conn::ReadLimit;
-use crate::controller::{AgentId, ConnId};
+use crate::controller::{AgentId, ConnId, ConnKind};
 use crate::webrtc::{PeerCodec, WebrtcInput};
 
 /// How long a client may take to send `auth` when the token is not in the URL.
@@ -39,6 +39,9 @@ pub const PRE_AUTH_BYTES: u64 = 4096;
 #[derive(Debug, serde::Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
+    /// `?monitor=true`: a supervisor's monitoring connection (as `monitor` in `auth`).
+    #[serde(default)]
+    monitor: bool,
 }
 
 pub async fn upgrade(
@@ -49,8 +52,13 @@ pub async fn upgrade(
 ) -> Response {
     // Armed before the 101 goes out, so the first frame is already counted.
     peer.read_limit.limit(PRE_AUTH_BYTES);
+    let kind = if query.monitor {
+        ConnKind::Monitor
+    } else {
+        ConnKind::Calls
+    };
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(handle, socket, query.token, peer.read_limit))
+        .on_upgrade(move |socket| session(handle, socket, query.token, kind, peer.read_limit))
 }
 
 /// The agent id a token belongs to.
@@ -62,11 +70,15 @@ fn agent_for(handle: &AppHandle, token: &str) -> Option<AgentId> {
 pub fn close_code(reason: crate::controller::CloseReason) -> u16 {
     match reason {
         crate::controller::CloseReason::Replaced => REPLACED,
+        crate::controller::CloseReason::MonitorRefused => MONITOR_REFUSED,
     }
 }
 
 /// Close code: a newer sign-in of the same agent took over (agent protocol).
 const REPLACED: u16 = 4409;
+/// Close code: a monitoring connection from one who is not a supervisor, or who is signed in
+/// on this node (and monitors from that connection).
+const MONITOR_REFUSED: u16 = 4403;
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = socket
@@ -92,8 +104,9 @@ fn ok(req: &Req, result: Value) -> ServerMessage {
     ServerMessage::ok(req.clone(), result)
 }
 
-/// Wait for `{"type":"auth","token":...}` as the first message.
-async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Req)> {
+/// Wait for `{"type":"auth","token":...}` as the first message; with it, whether the
+/// connection is a monitoring one.
+async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Req, bool)> {
     let message = tokio::time::timeout(AUTH_TIMEOUT, socket.recv())
         .await
         .ok()??
@@ -104,8 +117,12 @@ async fn first_message_token(socket: &mut WebSocket) -> Option<(String, Req)> {
     match protocol::parse(&text).ok()? {
         Envelope {
             req,
-            message: ClientMessage::Auth(Auth { token: Some(token) }),
-        } => Some((token, req)),
+            message:
+                ClientMessage::Auth(Auth {
+                    token: Some(token),
+                    monitor,
+                }),
+        } => Some((token, req, monitor)),
         _ => None,
     }
 }
@@ -114,13 +131,15 @@ async fn session(
     handle: AppHandle,
     mut socket: WebSocket,
     token: Option<String>,
+    kind: ConnKind,
     read_limit: ReadLimit,
 ) {
-    let (token, auth_req) = match token {
-        Some(t) => (Some(t), None),
+    let (token, auth_req, kind) = match token {
+        Some(t) => (Some(t), None, kind),
         None => match first_message_token(&mut socket).await {
-            Some((t, req)) => (Some(t), req),
-            None => (None, None),
+            Some((t, req, true)) => (Some(t), req, ConnKind::Monitor),
+            Some((t, req, false)) => (Some(t), req, kind),
+            None => (None, None, kind),
         },
     };
     let Some(agent) = token.as_deref().and_then(|t| agent_for(&handle, t)) else {
@@ -130,7 +149,7 @@ async fn session(
     read_limit.lift();
     let conn: ConnId = handle.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("agent", %agent, conn);
-    serve_agent(handle, socket, agent, conn, auth_req)
+    serve_agent(handle, socket, agent, conn, kind, auth_req)
         .instrument(span)
         .await;
 }
@@ -140,6 +159,7 @@ async fn serve_agent(
     mut socket: WebSocket,
     agent: AgentId,
     conn: ConnId,
+    kind: ConnKind,
     auth_req: Req,
 ) {
     let codec = Arc::new(PeerCodec::default());
@@ -148,6 +168,7 @@ async fn serve_agent(
     let connect = AgentInput::Connect {
         agent: agent.clone(),
         conn,
+        kind,
         codec: Arc::clone(&codec),
         outbound: outbound_tx,
         reply,
@@ -156,9 +177,19 @@ async fn serve_agent(
         close(&mut socket, 1011, "gateway stopping").await;
         return;
     }
-    let Ok(calls) = snapshot.await else {
-        close(&mut socket, 1011, "gateway stopping").await;
-        return;
+    let calls = match snapshot.await {
+        Ok(Some(calls)) => calls,
+        Ok(None) => {
+            let refusal =
+                "only a supervisor not signed in on this node opens a monitoring connection";
+            send(&mut socket, &error(&auth_req, "forbidden", refusal)).await;
+            close(&mut socket, MONITOR_REFUSED, "monitoring refused").await;
+            return;
+        }
+        Err(_) => {
+            close(&mut socket, 1011, "gateway stopping").await;
+            return;
+        }
     };
     // The page's peer connection needs its STUN/TURN servers before it offers.
     let ice_servers = crate::api::ice::ice_servers(
@@ -172,10 +203,7 @@ async fn serve_agent(
     if auth_req.is_some()
         && !send(
             &mut socket,
-            &ok(
-                &auth_req,
-                json!({"agent_id": agent, "ice_servers": ice_servers}),
-            ),
+            &ok(&auth_req, signed_in(&handle, &agent, &ice_servers)),
         )
         .await
     {
@@ -206,6 +234,17 @@ async fn serve_agent(
         .websockets
         .fetch_sub(1, Ordering::Relaxed);
     disconnect(&handle, &agent, conn).await;
+}
+
+/// The `ok` to `auth`: the agent, its ICE servers and, in a cluster, this node and the live
+/// nodes' URLs (the page reconnects to another when this one is lost).
+fn signed_in(handle: &AppHandle, agent: &AgentId, ice_servers: &Value) -> Value {
+    let mut ok = json!({"agent_id": agent, "ice_servers": ice_servers});
+    if let (Some(nodes), Some(cluster)) = (&handle.nodes, &handle.config.cluster) {
+        ok["node"] = json!(cluster.node);
+        ok["nodes"] = json!(nodes.live());
+    }
+    ok
 }
 
 async fn disconnect(handle: &AppHandle, agent: &AgentId, conn: ConnId) {

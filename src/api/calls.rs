@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::wire::rfc3339;
 use super::ApiError;
 use crate::app::AppHandle;
+use crate::cluster::Nodes;
 use crate::store::{self, CallQuery, CallRecord};
 
 /// Who is asking: a token that sees every call (admin, supervisors) or one agent's calls.
@@ -59,8 +60,12 @@ pub(super) fn time(ms: Option<i64>) -> Value {
 }
 
 /// The agent protocol's call object, plus `agent_id`, `log`, and in a cluster the `node` the
-/// call lives on.
-fn call_json(c: &CallRecord) -> Value {
+/// call lives on with its `node_url` while that node is live (a supervisor monitors the call
+/// there).
+fn call_json(c: &CallRecord, nodes: Option<&Nodes>) -> Value {
+    let node_url = nodes
+        .zip(c.node.as_deref())
+        .and_then(|(n, node)| n.url_of(node));
     json!({
         "call_id": c.id,
         "direction": c.direction,
@@ -77,6 +82,7 @@ fn call_json(c: &CallRecord) -> Value {
         "recording_url": c.recording_path.as_ref().map(|_| format!("/v1/calls/{}/recording", c.id)),
         "agent_id": c.agent_id,
         "node": c.node,
+        "node_url": node_url,
         "log": Value::Null,
     })
 }
@@ -208,7 +214,7 @@ pub async fn list(
             let calls: Vec<Value> = calls
                 .iter()
                 .map(|(c, log)| {
-                    let mut v = call_json(c);
+                    let mut v = call_json(c, handle.nodes.as_ref());
                     v["log"] = log.as_ref().map_or(Value::Null, log_json);
                     v
                 })
@@ -260,7 +266,7 @@ pub async fn one(
                 .into_response();
         }
     }
-    let mut body = call_json(&call);
+    let mut body = call_json(&call, handle.nodes.as_ref());
     body["segments"] = segments
         .iter()
         .map(|s| json!({"status": s.status, "from": time(Some(s.started_at)), "to": time(s.ended_at)}))

@@ -5,6 +5,7 @@
 pub mod agent;
 mod calls;
 pub mod contacts;
+mod cors;
 pub mod ice;
 pub mod protocol;
 mod recording;
@@ -69,6 +70,10 @@ pub async fn serve(
             post(contacts::import).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
         )
         .route("/v1/webhooks/deliveries", get(contacts::deliveries))
+        .layer(axum::middleware::from_fn_with_state(
+            handle.clone(),
+            cors::allow_cluster_origins,
+        ))
         .with_state(handle);
     if let Some(config) = tls {
         return axum::serve(

@@ -71,6 +71,10 @@ impl ClientMessage {
 pub struct Auth {
     #[serde(default)]
     pub token: Option<String>,
+    /// A supervisor's monitoring connection to the node of a call it monitors (in a cluster,
+    /// signed in on another node): it may only monitor, and signs the supervisor in nowhere.
+    #[serde(default)]
+    pub monitor: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

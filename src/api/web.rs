@@ -27,6 +27,7 @@ const MODULES: &[(&str, &str)] = &[
     ("/protocol.js", include_str!("web/protocol.js")),
     ("/state.js", include_str!("web/state.js")),
     ("/media.js", include_str!("web/media.js")),
+    ("/monitor.js", include_str!("web/monitor.js")),
     ("/views.js", include_str!("web/views.js")),
     ("/dom.js", include_str!("web/dom.js")),
 ];

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::controller::{AgentId, Call, CallId, ConnId, MediaPlan, Notice};
+use crate::controller::{AgentId, Call, CallId, ConnId, ConnKind, MediaPlan, Notice};
 use crate::gateway::{AgentCall, AgentError, AgentView, LiveCall, WallClock};
 use crate::media::stats::MediaCounters;
 use crate::store::StoreOp;
@@ -44,14 +44,16 @@ pub enum AdminRequest {
 /// From an agent's WebSocket to the signalling task.
 #[derive(Debug)]
 pub enum AgentInput {
-    /// Authenticated; the reply is the agent's snapshot. A connection already open for this
-    /// agent is closed (4409) and this one inherits its calls.
+    /// Authenticated; the reply is the agent's snapshot, or None when the gateway refused a
+    /// monitoring connection. A connection already open for this agent is closed (4409) and
+    /// this one inherits its calls.
     Connect {
         agent: AgentId,
         conn: ConnId,
+        kind: ConnKind,
         codec: Arc<PeerCodec>,
         outbound: mpsc::Sender<AgentOutbound>,
-        reply: oneshot::Sender<Vec<Call>>,
+        reply: oneshot::Sender<Option<Vec<Call>>>,
     },
     Disconnect {
         agent: AgentId,
@@ -101,4 +103,6 @@ pub struct AppHandle {
     pub names: Arc<crate::names::Names>,
     /// Read connections to the call log, for the API.
     pub call_log: Arc<crate::store::Readers>,
+    /// In a cluster, its live nodes: given to pages, named on calls, trusted as origins.
+    pub nodes: Option<crate::cluster::Nodes>,
 }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::controller::{CallId, ConnId, Notice};
+use crate::controller::{CallId, ConnId, ConnKind, Notice};
 use crate::gateway::{Gateway, Input, Output, Persist, Seeds};
 use crate::media::recording::{RecordingFormat, RecordingWriter};
 use crate::media::stats::MediaCounters;
@@ -224,19 +224,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (named_tx, mut named_rx) = mpsc::channel(crate::gateway::NAMING_CAPACITY);
     // In a cluster each signed-in agent is claimed in the shared store; an agent another node
     // claims arrives on `claims_lost`. Without one, nothing ever arrives there.
-    let (claims, mut claims_lost, _no_claims) = match &config.cluster {
-        Some(cluster) => {
+    let nodes = config.cluster.as_ref().map(|cluster| {
+        crate::cluster::Nodes::new(crate::cluster::NodeInfo {
+            node: cluster.node.clone(),
+            url: cluster.origin().to_string(),
+        })
+    });
+    let (claims, mut claims_lost, _no_claims) = match (&config.cluster, &nodes) {
+        (Some(cluster), Some(nodes)) => {
             let (claims, lost) = crate::cluster::start(
                 location.clone(),
                 crate::cluster::Membership {
                     node: cluster.node.clone(),
+                    url: cluster.origin().to_string(),
                     lease: Duration::from_secs(cluster.lease),
                     hooks: Arc::clone(&hooks),
+                    nodes: nodes.clone(),
                 },
             );
             (Some(claims), lost, None)
         }
-        None => {
+        _ => {
             let (keep, lost) = mpsc::channel(1);
             (None, lost, Some(keep))
         }
@@ -278,6 +286,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         gateway_counters: Arc::clone(&gateway_counters),
         names: Arc::clone(&names),
         call_log: readers,
+        nodes,
     };
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
@@ -613,6 +622,7 @@ impl Shell {
             AgentInput::Connect {
                 agent,
                 conn,
+                kind,
                 codec,
                 outbound,
                 reply,
@@ -622,8 +632,17 @@ impl Shell {
                 self.input(Input::AgentConnected {
                     agent: agent.clone(),
                     conn,
+                    kind,
                 });
-                if let Some(claims) = &self.claims {
+                if !self.gateway.is_connected(conn) {
+                    self.outbound.remove(&conn);
+                    self.codecs.remove(&conn);
+                    let _ = reply.send(None);
+                    return;
+                }
+                // A monitoring connection claims nothing: the supervisor is signed in on
+                // another node.
+                if let Some(claims) = self.claims.as_ref().filter(|_| kind == ConnKind::Calls) {
                     if claims
                         .try_send(crate::cluster::ClaimOp::Claim(agent.to_string()))
                         .is_err()
@@ -633,7 +652,7 @@ impl Shell {
                 }
                 // What the connection it replaces is told comes first.
                 self.flush().await;
-                let _ = reply.send(self.gateway.snapshot(&agent));
+                let _ = reply.send(Some(self.gateway.snapshot(&agent)));
             }
             AgentInput::Disconnect { agent, conn } => {
                 tracing::info!(%agent, conn, "agent disconnected");

@@ -11,6 +11,9 @@
 // screenshots), HANGUP (page: hang up with the button; otherwise close the browser),
 // PAGE_HASH (more of the page's #settings, e.g. "&ice=relay").
 //   PAIR {json}              after RESULT: the ICE candidate pair the audio used
+//   NODE a / MOVED b URL     (MODE failover) the cluster node signed in on, and the one the
+//                            page signed in on by itself after losing it (with its API base)
+//   LOGGED                   the call-log prompt was saved (MODE log, and failover after HANGUP)
 import { chromium } from "playwright-core";
 import { join } from "node:path";
 
@@ -87,6 +90,20 @@ try {
     say("CLOSED");
     clearTimeout(watchdog);
     process.exit(0);
+  } else if (mode === "failover") {
+    // In a cluster: the node signed in on is lost (the test kills it); the page signs in on
+    // another by itself, with media, and answers the next call there.
+    const first = await page.evaluate(() => window.callgate.node);
+    say(`NODE ${first}`);
+    await page.waitForFunction((first) => window.callgate.state.online && window.callgate.node
+      && window.callgate.node !== first && window.callgate.pc
+      && window.callgate.pc.connectionState === "connected", first, { timeout: 60000 });
+    say(`MOVED ${await page.evaluate(() => `${window.callgate.node} ${window.callgate.apiBase}`)}`);
+    if (shots) await page.screenshot({ path: join(shots, "failover.png") });
+    await page.waitForSelector("#incoming:not([hidden])", { timeout: 30000 });
+    await page.click("#answer-button");
+    await page.waitForFunction(() => [...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
+    say("ANSWERED");
   } else if (mode === "supervise") {
     // A supervisor: the live calls list, Listen on the first call.
     await page.waitForSelector('#live-calls li button[data-mode="listen"]', { timeout: 20000 });
@@ -236,15 +253,19 @@ try {
   // What arrives from the far end: RTP counters, the level Chromium reports, and the RMS of
   // the decoded remote track measured with WebAudio.
   const result = await page.evaluate(async () => {
+    // A call monitored on another node of a cluster arrives over the monitoring connection's
+    // own peer connection.
+    const pc = window.callgate.monitorPc || window.callgate.pc;
+    const stream = window.callgate.monitorStream || window.callgate.remoteStream;
     const inbound = async () => {
-      const stats = await window.callgate.pc.getStats();
+      const stats = await pc.getStats();
       for (const s of stats.values()) if (s.type === "inbound-rtp" && s.kind === "audio") return s;
       return {};
     };
     await new Promise((r) => setTimeout(r, 1500));
     const first = await inbound();
     const ctx = new AudioContext();
-    const source = ctx.createMediaStreamSource(window.callgate.remoteStream);
+    const source = ctx.createMediaStreamSource(stream);
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 2048;
     source.connect(analyser);
@@ -270,7 +291,7 @@ try {
       audio_level: levels,
       rms: Math.sqrt(sum / Math.max(1, n)),
       dominant_hz: Math.round((peak * ctx.sampleRate) / analyser.fftSize),
-      codec: [...(await window.callgate.pc.getStats()).values()].find((s) => s.type === "codec" && s.id === last.codecId)?.mimeType || null,
+      codec: [...(await pc.getStats()).values()].find((s) => s.type === "codec" && s.id === last.codecId)?.mimeType || null,
       sample_rate: ctx.sampleRate,
     };
   });
@@ -317,6 +338,16 @@ try {
     await page.waitForFunction(() => ![...window.callgate.calls.values()].some((c) => c.status === "active"), null, { timeout: 10000 });
     say("HUNG_UP");
     await new Promise((r) => setTimeout(r, 500));
+    if (mode === "failover") {
+      // The log is saved through the node the page moved to (its API, from the first node's
+      // origin).
+      await page.waitForSelector("#log-prompt:not([hidden])", { timeout: 10000 });
+      await page.check('#log-form input[value="interested"]');
+      await page.fill("#log-comment", "after failover");
+      await page.click("#log-save");
+      await page.waitForSelector("#log-prompt", { state: "hidden", timeout: 10000 });
+      say("LOGGED");
+    }
   }
   clearTimeout(watchdog);
   await browser.close();

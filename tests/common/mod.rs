@@ -7,6 +7,7 @@ mod agent_ws;
 pub mod baresip;
 pub mod browser;
 pub mod caller;
+pub mod page;
 pub mod postgres;
 pub mod tls;
 #[allow(unused_imports)] // not every test binary speaks the agent protocol

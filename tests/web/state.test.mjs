@@ -5,8 +5,10 @@ import assert from "node:assert/strict";
 
 import {
   initialState, reduce, apply, activeCall, ringingCall, notifiedCall, ownCalls, queuedCalls,
-  heldCalls, offeredCall, recentCalls, recordingOf, closeReason, formatNumber,
+  heldCalls, offeredCall, recentCalls, recordingOf, closeReason, formatNumber, reconnectTargets,
+  reconnectDelay, RECONNECT_ATTEMPTS,
 } from "../../src/api/web/state.js";
+import { socketUrl } from "../../src/api/web/monitor.js";
 import { decode } from "../../src/api/web/protocol.js";
 import { serverExamples, example, call } from "./examples.mjs";
 
@@ -275,6 +277,52 @@ test("sign-in and the socket's close", () => {
   const again = apply(closed, { type: "signin.started" });
   assert.equal(again.signinError, "");
   assert.equal(again.closedCode, null);
+});
+
+test("in a cluster, a lost connection signs in again on the other nodes first, then the lost one", () => {
+  const nodes = [
+    { node: "a", url: "https://a.example.com" },
+    { node: "b", url: "https://b.example.com" },
+    { node: "c", url: "https://c.example.com" },
+  ];
+  const onB = apply(initialState, { type: "signin.done", agentId: "demo", iceServers: [], node: "b", nodes });
+  assert.equal(onB.node, "b");
+  assert.deepEqual(onB.nodes, nodes);
+  assert.deepEqual(reconnectTargets(onB, 1006), ["https://c.example.com", "https://a.example.com", "https://b.example.com"]);
+  // Never after a refused token, a refused monitoring connection or a sign-in elsewhere.
+  for (const code of [4401, 4403, 4409]) assert.equal(reconnectTargets(onB, code), null, `${code}`);
+  // Not on a single node (no nodes), nor before a sign-in worked.
+  assert.equal(reconnectTargets(signedIn, 1006), null);
+  assert.equal(reconnectTargets(initialState, 1006), null);
+  // A node the list does not name: the list as it is.
+  const elsewhere = { ...onB, node: "z" };
+  assert.deepEqual(reconnectTargets(elsewhere, 1006), nodes.map((n) => n.url));
+
+  const lost = apply(onB, { type: "socket.closed", code: 1006, reconnecting: true });
+  assert.equal(lost.online, false);
+  assert.equal(lost.reconnecting, true);
+  assert.match(lost.signinError, /reconnecting/);
+  assert.equal(lost.agentId, "demo", "who signs in again is kept");
+  const trying = apply(lost, { type: "signin.started" });
+  assert.match(trying.signinError, /reconnecting/, "the card goes on saying so while it tries");
+  const onC = apply(trying, { type: "signin.done", agentId: "demo", iceServers: [], node: "c", nodes });
+  assert.equal(onC.reconnecting, false);
+  assert.equal(onC.signinError, "");
+  assert.equal(onC.node, "c");
+  const givenUp = apply(lost, { type: "socket.closed", code: 1006, reconnecting: false });
+  assert.equal(givenUp.reconnecting, false);
+  assert.equal(givenUp.signinError, closeReason(1006));
+
+  // Each node once at once, then rounds further and further apart, at most 8 s.
+  assert.deepEqual([0, 1, 2].map((i) => reconnectDelay(i, 3)), [250, 250, 250]);
+  assert.deepEqual([3, 6, 9, 12, 15, 30].map((i) => reconnectDelay(i, 3)), [1000, 2000, 4000, 8000, 8000, 8000]);
+  assert.ok(RECONNECT_ATTEMPTS >= 6 && RECONNECT_ATTEMPTS <= 30);
+});
+
+test("a call monitored on another node is reached at that node's agent WebSocket", () => {
+  assert.equal(socketUrl("https://b.example.com"), "wss://b.example.com/v1/agent/ws");
+  assert.equal(socketUrl("http://127.0.0.4:12870"), "ws://127.0.0.4:12870/v1/agent/ws");
+  assert.equal(socketUrl("http://127.0.0.4:12870/"), "ws://127.0.0.4:12870/v1/agent/ws");
 });
 
 test("DTMF sent is shown during the call and forgotten after it", () => {

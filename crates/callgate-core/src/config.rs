@@ -504,6 +504,18 @@ pub struct ClusterConfig {
     /// calls as failed, frees its agents and takes over its webhook deliveries.
     #[serde(default = "default_lease")]
     pub lease: u64,
+    /// Where browsers reach this node's page, API and agent WebSocket (`https://a.example.com`,
+    /// an origin: scheme, host and port). Each node announces it in the shared store; a
+    /// page is given the live nodes' URLs at sign-in to reconnect to when its node is lost,
+    /// and the calls API names the node of each call so a supervisor can monitor it there.
+    pub url: String,
+}
+
+impl ClusterConfig {
+    /// `url` without a trailing `/`: the origin browsers send.
+    pub fn origin(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
 }
 
 fn default_lease() -> u64 {

@@ -5,12 +5,17 @@
 //   protocol.js  the messages, and the connection every message is sent through
 //   state.js     the state and its pure reducers and selectors
 //   media.js     the microphone and the peer connection
+//   monitor.js   a supervisor's monitoring connection to another node of a cluster
 //   views.js     the page, updated where the state changed (dom.js: its helpers)
 // `window.callgate` exposes the state for debugging and for the end-to-end tests.
 
 import * as protocol from "./protocol.js";
-import { initialState, reduce, apply, activeCall, notifiedCall, recordingOf } from "./state.js";
+import {
+  initialState, reduce, apply, activeCall, notifiedCall, recordingOf, reconnectTargets,
+  reconnectDelay, RECONNECT_ATTEMPTS,
+} from "./state.js";
 import { Media, readSettings } from "./media.js";
+import { RemoteMonitor, socketUrl } from "./monitor.js";
 import { createViews } from "./views.js";
 import { byId, inputById, selectById, textAreaById } from "./dom.js";
 
@@ -30,6 +35,15 @@ let connection = null;
 let socket = null;
 /** @type {string | null} */
 let token = null;
+/**
+ * Where the API is: "" for this page's own node, else the node the page signed in on after
+ * its own was lost (a cluster's nodes allow each other's pages).
+ */
+let apiBase = "";
+/** Signing in again after the connection was lost: where, and the attempts made. */
+let reconnect = { targets: /** @type {string[]} */ ([]), attempt: 0, timer: 0 };
+/** @type {RemoteMonitor | null} */
+let remoteMonitor = null;
 
 /**
  * Move to the next state and bring the page up to date with it.
@@ -78,11 +92,72 @@ const views = createViews({
     request(active ? protocol.hold(call.call_id) : protocol.resume(call.call_id)).catch(showError);
   },
   monitor: (call, mode) => {
+    // A call on another node of the cluster is monitored there.
+    if (call.node && state.node && call.node !== state.node && call.node_url) {
+      monitorRemotely(call.node_url, call.call_id, mode).catch(showError);
+      return;
+    }
+    closeRemoteMonitor();
     request(protocol.monitor(call.call_id, mode)).then(() => {
       if (mode === "stop") dispatch({ type: "monitor.stopped" });
     }).catch(showError);
   },
 });
+
+/** Leave the call monitored on another node, if any. */
+function closeRemoteMonitor() {
+  if (!remoteMonitor) return;
+  remoteMonitor.close();
+  remoteMonitor = null;
+}
+
+/**
+ * Monitor `callId` on the node at `url`, over a monitoring connection of its own there.
+ * @param {string} url
+ * @param {string} callId
+ * @param {import("./protocol.js").MonitorMode} mode
+ */
+async function monitorRemotely(url, callId, mode) {
+  if (remoteMonitor && remoteMonitor.base !== url) closeRemoteMonitor();
+  if (mode === "stop") {
+    if (remoteMonitor) await remoteMonitor.request(protocol.monitor(callId, "stop")).catch(() => {});
+    closeRemoteMonitor();
+    dispatch({ type: "monitor.stopped" });
+    return;
+  }
+  // One call at a time: a call monitored on this node is left first.
+  if (state.monitoring && !remoteMonitor) {
+    await request(protocol.monitor(state.monitoring.call_id, "stop")).catch(() => {});
+  }
+  if (!remoteMonitor && token) {
+    const session = new RemoteMonitor(url, token, settings, media.mic, {
+      message: (msg) => {
+        if (remoteMonitor !== session) return;
+        if (msg.type === "monitor.updated" || msg.type === "monitor.ended" || msg.type === "error") {
+          commit(reduce(state, msg));
+        }
+      },
+      closed: () => {
+        if (remoteMonitor !== session) return;
+        remoteMonitor = null;
+        dispatch({ type: "monitor.stopped" });
+      },
+      remote: (stream) => {
+        const audio = /** @type {HTMLAudioElement} */ (byId("monitor-audio"));
+        audio.srcObject = stream;
+        audio.play().catch(() => {});
+      },
+    });
+    remoteMonitor = session;
+    try {
+      await session.open();
+    } catch (e) {
+      if (remoteMonitor === session) closeRemoteMonitor();
+      throw e;
+    }
+  }
+  if (remoteMonitor) await remoteMonitor.request(protocol.monitor(callId, mode));
+}
 
 // For debugging and the end-to-end tests: the state as it is now, the peer connection and
 // the audio received.
@@ -103,7 +178,12 @@ Object.defineProperty(window, "callgate", {
     get offered() { return state.offered; },
     get events() { return events; },
     get socket() { return socket; },
+    get node() { return state.node; },
+    get nodes() { return state.nodes; },
+    get apiBase() { return apiBase; },
     get pc() { return media.pc; },
+    get monitorPc() { return remoteMonitor ? remoteMonitor.media.pc : null; },
+    get monitorStream() { return remoteMonitor ? remoteMonitor.media.remoteStream : null; },
     get mic() { return media.mic; },
     get remoteStream() { return media.remoteStream; },
   }),
@@ -148,13 +228,22 @@ async function startMedia() {
   media.answer(reply.sdp).catch((e) => dispatch({ type: "failed", error: String(e) }));
 }
 
-/** @param {string} agentToken */
-function signIn(agentToken) {
+/**
+ * Sign in on the node at `base` (the page's own by default).
+ * @param {string} agentToken
+ * @param {string} [base]
+ */
+function signIn(agentToken, base = location.origin) {
   token = agentToken;
   // The calls page (same origin, this tab's session) uses it too.
   sessionStorage.setItem("callgate-token", agentToken);
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/v1/agent/ws`);
+  let ws;
+  try {
+    ws = new WebSocket(socketUrl(base));
+  } catch (e) {
+    dispatch({ type: "failed", error: `cannot connect to ${base}: ${e instanceof Error ? e.message : String(e)}` });
+    return;
+  }
   const conn = new protocol.Connection(ws);
   socket = ws;
   connection = conn;
@@ -162,10 +251,14 @@ function signIn(agentToken) {
   ws.onopen = () => {
     conn.request(protocol.auth(agentToken)).then((ok) => {
       if (ok.type !== "ok" || connection !== conn) return;
+      apiBase = base === location.origin ? "" : base;
+      reconnect = { targets: [], attempt: 0, timer: 0 };
       dispatch({
         type: "signin.done",
         agentId: ok.agent_id || "",
         iceServers: Array.isArray(ok.ice_servers) ? ok.ice_servers : [],
+        node: ok.node || null,
+        nodes: Array.isArray(ok.nodes) ? ok.nodes : [],
       });
       startMedia();
     }).catch(() => {}); // a refused token closes the socket (4401)
@@ -175,14 +268,30 @@ function signIn(agentToken) {
     conn.closed();
     if (connection !== conn) return;
     media.stop();
-    dispatch({ type: "socket.closed", code: e.code });
+    closeRemoteMonitor();
+    // In a cluster, a lost node's page signs in on another by itself.
+    const refused = e.code === 4401 || e.code === 4403 || e.code === 4409;
+    const targets = refused ? null : state.reconnecting ? reconnect.targets : reconnectTargets(state, e.code);
+    const again = !!targets && targets.length > 0 && reconnect.attempt < RECONNECT_ATTEMPTS;
+    dispatch({ type: "socket.closed", code: e.code, reconnecting: again });
+    if (!targets || !again) {
+      reconnect = { targets: [], attempt: 0, timer: 0 };
+      return;
+    }
+    const attempt = reconnect.attempt;
+    const next = targets[attempt % targets.length];
+    reconnect = {
+      targets,
+      attempt: attempt + 1,
+      timer: window.setTimeout(() => signIn(agentToken, next), reconnectDelay(attempt, targets.length)),
+    };
   };
 }
 
 // --- Supervisors: other agents' live calls, every two seconds ---------------------------
 async function refreshLiveCalls() {
   if (!token || !connection || !connection.open) return;
-  const response = await fetch("/v1/calls?status=active,on_hold&limit=100", {
+  const response = await fetch(`${apiBase}/v1/calls?status=active,on_hold&limit=100`, {
     headers: { Authorization: `Bearer ${token}` },
   });
   if (!response.ok) return;
@@ -205,7 +314,7 @@ async function savePrompt() {
   if (comment) body.comment = comment;
   try {
     for (const id of prompt.call_ids) {
-      const response = await fetch(`/v1/calls/${encodeURIComponent(id)}/log`, {
+      const response = await fetch(`${apiBase}/v1/calls/${encodeURIComponent(id)}/log`, {
         method: "PUT",
         headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
         body: JSON.stringify(body),
@@ -229,6 +338,8 @@ const currentId = () => activeCall(state)?.call_id;
 
 byId("signin-form").addEventListener("submit", (e) => {
   e.preventDefault();
+  window.clearTimeout(reconnect.timer);
+  reconnect = { targets: [], attempt: 0, timer: 0 };
   signIn(inputById("token").value.trim());
 });
 

@@ -36,6 +36,13 @@
  * @property {string | null} [end_reason]
  * @property {"off" | "recording" | "paused" | "failed"} recording
  * @property {string | null} [agent_id]
+ * @property {string | null} [node] in a cluster (calls API): the node the call lives on
+ * @property {string | null} [node_url] and where that node is reached, while it is live
+ */
+
+/**
+ * A live node of a cluster, as the `ok` to `auth` lists them.
+ * @typedef {{ node: string, url: string }} NodeInfo
  */
 
 /**
@@ -58,8 +65,10 @@
 // --- Gateway -> agent -------------------------------------------------------------------
 
 /**
- * A request done. To `auth`: `agent_id` and `ice_servers`; to a call request: `call_id`.
- * @typedef {{ type: "ok", req?: Req, agent_id?: string, ice_servers?: IceServer[], call_id?: string }} OkMessage
+ * A request done. To `auth`: `agent_id` and `ice_servers`, and in a cluster this `node` and
+ * the live `nodes`; to a call request: `call_id`.
+ * @typedef {{ type: "ok", req?: Req, agent_id?: string, ice_servers?: IceServer[], call_id?: string,
+ *   node?: string, nodes?: NodeInfo[] }} OkMessage
  */
 /** @typedef {{ type: "error", req?: Req, code: string, message: string }} ErrorMessage */
 /** @typedef {{ type: "pong", req?: Req }} PongMessage */
@@ -91,7 +100,7 @@
 
 // --- Agent -> gateway -------------------------------------------------------------------
 
-/** @typedef {{ type: "auth", token: string }} AuthRequest */
+/** @typedef {{ type: "auth", token: string, monitor?: boolean }} AuthRequest */
 /** @typedef {{ type: "ping" }} PingRequest */
 /** @typedef {{ type: "webrtc.offer", sdp: string }} WebrtcOfferRequest */
 /** @typedef {{ type: "webrtc.candidate", candidate: CandidateInit | null }} WebrtcCandidateRequest */
@@ -124,6 +133,11 @@
 
 /** @param {string} token @returns {AuthRequest} */
 export const auth = (token) => ({ type: "auth", token });
+/**
+ * A supervisor's monitoring connection to another node of the cluster: it only monitors.
+ * @param {string} token @returns {AuthRequest}
+ */
+export const monitorAuth = (token) => ({ type: "auth", token, monitor: true });
 /** @returns {PingRequest} */
 export const ping = () => ({ type: "ping" });
 /** @param {string} sdp @returns {WebrtcOfferRequest} */

@@ -8,6 +8,7 @@
 /** @typedef {import("./protocol.js").IceServer} IceServer */
 /** @typedef {import("./protocol.js").ServerMessage} ServerMessage */
 /** @typedef {import("./protocol.js").MonitorMode} MonitorMode */
+/** @typedef {import("./protocol.js").NodeInfo} NodeInfo */
 
 /**
  * An open call-log prompt: one per prospect number, open until saved or dismissed.
@@ -24,6 +25,10 @@
  * @property {boolean} online signed in, the WebSocket open
  * @property {string | null} agentId
  * @property {IceServer[]} iceServers
+ * @property {string | null} node in a cluster, the node signed in on
+ * @property {NodeInfo[]} nodes in a cluster, its live nodes when the page last signed in
+ * @property {boolean} reconnecting the connection was lost and the page is signing in again,
+ *   on another node of the cluster first
  * @property {number | null} closedCode the WebSocket's close code, once it closed
  * @property {string} signinError
  * @property {Map<string, Call>} calls this agent's calls by id (replaced, never changed in place)
@@ -47,6 +52,9 @@ export const initialState = Object.freeze({
   online: false,
   agentId: null,
   iceServers: [],
+  node: null,
+  nodes: [],
+  reconnecting: false,
   closedCode: null,
   signinError: "",
   calls: new Map(),
@@ -259,8 +267,9 @@ export function reduce(state, msg) {
 
 /**
  * @typedef {{ type: "signin.started" }
- *   | { type: "signin.done", agentId: string, iceServers: IceServer[] }
- *   | { type: "socket.closed", code: number }
+ *   | { type: "signin.done", agentId: string, iceServers: IceServer[], node?: string | null,
+ *       nodes?: NodeInfo[] }
+ *   | { type: "socket.closed", code: number, reconnecting?: boolean }
  *   | { type: "media.state", state: string | null }
  *   | { type: "dial.error", text: string }
  *   | { type: "failed", error: string }
@@ -279,6 +288,39 @@ export function closeReason(code) {
   if (code === 4401) return "That token was not accepted.";
   if (code === 4409) return "You signed in somewhere else; this page is no longer connected.";
   return "Disconnected from the gateway. Sign in again to continue.";
+}
+
+/** Reconnection attempts before the page gives up and asks for a sign-in. */
+export const RECONNECT_ATTEMPTS = 12;
+
+/**
+ * Where to sign in again after the socket closed with `code`, in order, or null for nowhere:
+ * only in a cluster and after a sign-in that worked, never after a refused token (4401) or a
+ * sign-in elsewhere (4409). The other nodes come first, in the gateway's order from the one
+ * after the lost node; the lost node last (it may only have restarted).
+ * @param {State} state
+ * @param {number} code
+ * @returns {string[] | null}
+ */
+export function reconnectTargets(state, code) {
+  if (code === 4401 || code === 4403 || code === 4409) return null;
+  if (!state.agentId || state.nodes.length === 0) return null;
+  const lost = state.nodes.findIndex((n) => n.node === state.node);
+  const order = lost < 0 ? state.nodes : [...state.nodes.slice(lost + 1), ...state.nodes.slice(0, lost + 1)];
+  return order.map((n) => n.url);
+}
+
+/**
+ * How long to wait before reconnection attempt `attempt` (0, 1, ...) over `targets` nodes:
+ * each node once at once (a quarter second apart), then rounds one, two, four seconds apart,
+ * up to eight.
+ * @param {number} attempt
+ * @param {number} targets
+ * @returns {number} milliseconds
+ */
+export function reconnectDelay(attempt, targets) {
+  const round = Math.floor(attempt / Math.max(1, targets));
+  return round === 0 ? 250 : Math.min(8000, 1000 * 2 ** (round - 1));
 }
 
 /**
@@ -303,11 +345,20 @@ const sameCall = (a, b) => a === b || JSON.stringify(a) === JSON.stringify(b);
 export function apply(state, action) {
   switch (action.type) {
     case "signin.started":
-      return { ...state, signinError: "", closedCode: null };
+      // While reconnecting, the card goes on saying so.
+      return { ...state, signinError: state.reconnecting ? state.signinError : "", closedCode: null };
     case "signin.done":
-      return { ...state, online: true, agentId: action.agentId, iceServers: action.iceServers };
+      return {
+        ...state, online: true, agentId: action.agentId, iceServers: action.iceServers,
+        node: action.node || null, nodes: action.nodes || [], reconnecting: false, signinError: "",
+      };
     case "socket.closed":
-      return { ...state, online: false, closedCode: action.code, signinError: closeReason(action.code) };
+      return {
+        ...state, online: false, closedCode: action.code, reconnecting: !!action.reconnecting,
+        signinError: action.reconnecting ? "Connection lost: reconnecting to the gateway…" : closeReason(action.code),
+        // What this node was monitoring ended with the connection.
+        monitoring: action.reconnecting ? null : state.monitoring,
+      };
     case "media.state":
       return state.media === action.state ? state : { ...state, media: action.state };
     case "dial.error":

@@ -231,6 +231,7 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
             node: node.into(),
             registrar: registrar.into(),
             lease: 30,
+            url: "https://a.example.com".into(),
         });
         config.store.backend = StoreBackend::Postgres;
         config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
@@ -250,9 +251,53 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
         node: "a".into(),
         registrar: trunk.clone(),
         lease: 30,
+        url: "https://a.example.com".into(),
     });
     let err = alone.validate().unwrap_err().to_string();
     assert!(err.contains("store.backend"), "{err}");
+}
+
+#[test]
+fn a_cluster_nodes_url_is_an_origin_pages_can_reach() {
+    let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
+    config.trunks[0].outbound_proxy = Some("sip:127.0.0.2:5060".into());
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
+    let registrar = config.trunks[0].name.clone();
+    let with = |url: &str| {
+        let mut config = config.clone();
+        config.cluster = Some(ClusterConfig {
+            node: "a".into(),
+            registrar: registrar.clone(),
+            lease: 30,
+            url: url.into(),
+        });
+        config.validate().map_err(|e| e.to_string())
+    };
+    for good in [
+        "https://a.example.com",
+        "https://a.example.com/",
+        "http://127.0.0.3:12860",
+        "http://[::1]:8080",
+        "http://[::1]",
+    ] {
+        assert!(with(good).is_ok(), "{good}: {:?}", with(good));
+    }
+    for bad in [
+        "",
+        "a.example.com",
+        "ftp://a.example.com",
+        "https://",
+        "https://a.example.com/calls",
+        "https://user@a.example.com",
+        "https://a.example.com:99999",
+        "https://a.example.com:0",
+        "https://a.example.com?x=1",
+        "javascript:alert(1)",
+    ] {
+        let err = with(bad).unwrap_err();
+        assert!(err.contains("cluster.url"), "{bad}: {err}");
+    }
 }
 
 #[test]

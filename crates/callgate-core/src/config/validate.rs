@@ -145,6 +145,12 @@ impl Config {
                     "its trunk needs an outbound_proxy to register with",
                 ));
             }
+            if !is_web_origin(cluster.origin()) {
+                return Err(invalid(
+                    "cluster.url",
+                    "an http:// or https:// origin (scheme, host, port; no path)",
+                ));
+            }
             if cluster.lease < 3 {
                 return Err(invalid("cluster.lease", "at least 3 seconds"));
             }
@@ -395,4 +401,24 @@ impl Config {
             None => Ok(()),
         }
     }
+}
+
+/// `http://host[:port]` or `https://host[:port]`: no user, path, query or fragment.
+fn is_web_origin(url: &str) -> bool {
+    let Some(authority) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }

@@ -32,6 +32,8 @@ struct Agent {
     /// The call this supervisor monitors, and how.
     monitoring: Option<(CallId, MonitorMode)>,
     connection: Option<ConnId>,
+    /// What the connection is for (a monitoring connection takes no calls).
+    kind: ConnKind,
     /// Ended calls, newest last, for snapshots.
     recent: VecDeque<Call>,
     /// The waiting call the agent was last told about with `call.waiting`.
@@ -40,6 +42,12 @@ struct Agent {
     prompts: HashMap<String, Vec<CallId>>,
     /// The number presented on the agent's outbound calls: its first DID.
     caller: Option<String>,
+}
+
+impl Agent {
+    fn takes_calls(&self) -> bool {
+        self.connection.is_some() && self.kind == ConnKind::Calls
+    }
 }
 
 pub struct Controller {
@@ -89,6 +97,7 @@ impl Controller {
                         supervisor: a.role == crate::config::Role::Supervisor,
                         monitoring: None,
                         connection: None,
+                        kind: ConnKind::Calls,
                         recent: VecDeque::new(),
                         announced_head: None,
                         prompts: HashMap::new(),
@@ -166,6 +175,15 @@ impl Controller {
         self.agents
             .get(agent)
             .is_some_and(|a| a.connection.is_some())
+    }
+
+    /// Whether calls may ring for the agent here: signed in, not only monitoring.
+    pub fn takes_calls(&self, agent: &AgentId) -> bool {
+        self.agents.get(agent).is_some_and(Agent::takes_calls)
+    }
+
+    pub fn is_supervisor(&self, agent: &AgentId) -> bool {
+        self.agents.get(agent).is_some_and(|a| a.supervisor)
     }
 
     /// The call this supervisor monitors, and how.
@@ -287,10 +305,11 @@ impl Controller {
                 }
                 Vec::new()
             }
-            Event::AgentConnected { agent, conn } => {
+            Event::AgentConnected { agent, conn, kind } => {
                 let Some(a) = self.agents.get_mut(&agent) else {
                     return Vec::new();
                 };
+                a.kind = kind;
                 // A second connection replaces the first and inherits its calls.
                 match a.connection.replace(conn) {
                     Some(old) if old != conn => vec![Command::CloseConnection {
@@ -309,6 +328,7 @@ impl Controller {
                     return Vec::new(); // a replaced connection: its calls moved on
                 }
                 a.connection = None;
+                a.kind = ConnKind::Calls;
                 // A supervisor who is gone monitors nothing.
                 let mut commands = self.stop_monitoring(&agent);
                 let mut ids: Vec<CallId> = self
@@ -406,7 +426,7 @@ impl Controller {
                 reason: RejectReason::UnknownNumber,
             }];
         };
-        if a.connection.is_none() {
+        if !a.takes_calls() {
             // Nobody to ring: the caller may try again later.
             return vec![Command::Reject {
                 call,

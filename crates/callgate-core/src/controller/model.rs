@@ -209,8 +209,12 @@ pub enum Event {
     Dtmf { call: CallId, digit: char },
     /// The media reported a change of the call's recording.
     Recording { call: CallId, state: RecordingState },
-    /// An agent's WebSocket authenticated.
-    AgentConnected { agent: AgentId, conn: ConnId },
+    /// An agent's WebSocket authenticated, for calls or, a supervisor's, to monitor only.
+    AgentConnected {
+        agent: AgentId,
+        conn: ConnId,
+        kind: ConnKind,
+    },
     /// An agent's WebSocket closed (any reason): all its calls end.
     AgentDisconnected { agent: AgentId, conn: ConnId },
     /// The clock moved (about once a second): transfers not answered in time come back.
@@ -352,11 +356,24 @@ pub enum RejectReason {
     Busy,
 }
 
+/// What an agent's connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnKind {
+    /// A sign-in: the agent's calls ring here and it may do anything the protocol allows.
+    #[default]
+    Calls,
+    /// A supervisor's second connection, on the node of a call it monitors in a cluster (its
+    /// sign-in is on another node): it may monitor and nothing else, and no call rings on it.
+    Monitor,
+}
+
 /// Why the controller closes an agent's connection; the WebSocket edge gives the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// A newer sign-in of the same agent took over.
     Replaced,
+    /// A monitoring connection from one who is not a supervisor, or who is signed in here.
+    MonitorRefused,
 }
 
 /// What the shell must do.

@@ -26,6 +26,15 @@ impl Controller {
         if !self.is_connected(agent) {
             return (Err(RequestError::NotConnected), Vec::new());
         }
+        let monitoring_only = !self.takes_calls(agent);
+        if monitoring_only && !matches!(request, AgentRequest::Act(CallAction::Monitor { .. })) {
+            return (
+                Err(RequestError::Forbidden(
+                    "a monitoring connection may only monitor; calls are on the node signed in on",
+                )),
+                Vec::new(),
+            );
+        }
         // A supervisor taking a call of their own leaves the call they monitor first: their
         // one peer connection carries one call.
         let takes_a_call = matches!(

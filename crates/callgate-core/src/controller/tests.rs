@@ -174,6 +174,7 @@ fn connect(c: &mut Controller, agents: &[&str], now: Instant) {
             Event::AgentConnected {
                 agent: (*agent).into(),
                 conn: i as u64 + 1,
+                kind: ConnKind::Calls,
             },
             now,
         );
@@ -341,6 +342,7 @@ fn answering_bridges_and_a_disconnect_ends_every_call() {
         Event::AgentConnected {
             agent: "ann".into(),
             conn: 2,
+            kind: ConnKind::Calls,
         },
         now,
     );

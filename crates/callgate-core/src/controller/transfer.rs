@@ -79,7 +79,7 @@ impl Controller {
                 Vec::new(),
             );
         };
-        if target.connection.is_none() {
+        if !target.takes_calls() {
             return (
                 Err(RequestError::InvalidState(
                     "the target agent is not signed in",

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use crate::controller::{AgentId, CallId, CloseReason, ConnId, Notice, Prospect};
+use crate::controller::{AgentId, CallId, CloseReason, ConnId, ConnKind, Notice, Prospect};
 use crate::log::{CallRecord, RecordingSegment};
 use crate::media::monitor::MonitorMode;
 use crate::media::recording_mode::RecordWant;
@@ -71,6 +71,7 @@ pub enum Input<'a> {
     AgentConnected {
         agent: AgentId,
         conn: ConnId,
+        kind: ConnKind,
     },
     AgentDisconnected {
         agent: AgentId,

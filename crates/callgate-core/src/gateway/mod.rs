@@ -19,8 +19,8 @@ use rand::{Rng, SeedableRng};
 use crate::b2bua::{B2bua, B2buaSettings, EndCause, LegEvent};
 use crate::config::Config;
 use crate::controller::{
-    AgentId, Call, CallId, CloseReason, Command, ConnId, Controller, Event, MediaPlan, Notice,
-    Prospect,
+    AgentId, Call, CallId, CloseReason, Command, ConnId, ConnKind, Controller, Event, MediaPlan,
+    Notice, Prospect,
 };
 use crate::log::{CallRecord, RecordingSegment};
 use crate::media::session::MediaEvent;
@@ -54,8 +54,8 @@ pub struct Gateway {
     operator_dials: std::collections::HashSet<CallId>,
     /// Transfer legs toward an agent on another node: dialled through the registrar trunk.
     via_registrar: std::collections::HashSet<CallId>,
-    /// Open agent connections.
-    connections: HashMap<ConnId, AgentId>,
+    /// Open agent connections, and what each is for.
+    connections: HashMap<ConnId, (AgentId, ConnKind)>,
     /// Inbound calls waiting for their caller's name before the controller hears of them.
     naming: HashMap<CallId, Event>,
     ids: rand::rngs::StdRng,
@@ -174,10 +174,15 @@ impl Gateway {
             }
             Input::Media(event) => self.on_media_event(event),
             Input::Named { call, prospect } => self.on_named(call, prospect),
-            Input::AgentConnected { agent, conn } => self.on_agent_connected(agent, conn),
+            Input::AgentConnected { agent, conn, kind } => {
+                self.on_agent_connected(agent, conn, kind)
+            }
             Input::AgentDisconnected { agent, conn } => self.on_agent_disconnected(agent, conn),
             Input::AgentClaimedElsewhere { agent } => {
-                if let Some(conn) = self.connection_of(&agent) {
+                if let Some(conn) = self
+                    .connection_of(&agent)
+                    .filter(|_| self.is_signed_in(&agent))
+                {
                     tracing::info!(%agent, conn, "agent signed in on another node");
                     self.out.push_back(Output::Close {
                         conn,
@@ -499,16 +504,29 @@ impl Gateway {
         }
     }
 
-    fn on_agent_connected(&mut self, agent: AgentId, conn: ConnId) {
-        tracing::info!(%agent, conn, "agent connected");
-        if self.connection_of(&agent).is_none() {
+    fn on_agent_connected(&mut self, agent: AgentId, conn: ConnId, kind: ConnKind) {
+        if kind == ConnKind::Monitor
+            && (!self.controller.is_supervisor(&agent) || self.is_signed_in(&agent))
+        {
+            // Only a supervisor monitors, and one signed in here monitors from that
+            // connection: this one is not taken (`is_connected` tells the shell).
+            tracing::info!(%agent, conn, "monitoring connection refused");
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::MonitorRefused,
+            });
+            return;
+        }
+        tracing::info!(%agent, conn, ?kind, "agent connected");
+        if kind == ConnKind::Calls && !self.is_signed_in(&agent) {
             self.locate(self.now, &agent, true);
         }
         self.run(Event::AgentConnected {
             agent: agent.clone(),
             conn,
+            kind,
         });
-        self.connections.insert(conn, agent.clone());
+        self.connections.insert(conn, (agent.clone(), kind));
         // Calls inherited from a replaced connection keep their media on this one, and so
         // does a call the supervisor was monitoring.
         if let Some(active) = self.controller.active_call(&agent).map(|c| c.id.clone()) {
@@ -520,26 +538,34 @@ impl Gateway {
     }
 
     fn on_agent_disconnected(&mut self, agent: AgentId, conn: ConnId) {
-        if self.connections.remove(&conn).is_some() {
+        if let Some((_, kind)) = self.connections.remove(&conn) {
             self.run(Event::AgentDisconnected {
                 agent: agent.clone(),
                 conn,
             });
-            if self.connection_of(&agent).is_none() {
+            if kind == ConnKind::Calls && !self.is_signed_in(&agent) {
                 self.locate(self.now, &agent, false);
             }
         }
     }
 
-    /// Whether the agent has a connection open here.
+    /// Whether the agent is signed in here (a connection for calls, not only monitoring).
     pub fn is_signed_in(&self, agent: &AgentId) -> bool {
-        self.connection_of(agent).is_some()
+        self.connections
+            .values()
+            .any(|(a, kind)| a == agent && *kind == ConnKind::Calls)
     }
 
+    /// Whether the connection is open here (a refused one never was).
+    pub fn is_connected(&self, conn: ConnId) -> bool {
+        self.connections.contains_key(&conn)
+    }
+
+    /// The agent's connection, whatever it is for.
     fn connection_of(&self, agent: &AgentId) -> Option<ConnId> {
         self.connections
             .iter()
-            .find(|(_, a)| a.as_str() == agent)
+            .find(|(_, (a, _))| a == agent)
             .map(|(id, _)| *id)
     }
 

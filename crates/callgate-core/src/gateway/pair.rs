@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{AgentCall, AgentError, Gateway, Input, MediaOp, MediaPorts, Output, Persist, Seeds};
 use crate::config::Config;
-use crate::controller::{CallId, CloseReason, ConnId, Notice};
+use crate::controller::{CallId, CloseReason, ConnId, ConnKind, Notice};
 use crate::sip::message::{Message, Request, Response};
 
 /// The shipped configuration: the `local` trunk at 127.0.0.1:5080 (trusted from
@@ -165,9 +165,14 @@ impl Pair {
     }
 
     pub fn connect(&mut self, agent: &str, conn: ConnId) {
+        self.connect_as(agent, conn, ConnKind::Calls);
+    }
+
+    pub fn connect_as(&mut self, agent: &str, conn: ConnId, kind: ConnKind) {
         self.handle(Input::AgentConnected {
             agent: agent.into(),
             conn,
+            kind,
         });
     }
 

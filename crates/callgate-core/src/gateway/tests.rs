@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::pair::{answer_sdp, reply, test_config, Caller, Pair, DEMO_DID};
 use super::{AgentCall, Input, MediaOp, SourceSpec};
-use crate::controller::{CallAction, CloseReason, Notice, Status};
+use crate::controller::{CallAction, CloseReason, ConnKind, Notice, Status};
+use crate::media::monitor::MonitorMode;
 use crate::sip::message::{Message, Request};
 
 const AGENT: &str = "demo";
@@ -641,6 +642,95 @@ fn a_challenged_location_registration_is_retried_with_the_trunks_credentials() {
     assert_eq!(p.gw.b2bua().locations(), vec![(DEMO_DID.to_string(), true)]);
 }
 
+/// A supervisor signed in on another node monitors a call here over a monitoring
+/// connection: it hears the call and may switch modes, but it is not signed in here (no
+/// registration, no claim notice ends it, no call or transfer reaches it, it may not dial),
+/// and only a supervisor not signed in here may open one.
+#[test]
+fn a_monitoring_connection_monitors_and_does_nothing_else() {
+    let mut p = Pair::with_config(cluster_config());
+    p.connect(AGENT, CONN);
+    let register = p.request_sent("REGISTER");
+    p.trunk_sends(&reply(&register, 200, ""));
+    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
+    let call = ring(&mut p, &mut caller);
+    answer(&mut p, &mut caller, &call);
+    p.take_media(&call);
+    p.take_sip();
+
+    const WATCHER: u64 = 9;
+    p.connect_as("super", WATCHER, ConnKind::Monitor);
+    assert!(p.closed.is_empty(), "{:?}", p.closed);
+    assert!(
+        p.take_sip().is_empty(),
+        "nothing registered for a monitoring connection"
+    );
+    let monitor = |mode| {
+        AgentCall::Act(CallAction::Monitor {
+            call: call.as_str().into(),
+            mode,
+        })
+    };
+    assert_eq!(
+        p.request("super", monitor(Some(MonitorMode::Listen))),
+        Ok(call.as_str().into())
+    );
+    let ops = p.take_media(&call);
+    assert!(
+        ops.iter().any(|op| matches!(
+            op,
+            MediaOp::MonitorStart {
+                conn: WATCHER,
+                mode: MonitorMode::Listen
+            }
+        )),
+        "the call's media joins the monitoring connection: {ops:?}"
+    );
+    assert!(p
+        .take_notices(WATCHER)
+        .iter()
+        .any(|n| matches!(n, Notice::Monitoring { .. })));
+    assert!(p
+        .request("super", monitor(Some(MonitorMode::Barge)))
+        .is_ok());
+    // Nothing but monitoring.
+    let dial = p.request(
+        "super",
+        AgentCall::Dial {
+            to: "+15551239999".into(),
+            prospect: Default::default(),
+        },
+    );
+    assert_eq!(dial.map_err(|e| e.code), Err("forbidden"));
+    // The supervisor's own node claiming them again does not end a connection never claimed.
+    p.handle(Input::AgentClaimedElsewhere {
+        agent: "super".into(),
+    });
+    assert!(p.closed.is_empty(), "{:?}", p.closed);
+    // A transfer to them rings nobody here (their calls ring on their node).
+    let _ = p.request(
+        AGENT,
+        AgentCall::Transfer {
+            call: call.as_str().into(),
+            to: Some("agent:super".into()),
+            attended: None,
+        },
+    );
+    assert!(p
+        .take_notices(WATCHER)
+        .iter()
+        .all(|n| !matches!(n, Notice::Incoming(_) | Notice::Waiting { .. })));
+
+    // Refused: an agent who is not a supervisor, and a supervisor signed in here.
+    p.connect_as("demo2", 10, ConnKind::Monitor);
+    assert_eq!(p.closed, [(10, CloseReason::MonitorRefused)]);
+    assert!(!p.gw.is_connected(10));
+    p.connect("super", 11);
+    assert_eq!(p.closed.last(), Some(&(WATCHER, CloseReason::Replaced)));
+    p.connect_as("super", 12, ConnKind::Monitor);
+    assert_eq!(p.closed.last(), Some(&(12, CloseReason::MonitorRefused)));
+}
+
 /// The test configuration as node `a` of a cluster whose registrar is the first trunk.
 fn cluster_config() -> crate::config::Config {
     let mut config = test_config();
@@ -648,6 +738,7 @@ fn cluster_config() -> crate::config::Config {
         node: "a".into(),
         registrar: config.trunks[0].name.clone(),
         lease: 30,
+        url: "https://a.example.com".into(),
     });
     config.store.backend = crate::config::StoreBackend::Postgres;
     config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
