@@ -253,7 +253,8 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         format!("127.0.0.3:{}", a.ports.sip).parse().unwrap(),
         format!("127.0.0.4:{}", b.ports.sip).parse().unwrap(),
     ];
-    let _kamailio = start_kamailio(&scratch("cluster_kamailio"), &nodes);
+    let kamailio_dir = scratch("cluster_kamailio");
+    let _kamailio = start_kamailio(&kamailio_dir, &nodes);
     // A stranger can neither place itself at an agent's DID nor send a call in.
     let hijack = raw_request(
         "REGISTER",
@@ -343,7 +344,7 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     // A page signing in learns this node and the live ones, with where browsers reach them.
     let (a_url, b_url) = (url_of(&a), url_of(&b));
     let deadline = Instant::now() + Duration::from_secs(10);
-    let nodes = loop {
+    let live_nodes = loop {
         let mut page = connect_agent(&b, "");
         let ok = request(
             &mut page,
@@ -358,7 +359,7 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(
-        nodes,
+        live_nodes,
         serde_json::json!([{"node": "a", "url": a_url}, {"node": "b", "url": b_url}])
     );
     // Each node lets the other's pages call its API (CORS), and nobody else's.
@@ -613,6 +614,19 @@ fn calls_through_kamailio_reach_the_node_the_agent_is_signed_in_on() {
     let took = killed.elapsed();
     eprintln!("the page signed in again on B, audio up, {took:?} after A was killed");
     assert_eq!(moved, format!("MOVED b {b_url}"));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Kamailio's dispatcher takes A out once its OPTIONS probes go unanswered.
+    let down = format!("dispatcher: node sip:{} down", nodes[0]);
+    let deadline = killed + Duration::from_secs(15);
+    while !std::fs::read_to_string(kamailio_dir.join("kamailio.log"))
+        .unwrap_or_default()
+        .contains(&down)
+    {
+        assert!(Instant::now() < deadline, "Kamailio never marked A down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = killed.elapsed();
+    eprintln!("Kamailio's dispatcher marked A down {took:?} after it was killed");
     assert!(took < Duration::from_secs(10), "{took:?}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
