@@ -48,7 +48,7 @@ node_config() {
   local name=$1 ip=$2 url=${3:-$URL} recordings=${4:-$STATE/recordings}
   # The shipped configuration, moved to the node's address, with the cluster's keys.
   sed -e "s|^listen = \"127.0.0.1:5060\"|listen = \"$ip:5060\"|" \
-    -e "s|^listen = \"127.0.0.1:8080\"|listen = \"$ip:8080\"|" \
+    -e "s|^listen = \"127.0.0.1:8080\"|listen = \"$ip:8080\"\n# Where browsers reach this node: pages fail over to the others, supervisors monitor here.\npublic_url = \"http://$ip:8080\"|" \
     -e "s|^listen = \"127.0.0.1:10000\"|listen = \"$ip:10000\"|" \
     -e "s|^bind = \"127.0.0.1\"|bind = \"$ip\"|" \
     -e "s|^directory = \"recordings\"|directory = \"$recordings\"|" \
@@ -68,8 +68,6 @@ dial_plan = ["+1*"]
 [cluster]
 node = "$name"
 registrar = "kamailio"
-# Where browsers reach this node: pages fail over to the others, supervisors monitor here.
-url = "http://$ip:8080"
 EOF
 }
 

@@ -120,7 +120,6 @@ dial_plan = ["+1*"]
 node = "{name}"
 registrar = "kamailio"
 lease = 3
-url = "http://127.0.0.1:{http}"
 {DEMO_AGENT}{DEMO2_AGENT}{SUPERVISOR_AGENT}{PAGER_AGENT}"#
     );
     Gateway::start_with_tables(
@@ -129,6 +128,7 @@ url = "http://127.0.0.1:{http}"
         &extra,
         Tables {
             sip_ip: ip,
+            http: &format!("public_url = \"http://127.0.0.1:{http}\""),
             store: &format!("backend = \"postgres\"\nurl = \"{store_url}\""),
             ..Tables::default()
         },

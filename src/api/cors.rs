@@ -3,7 +3,7 @@
 //! A page signed in on one node keeps working when that node is lost by reconnecting to
 //! another; from then on it calls that node's API (saving call logs, listing live calls) from
 //! its first node's origin. Such requests are allowed for the live nodes' origins only
-//! (`[cluster] url`, as each announces it in the shared store); every other origin gets no
+//! (`http.public_url`, as each announces it in the shared store); every other origin gets no
 //! CORS headers and the browser keeps its answer from the page. Credentials are bearer
 //! tokens in a header, never cookies, so nothing is sent on a page's behalf without it.
 

@@ -224,10 +224,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (named_tx, mut named_rx) = mpsc::channel(crate::gateway::NAMING_CAPACITY);
     // In a cluster each signed-in agent is claimed in the shared store; an agent another node
     // claims arrives on `claims_lost`. Without one, nothing ever arrives there.
+    // A cluster's node is reached at its public URL (an origin, checked with the config).
     let nodes = config.cluster.as_ref().map(|cluster| {
         crate::cluster::Nodes::new(crate::cluster::NodeInfo {
             node: cluster.node.clone(),
-            url: cluster.origin().to_string(),
+            url: config.public_url(),
         })
     });
     let (claims, mut claims_lost, _no_claims) = match (&config.cluster, &nodes) {
@@ -236,7 +237,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 location.clone(),
                 crate::cluster::Membership {
                     node: cluster.node.clone(),
-                    url: cluster.origin().to_string(),
+                    url: config.public_url(),
                     lease: Duration::from_secs(cluster.lease),
                     hooks: Arc::clone(&hooks),
                     nodes: nodes.clone(),

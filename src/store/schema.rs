@@ -101,7 +101,7 @@ const MIGRATIONS: &[&str] = &[
         node TEXT PRIMARY KEY,
         alive_until INTEGER NOT NULL
      );",
-    // 6: where browsers reach each node (`[cluster] url`): pages fail over to the live ones,
+    // 6: where browsers reach each node (`http.public_url`): pages fail over to the live ones,
     // and a supervisor monitors a call on its node.
     "ALTER TABLE node_leases ADD COLUMN url TEXT;",
 ];

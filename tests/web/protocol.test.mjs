@@ -58,7 +58,7 @@ test("extra fields are kept: the protocol only grows", () => {
 
 test("the builders make the documented client messages", () => {
   const build = {
-    auth: (m) => protocol.auth(m.token),
+    auth: (m) => (m.monitor ? protocol.monitorAuth(m.token) : protocol.auth(m.token)),
     ping: () => protocol.ping(),
     "webrtc.offer": (m) => protocol.webrtcOffer(m.sdp),
     "webrtc.candidate": (m) => protocol.webrtcCandidate(m.candidate),

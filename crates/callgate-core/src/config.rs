@@ -292,7 +292,10 @@ pub struct HttpConfig {
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
     /// How others reach this listener (e.g. `https://gw.example.com`): the prefix of the
-    /// recording addresses webhooks carry. Default: the listen address.
+    /// recording addresses webhooks carry. Default: the listen address. In a cluster it is
+    /// required, an origin (scheme, host, port): each node announces it in the shared store,
+    /// pages are given the live nodes' to reconnect to when theirs is lost, and the calls API
+    /// names each call's node by it so a supervisor monitors the call there.
     #[serde(default)]
     pub public_url: Option<String>,
 }
@@ -504,18 +507,6 @@ pub struct ClusterConfig {
     /// calls as failed, frees its agents and takes over its webhook deliveries.
     #[serde(default = "default_lease")]
     pub lease: u64,
-    /// Where browsers reach this node's page, API and agent WebSocket (`https://a.example.com`,
-    /// an origin: scheme, host and port). Each node announces it in the shared store; a
-    /// page is given the live nodes' URLs at sign-in to reconnect to when its node is lost,
-    /// and the calls API names the node of each call so a supervisor can monitor it there.
-    pub url: String,
-}
-
-impl ClusterConfig {
-    /// `url` without a trailing `/`: the origin browsers send.
-    pub fn origin(&self) -> &str {
-        self.url.trim_end_matches('/')
-    }
 }
 
 fn default_lease() -> u64 {

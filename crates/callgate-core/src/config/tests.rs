@@ -231,8 +231,8 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
             node: node.into(),
             registrar: registrar.into(),
             lease: 30,
-            url: "https://a.example.com".into(),
         });
+        config.http.public_url = Some("https://a.example.com".into());
         config.store.backend = StoreBackend::Postgres;
         config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
         config.validate().map_err(|e| e.to_string())
@@ -251,27 +251,32 @@ fn a_cluster_names_this_node_and_a_registrar_trunk_with_a_proxy() {
         node: "a".into(),
         registrar: trunk.clone(),
         lease: 30,
-        url: "https://a.example.com".into(),
     });
+    alone.http.public_url = Some("https://a.example.com".into());
     let err = alone.validate().unwrap_err().to_string();
     assert!(err.contains("store.backend"), "{err}");
 }
 
 #[test]
-fn a_cluster_nodes_url_is_an_origin_pages_can_reach() {
+fn a_cluster_node_is_reached_at_a_public_url_that_is_an_origin() {
     let mut config: Config = toml::from_str(SHIPPED).expect("shipped config parses");
     config.trunks[0].outbound_proxy = Some("sip:127.0.0.2:5060".into());
     config.store.backend = StoreBackend::Postgres;
     config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
     let registrar = config.trunks[0].name.clone();
+    config.cluster = Some(ClusterConfig {
+        node: "a".into(),
+        registrar,
+        lease: 30,
+    });
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("http.public_url"),
+        "required in a cluster: {err}"
+    );
     let with = |url: &str| {
         let mut config = config.clone();
-        config.cluster = Some(ClusterConfig {
-            node: "a".into(),
-            registrar: registrar.clone(),
-            lease: 30,
-            url: url.into(),
-        });
+        config.http.public_url = Some(url.into());
         config.validate().map_err(|e| e.to_string())
     };
     for good in [
@@ -296,7 +301,7 @@ fn a_cluster_nodes_url_is_an_origin_pages_can_reach() {
         "javascript:alert(1)",
     ] {
         let err = with(bad).unwrap_err();
-        assert!(err.contains("cluster.url"), "{bad}: {err}");
+        assert!(err.contains("http.public_url"), "{bad}: {err}");
     }
 }
 

@@ -145,10 +145,15 @@ impl Config {
                     "its trunk needs an outbound_proxy to register with",
                 ));
             }
-            if !is_web_origin(cluster.origin()) {
+            let reached = self
+                .http
+                .public_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/'));
+            if !reached.is_some_and(is_web_origin) {
                 return Err(invalid(
-                    "cluster.url",
-                    "an http:// or https:// origin (scheme, host, port; no path)",
+                    "http.public_url",
+                    "a cluster's node needs where browsers reach it: an http:// or https:// origin (scheme, host, port; no path)",
                 ));
             }
             if cluster.lease < 3 {

@@ -738,8 +738,8 @@ fn cluster_config() -> crate::config::Config {
         node: "a".into(),
         registrar: config.trunks[0].name.clone(),
         lease: 30,
-        url: "https://a.example.com".into(),
     });
+    config.http.public_url = Some("https://a.example.com".into());
     config.store.backend = crate::config::StoreBackend::Postgres;
     config.store.url = Some("postgres://cg@127.0.0.1/cg".into());
     config
