@@ -90,7 +90,7 @@ up() {
   mkdir -p "$STATE/recordings"
   pg_up
   write_config "$STATE"
-  setsid kamailio -f deploy/kamailio/kamailio.cfg -DD -E -m 64 -M 8 -w "$STATE" \
+  setsid kamailio -f deploy/kamailio/kamailio.cfg -DD -E -m 512 -M 8 -w "$STATE" \
     -P "$STATE/kamailio.pid" -l udp:127.0.0.2:5060 \
     -A "DISPATCHER_LIST=\"$STATE/nodes.list\"" \
     -A "TRUNKS_LIST=\"$STATE/trunks.list\"" >/dev/null 2>"$STATE/kamailio.log" &
