@@ -101,21 +101,36 @@ impl Nodes {
     /// Whether `origin` is a cluster node's, live now or seen live before (the pages of
     /// every node may call this one's API).
     pub fn is_origin(&self, origin: &str) -> bool {
+        let origin = origin_key(origin);
         self.0
             .read()
-            .is_ok_and(|nodes| nodes.known.contains(origin))
+            .is_ok_and(|nodes| nodes.known.contains(&origin))
     }
 
     fn set(&self, live: Vec<NodeInfo>) {
         if let Ok(mut nodes) = self.0.write() {
             for node in &live {
                 if nodes.known.len() < KNOWN_ORIGINS {
-                    nodes.known.insert(node.url.clone());
+                    nodes.known.insert(origin_key(&node.url));
                 }
             }
             nodes.live = live;
         }
     }
+}
+
+/// An origin as browsers send it in `Origin`: scheme and host in lower case, no default port,
+/// no trailing `/` (a node's configured URL may be written otherwise).
+fn origin_key(url: &str) -> String {
+    let url = url.trim_end_matches('/').to_ascii_lowercase();
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if url.starts_with(scheme) {
+            if let Some(bare) = url.strip_suffix(port) {
+                return bare.to_string();
+            }
+        }
+    }
+    url
 }
 
 /// Start holding this node's lease and claims on the store at `location` (PostgreSQL).
@@ -489,5 +504,29 @@ fn listen(config: postgres::Config, node: String, notified: mpsc::Sender<String>
         drop(notifications);
         drop(client);
         std::thread::sleep(RECONNECT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_origin_matches_however_its_url_was_written() {
+        let nodes = Nodes::new(NodeInfo {
+            node: "a".into(),
+            url: "HTTPS://A.Example.com:443/".into(),
+        });
+        assert!(nodes.is_origin("https://a.example.com"));
+        nodes.set(vec![NodeInfo {
+            node: "b".into(),
+            url: "http://10.0.0.4:8080".into(),
+        }]);
+        assert!(nodes.is_origin("http://10.0.0.4:8080"));
+        assert!(nodes.is_origin("https://a.example.com"), "seen live once");
+        assert!(!nodes.is_origin("http://10.0.0.4"), "another port");
+        assert!(!nodes.is_origin("https://10.0.0.4:8080"), "another scheme");
+        assert!(!nodes.is_origin("null"));
+        assert_eq!(nodes.url_of("a"), None, "not live now");
     }
 }
