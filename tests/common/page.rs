@@ -108,3 +108,20 @@ pub fn number(json: &str, key: &str) -> f64 {
         .parse()
         .unwrap_or_else(|_| panic!("{key} in {json}"))
 }
+
+/// The page received the far end's audio during the measurement (its RESULT line): inbound
+/// packets grew by more than 50, and Chromium reported a level.
+pub fn assert_page_receives(result: &str, what: &str) {
+    let (before, after) = (
+        number(result, "packets_before"),
+        number(result, "packets_after"),
+    );
+    assert!(
+        after > before + 50.0,
+        "{what}: packets did not grow: {result}"
+    );
+    assert!(
+        number(result, "audio_level") > 0.01,
+        "{what}: no level: {result}"
+    );
+}

@@ -41,6 +41,14 @@ fn answer(p: &mut Pair, caller: &mut Caller, call: &str) {
     p.trunk_sends(&caller.ack(&ok));
 }
 
+/// A call from `number` (the trunk's caller `n`) rings the agent, who answers it.
+fn answered_call(p: &mut Pair, n: u32, number: &str) -> (Caller, String) {
+    let mut caller = Caller::new(n, number, DEMO_DID);
+    let call = ring(p, &mut caller);
+    answer(p, &mut caller, &call);
+    (caller, call)
+}
+
 /// The agent's connection was told that `call` ended.
 fn told_ended(p: &mut Pair, conn: u64, call: &str) -> bool {
     p.take_notices(conn)
@@ -134,9 +142,7 @@ fn nobody_signed_in_means_480_and_an_unknown_number_404() {
 fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
-    let mut first = Caller::new(1, "+15551230001", DEMO_DID);
-    let a = ring(&mut p, &mut first);
-    answer(&mut p, &mut first, &a);
+    let (_, a) = answered_call(&mut p, 1, "+15551230001");
     p.take_media(&a);
 
     let mut second = Caller::new(2, "+15551230002", DEMO_DID);
@@ -202,9 +208,7 @@ fn a_second_caller_waits_and_hold_accept_swaps_the_calls() {
 fn when_the_active_call_ends_the_oldest_queued_call_is_offered() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
-    let mut first = Caller::new(1, "+15551230001", DEMO_DID);
-    let a = ring(&mut p, &mut first);
-    answer(&mut p, &mut first, &a);
+    let (_, a) = answered_call(&mut p, 1, "+15551230001");
     let mut second = Caller::new(2, "+15551230002", DEMO_DID);
     let b = ring(&mut p, &mut second);
     p.advance(Duration::from_secs(1));
@@ -249,9 +253,7 @@ fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
     p.connect("demo2", 2);
-    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
-    let call = ring(&mut p, &mut caller);
-    answer(&mut p, &mut caller, &call);
+    let (_, call) = answered_call(&mut p, 1, "+15551230001");
     p.take_media(&call);
     p.take_notices(2);
 
@@ -292,9 +294,7 @@ fn a_blind_transfer_rings_the_other_agent_who_takes_the_call() {
 fn closing_the_page_ends_every_call_of_the_agent() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
-    let mut first = Caller::new(1, "+15551230001", DEMO_DID);
-    let a = ring(&mut p, &mut first);
-    answer(&mut p, &mut first, &a);
+    let (_, a) = answered_call(&mut p, 1, "+15551230001");
     let mut second = Caller::new(2, "+15551230002", DEMO_DID);
     let b = ring(&mut p, &mut second);
     p.take_sip();
@@ -325,9 +325,7 @@ fn closing_the_page_ends_every_call_of_the_agent() {
 fn a_second_sign_in_replaces_the_first_and_keeps_the_call() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
-    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
-    let call = ring(&mut p, &mut caller);
-    answer(&mut p, &mut caller, &call);
+    let (_, call) = answered_call(&mut p, 1, "+15551230001");
     p.take_media(&call);
 
     p.connect(AGENT, 7);
@@ -342,9 +340,7 @@ fn a_second_sign_in_replaces_the_first_and_keeps_the_call() {
 fn a_claim_by_another_node_ends_the_session_here_and_its_calls() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
-    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
-    let call = ring(&mut p, &mut caller);
-    answer(&mut p, &mut caller, &call);
+    answered_call(&mut p, 1, "+15551230001");
     p.take_sip();
 
     p.handle(Input::AgentClaimedElsewhere {
@@ -533,9 +529,7 @@ fn a_sip_request_from_a_stranger_starts_no_call() {
 fn shutdown_ends_every_call_with_a_bye() {
     let mut p = Pair::new();
     p.connect(AGENT, CONN);
-    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
-    let call = ring(&mut p, &mut caller);
-    answer(&mut p, &mut caller, &call);
+    let (_, call) = answered_call(&mut p, 1, "+15551230001");
     p.take_sip();
     p.handle(Input::Shutdown);
     let bye = p.request_sent("BYE");
@@ -652,9 +646,7 @@ fn a_monitoring_connection_monitors_and_does_nothing_else() {
     p.connect(AGENT, CONN);
     let register = p.request_sent("REGISTER");
     p.trunk_sends(&reply(&register, 200, ""));
-    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
-    let call = ring(&mut p, &mut caller);
-    answer(&mut p, &mut caller, &call);
+    let (_, call) = answered_call(&mut p, 1, "+15551230001");
     p.take_media(&call);
     p.take_sip();
 
@@ -772,9 +764,7 @@ fn in_a_cluster_a_transfer_to_an_agent_elsewhere_dials_their_did_through_the_reg
     let mut p = Pair::with_config(config);
     p.connect(AGENT, CONN);
     p.take_sip();
-    let mut caller = Caller::new(1, "+15551230001", DEMO_DID);
-    let call = ring(&mut p, &mut caller);
-    answer(&mut p, &mut caller, &call);
+    let (_, call) = answered_call(&mut p, 1, "+15551230001");
     p.take_sip();
 
     transfer(&mut p, &call, "agent:demo2");
